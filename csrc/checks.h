@@ -1,0 +1,80 @@
+// Argument checks shared by every backend's torch glue. The Python wrappers in dfanet_kernels/ops.py check the same
+// things with friendlier messages; these guard direct torch.ops.dfanet.* calls so a bad call never reaches a kernel.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+namespace dfanet {
+
+inline void check_activation(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dim() == 4, name, ": expected a 4-D N x C x H x W tensor, got ", t.dim(), "-D");
+  TORCH_CHECK(t.numel() > 0, name, ": expected a non-empty tensor, got shape ", t.sizes());
+}
+
+inline void check_same(const at::Tensor& t, const at::Tensor& ref, const char* name, at::IntArrayRef shape) {
+  TORCH_CHECK(t.sizes() == shape, name, ": expected shape ", shape, ", got ", t.sizes());
+  TORCH_CHECK(t.device() == ref.device(), name, ": expected device ", ref.device(), ", got ", t.device());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, ": expected dtype ", ref.scalar_type(), ", got ",
+              t.scalar_type());
+}
+
+inline void check_optional(const std::optional<at::Tensor>& t, const at::Tensor& ref, const char* name,
+                           at::IntArrayRef shape) {
+  if (t.has_value()) check_same(*t, ref, name, shape);
+}
+
+inline int64_t conv_output_size(int64_t size, int64_t stride) { return (size - 1) / stride + 1; }
+
+// Checks every dwsep_conv argument against x; returns the output shape {N, Cout, Ho, Wo}.
+inline std::vector<int64_t> check_dwsep_conv(const at::Tensor& x, const at::Tensor& dw_weight,
+                                             const std::optional<at::Tensor>& dw_bias, const at::Tensor& pw_weight,
+                                             const std::optional<at::Tensor>& pw_bias, int64_t stride,
+                                             const std::optional<at::Tensor>& residual) {
+  check_activation(x, "x");
+  const int64_t n = x.size(0), c = x.size(1);
+  check_same(dw_weight, x, "dw_weight", {c, 1, 3, 3});
+  check_optional(dw_bias, x, "dw_bias", {c});
+  TORCH_CHECK(pw_weight.dim() == 4, "pw_weight: expected Cout x C x 1 x 1, got ", pw_weight.sizes());
+  const int64_t cout = pw_weight.size(0);
+  check_same(pw_weight, x, "pw_weight", {cout, c, 1, 1});
+  check_optional(pw_bias, x, "pw_bias", {cout});
+  TORCH_CHECK(stride == 1 || stride == 2, "stride: expected 1 or 2, got ", stride);
+  std::vector<int64_t> out{n, cout, conv_output_size(x.size(2), stride), conv_output_size(x.size(3), stride)};
+  check_optional(residual, x, "residual", out);
+  return out;
+}
+
+inline void check_fc_attention(const at::Tensor& x, const at::Tensor& fc_weight,
+                               const std::optional<at::Tensor>& fc_bias, const at::Tensor& conv_weight,
+                               const std::optional<at::Tensor>& conv_bias) {
+  check_activation(x, "x");
+  const int64_t c = x.size(1);
+  TORCH_CHECK(fc_weight.dim() == 2, "fc_weight: expected K x C, got ", fc_weight.sizes());
+  const int64_t k = fc_weight.size(0);
+  check_same(fc_weight, x, "fc_weight", {k, c});
+  check_optional(fc_bias, x, "fc_bias", {k});
+  check_same(conv_weight, x, "conv_weight", {c, k, 1, 1});
+  check_optional(conv_bias, x, "conv_bias", {c});
+}
+
+// Checks the inputs of upsample_concat / upsample_add; same_channels for the add.
+inline void check_upsample(at::TensorList inputs, at::IntArrayRef size, bool same_channels) {
+  TORCH_CHECK(!inputs.empty(), "inputs: expected at least one tensor");
+  TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0, "size: expected two positive ints, got ", size);
+  const at::Tensor& first = inputs[0];
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const at::Tensor& t = inputs[i];
+    check_activation(t, "inputs[i]");
+    TORCH_CHECK(t.device() == first.device(), "inputs[", i, "]: expected device ", first.device(), ", got ",
+                t.device());
+    TORCH_CHECK(t.scalar_type() == first.scalar_type(), "inputs[", i, "]: expected dtype ", first.scalar_type(),
+                ", got ", t.scalar_type());
+    TORCH_CHECK(t.size(0) == first.size(0), "inputs[", i, "]: expected batch ", first.size(0), ", got ", t.size(0));
+    TORCH_CHECK(!same_channels || t.size(1) == first.size(1), "inputs[", i, "]: expected ", first.size(1),
+                " channels, got ", t.size(1));
+  }
+}
+
+}  // namespace dfanet

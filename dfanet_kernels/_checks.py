@@ -1,0 +1,76 @@
+"""Argument checks shared by the public ops: each failure names the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def tensor(name: str, t: object, *, ndim: int | None = None) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-D tensor, got {t.dim()}-D with shape {tuple(t.shape)}")
+    return t
+
+
+def activation(name: str, t: object, *, min_hw: int = 1) -> torch.Tensor:
+    """A non-empty N x C x H x W floating tensor (any memory layout)."""
+    t = tensor(name, t, ndim=4)
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected a floating dtype {_names(FLOAT_DTYPES)}, got {t.dtype}")
+    if t.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty N x C x H x W tensor, got shape {tuple(t.shape)}")
+    h, w = t.shape[-2:]
+    if h < min_hw or w < min_hw:
+        raise ValueError(f"{name}: expected H and W >= {min_hw}, got {h} x {w}")
+    return t
+
+
+def like(name: str, t: object, ref: torch.Tensor, ref_name: str, shape: Sequence[int]) -> torch.Tensor:
+    """A tensor of exactly ``shape`` with ``ref``'s dtype and device."""
+    t = tensor(name, t)
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    if t.device != ref.device:
+        raise ValueError(f"{name}: expected device {ref.device} (that of {ref_name}), got {t.device}")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name}: expected dtype {ref.dtype} (that of {ref_name}), got {t.dtype}")
+    return t
+
+
+def optional_like(name: str, t: object, ref: torch.Tensor, ref_name: str, shape: Sequence[int]) -> None:
+    if t is not None:
+        like(name, t, ref, ref_name, shape)
+
+
+def finite(name: str, t: torch.Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name}: expected finite values, found {bad} NaN/inf of {t.numel()}")
+
+
+def size2(name: str, size: object) -> tuple[int, int]:
+    if isinstance(size, torch.Size):
+        size = tuple(size)
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(s, (int, torch.SymInt)) and not isinstance(s, bool) for s in size)
+    ):
+        raise TypeError(f"{name}: expected a pair of ints (H, W), got {size!r}")
+    if size[0] < 1 or size[1] < 1:
+        raise ValueError(f"{name}: expected H and W >= 1, got {tuple(size)}")
+    return size[0], size[1]
+
+
+def _names(dtypes: Sequence[torch.dtype]) -> str:
+    return "/".join(str(d).removeprefix("torch.") for d in dtypes)
+
+
+def dtype_for_backend(name: str, t: torch.Tensor, backend: str, allowed: Sequence[str]) -> None:
+    if str(t.dtype).removeprefix("torch.") not in allowed:
+        raise TypeError(f"{name}: backend {backend!r} takes dtype {'/'.join(allowed)}, got {t.dtype}")

@@ -1,0 +1,85 @@
+"""Pure-PyTorch reference implementations: the specification every backend is tested against.
+
+These functions take already-validated arguments (see ``dfanet_kernels.ops`` for the public, checked
+entry points). They are differentiable and run on any device and floating dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .constants import ALIGN_CORNERS
+
+
+def dwsep_conv(
+    x: torch.Tensor,
+    dw_weight: torch.Tensor,
+    dw_bias: torch.Tensor | None,
+    pw_weight: torch.Tensor,
+    pw_bias: torch.Tensor | None,
+    stride: int = 1,
+    act_in: bool = False,
+    act_mid: bool = False,
+    act_out: bool = False,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``act_out(pw(act_mid(dw3x3(act_in(x)) + dw_bias)) + pw_bias) + residual``."""
+    if act_in:
+        x = F.relu(x)
+    y = F.conv2d(x, dw_weight, dw_bias, stride=stride, padding=1, groups=x.shape[1])
+    if act_mid:
+        y = F.relu(y)
+    y = F.conv2d(y, pw_weight, pw_bias)
+    if act_out:
+        y = F.relu(y)
+    if residual is not None:
+        y = y + residual
+    return y
+
+
+def attention_scale(
+    x: torch.Tensor,
+    fc_weight: torch.Tensor,
+    fc_bias: torch.Tensor | None,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """The N x C channel scale of FC attention: ``relu(conv_weight @ (fc_weight @ mean_hw(x) + fc_bias) + conv_bias)``."""
+    pooled = x.mean(dim=(2, 3))
+    hidden = F.linear(pooled, fc_weight, fc_bias)
+    return F.relu(F.linear(hidden, conv_weight.flatten(1), conv_bias))
+
+
+def fc_attention(
+    x: torch.Tensor,
+    fc_weight: torch.Tensor,
+    fc_bias: torch.Tensor | None,
+    conv_weight: torch.Tensor,
+    conv_bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """``x * attention_scale(x, ...)`` broadcast over H and W."""
+    scale = attention_scale(x, fc_weight, fc_bias, conv_weight, conv_bias)
+    return x * scale[:, :, None, None]
+
+
+def resize(t: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize with the library's one align_corners choice; a no-op at the same size."""
+    if tuple(t.shape[-2:]) == tuple(size):
+        return t
+    return F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=ALIGN_CORNERS)
+
+
+def upsample_concat(inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+    """``cat([resize(t, size) for t in inputs], dim=1)``."""
+    return torch.cat([resize(t, size) for t in inputs], dim=1)
+
+
+def upsample_add(inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+    """``sum(resize(t, size) for t in inputs)``."""
+    out = resize(inputs[0], size)
+    for t in inputs[1:]:
+        out = out + resize(t, size)
+    return out

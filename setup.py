@@ -1,0 +1,65 @@
+"""Builds dfanet_kernels._C: the C++ CPU kernels always, the CUDA kernels where CUDA is available.
+
+Switches (environment variables):
+  DFANET_FORCE_CUDA=1   build the CUDA sources even if torch.cuda reports no device (needs a CUDA torch + nvcc)
+  DFANET_SKIP_CUDA=1    never build the CUDA sources
+  TORCH_CUDA_ARCH_LIST  CUDA architectures (default "8.0;8.6;8.9;9.0+PTX")
+  DFANET_DEBUG=1        -O0 -g, for debuggers and sanitizers
+  MAX_JOBS              parallel compile jobs (ninja)
+Build with `pip install --no-build-isolation -e .` so the extension compiles against the torch already installed.
+"""
+
+import glob
+import os
+
+from setuptools import setup
+
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0") not in ("", "0", "false", "False")
+
+
+def _want_cuda() -> bool:
+    import torch
+
+    if _flag("DFANET_SKIP_CUDA"):
+        return False
+    has_cuda_torch = torch.version.cuda is not None
+    if _flag("DFANET_FORCE_CUDA") or _flag("FORCE_CUDA"):
+        if not has_cuda_torch or CUDA_HOME is None:
+            raise RuntimeError("DFANET_FORCE_CUDA=1 needs a CUDA build of torch and nvcc (CUDA_HOME)")
+        return True
+    if has_cuda_torch and CUDA_HOME is None:
+        print("dfanet_kernels: torch has CUDA but nvcc was not found (set CUDA_HOME); building the CPU kernels only")
+    return has_cuda_torch and CUDA_HOME is not None
+
+
+def extensions():
+    debug = _flag("DFANET_DEBUG")
+    opt = ["-O0", "-g"] if debug else ["-O3"]
+    # -fopenmp: at::parallel_for is header code that runs serially unless compiled with OpenMP.
+    cxx_flags = opt + ["-std=c++17", "-Wall", "-fopenmp"]
+    sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    if not _want_cuda():
+        print(f"dfanet_kernels: building CPU kernels ({len(sources)} sources)")
+        return [CppExtension("dfanet_kernels._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])]
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0+PTX")
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
+    print(f"dfanet_kernels: building CPU + CUDA kernels for {os.environ['TORCH_CUDA_ARCH_LIST']}")
+    nvcc_flags = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
+    return [
+        CUDAExtension(
+            "dfanet_kernels._C",
+            sources + cuda_sources,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_link_args=["-fopenmp"],
+        )
+    ]
+
+
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": BuildExtension},
+)
