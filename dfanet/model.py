@@ -1,0 +1,190 @@
+"""DFANet (Li et al., CVPR 2019): three aggregated Xception backbones and a light decoder.
+
+The network is written once, in :meth:`DFANet.run`, against a small "runner" interface; the eager runner calls the
+nn.Modules (training, ``fused=False``), the fused runner (``dfanet.fused``) calls the fused ops on BN-folded weights.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol, Sequence
+
+import torch
+from torch import nn
+
+from dfanet_kernels import reference
+
+from .layers import Backbone, ConvBNReLU, Decoder, FCAttention
+from .variants import Variant, get_variant
+
+MIN_INPUT_SIZE = 32  # the smallest H and W the network takes (the deepest map is 1/64 of it)
+
+
+class Runner(Protocol):
+    """How each piece of the network is computed; DFANet.run wires the pieces together."""
+
+    def stem(self, x: torch.Tensor) -> torch.Tensor: ...
+    def stage(self, backbone: int, stage: int, x: torch.Tensor) -> torch.Tensor: ...
+    def attention(self, backbone: int, x: torch.Tensor) -> torch.Tensor: ...
+    def concat(self, inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor: ...
+    def add(self, inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor: ...
+    def reduce_low(self, backbone: int, x: torch.Tensor) -> torch.Tensor: ...
+    def fuse_low(self, x: torch.Tensor) -> torch.Tensor: ...
+    def reduce_high(self, backbone: int, x: torch.Tensor) -> torch.Tensor: ...
+    def classify(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+class EagerRunner:
+    """Runs the nn.Modules as they are: the training path and the unfused inference path."""
+
+    def __init__(self, model: "DFANet"):
+        self.model = model
+
+    def stem(self, x):
+        return self.model.conv1(x)
+
+    def stage(self, backbone, stage, x):
+        return self.model.backbones[backbone].stages[stage](x)
+
+    def attention(self, backbone, x):
+        return self.model.backbones[backbone].fca(x)
+
+    def concat(self, inputs, size):
+        return reference.upsample_concat(inputs, size)
+
+    def add(self, inputs, size):
+        return reference.upsample_add(inputs, size)
+
+    def reduce_low(self, backbone, x):
+        return self.model.decoder.low_reduce[backbone](x)
+
+    def fuse_low(self, x):
+        return self.model.decoder.low_fuse(x)
+
+    def reduce_high(self, backbone, x):
+        return self.model.decoder.high_reduce[backbone](x)
+
+    def classify(self, x):
+        return self.model.decoder.classifier(x)
+
+
+def check_input(x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"x: expected an N x 3 x H x W image batch, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x: expected a floating dtype (normalised image), got {x.dtype}")
+    if x.shape[0] == 0:
+        raise ValueError("x: expected a batch of at least one image, got N = 0")
+    h, w = x.shape[-2:]
+    if h < MIN_INPUT_SIZE or w < MIN_INPUT_SIZE:
+        raise ValueError(f"x: expected H and W >= {MIN_INPUT_SIZE}, got {h} x {w}")
+    return x
+
+
+class DFANet(nn.Module):
+    """DFANet semantic segmentation network.
+
+    Args:
+        num_classes: output classes (19 for Cityscapes, 11 for CamVid).
+        variant: "A" or "B" (Xception A / B of the paper's Table 1); "A'" is network A, meant for 512 x 1024 input.
+        fused: in eval(), fold BatchNorm into the convolutions (once, and again whenever the weights change) and run
+            the fused kernels. train() is always the plain nn.Module path. The state_dict is the same either way.
+        backend: backend of the fused ops: None picks the best for the input's device; "reference", "cpu",
+            "triton" or "cuda" force one.
+
+    ``forward(x)`` takes an N x 3 x H x W normalised image batch (H, W >= 32, any size) and returns N x num_classes
+    x H x W logits (channels_last on the fused path).
+    """
+
+    def __init__(self, num_classes: int = 19, variant: str = "A", fused: bool = False, backend: str | None = None):
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
+        self.variant: Variant = get_variant(variant)
+        self.num_classes = num_classes
+        self.fused = fused
+        self.backend = backend
+        spec = self.variant
+        c2, c3, c4 = spec.stage_channels
+        self.conv1 = ConvBNReLU(3, spec.stem_channels, 3, stride=2)
+        # Backbone n > 1 takes [own lower stage, previous backbone's stage] at each stage (sub-stage aggregation),
+        # and [previous enc2, upsampled previous FC-attention output] at enc2 (sub-network aggregation).
+        first = (spec.stem_channels, c2, c3)
+        later = (c2 + c4, c2 + c3, c3 + c4)
+        self.backbones = nn.ModuleList(
+            Backbone(first if n == 0 else later, spec.stages, spec.attention_hidden) for n in range(3)
+        )
+        self.decoder = Decoder(c2, c4, spec.decoder_channels, num_classes)
+        self._folded = None  # the fused path's folded weights, built on first fused eval forward
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, FCAttention):  # start as the identity scale (see FCAttention)
+                nn.init.normal_(m.conv.weight, std=0.01)
+                nn.init.ones_(m.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x)
+        if self.fused and not self.training:
+            from .fused import fused_runner
+
+            return self.run(x.contiguous(memory_format=torch.channels_last), fused_runner(self))
+        return self.run(x, EagerRunner(self))
+
+    def run(self, x: torch.Tensor, runner: Runner) -> torch.Tensor:
+        """The DFANet graph (paper Fig. 3), computed piece by piece by ``runner``."""
+        stem = runner.stem(x)
+        enc2_outputs, attention_outputs = [], []
+        previous = None  # (enc2, enc3, enc4, attention) outputs of the previous backbone
+        for n in range(len(self.backbones)):
+            features = []
+            for i in range(3):
+                if i == 0:
+                    inp = stem if previous is None else runner.concat([previous[0], previous[3]], previous[0].shape[-2:])
+                else:
+                    own = features[-1]
+                    inp = own if previous is None else runner.concat([own, previous[i]], own.shape[-2:])
+                features.append(runner.stage(n, i, inp))
+            features.append(runner.attention(n, features[-1]))
+            enc2_outputs.append(features[0])
+            attention_outputs.append(features[3])
+            previous = features
+
+        low_size = enc2_outputs[0].shape[-2:]
+        low = runner.add([runner.reduce_low(n, e) for n, e in enumerate(enc2_outputs)], low_size)
+        low = runner.fuse_low(low)
+        # High-level features are upsampled straight to the low-level size and added there (one resize each).
+        high = [runner.reduce_high(n, a) for n, a in enumerate(attention_outputs)]
+        merged = runner.add([low] + high, low_size)
+        return runner.add([runner.classify(merged)], x.shape[-2:])
+
+    def load_pretrained_backbone(self, path: str | os.PathLike) -> dict[str, list[str]]:
+        """Load ImageNet-pretrained Xception weights into all three backbones (and conv1).
+
+        The file is a state_dict (or a checkpoint dict holding one under "model" or "state_dict") of an Xception
+        classifier with keys ``conv1.*``, ``stages.{0,1,2}.*`` and ``fc.*`` (the 1000-way classifier, which becomes
+        the FC-attention FC layer), as written by ``dfanet.pretrain``; a "module." prefix is stripped. As in the
+        paper every backbone starts from the same weights; tensors whose shape differs (the first block of each
+        stage of backbones 2 and 3 sees more input channels) keep their initialisation. Loaded with
+        ``weights_only=True``. Returns ``{"loaded": [...], "skipped": [...]}`` (our parameter names).
+        """
+        from .pretrained import load_backbone_state
+
+        return load_backbone_state(self, path)
+
+    def extra_repr(self) -> str:
+        return f"variant={self.variant.name!r}, num_classes={self.num_classes}, fused={self.fused}, backend={self.backend!r}"
