@@ -1,0 +1,55 @@
+"""Backend selection: automatic choice per device, clear errors for unavailable ones, a working fallback."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import dfanet_kernels as dk
+from dfanet_kernels import backends
+
+
+def test_reference_is_always_available():
+    assert "reference" in dk.available_backends("cpu")
+
+
+def test_auto_picks_compiled_cpu_kernels_when_built():
+    expected = "cpu" if "cpu" in dk.available_backends("cpu") else "reference"
+    assert backends.resolve(None, torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize(
+    "backend, message",
+    [("cuda", "backend 'cuda' runs on CUDA tensors, got a tensor on cpu"), ("gpu", "backend: expected one of")],
+)
+def test_unavailable_or_unknown_backend_is_a_clear_error(backend, message):
+    x = torch.randn(1, 2, 4, 4)
+    with pytest.raises(ValueError, match=message):
+        dk.upsample_add([x], (5, 5), backend=backend)
+
+
+def test_package_imports_without_the_compiled_library_and_warns():
+    """A failed build must not break `import dfanet_kernels`: warn with the fix, and run on the reference."""
+    script = textwrap.dedent(
+        """
+        import sys, warnings
+        sys.modules["dfanet_kernels._C"] = None  # makes `import dfanet_kernels._C` raise ImportError
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import dfanet_kernels as dk
+            import torch
+            print(dk.available_backends("cpu"))
+            y = dk.dwsep_conv(torch.randn(1, 2, 5, 5), torch.randn(2, 1, 3, 3), None, torch.randn(3, 2, 1, 1), None)
+            print(tuple(y.shape))
+        print([str(w.message) for w in caught])
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # no Triton-on-CPU in this child
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    lines = result.stdout.splitlines()
+    assert lines[0] == "['reference']"
+    assert lines[1] == "(1, 3, 5, 5)"
+    assert "pip install --no-build-isolation -e ." in lines[2]
