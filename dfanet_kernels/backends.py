@@ -77,10 +77,15 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
             return "Triton is not installed (`pip install triton`)"
         if not _has_triton(device):
             return "Triton needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1, for testing)"
-        return "the Triton kernels are not part of this release yet"
+        from . import triton as triton_kernels  # imports Triton and registers the ops, on first use only
+
+        return triton_kernels.unavailable_reason()
     raise ValueError(f"backend: expected one of {BACKENDS} or None, got {backend!r}")
 
 
+# Availability does not change while a process runs, so torch.compile may treat the choice as a constant instead of
+# tracing the import machinery behind it.
+@torch.compiler.assume_constant_result
 def resolve(backend: str | None, device: torch.device) -> str:
     """The backend a call runs on: the one asked for (checked), or the fastest available for ``device``."""
     if backend is None:

@@ -1,0 +1,26 @@
+"""The Triton backend: importing this package registers ``dfanet::<op>_triton`` for the three op families.
+
+One file per op (dwsep_conv.py, fc_attention.py, upsample.py), each ordered tuning constants -> @triton.jit kernels
+-> host launcher registered with ``torch.library.triton_op``. ``dfanet_kernels.backends`` imports this package only
+when the triton backend is first asked for, so ``import dfanet_kernels`` never imports Triton.
+
+Dtypes: float32, float16, bfloat16, accumulating in fp32. Inputs in any memory layout (read through strides);
+outputs NHWC (channels_last). Runs on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1`` (tests).
+"""
+
+from __future__ import annotations
+
+_REASON: str | None = None
+
+try:
+    import triton  # noqa: F401
+    from torch.library import triton_op, wrap_triton  # noqa: F401  (torch >= 2.6)
+except ImportError as err:  # Triton missing or broken, or a torch without triton_op
+    _REASON = f"Triton or torch.library.triton_op could not be imported ({err})"
+else:
+    from . import dwsep_conv, fc_attention, upsample  # noqa: F401  (registers the ops)
+
+
+def unavailable_reason() -> str | None:
+    """None if the Triton ops are registered; otherwise why not."""
+    return _REASON

@@ -1,0 +1,151 @@
+"""Bilinear upsample + concat / + add in Triton (``dfanet::upsample_concat_triton``, ``dfanet::upsample_add_triton``).
+
+align_corners=False with PyTorch's source-index rule: ``src = (dst + 0.5) * in / out - 0.5``, clamped at 0, the
+upper neighbour clamped at ``in - 1``. An input already at the target size is copied exactly (no 0 * neighbour
+term, so inf/NaN and -0.0 pass through as they do in the reference).
+
+One kernel serves both ops: a program computes a [BLOCK_P pixels, BLOCK_C channels] tile of the NHWC output as the
+sum of up to MAX_SOURCES resized sources and writes it once. ``upsample_concat`` launches it once per input, each
+writing its own channel slice (every output value is still written once); ``upsample_add`` sums up to MAX_SOURCES
+inputs in one launch, in fp32 (DFANet's decoder adds at most four).
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch.library import triton_op, wrap_triton
+
+from ._common import INTERPRET, channel_block, empty_nhwc, pixel_block
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tuning constants
+# ---------------------------------------------------------------------------------------------------------------
+# Sources summed by one launch; more inputs chain launches that accumulate into the output (one extra fp32
+# round trip per MAX_SOURCES inputs). Four covers DFANet's decoder ([low] + three high-level maps).
+MAX_SOURCES = 4
+# Bandwidth-bound gathers: tiles of ~4096 values (16 KB fp32) keep enough loads in flight per SM; no autotuning
+# because the best tile follows from the channel count. The interpreter prefers few, large programs.
+_TILE_ELEMENTS = 4096 if not INTERPRET else 16384
+_MAX_BLOCK_C = 64 if not INTERPRET else 256
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, H, W, s_n, s_c, s_h, s_w, scale_h, scale_w,
+                   SAME: tl.constexpr):
+    """fp32 [BLOCK_P, BLOCK_C] tile of one source resized to the output grid, at output pixels (n, oh, ow)."""
+    base = src_ptr + n * s_n
+    cols = offs_c[None, :] * s_c
+    if SAME:
+        val = tl.load(base[:, None] + (oh * s_h + ow * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+    else:
+        # PyTorch's area_pixel_compute_source_index in fp32; trunc == floor because src >= 0 after the clamp.
+        hr = tl.maximum(scale_h * (oh.to(tl.float32) + 0.5) - 0.5, 0.0)
+        wr = tl.maximum(scale_w * (ow.to(tl.float32) + 0.5) - 0.5, 0.0)
+        h0 = tl.minimum(hr.to(tl.int64), H - 1)
+        w0 = tl.minimum(wr.to(tl.int64), W - 1)
+        h1 = h0 + (h0 < H - 1).to(tl.int64)
+        w1 = w0 + (w0 < W - 1).to(tl.int64)
+        lh1 = hr - h0.to(tl.float32)
+        lw1 = wr - w0.to(tl.float32)
+        lh0 = 1.0 - lh1
+        lw0 = 1.0 - lw1
+        r0 = base + h0 * s_h
+        r1 = base + h1 * s_h
+        a = tl.load(r0[:, None] + (w0 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(r0[:, None] + (w1 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+        c = tl.load(r1[:, None] + (w0 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+        d = tl.load(r1[:, None] + (w1 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+        # The reference's order of operations: h0 * (w0 * a + w1 * b) + h1 * (w0 * c + w1 * d).
+        val = lh0[:, None] * (lw0[:, None] * a + lw1[:, None] * b) + lh1[:, None] * (lw0[:, None] * c + lw1[:, None] * d)
+    return val
+
+
+@triton.jit
+def _upsample_kernel(
+    out_ptr,
+    P, C, HO, WO, C_OFF,
+    so_n, so_c, so_h, so_w,
+    p0, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0,
+    p1, H1, W1, sn1, sc1, sh1, sw1, fh1, fw1,
+    p2, H2, W2, sn2, sc2, sh2, sw2, fh2, fw2,
+    p3, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3,
+    NUM_SOURCES: tl.constexpr,
+    SAME0: tl.constexpr, SAME1: tl.constexpr, SAME2: tl.constexpr, SAME3: tl.constexpr,
+    ACCUMULATE: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_p = offs_p < P
+    ow = offs_p % WO
+    oh = (offs_p // WO) % HO
+    n = offs_p // (WO * HO)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = mask_p[:, None] & (offs_c < C)[None, :]
+
+    acc = _bilinear_tile(p0, n, oh, ow, offs_c, mask, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, SAME0)
+    if NUM_SOURCES > 1:
+        acc += _bilinear_tile(p1, n, oh, ow, offs_c, mask, H1, W1, sn1, sc1, sh1, sw1, fh1, fw1, SAME1)
+    if NUM_SOURCES > 2:
+        acc += _bilinear_tile(p2, n, oh, ow, offs_c, mask, H2, W2, sn2, sc2, sh2, sw2, fh2, fw2, SAME2)
+    if NUM_SOURCES > 3:
+        acc += _bilinear_tile(p3, n, oh, ow, offs_c, mask, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3, SAME3)
+
+    o_ptrs = out_ptr + (n * so_n + oh * so_h + ow * so_w)[:, None] + (C_OFF + offs_c)[None, :] * so_c
+    if ACCUMULATE:
+        acc += tl.load(o_ptrs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Host launchers and registration
+# ---------------------------------------------------------------------------------------------------------------
+def _source_args(t: torch.Tensor, ho: int, wo: int) -> list:
+    """Pointer, size, strides and fp32 scales (in / out, as PyTorch computes them) of one source."""
+    h, w = t.shape[2], t.shape[3]
+    return [t, h, w, *t.stride(), h / ho, w / wo]
+
+
+def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumulate: bool) -> None:
+    """out[:, c_off:c_off + C] (=|+=) sum of ``sources`` resized to out's size; all sources have C channels."""
+    n, _, ho, wo = out.shape
+    c = sources[0].shape[1]
+    padded = sources + [sources[0]] * (MAX_SOURCES - len(sources))  # unused slots are never read
+    args = []
+    for t in padded:
+        args += _source_args(t, ho, wo)
+    same = [t.shape[2] == ho and t.shape[3] == wo for t in padded]
+    block_c = channel_block(c, _MAX_BLOCK_C)
+    block_p = pixel_block(block_c, _TILE_ELEMENTS)
+    p = n * ho * wo
+    wrap_triton(_upsample_kernel)[(triton.cdiv(p, block_p), triton.cdiv(c, block_c))](
+        out, p, c, ho, wo, c_off, *out.stride(), *args,
+        NUM_SOURCES=len(sources), SAME0=same[0], SAME1=same[1], SAME2=same[2], SAME3=same[3],
+        ACCUMULATE=accumulate, BLOCK_P=block_p, BLOCK_C=block_c,
+    )
+
+
+@triton_op("dfanet::upsample_concat_triton", mutates_args=())
+def upsample_concat_triton(inputs: list[torch.Tensor], size: list[int]) -> torch.Tensor:
+    """``cat([bilinear(t, size) for t in inputs], dim=1)`` as NHWC, each input read once; checked in ops.py."""
+    torch._check(len(size) == 2, lambda: f"size: expected (H, W), got {size}")
+    ho, wo = size
+    out = empty_nhwc(inputs[0], (inputs[0].shape[0], sum(t.shape[1] for t in inputs), ho, wo))
+    c_off = 0
+    for t in inputs:
+        _launch(out, [t], c_off, accumulate=False)
+        c_off += t.shape[1]
+    return out
+
+
+@triton_op("dfanet::upsample_add_triton", mutates_args=())
+def upsample_add_triton(inputs: list[torch.Tensor], size: list[int]) -> torch.Tensor:
+    """``sum(bilinear(t, size) for t in inputs)`` as NHWC in one pass (per MAX_SOURCES inputs); checked in ops.py."""
+    torch._check(len(size) == 2, lambda: f"size: expected (H, W), got {size}")
+    ho, wo = size
+    out = empty_nhwc(inputs[0], (inputs[0].shape[0], inputs[0].shape[1], ho, wo))
+    for i in range(0, len(inputs), MAX_SOURCES):
+        _launch(out, list(inputs[i:i + MAX_SOURCES]), 0, accumulate=i > 0)
+    return out
