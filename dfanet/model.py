@@ -14,7 +14,8 @@ from torch import nn
 
 from dfanet_kernels import reference
 
-from .layers import Backbone, ConvBNReLU, Decoder, FCAttention
+from .fused import fused_runner
+from .layers import Backbone, ConvBNReLU, Decoder, FCAttention, XceptionBlock
 from .variants import Variant, get_variant
 
 MIN_INPUT_SIZE = 32  # the smallest H and W the network takes (the deepest map is 1/64 of it)
@@ -136,12 +137,14 @@ class DFANet(nn.Module):
             if isinstance(m, FCAttention):  # start as the identity scale (see FCAttention)
                 nn.init.normal_(m.conv.weight, std=0.01)
                 nn.init.ones_(m.conv.bias)
+            elif isinstance(m, XceptionBlock):  # each residual branch starts at zero: the block starts as its shortcut
+                nn.init.zeros_(m.sep3.bn.weight)
+        # Small logits at the start keep the first steps' cross-entropy (and gradients) near log(num_classes).
+        nn.init.normal_(self.decoder.classifier.weight, std=0.01)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x)
         if self.fused and not self.training:
-            from .fused import fused_runner
-
             return self.run(x.contiguous(memory_format=torch.channels_last), fused_runner(self))
         return self.run(x, EagerRunner(self))
 

@@ -1,0 +1,156 @@
+"""DFANet: shapes at any size, fused == unfused in eval, training at batch 1, refolding, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import dfanet_kernels as dk
+from dfanet import DFANet
+
+from .utils import randomize_batchnorm
+
+FUSED_BACKENDS = [b for b in ("cpu", "reference") if b in dk.available_backends("cpu")]
+
+
+def make_model(variant="A", num_classes=19, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    model = DFANet(num_classes, variant, **kwargs)
+    randomize_batchnorm(model, seed)
+    return model.eval()
+
+
+def assert_logits_match(fused, unfused):
+    """fp32: the fused path reassociates every conv's sums and folds BN; relative to the logit scale the
+    difference stays at a few 1e-6 through ~40 layers; 1e-4 leaves headroom yet catches any real error (a wrong
+    tap, a missing bias or ReLU changes logits by O(1) of their scale). Argmax may flip only on exact near-ties."""
+    assert fused.shape == unfused.shape
+    scale = unfused.abs().max()
+    assert (fused - unfused).abs().max() <= 1e-4 * scale
+    agreement = (fused.argmax(1) == unfused.argmax(1)).float().mean()
+    assert agreement >= 0.999
+
+
+@pytest.mark.parametrize("size", [(32, 32), (97, 131), (64, 64), (250, 500)])
+def test_output_is_one_tensor_at_input_size(size):
+    model = make_model("B", num_classes=7)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, *size))
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 7, *size)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize(
+    "variant, batch, size", [("A", 1, (97, 131)), ("A", 2, (250, 500)), ("B", 3, (64, 96)), ("A'", 1, (128, 256))]
+)
+def test_fused_matches_unfused_in_eval(variant, batch, size, backend):
+    model = make_model(variant)
+    x = torch.randn(batch, 3, *size)
+    with torch.no_grad():
+        unfused = model(x)
+        model.fused, model.backend = True, backend
+        fused = model(x)
+    assert_logits_match(fused, unfused)
+
+
+def test_fused_train_mode_is_the_plain_module_path():
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 64, 64)
+    plain, fused = make_model("B").train(), make_model("B", fused=True).train()
+    assert torch.equal(plain(x), fused(x))
+
+
+@pytest.mark.parametrize("size", [(32, 32), (65, 47)])
+def test_trains_at_batch_one(size):
+    """At batch 1 the deepest maps are 1 x 1: no BatchNorm error, finite gradients, and the loss goes down on a
+    target the network can fit (a threshold of the input), at a learning rate suited to batch-1 BatchNorm."""
+    torch.manual_seed(0)
+    model = DFANet(num_classes=3, variant="B").train()
+    x = torch.randn(1, 3, *size)
+    target = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+    opt = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
+    losses = []
+    for _ in range(10):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), target)
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        opt.step()
+        losses.append(loss.item())
+    assert min(losses[-3:]) < 0.8 * losses[0]
+
+
+def test_refolds_after_load_state_dict_training_and_inplace_edits():
+    x = torch.randn(1, 3, 64, 64)
+    model = make_model("B", fused=True)
+    other = make_model("B", seed=7)
+    with torch.no_grad():
+        model(x)  # folds the current weights
+        model.load_state_dict(other.state_dict())
+        assert_logits_match(model(x), other(x))
+
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(2, 3, 64, 64)).square().mean().backward()  # also moves the BN running statistics
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        fused = model(x)
+        model.fused = False
+        assert_logits_match(fused, model(x))
+        model.fused = True
+        model.decoder.classifier.bias.add_(1.0)
+        expected = fused + 1.0
+        assert_logits_match(model(x), expected)
+
+
+def test_same_state_dict_for_fused_and_unfused():
+    fused, unfused = DFANet(fused=True), DFANet(fused=False)
+    assert fused.state_dict().keys() == unfused.state_dict().keys()
+    unfused.load_state_dict(fused.state_dict())
+
+
+def test_non_finite_weights_fail_at_fold_time_naming_the_layer():
+    model = make_model("B", fused=True)
+    with torch.no_grad():
+        model.backbones[1].stages[2][0].sep2.bn.running_var[0] = float("nan")
+    with pytest.raises(ValueError, match=r"backbones\.1\.stages\.2\.0\.sep2 BN running_var: expected finite"):
+        model(torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize(
+    "x, error, message",
+    [
+        (torch.randn(3, 64, 64), ValueError, r"x: expected an N x 3 x H x W image batch, got shape \(3, 64, 64\)"),
+        (torch.randn(1, 4, 64, 64), ValueError, r"x: expected an N x 3 x H x W"),
+        (torch.randn(1, 3, 31, 64), ValueError, r"x: expected H and W >= 32, got 31 x 64"),
+        (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), TypeError, r"x: expected a floating dtype"),
+        ([1, 2, 3], TypeError, r"x: expected a torch.Tensor"),
+    ],
+)
+@pytest.mark.parametrize("fused", [False, True])
+def test_bad_input(x, error, message, fused):
+    model = make_model("B", fused=fused)
+    with pytest.raises(error, match=message):
+        model(x)
+
+
+@pytest.mark.parametrize("kwargs, message", [(dict(variant="C"), "variant: expected one of"),
+                                             (dict(num_classes=0), "num_classes: expected a positive int")])
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DFANet(**kwargs)
+
+
+@pytest.mark.skipif("cpu" not in dk.available_backends("cpu"), reason="compiled CPU kernels not built")
+def test_fused_model_compiles_and_exports_with_the_custom_ops():
+    model = make_model("B", fused=True)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected = model(x)
+        compiled = torch.compile(model, fullgraph=True)
+        assert_logits_match(compiled(x), expected)
+        exported = torch.export.export(model, (x,))
+    targets = {str(n.target) for n in exported.graph.nodes if n.op == "call_function"}
+    assert {"dfanet.dwsep_conv.default", "dfanet.fc_attention.default", "dfanet.upsample_add.default"} <= targets
+    assert_logits_match(exported.module()(x), expected)
