@@ -25,13 +25,16 @@ def _want_cuda() -> bool:
     import torch
 
     if _flag("DFANET_SKIP_CUDA"):
+        print("dfanet_kernels: DFANET_SKIP_CUDA=1, not building the CUDA kernels")
         return False
     has_cuda_torch = torch.version.cuda is not None
     if _flag("DFANET_FORCE_CUDA") or _flag("FORCE_CUDA"):
         if not has_cuda_torch or CUDA_HOME is None:
             raise RuntimeError("DFANET_FORCE_CUDA=1 needs a CUDA build of torch and nvcc (CUDA_HOME)")
         return True
-    if has_cuda_torch and CUDA_HOME is None:
+    if not has_cuda_torch:
+        print("dfanet_kernels: torch is a CPU build, not building the CUDA kernels")
+    elif CUDA_HOME is None:
         print("dfanet_kernels: torch has CUDA but nvcc was not found (set CUDA_HOME); building the CPU kernels only")
     return has_cuda_torch and CUDA_HOME is not None
 
@@ -47,7 +50,10 @@ def extensions():
         return [CppExtension("dfanet_kernels._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])]
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0+PTX")
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
-    print(f"dfanet_kernels: building CPU + CUDA kernels for {os.environ['TORCH_CUDA_ARCH_LIST']}")
+    print(
+        f"dfanet_kernels: building CPU + CUDA kernels ({len(sources)} C++ sources, {len(cuda_sources)} CUDA sources "
+        f"and glue) for TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}"
+    )
     nvcc_flags = opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"]
     return [
         CUDAExtension(

@@ -1,0 +1,38 @@
+// Device helpers shared by the .cu kernels: fp32 conversions of the three storage types and launch geometry.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace dfanet::cuda {
+
+// Grid-stride loops cover any size, so grids stop growing here: enough blocks to fill an H100 many times over.
+constexpr int64_t kMaxBlocks = 8192;
+
+__host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+inline unsigned grid_size(int64_t work_items, int64_t items_per_block) {
+  const int64_t blocks = ceil_div(work_items, items_per_block);
+  return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
+}
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// NaN passes through, as in torch.relu.
+__device__ __forceinline__ float relu(float v) { return v < 0.f ? 0.f : v; }
+
+}  // namespace dfanet::cuda

@@ -1,0 +1,281 @@
+// Fused depthwise-separable convolution on the GPU, NHWC.
+// A block owns a tile of kTileM output pixels x kTileN output channels and walks the input channels in chunks of
+// kTileK: it writes the depthwise 3x3 result of the chunk for its pixels into shared memory, stages the matching
+// pointwise weights beside it and multiplies the two, so the depthwise result never goes to global memory.
+// fp16/bf16 multiply on tensor cores (WMMA, fp32 accumulation); fp32 and narrow layers take an FMA path.
+#include <mma.h>
+
+#include "common.cuh"
+#include "launchers.h"
+
+namespace dfanet::cuda {
+namespace {
+
+constexpr int kTileM = 64;  // output pixels per tile
+constexpr int kTileN = 64;  // output channels per tile
+// Input channels per chunk = one warp: each thread stages one channel, so its 9 depthwise weights stay in registers
+// while consecutive lanes read consecutive channels of x (coalesced).
+constexpr int kTileK = 32;
+
+// Below this many input or output channels the zero padding of a 16x16x16 WMMA tile wastes most of the multiply.
+constexpr int64_t kMinTensorCoreChannels = 16;
+
+// Where each output pixel of a tile reads x: filled once per tile, read for every chunk.
+struct PixelTable {
+  int64_t base[kTileM];  // offset of the pixel's sample in x; -1 past the last pixel
+  int ih0[kTileM];       // top-left input row / column of its 3x3 window (-1 at the top / left edge)
+  int iw0[kTileM];
+};
+
+__device__ void fill_pixel_table(PixelTable& t, const DwsepConvParams& p, int64_t m0, int64_t M) {
+  for (int i = threadIdx.x; i < kTileM; i += blockDim.x) {
+    const int64_t m = m0 + i;
+    if (m < M) {
+      const int64_t ow = m % p.Wo, rest = m / p.Wo;
+      const int64_t oh = rest % p.Ho, n = rest / p.Ho;
+      t.base[i] = n * p.H * p.W * p.C;
+      t.ih0[i] = static_cast<int>(oh * p.stride - 1);
+      t.iw0[i] = static_cast<int>(ow * p.stride - 1);
+    } else {
+      t.base[i] = -1;
+    }
+  }
+}
+
+// One channel's depthwise weights and bias; zero for the padding channels past C.
+struct DwChannel {
+  float w[9];
+  float b;
+  bool valid;
+};
+
+template <typename T>
+__device__ DwChannel load_dw_channel(const DwsepConvParams& p, int64_t c) {
+  DwChannel ch{};
+  ch.valid = c < p.C;
+  if (ch.valid) {
+    const T* w = static_cast<const T*>(p.dw_weight) + c * 9;
+#pragma unroll
+    for (int t = 0; t < 9; ++t) ch.w[t] = to_float(w[t]);
+    ch.b = p.dw_bias ? to_float(static_cast<const T*>(p.dw_bias)[c]) : 0.f;
+  }
+  return ch;
+}
+
+// act_mid(dw3x3(act_in(x)) + b) of tile pixel i, channel c; 0 outside the tile or past C.
+template <typename T>
+__device__ float depthwise_at(const DwsepConvParams& p, const PixelTable& t, int i, int64_t c, const DwChannel& ch) {
+  const int64_t base = t.base[i];
+  if (base < 0 || !ch.valid) return 0.f;
+  const T* x = static_cast<const T*>(p.x) + base + c;
+  float acc = ch.b;
+#pragma unroll
+  for (int kh = 0; kh < 3; ++kh) {
+    const int ih = t.ih0[i] + kh;
+    if (ih < 0 || ih >= p.H) continue;
+#pragma unroll
+    for (int kw = 0; kw < 3; ++kw) {
+      const int iw = t.iw0[i] + kw;
+      if (iw < 0 || iw >= p.W) continue;
+      float v = to_float(x[(ih * p.W + iw) * p.C]);
+      if (p.act_in) v = relu(v);
+      acc += v * ch.w[kh * 3 + kw];
+    }
+  }
+  return p.act_mid ? relu(acc) : acc;
+}
+
+// act_out(acc + pw_bias) + residual, stored at output pixel m, channel n.
+template <typename T>
+__device__ void store_output(const DwsepConvParams& p, int64_t m, int64_t n, float acc) {
+  if (p.pw_bias) acc += to_float(static_cast<const T*>(p.pw_bias)[n]);
+  if (p.act_out) acc = relu(acc);
+  const int64_t o = m * p.Cout + n;
+  if (p.residual) acc += to_float(static_cast<const T*>(p.residual)[o]);
+  static_cast<T*>(p.out)[o] = from_float<T>(acc);
+}
+
+// Tiles are numbered output-channel-fastest, so blocks running at the same time share their x reads in L2.
+__host__ __device__ inline int64_t num_tiles(const DwsepConvParams& p) {
+  return ceil_div(p.N * p.Ho * p.Wo, kTileM) * ceil_div(p.Cout, kTileN);
+}
+
+// ---- FMA path: 16 x 16 threads, each accumulating 4 pixels x 4 output channels in registers.
+
+constexpr int kFmaThreads = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kFmaThreads) dwsep_conv_fma_kernel(const DwsepConvParams p) {
+  __shared__ PixelTable table;
+  // [k][pixel] and [k][out channel]: the product loop reads rows; +1 keeps the staging writes (one channel per lane,
+  // so a warp writes down a column) on distinct banks.
+  __shared__ float dw_tile[kTileK][kTileM + 1];
+  __shared__ float pw_tile[kTileK][kTileN + 1];
+  constexpr int kRowStep = kFmaThreads / kTileK;
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int lane_k = threadIdx.x % kTileK, row0 = threadIdx.x / kTileK;
+  const T* pw_weight = static_cast<const T*>(p.pw_weight);
+  const int64_t M = p.N * p.Ho * p.Wo, n_tiles = ceil_div(p.Cout, kTileN);
+
+  for (int64_t tile = blockIdx.x; tile < num_tiles(p); tile += gridDim.x) {
+    const int64_t m0 = (tile / n_tiles) * kTileM, n0 = (tile % n_tiles) * kTileN;
+    // The previous tile last read the table before its final chunk's second barrier, so no barrier is needed here.
+    fill_pixel_table(table, p, m0, M);
+    float acc[4][4] = {};
+    for (int64_t c0 = 0; c0 < p.C; c0 += kTileK) {
+      const int64_t c = c0 + lane_k;
+      const DwChannel ch = load_dw_channel<T>(p, c);
+      __syncthreads();  // the table is written; the previous chunk's products are done with the tiles
+      for (int i = row0; i < kTileM; i += kRowStep) dw_tile[lane_k][i] = depthwise_at<T>(p, table, i, c, ch);
+      for (int j = row0; j < kTileN; j += kRowStep) {
+        const int64_t n = n0 + j;
+        pw_tile[lane_k][j] = (n < p.Cout && ch.valid) ? to_float(pw_weight[n * p.C + c]) : 0.f;
+      }
+      __syncthreads();
+      const int k_end = static_cast<int>(p.C - c0 < kTileK ? p.C - c0 : kTileK);
+      for (int k = 0; k < k_end; ++k) {
+        float a[4], b[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) a[i] = dw_tile[k][ty + 16 * i];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) b[j] = pw_tile[k][tx + 16 * j];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t m = m0 + ty + 16 * i;
+      if (m >= M) continue;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int64_t n = n0 + tx + 16 * j;  // consecutive tx: consecutive output channels, coalesced stores
+        if (n < p.Cout) store_output<T>(p, m, n, acc[i][j]);
+      }
+    }
+  }
+}
+
+// ---- Tensor-core path (fp16/bf16, sm_80+): 4 warps in 2 x 2, each 32 x 32 outputs = 2 x 2 WMMA 16x16x16 tiles.
+
+constexpr int kWmmaThreads = 128;
+
+template <typename T>
+__global__ void __launch_bounds__(kWmmaThreads) dwsep_conv_wmma_kernel(const DwsepConvParams p) {
+#if __CUDA_ARCH__ >= 800  // bf16 WMMA needs sm_80; the launcher sends older GPUs to the FMA path
+  using namespace nvcuda;
+  // Row pitches: multiples of 8 halves / 4 floats as WMMA requires, keeping every fragment 32-byte aligned
+  // (16 rows x 80 B, 16 rows x 272 B); the +8 / +4 also shift banks from row to row.
+  constexpr int kLdAB = kTileK + 8;
+  constexpr int kLdC = kTileN + 4;
+  __shared__ PixelTable table;
+  __shared__ __align__(32) T a_tile[kTileM * kLdAB];  // depthwise result [pixel][k]: row-major A
+  __shared__ __align__(32) T b_tile[kTileN * kLdAB];  // pointwise weight [out channel][k], as in memory: col-major B
+  __shared__ __align__(32) float c_tile[kTileM * kLdC];
+  constexpr int kRowStep = kWmmaThreads / kTileK;
+  const int warp = threadIdx.x / 32;
+  const int warp_m = (warp / 2) * 32, warp_n = (warp % 2) * 32;
+  const int lane_k = threadIdx.x % kTileK, row0 = threadIdx.x / kTileK;
+  const T* pw_weight = static_cast<const T*>(p.pw_weight);
+  const int64_t M = p.N * p.Ho * p.Wo, n_tiles = ceil_div(p.Cout, kTileN);
+
+  for (int64_t tile = blockIdx.x; tile < num_tiles(p); tile += gridDim.x) {
+    const int64_t m0 = (tile / n_tiles) * kTileM, n0 = (tile % n_tiles) * kTileN;
+    // As in the FMA kernel, the chunk loop's barriers separate this tile's writes from the previous tile's reads.
+    fill_pixel_table(table, p, m0, M);
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[2][2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::fill_fragment(acc[i][j], 0.f);
+    }
+    for (int64_t c0 = 0; c0 < p.C; c0 += kTileK) {
+      const int64_t c = c0 + lane_k;
+      const DwChannel ch = load_dw_channel<T>(p, c);
+      __syncthreads();  // the table is written; the previous chunk's fragments are loaded
+      for (int i = row0; i < kTileM; i += kRowStep) {
+        a_tile[i * kLdAB + lane_k] = from_float<T>(depthwise_at<T>(p, table, i, c, ch));
+      }
+      for (int j = row0; j < kTileN; j += kRowStep) {
+        const int64_t n = n0 + j;
+        b_tile[j * kLdAB + lane_k] = (n < p.Cout && ch.valid) ? pw_weight[n * p.C + c] : from_float<T>(0.f);
+      }
+      __syncthreads();
+      const int k_steps = static_cast<int>(ceil_div(p.C - c0 < kTileK ? p.C - c0 : kTileK, 16));
+      for (int ks = 0; ks < k_steps; ++ks) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a[2];
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) wmma::load_matrix_sync(a[i], a_tile + (warp_m + 16 * i) * kLdAB + 16 * ks, kLdAB);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(b[j], b_tile + (warp_n + 16 * j) * kLdAB + 16 * ks, kLdAB);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+#pragma unroll
+          for (int j = 0; j < 2; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        }
+      }
+    }
+    // Through shared memory, so the epilogue knows each value's pixel and channel and stores coalesced.
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        wmma::store_matrix_sync(c_tile + (warp_m + 16 * i) * kLdC + warp_n + 16 * j, acc[i][j], kLdC,
+                                wmma::mem_row_major);
+      }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < kTileM * kTileN; e += kWmmaThreads) {
+      const int i = e / kTileN, j = e % kTileN;
+      const int64_t m = m0 + i, n = n0 + j;
+      if (m < M && n < p.Cout) store_output<T>(p, m, n, c_tile[i * kLdC + j]);
+    }
+  }
+#endif
+}
+
+cudaError_t has_sm80(bool* yes) {
+  int device = 0, major = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  *yes = major >= 8;
+  return err;
+}
+
+// fp32 always takes the FMA path; fp16/bf16 take tensor cores on sm_80+ where the layer is wide enough.
+template <typename T>
+cudaError_t launch_typed(const DwsepConvParams& p, cudaStream_t stream) {
+  const unsigned grid = grid_size(num_tiles(p), 1);
+  dwsep_conv_fma_kernel<T><<<grid, kFmaThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t launch_typed_16bit(const DwsepConvParams& p, cudaStream_t stream) {
+  bool sm80 = false;
+  const cudaError_t err = has_sm80(&sm80);
+  if (err != cudaSuccess) return err;
+  if (!sm80 || p.C < kMinTensorCoreChannels || p.Cout < kMinTensorCoreChannels) return launch_typed<T>(p, stream);
+  dwsep_conv_wmma_kernel<T><<<grid_size(num_tiles(p), 1), kWmmaThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t launch_dwsep_conv(const DwsepConvParams& p, cudaStream_t stream) {
+  switch (p.dtype) {
+    case DType::kFloat32:
+      return launch_typed<float>(p, stream);
+    case DType::kFloat16:
+      return launch_typed_16bit<__half>(p, stream);
+    case DType::kBFloat16:
+      return launch_typed_16bit<__nv_bfloat16>(p, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace dfanet::cuda

@@ -1,0 +1,66 @@
+// Launchers of the CUDA kernels (csrc/cuda/*.cu), callable from plain C++: raw pointers, a params struct, a stream.
+// No torch types here, so the .cu files build with CUDA headers only (seconds, and compile-checked in CI without a
+// GPU or a CUDA torch); the torch glue (*_glue.cpp) checks the tensors and fills these structs.
+//
+// Every tensor is dense: activations NHWC (channels_last), weights in their PyTorch layout flattened row-major.
+// Kernels read and write `dtype` and accumulate in fp32. Each launcher queues its kernels on `stream` and returns
+// the launch status (cudaGetLastError); callers skip empty outputs, so every launch has work to do.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace dfanet::cuda {
+
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+
+// out = act_out(pw(act_mid(dw3x3(act_in(x), stride, padding 1) + dw_bias)) + pw_bias) + residual
+struct DwsepConvParams {
+  const void* x;          // N x H x W x C
+  const void* dw_weight;  // C x 9 (C x 1 x 3 x 3)
+  const void* dw_bias;    // C, or nullptr
+  const void* pw_weight;  // Cout x C (Cout x C x 1 x 1)
+  const void* pw_bias;    // Cout, or nullptr
+  const void* residual;   // N x Ho x Wo x Cout, or nullptr
+  void* out;              // N x Ho x Wo x Cout
+  int64_t N, H, W, C, Cout, Ho, Wo;
+  int stride;  // 1 or 2
+  bool act_in, act_mid, act_out;
+  DType dtype;
+};
+cudaError_t launch_dwsep_conv(const DwsepConvParams& p, cudaStream_t stream);
+
+// out = x * relu(conv_weight @ (fc_weight @ mean_hw(x) + fc_bias) + conv_bias), per sample.
+struct FcAttentionParams {
+  const void* x;            // N x HW x C
+  const void* fc_weight;    // K x C
+  const void* fc_bias;      // K, or nullptr
+  const void* conv_weight;  // C x K (C x K x 1 x 1)
+  const void* conv_bias;    // C, or nullptr
+  void* out;                // N x HW x C
+  float* workspace;         // fc_attention_workspace_floats(N, C, K) floats of scratch
+  int64_t N, HW, C, K;
+  DType dtype;
+};
+// Scratch for the pooled (N x C), hidden (N x K) and scale (N x C) vectors, all fp32.
+inline int64_t fc_attention_workspace_floats(int64_t N, int64_t C, int64_t K) { return N * (2 * C + K); }
+cudaError_t launch_fc_attention(const FcAttentionParams& p, cudaStream_t stream);
+
+// Bilinear resize to Ho x Wo (align_corners=False, PyTorch's source-index rule; a source already at Ho x Wo is
+// copied), then concatenated along channels (add=false) or summed (add=true: every source has Cout channels).
+struct UpsampleSource {
+  const void* data;  // N x H x W x C
+  int64_t C, H, W;
+};
+struct UpsampleParams {
+  const UpsampleSource* sources;  // host array
+  int64_t num_sources;
+  void* out;  // N x Ho x Wo x Cout
+  int64_t N, Ho, Wo, Cout;
+  bool add;
+  DType dtype;
+};
+cudaError_t launch_upsample(const UpsampleParams& p, cudaStream_t stream);
+
+}  // namespace dfanet::cuda
