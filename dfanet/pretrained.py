@@ -1,0 +1,70 @@
+"""Loading ImageNet-pretrained Xception weights into DFANet's three backbones."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state_dict from ``path`` (bare, or under "model"/"state_dict" of a checkpoint), loaded with weights_only."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"pretrained weights: no such file: {path}") from None
+    except Exception as err:  # pickle/zip errors: say which file and why instead of a bare unpickling trace
+        raise ValueError(f"pretrained weights: {path} is not a readable PyTorch weights file ({err})") from err
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"pretrained weights: {path} does not hold a state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def backbone_key_map(model: nn.Module) -> dict[str, str]:
+    """Our parameter/buffer name -> the classifier's name, for conv1 and every backbone (all share one source)."""
+    mapping = {}
+    for name in model.state_dict():
+        if name.startswith("conv1."):
+            mapping[name] = name
+        elif name.startswith("backbones."):
+            _, _, rest = name.split(".", 2)  # backbones.<n>.<rest>
+            if rest.startswith("stages."):
+                mapping[name] = rest
+            elif rest.startswith("fca.fc."):
+                mapping[name] = rest.removeprefix("fca.")
+    return mapping
+
+
+def load_backbone_state(model: nn.Module, path: str | os.PathLike) -> dict[str, list[str]]:
+    """See :meth:`dfanet.DFANet.load_pretrained_backbone`."""
+    source = read_state_dict(path)
+    target = model.state_dict()
+    loaded, skipped = [], []
+    updates = {}
+    for ours, theirs in backbone_key_map(model).items():
+        tensor = source.get(theirs)
+        if tensor is not None and tensor.shape == target[ours].shape:
+            updates[ours] = tensor
+            loaded.append(ours)
+        else:
+            skipped.append(ours)
+    if not loaded:
+        raise ValueError(
+            f"pretrained weights: nothing in {path} matches the backbone (expected keys like 'conv1.0.weight', "
+            f"'stages.0.0.sep1.depthwise.weight', 'fc.weight'; found e.g. {sorted(source)[:3]})"
+        )
+    # conv1 and backbone 1 have exactly the classifier's shapes: any miss there means another variant's file.
+    first = [k for k in skipped if k.startswith(("conv1.", "backbones.0."))]
+    if first:
+        raise ValueError(
+            f"pretrained weights: {path} does not fit variant {model.variant.name!r}: {len(first)} tensors of the "
+            f"first backbone are missing or shaped differently (e.g. {first[0]})"
+        )
+    model.load_state_dict(updates, strict=False)
+    return {"loaded": loaded, "skipped": skipped}
