@@ -1,0 +1,87 @@
+"""Segment images with a (fused) DFANet and write colourised masks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .io import atomic_path
+from .model import DFANet
+from .palette import colorize, overlay
+
+log = logging.getLogger(__name__)
+
+# ImageNet statistics: the normalisation the backbone is pretrained with.
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+
+
+def load_image(path: str | os.PathLike) -> tuple[Image.Image, torch.Tensor]:
+    """The RGB image and its normalised 1 x 3 x H x W tensor."""
+    try:
+        image = Image.open(path).convert("RGB")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image: no such file: {path}") from None
+    except OSError as err:
+        raise ValueError(f"image: cannot read {path} as an image ({err})") from err
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    tensor = torch.from_numpy(array).permute(2, 0, 1)
+    tensor = (tensor - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
+    return image, tensor[None]
+
+
+def load_model(weights: str | None, variant: str, num_classes: int, backend: str | None) -> DFANet:
+    model = DFANet(num_classes=num_classes, variant=variant, fused=True, backend=backend)
+    if weights is None:
+        log.warning("no --weights given: the model has random weights, so the masks show only that it runs")
+    else:
+        from .pretrained import read_state_dict
+
+        model.load_state_dict(read_state_dict(weights))
+    return model.eval()
+
+
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Image files from files and folders (a folder contributes its images, sorted)."""
+    paths = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            paths.append(item)
+        else:
+            raise FileNotFoundError(f"image: no such file or folder: {item}")
+    if not paths:
+        raise ValueError(f"no images found in {inputs}")
+    return paths
+
+
+def output_paths(images: list[Path], out: str) -> list[Path]:
+    """``out`` itself for one image given as a .png path; otherwise ``out/<stem>.png`` per image."""
+    out_path = Path(out)
+    if len(images) == 1 and out_path.suffix.lower() == ".png":
+        return [out_path]
+    if out_path.suffix:
+        raise ValueError(f"--out: with {len(images)} images, expected a folder, got the file name {out}")
+    return [out_path / f"{p.stem}.png" for p in images]
+
+
+@torch.no_grad()
+def predict_files(model: DFANet, images: list[Path], outs: list[Path], with_overlay: bool = False) -> None:
+    from tqdm import tqdm
+
+    for image_path, out_path in tqdm(list(zip(images, outs)), desc="predict", unit="img", disable=len(images) < 2):
+        image, tensor = load_image(image_path)
+        mask = model(tensor)[0].argmax(0).to(torch.uint8 if model.num_classes <= 256 else torch.int32).numpy()
+        picture = colorize(mask, model.num_classes)
+        if with_overlay:
+            picture = overlay(image, picture)
+        with atomic_path(out_path) as tmp:
+            picture.save(tmp, format="PNG")
+        log.info("%s -> %s", image_path, out_path)
