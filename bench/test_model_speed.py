@@ -1,0 +1,54 @@
+"""Whole DFANet on CPU: fused vs eager NCHW, eager channels_last, torch.compile, ONNX Runtime, OpenVINO.
+
+The numbers to quote come from the interleaved comparison (``dfanet.benchmark``), run once for this module and
+printed at the end of the session; each candidate is also recorded with pytest-benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from dfanet.benchmark import CANDIDATES, PAUSE_S, Comparison
+
+
+@pytest.fixture(scope="module")
+def comparison(bench_config, bench_summary):
+    c = bench_config
+    start = time.perf_counter()
+    with Comparison(c.variant, c.height, c.width, c.batch, c.threads, c.candidates) as comp:
+        report = comp.time(rounds=c.rounds)
+        paths = report.write(c.out_dir)
+        elapsed = time.perf_counter() - start
+        bench_summary(
+            f"DFANet {c.variant} whole model, {c.height}x{c.width} (interleaved rounds; quote these ratios)",
+            report.to_markdown()
+            + f"\nComparison (build + check + timing) took {elapsed:.0f} s; written: "
+            + ", ".join(str(p) for p in paths.values()),
+        )
+        yield comp, report
+
+
+@pytest.mark.parametrize("name", CANDIDATES)
+def test_model_speed(name, comparison, bench_config, benchmark):
+    comp, report = comparison
+    if name not in comp.config["candidates"]:
+        pytest.skip(f"{name} not selected (--candidates)")
+    result = report.result(name)
+    if result.status == "skipped":
+        pytest.skip(result.reason)
+    if result.status != "ok":
+        pytest.fail(f"{name}: {result.status}: {result.reason}")
+    c = bench_config
+    benchmark.group = f"DFANet {c.variant} {c.batch}x3x{c.height}x{c.width}, {c.threads} threads (not interleaved)"
+    benchmark.extra_info.update(
+        description=result.description,
+        interleaved_median_ms=result.median_ms,
+        interleaved_ratio_to_fused=result.ratio_to_fused,
+        rel_err_vs_eager=result.rel_err,
+        setup_s=result.setup_s,
+    )
+    # setup's sleep is outside the timing: the previous test's runtime threads go idle first (DESIGN.md 6).
+    benchmark.pedantic(comp.candidates[name].run, setup=lambda: time.sleep(PAUSE_S),
+                       rounds=c.rounds, iterations=1, warmup_rounds=1)

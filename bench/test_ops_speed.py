@@ -1,0 +1,160 @@
+"""Each fused op (backend "cpu") against the torch sequence it replaces, at DFANet's real shapes.
+
+Shapes follow --variant/--size/--batch (defaults: DFANet A at 512x1024, batch 1). Both sides get channels_last
+inputs and go through the same public wrapper (``backend="reference"`` runs the plain torch sequence of
+``dfanet_kernels.reference``: F.relu, depthwise conv2d, 1x1 conv2d, add; mean, linear, linear, relu, mul;
+F.interpolate + cat / add), so argument checking costs the same on both. Each pair is checked equal, then timed
+in interleaved rounds (the speedups printed at the end) and recorded with pytest-benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+
+import dfanet_kernels as dk
+from dfanet.benchmark import time_interleaved
+from dfanet.variants import get_variant
+
+IMPLS = ("fused_cpu", "torch_reference")
+CASES = ("dwsep_enc2", "dwsep_enc2_residual", "dwsep_enc3_strided", "fc_attention_enc4", "upsample_concat_enc2",
+         "upsample_add_decoder", "upsample_add_output")
+
+
+@dataclass
+class OpCase:
+    name: str
+    shapes: str
+    run: Callable[[str], torch.Tensor]  # run(backend)
+
+
+def _cl(*shape: int, generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
+    return (scale * torch.randn(*shape, generator=generator)).contiguous(memory_format=torch.channels_last)
+
+
+def make_cases(variant: str, batch: int, height: int, width: int) -> dict[str, OpCase]:
+    """The op calls of DFANet's first backbone and decoder at this input size (shapes as the model computes them)."""
+    spec = get_variant(variant)
+    c2, _, c4 = spec.stage_channels
+    (w2, _), (w3, _), _ = spec.stages
+    d, k, n = spec.decoder_channels, spec.attention_hidden, batch
+    # Feature-map sizes: conv1 halves the input, then every stage (of every backbone) halves again.
+    sizes = [(height, width)]
+    for _ in range(7):
+        sizes.append(tuple(dk.conv_output_size(s, 2) for s in sizes[-1]))
+    s2, s3, s4, s5, s6 = sizes[2], sizes[3], sizes[4], sizes[5], sizes[6]  # 1/4 ... 1/64
+    g = torch.Generator().manual_seed(0)
+
+    def dwsep(cin, cout, size, stride, residual):
+        x = _cl(n, cin, *size, generator=g)
+        dw = torch.randn(cin, 1, 3, 3, generator=g) / 3
+        pw = _cl(cout, cin, 1, 1, generator=g, scale=cin ** -0.5)
+        pb = 0.1 * torch.randn(cout, generator=g)
+        out_size = tuple(dk.conv_output_size(s, stride) for s in size)
+        res = _cl(n, cout, *out_size, generator=g) if residual else None
+        shapes = f"{cin}->{cout} ch, {size[0]}x{size[1]}, stride {stride}" + (", +residual" if residual else "")
+        return shapes, lambda b: dk.dwsep_conv(x, dw, None, pw, pb, stride, act_in=True, residual=res, backend=b)
+
+    def fc_attention():
+        x = _cl(n, c4, *s4, generator=g)
+        fw, fb = torch.randn(k, c4, generator=g) * c4 ** -0.5, 0.1 * torch.randn(k, generator=g)
+        cw, cb = torch.randn(c4, k, 1, 1, generator=g) * k ** -0.5, 1 + 0.1 * torch.randn(c4, generator=g)
+        return f"{c4} ch, {s4[0]}x{s4[1]}, hidden {k}", lambda b: dk.fc_attention(x, fw, fb, cw, cb, backend=b)
+
+    def upsample(kind, inputs, size):
+        tensors = [_cl(n, c, *hw, generator=g) for c, hw in inputs]
+        op = dk.upsample_concat if kind == "concat" else dk.upsample_add
+        desc = " + ".join(f"{c}ch@{hw[0]}x{hw[1]}" for c, hw in inputs) + f" -> {size[0]}x{size[1]}"
+        return desc, lambda b: op(tensors, size, backend=b)
+
+    made = {
+        # enc2 block 2, sep1: ReLU -> dw3x3 -> 1x1 (c2 -> w2[0]); the depthwise result stays in cache when fused.
+        "dwsep_enc2": dwsep(c2, w2[0], s2, 1, False),
+        # enc2 block 2, sep3 with the identity shortcut added.
+        "dwsep_enc2_residual": dwsep(w2[1], w2[2], s2, 1, True),
+        # enc3 block 1, sep1: stride 2 from enc2's output.
+        "dwsep_enc3_strided": dwsep(c2, w3[0], s2, 2, False),
+        # backbone 1's FC attention on its enc4 output.
+        "fc_attention_enc4": fc_attention(),
+        # backbone 2's enc2 input: backbone 1's enc2 output and its FC attention upsampled x4, concatenated.
+        "upsample_concat_enc2": upsample("concat", [(c2, s2), (c4, s4)], s2),
+        # decoder: the fused low-level map plus the three reduced FC-attention outputs (1/16, 1/32, 1/64).
+        "upsample_add_decoder": upsample("add", [(d, s2), (d, s4), (d, s5), (d, s6)], s2),
+        # logits upsampled to the input size.
+        "upsample_add_output": upsample("add", [(19, s2)], (height, width)),
+    }
+    assert set(made) == set(CASES)
+    return {name: OpCase(name, shapes, run) for name, (shapes, run) in made.items()}
+
+
+@pytest.fixture(scope="module")
+def op_cases(bench_config, bench_summary):
+    """The cases, each checked fused == torch, then timed in interleaved rounds; prints the speedup table."""
+    c = bench_config
+    if "cpu" not in dk.available_backends("cpu"):
+        pytest.skip("the compiled CPU kernels are not built (see README, 'Install')")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(c.threads)
+    try:
+        with torch.inference_mode():
+            cases = make_cases(c.variant, c.batch, c.height, c.width)
+            for case in cases.values():
+                ref = case.run("reference")
+                torch.testing.assert_close(case.run("cpu"), ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()),
+                                           msg=lambda m, name=case.name: f"{name}: fused != torch sequence: {m}")
+            rows = []
+            for case in cases.values():
+                # Both sides use torch's OpenMP pool: no runtime switch, so no pause between them.
+                t = time_interleaved({"fused": lambda: case.run("cpu"), "torch": lambda: case.run("reference")},
+                                     rounds=c.op_rounds, warmup=3, pause_s=0.0, progress=False)
+                fused, ref = np.asarray(t["fused"]) * 1e3, np.asarray(t["torch"]) * 1e3
+                per_round = np.percentile(ref / fused, [20, 80])
+                rows.append({"op": case.name, "shapes": case.shapes, "torch_ms": float(np.median(ref)),
+                             "fused_ms": float(np.median(fused)), "speedup": float(np.median(ref) / np.median(fused)),
+                             "per_round_p20_p80": [float(v) for v in per_round]})
+        _report(c, rows, bench_summary)
+        yield cases
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _report(c, rows: list[dict], bench_summary) -> None:
+    title = f"DFANet {c.variant} ops at {c.batch}x3x{c.height}x{c.width}, {c.threads} threads, fp32, channels_last"
+    lines = [
+        f"### {title}", "",
+        "| op | shapes | torch ms | fused ms | speedup (medians) | per round p20–p80 |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lo, hi = r["per_round_p20_p80"]
+        lines.append(f"| {r['op']} | {r['shapes']} | {r['torch_ms']:.2f} | {r['fused_ms']:.2f} | "
+                     f"{r['speedup']:.2f}x | {lo:.2f}–{hi:.2f}x |")
+    method = (f"{c.op_rounds} interleaved rounds after 3 warm-up rounds, fused (backend 'cpu') and the torch "
+              "sequence (backend 'reference') alternating, order rotated each round; median wall time per call; "
+              "speedup = torch median / fused median. Shared machine: compare the ratios, not the ms.")
+    lines += ["", f"Method: {method}"]
+    text = "\n".join(lines) + "\n"
+    c.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"ops-{c.variant.replace(chr(39), 'prime')}-{c.height}x{c.width}-b{c.batch}-t{c.threads}"
+    (c.out_dir / f"{stem}.md").write_text(text)
+    (c.out_dir / f"{stem}.json").write_text(json.dumps({"title": title, "method": method, "rows": rows}, indent=2))
+    bench_summary(f"fused ops vs torch sequence ({c.height}x{c.width})", text + f"Written: {c.out_dir / stem}.md/.json")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", CASES)
+def test_op_speed(case, impl, op_cases, bench_config, benchmark):
+    op = op_cases[case]
+    backend = "cpu" if impl == "fused_cpu" else "reference"
+    benchmark.group = f"op {case}: {op.shapes}"
+
+    def run():
+        with torch.inference_mode():
+            op.run(backend)
+
+    benchmark.pedantic(run, rounds=bench_config.op_rounds, iterations=1, warmup_rounds=2)
