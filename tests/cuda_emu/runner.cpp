@@ -1,0 +1,144 @@
+// Runs one csrc/cuda launcher under the CPU emulator (emu.h) on arrays read from a file; driven by
+// tests/test_cuda_emulated.py, which writes the input file and checks the output against dfanet_kernels.reference.
+//
+//   runner <dwsep_conv|fc_attention|upsample> <input> <output>
+//
+// input: int64 count, that many int64 header values (dtype code first, then the op's sizes and flags, in the order
+// read below), then the arrays, dense, in the dtype. Every array gets its own exact-size heap buffer, so ASan flags
+// any access past it; the output and the fc_attention workspace start as NaN, so a value never written shows.
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "emu.h"
+#include "launchers.h"
+
+using namespace dfanet::cuda;
+
+extern "C" {
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t err = emu::g_last_error;
+  emu::g_last_error = cudaSuccess;
+  return err;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+  *value = attr == cudaDevAttrComputeCapabilityMajor ? 9 : 0;  // an H100
+  return cudaSuccess;
+}
+}
+
+namespace {
+
+struct Input {
+  std::ifstream file;
+  std::vector<int64_t> header;
+  size_t next = 0;
+  size_t elem = 4;
+  std::vector<std::unique_ptr<unsigned char[]>> buffers;
+
+  explicit Input(const char* path) : file(path, std::ios::binary) {
+    int64_t count = 0;
+    file.read(reinterpret_cast<char*>(&count), sizeof count);
+    header.resize(count);
+    file.read(reinterpret_cast<char*>(header.data()), count * sizeof(int64_t));
+    EMU_CHECK(file.good(), "cannot read the input header");
+  }
+  int64_t value() {
+    EMU_CHECK(next < header.size(), "header too short");
+    return header[next++];
+  }
+  const void* array(int64_t count) {
+    buffers.push_back(std::make_unique<unsigned char[]>(count * elem));
+    file.read(reinterpret_cast<char*>(buffers.back().get()), count * elem);
+    EMU_CHECK(file.good(), "input file too short");
+    return buffers.back().get();
+  }
+  const void* optional_array(bool present, int64_t count) { return present ? array(count) : nullptr; }
+};
+
+std::unique_ptr<unsigned char[]> nan_buffer(size_t bytes) {
+  auto buf = std::make_unique<unsigned char[]>(bytes);
+  std::memset(buf.get(), 0xff, bytes);  // NaN in fp32, fp16 and bf16
+  return buf;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  EMU_CHECK(argc == 4, "usage: runner <op> <input> <output>");
+  const std::string op = argv[1];
+  Input in(argv[2]);
+  const int64_t dtype_code = in.value();
+  const DType dtype = dtype_code == 0 ? DType::kFloat32 : dtype_code == 1 ? DType::kFloat16 : DType::kBFloat16;
+  in.elem = dtype == DType::kFloat32 ? 4 : 2;
+
+  std::unique_ptr<unsigned char[]> out, workspace;
+  int64_t out_count = 0;
+  cudaError_t err = cudaErrorInvalidValue;
+  if (op == "dwsep_conv") {
+    DwsepConvParams p{};
+    p.dtype = dtype;
+    p.N = in.value(), p.H = in.value(), p.W = in.value(), p.C = in.value(), p.Cout = in.value();
+    p.stride = static_cast<int>(in.value());
+    p.act_in = in.value(), p.act_mid = in.value(), p.act_out = in.value();
+    const bool dw_bias = in.value(), pw_bias = in.value(), residual = in.value();
+    p.Ho = (p.H - 1) / p.stride + 1;
+    p.Wo = (p.W - 1) / p.stride + 1;
+    out_count = p.N * p.Ho * p.Wo * p.Cout;
+    p.x = in.array(p.N * p.H * p.W * p.C);
+    p.dw_weight = in.array(p.C * 9);
+    p.dw_bias = in.optional_array(dw_bias, p.C);
+    p.pw_weight = in.array(p.Cout * p.C);
+    p.pw_bias = in.optional_array(pw_bias, p.Cout);
+    p.residual = in.optional_array(residual, out_count);
+    out = nan_buffer(out_count * in.elem);
+    p.out = out.get();
+    err = launch_dwsep_conv(p, nullptr);
+  } else if (op == "fc_attention") {
+    FcAttentionParams p{};
+    p.dtype = dtype;
+    p.N = in.value(), p.HW = in.value(), p.C = in.value(), p.K = in.value();
+    const bool fc_bias = in.value(), conv_bias = in.value();
+    out_count = p.N * p.HW * p.C;
+    p.x = in.array(out_count);
+    p.fc_weight = in.array(p.K * p.C);
+    p.fc_bias = in.optional_array(fc_bias, p.K);
+    p.conv_weight = in.array(p.C * p.K);
+    p.conv_bias = in.optional_array(conv_bias, p.C);
+    workspace = nan_buffer(fc_attention_workspace_floats(p.N, p.C, p.K) * sizeof(float));
+    p.workspace = reinterpret_cast<float*>(workspace.get());
+    out = nan_buffer(out_count * in.elem);
+    p.out = out.get();
+    err = launch_fc_attention(p, nullptr);
+  } else if (op == "upsample") {
+    UpsampleParams p{};
+    p.dtype = dtype;
+    p.add = in.value();
+    p.N = in.value(), p.Ho = in.value(), p.Wo = in.value();
+    p.num_sources = in.value();
+    std::vector<UpsampleSource> sources(p.num_sources);
+    for (UpsampleSource& s : sources) s.C = in.value(), s.H = in.value(), s.W = in.value();
+    p.Cout = 0;
+    for (UpsampleSource& s : sources) {
+      s.data = in.array(p.N * s.H * s.W * s.C);
+      p.Cout = p.add ? s.C : p.Cout + s.C;
+    }
+    p.sources = sources.data();
+    out_count = p.N * p.Ho * p.Wo * p.Cout;
+    out = nan_buffer(out_count * in.elem);
+    p.out = out.get();
+    err = launch_upsample(p, nullptr);
+  }
+  if (err != cudaSuccess) {
+    std::fprintf(stderr, "launcher returned cudaError_t %d\n", static_cast<int>(err));
+    return 2;
+  }
+  std::ofstream(argv[3], std::ios::binary).write(reinterpret_cast<const char*>(out.get()), out_count * in.elem);
+  return 0;
+}

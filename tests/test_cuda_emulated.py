@@ -1,0 +1,247 @@
+"""The CUDA kernels and launchers (csrc/cuda/*.cu), unchanged, run on the CPU under a small emulator of the CUDA
+execution model (tests/cuda_emu/emu.h) and are compared with dfanet_kernels.reference.
+
+This is how CI without a GPU executes the kernels' indexing, tiling, barriers, WMMA tile layout and epilogues.
+The emulator build has ASan/UBSan (any access outside an input, output or workspace array aborts) and a TSan build
+checks for shared-memory races between barriers. It does not replace the GPU run (tests/test_cuda_ops.py): it has
+no real warps, memory model, timing or tensor-core rounding, and the torch glue (csrc/cuda/*_glue.cpp) is not in it.
+The grid cap (kMaxBlocks) is lowered to 3 so that every grid-stride loop goes round more than once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfanet_kernels import reference
+
+ROOT = Path(__file__).resolve().parents[1]
+CUDA_DIR = ROOT / "csrc" / "cuda"
+EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
+GXX = shutil.which("g++")
+
+DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
+# vs a float64 reference on the same (rounded) inputs: fp32 accumulation order; one fp16/bf16 rounding of the
+# output, plus (tensor-core path) of the depthwise result feeding the pointwise product.
+TOLERANCES = {torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}
+
+LAUNCH = re.compile(r"(\w+(?:<[\w:]+>)?)<<<(.*?)>>>\((.*?)\);", re.S)
+
+
+def _cuda_include() -> Path | None:
+    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        homes.append(str(Path(nvcc).resolve().parents[1]))
+    for home in filter(None, homes):
+        if (Path(home) / "include" / "cuda_runtime.h").exists():
+            return Path(home) / "include"
+    return None
+
+
+CUDA_INCLUDE = _cuda_include()
+pytestmark = [
+    pytest.mark.skipif(GXX is None or CUDA_INCLUDE is None, reason="needs g++ and the CUDA toolkit headers (CUDA_HOME)"),
+    # Where a GPU is, tests/test_cuda_ops.py and bench/compute_sanitizer.sh run the real thing; keep the GPU window.
+    pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: test_cuda_ops.py runs the kernels"),
+]
+
+
+def _emulated(text: str) -> str:
+    """A .cu file as emulator C++: launches through emu::launch, the sm_80 code paths on."""
+    text, launches = LAUNCH.subn(lambda m: f"emu::launch([&] {{ {m[1]}({m[3]}); }}, {m[2]});", text)
+    assert launches and "<<<" not in text, "a kernel launch the emulator rewrite does not understand"
+    return '#include "emu.h"\n' + text.replace("__CUDA_ARCH__ >= 800", "1")
+
+
+def _build(out_dir: Path, sanitize: str) -> Path:
+    out_dir.mkdir()
+    common, capped = re.subn(r"kMaxBlocks = \d+", "kMaxBlocks = 3", (CUDA_DIR / "common.cuh").read_text())
+    assert capped == 1
+    (out_dir / "common.cuh").write_text(common)
+    shutil.copy(CUDA_DIR / "launchers.h", out_dir)
+    sources = [EMU_DIR / "runner.cpp"]
+    for cu in sorted(CUDA_DIR.glob("*.cu")):
+        sources.append(out_dir / f"{cu.stem}.cpp")
+        sources[-1].write_text(_emulated(cu.read_text()))
+    flags = ["-std=c++20", "-O1", "-g1", "-pthread", f"-fsanitize={sanitize}", "-fno-sanitize-recover=all"]
+    flags += [f"-I{out_dir}", f"-I{EMU_DIR}", f"-I{CUDA_INCLUDE}"]
+
+    def compile_one(src: Path) -> Path:
+        obj = out_dir / f"{src.stem}.o"
+        r = subprocess.run([GXX, *flags, "-c", str(src), "-o", str(obj)], capture_output=True, text=True)
+        assert r.returncode == 0, f"g++ failed on {src.name}:\n{r.stderr}"
+        return obj
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        objects = list(pool.map(compile_one, sources))
+    exe = out_dir / "runner"
+    r = subprocess.run([GXX, *flags, *map(str, objects), "-o", str(exe)], capture_output=True, text=True)
+    assert r.returncode == 0, f"link failed:\n{r.stderr}"
+    return exe
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cuda_emu")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        asan = pool.submit(_build, base / "asan", "address,undefined")
+        tsan = pool.submit(_build, base / "tsan", "thread")
+        return {"asan": asan.result(), "tsan": tsan.result()}
+
+
+def _bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().contiguous()
+    return (t.view(torch.int16) if t.element_size() == 2 else t).numpy().tobytes()
+
+
+def _run(exe: Path, tmp_path: Path, op: str, dtype: torch.dtype, header: list[int], arrays: list, out_shape):
+    """Runs one launcher; arrays are NHWC/row-major tensors in `dtype`. Returns the output, shaped out_shape."""
+    src, dst = tmp_path / f"{op}.in", tmp_path / f"{op}.out"
+    values = [DTYPE_CODES[dtype], *map(int, header)]
+    payload = struct.pack(f"<q{len(values)}q", len(values), *values) + b"".join(_bytes(a) for a in arrays)
+    src.write_bytes(payload)
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=0")
+    r = subprocess.run([str(exe), op, str(src), str(dst)], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, f"emulated {op} failed (exit {r.returncode}):\n{r.stderr[-6000:]}"
+    raw = bytearray(dst.read_bytes())
+    flat = torch.frombuffer(raw, dtype=torch.int16).view(dtype) if dtype != torch.float32 else torch.frombuffer(
+        raw, dtype=torch.float32
+    )
+    return flat.reshape(out_shape).clone()
+
+
+def _nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 2, 3, 1)
+
+
+def _close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+    assert torch.isfinite(got).all(), "output has NaN/inf (a value never written?)"
+    tol = TOLERANCES[dtype]
+    torch.testing.assert_close(got.double(), expected, atol=tol, rtol=tol)
+
+
+def _randn(*shape, dtype, scale=1.0, gen):
+    return (torch.randn(*shape, generator=gen) * scale).to(dtype)
+
+
+# (N, C, H, W, Cout, stride, act_in, act_mid, act_out, dw_bias, pw_bias, residual, dtype): the FMA path (fp32, and
+# fp16/bf16 with C or Cout < 16), the tensor-core path (fp16/bf16 with C, Cout >= 16), 1 and 2 K-chunks, 1 and 2
+# output-channel tiles, several pixel tiles, 1x1 images, odd sizes at stride 2.
+DWSEP_CASES = [
+    (1, 1, 1, 1, 1, 1, False, False, False, False, False, False, torch.float32),
+    (2, 3, 7, 5, 17, 2, True, False, False, True, False, True, torch.float32),
+    (1, 40, 9, 7, 70, 1, True, True, True, True, True, True, torch.float32),
+    (3, 5, 10, 11, 3, 1, False, True, False, False, True, False, torch.float32),
+    (1, 40, 9, 7, 70, 1, True, True, True, True, True, True, torch.float16),
+    (2, 17, 8, 9, 33, 2, True, False, True, False, True, True, torch.bfloat16),
+    (1, 12, 6, 5, 48, 2, False, True, False, True, False, False, torch.float16),
+    (1, 48, 1, 3, 12, 1, True, False, False, False, True, True, torch.bfloat16),
+]
+
+
+def _dwsep_case(exe, tmp_path, case, seed=0):
+    n, c, h, w, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res, dtype = case
+    gen = torch.Generator().manual_seed(seed)
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    x = _randn(n, c, h, w, dtype=dtype, gen=gen)
+    dw = _randn(c, 1, 3, 3, dtype=dtype, scale=1 / 3, gen=gen)
+    dwb = _randn(c, dtype=dtype, gen=gen) if has_dwb else None
+    pw = _randn(cout, c, 1, 1, dtype=dtype, scale=c**-0.5, gen=gen)
+    pwb = _randn(cout, dtype=dtype, gen=gen) if has_pwb else None
+    res = _randn(n, cout, ho, wo, dtype=dtype, gen=gen) if has_res else None
+    header = [n, h, w, c, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res]
+    arrays = [_nhwc(x), dw] + ([dwb] if has_dwb else []) + [pw] + ([pwb] if has_pwb else [])
+    arrays += [_nhwc(res)] if has_res else []
+    got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout)).permute(0, 3, 1, 2)
+    d = lambda t: None if t is None else t.double()  # noqa: E731
+    expected = reference.dwsep_conv(d(x), d(dw), d(dwb), d(pw), d(pwb), stride, act_in, act_mid, act_out, d(res))
+    _close(got, expected, dtype)
+
+
+@pytest.mark.parametrize("case", DWSEP_CASES, ids=lambda c: f"{c[:6]}-{str(c[-1])[6:]}")
+def test_dwsep_conv_emulated(runners, tmp_path, case):
+    _dwsep_case(runners["asan"], tmp_path, case)
+
+
+# (N, H, W, C, K, fc_bias, conv_bias, dtype); K = 0 leaves scale = relu(conv_bias).
+FC_CASES = [
+    (2, 5, 7, 40, 70, True, True, torch.float32),
+    (3, 1, 1, 3, 1000, False, False, torch.float16),
+    (1, 9, 9, 33, 0, False, True, torch.bfloat16),
+    (1, 13, 11, 17, 100, True, False, torch.float32),
+]
+
+
+def _fc_case(exe, tmp_path, case, seed=0):
+    n, h, w, c, k, has_fcb, has_convb, dtype = case
+    gen = torch.Generator().manual_seed(seed)
+    x = _randn(n, c, h, w, dtype=dtype, gen=gen) + 0.5  # a mean away from 0, so the scale is not mostly ReLU'd away
+    fcw = _randn(k, c, dtype=dtype, scale=c**-0.5, gen=gen)
+    fcb = _randn(k, dtype=dtype, gen=gen) if has_fcb else None
+    convw = _randn(c, k, 1, 1, dtype=dtype, scale=max(k, 1) ** -0.5, gen=gen)
+    convb = _randn(c, dtype=dtype, gen=gen) if has_convb else None
+    header = [n, h * w, c, k, has_fcb, has_convb]
+    arrays = [_nhwc(x), fcw] + ([fcb] if has_fcb else []) + [convw] + ([convb] if has_convb else [])
+    got = _run(exe, tmp_path, "fc_attention", dtype, header, arrays, (n, h, w, c)).permute(0, 3, 1, 2)
+    d = lambda t: None if t is None else t.double()  # noqa: E731
+    _close(got, reference.fc_attention(d(x), d(fcw), d(fcb), d(convw), d(convb)), dtype)
+
+
+@pytest.mark.parametrize("case", FC_CASES, ids=str)
+def test_fc_attention_emulated(runners, tmp_path, case):
+    _fc_case(runners["asan"], tmp_path, case)
+
+
+# (add, N, (Ho, Wo), [(C, H, W), ...], dtype): up- and down-sampling, a source already at the size (copied), 1x1
+# sources and targets, more than 8 sources (a second launch that continues the concat / accumulates the sum).
+UPSAMPLE_CASES = [
+    (False, 2, (9, 11), [(3, 4, 5), (17, 9, 11), (2, 1, 1)], torch.float32),
+    (True, 1, (9, 11), [(5, 3, 3), (5, 9, 11), (5, 13, 17)], torch.float16),
+    (False, 1, (1, 1), [(4, 3, 2), (1, 1, 1)], torch.bfloat16),
+    (False, 1, (6, 5), [(c, 2 + c % 3, 3) for c in range(1, 10)], torch.float32),
+    (True, 2, (7, 3), [(33, 1 + i, 2 + i % 2) for i in range(10)], torch.bfloat16),
+]
+
+
+def _upsample_case(exe, tmp_path, case, seed=0):
+    add, n, size, shapes, dtype = case
+    gen = torch.Generator().manual_seed(seed)
+    inputs = [_randn(n, c, h, w, dtype=dtype, gen=gen) for c, h, w in shapes]
+    cout = shapes[0][0] if add else sum(c for c, _, _ in shapes)
+    header = [add, n, *size, len(shapes)] + [v for s in shapes for v in s]
+    got = _run(exe, tmp_path, "upsample", dtype, header, [_nhwc(t) for t in inputs], (n, *size, cout))
+    fn = reference.upsample_add if add else reference.upsample_concat
+    _close(got.permute(0, 3, 1, 2), fn([t.double() for t in inputs], size), dtype)
+
+
+@pytest.mark.parametrize("case", UPSAMPLE_CASES, ids=lambda c: f"{'add' if c[0] else 'concat'}-{len(c[3])}-{c[2]}")
+def test_upsample_emulated(runners, tmp_path, case):
+    _upsample_case(runners["asan"], tmp_path, case)
+
+
+def test_same_size_copy_keeps_inf_emulated(runners, tmp_path):
+    """A source at the target size is copied, not interpolated with zero weights (0 * inf would be NaN)."""
+    x = torch.randn(1, 4, 5, 6)
+    x[0, 1, 2, 3] = float("inf")
+    got = _run(runners["asan"], tmp_path, "upsample", torch.float32, [0, 1, 5, 6, 1, 4, 5, 6], [_nhwc(x)], (1, 5, 6, 4))
+    assert torch.equal(got.permute(0, 3, 1, 2), x)
+
+
+@pytest.mark.parametrize(
+    "op, case",
+    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("fc_attention", FC_CASES[0]),
+     ("upsample", UPSAMPLE_CASES[1])],
+    ids=["dwsep-fma", "dwsep-wmma", "fc_attention", "upsample_add"],
+)
+def test_no_shared_memory_races_emulated(runners, tmp_path, op, case):
+    """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck)."""
+    {"dwsep_conv": _dwsep_case, "fc_attention": _fc_case, "upsample": _upsample_case}[op](runners["tsan"], tmp_path, case)
