@@ -12,6 +12,8 @@ import triton
 # interpreter the launchers skip autotuning (one config: timing would be meaningless) and use large tiles, because
 # the interpreter's cost grows with the number of programs, not the tile size.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+# DFANET_TRITON_AUTOTUNE=0: one default config per kernel instead of tuning each new shape (GPU test runs).
+AUTOTUNE = os.environ.get("DFANET_TRITON_AUTOTUNE", "1") != "0"
 
 
 def empty_nhwc(like: torch.Tensor, shape) -> torch.Tensor:
@@ -36,3 +38,42 @@ def interpreter_dot_fp32(dtype: torch.dtype) -> bool:
     (results ~1e10; checked 2026). On a GPU bf16 goes to the tensor cores as it should.
     """
     return INTERPRET and dtype == torch.bfloat16
+
+
+def interpreter_tracing(t: torch.Tensor) -> bool:
+    """True when ``t`` has no data to launch on under the interpreter (a fake or meta tensor).
+
+    A triton_op's function doubles as its fake implementation. On a GPU a fake launch through wrap_triton is a
+    no-op, but under TRITON_INTERPRET=1 wrap_triton hands back the raw interpreted kernel, which would read the
+    fake tensors' data. The launchers return their (correctly shaped, NHWC) output early instead, so shape and
+    layout propagation can be tested without a GPU.
+    """
+    if not INTERPRET:
+        return False
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor) or t.device.type == "meta"
+
+
+# Argument checks for direct torch.ops.dfanet.<op>_triton calls, which skip dfanet_kernels.ops' friendlier checks:
+# a bad shape must raise, never read out of bounds on the GPU. They mirror csrc/checks.h and work on fake tensors.
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_activation(t: torch.Tensor, name: str) -> None:
+    torch._check(t.dim() == 4, lambda: f"{name}: expected a 4-D N x C x H x W tensor, got {t.dim()}-D")
+    torch._check(t.numel() > 0, lambda: f"{name}: expected a non-empty tensor, got shape {tuple(t.shape)}")
+    torch._check(t.dtype in DTYPES, lambda: f"{name}: the triton backend takes float32/float16/bfloat16, got {t.dtype}")
+    torch._check(
+        t.device.type in ("cuda", "meta") or (INTERPRET and t.device.type == "cpu"),
+        lambda: f"{name}: the triton backend takes CUDA tensors (CPU only under TRITON_INTERPRET=1), got {t.device}",
+    )
+
+
+def check_same(t: torch.Tensor | None, ref: torch.Tensor, name: str, shape) -> None:
+    """``t`` (if given) has exactly ``shape`` and ``ref``'s device and dtype."""
+    if t is None:
+        return
+    torch._check(tuple(t.shape) == tuple(shape), lambda: f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    torch._check(t.device == ref.device, lambda: f"{name}: expected device {ref.device}, got {t.device}")
+    torch._check(t.dtype == ref.dtype, lambda: f"{name}: expected dtype {ref.dtype}, got {t.dtype}")

@@ -12,37 +12,62 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from ._common import INTERPRET, empty_nhwc, interpreter_dot_fp32
+from ._common import (
+    AUTOTUNE,
+    INTERPRET,
+    check_activation,
+    check_same,
+    empty_nhwc,
+    interpreter_dot_fp32,
+    interpreter_tracing,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tuning constants
 # ---------------------------------------------------------------------------------------------------------------
-# tl.dot needs every tile dimension >= 16, so channel tiles are padded with masks (DFANet has C, Cout in 8..288).
-# DFANet's maps are small at batch 1 (enc4 of backbone 3 at 1024x1024 input is 16x16 = 256 pixels), so the configs
-# include a 32-pixel tile that still gives the GPU enough programs; the larger tiles are for batch 8 and the big
-# enc2 maps. BLOCK_CO >= Cout avoids recomputing the depthwise result per Cout tile; BLOCK_CO = 128 covers Cout <= 128
-# in one tile, and Cout = 192 (DFANet A's enc4) takes two. Kept to six configs: each distinct (C, Cout, P, stride)
-# is tuned once per process, and DFANet A has about 15 of them per input size.
-_GPU_CONFIGS = [
-    triton.Config({"BLOCK_P": 32, "BLOCK_CO": 64, "BLOCK_CI": 32}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_P": 64, "BLOCK_CO": 64, "BLOCK_CI": 32}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_P": 128, "BLOCK_CO": 64, "BLOCK_CI": 32}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_P": 64, "BLOCK_CO": 128, "BLOCK_CI": 32}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_P": 128, "BLOCK_CO": 128, "BLOCK_CI": 32}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK_P": 64, "BLOCK_CO": 32, "BLOCK_CI": 16}, num_warps=4, num_stages=2),
+# Channel tiles follow from the shape (DFANet: C in {8, 12, ..., 288}, Cout in {12, 24, 48, 96, 192}); tl.dot needs
+# every tile dimension >= 16, so they are padded with masks:
+# - BLOCK_CO = next power of two of Cout, 16..128: one Cout tile computes the depthwise result once for all outputs
+#   up to 128 (Cout = 192 takes two tiles, i.e. the depthwise result twice, instead of a 256-wide fp32 accumulator).
+# - BLOCK_CI = 16 where C % 32 is 1..16 (C = 12, 48, 144, 240: no masked lanes in the depthwise loop), else 32.
+# Only the pixel tile is autotuned. DFANet's maps are small at batch 1 (16 x 16 pixels in backbone 3's enc4 at
+# 1024 x 1024 input) and large at batch 8 (8 x 256 x 256 in enc2), so the configs span 32..128 pixels. The key holds
+# P_CLASS (a size class of N * Ho * Wo), not P itself: DFANet A has 36 distinct (C, Cout, stride, P) per input size,
+# and tuning each of them at every input size and batch would take minutes of a short GPU session.
+CONFIGS = [
+    triton.Config({"BLOCK_P": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_P": 64}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_P": 128}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_P": 128}, num_warps=8, num_stages=2),
 ]
-# The interpreter runs programs one at a time: one config, big tiles, few programs.
-_INTERPRET_CONFIGS = [triton.Config({"BLOCK_P": 64, "BLOCK_CO": 64, "BLOCK_CI": 64}, num_warps=4)]
+# DFANET_TRITON_AUTOTUNE=0 (read at import) uses the 64-pixel config alone: the GPU test run sets it, because its
+# many small shapes and flag combinations would each be tuned. The interpreter runs programs one after another:
+# one config, big tiles, few programs.
+_CONFIGS = [triton.Config({"BLOCK_P": 128}, num_warps=4)] if INTERPRET else CONFIGS if AUTOTUNE else [CONFIGS[1]]
+_INTERPRET_MAX_CHANNEL_TILE = 64
+
+
+def channel_tiles(c: int, cout: int, interpret: bool = INTERPRET) -> tuple[int, int]:
+    """(BLOCK_CO, BLOCK_CI) for C input and Cout output channels (see the tuning notes above)."""
+    if interpret:
+        return (max(16, min(triton.next_power_of_2(cout), _INTERPRET_MAX_CHANNEL_TILE)),
+                max(16, min(triton.next_power_of_2(c), _INTERPRET_MAX_CHANNEL_TILE)))
+    return max(16, min(triton.next_power_of_2(cout), 128)), 16 if 0 < c % 32 <= 16 else 32
+
+
+def _size_class(p: int) -> int:
+    """0: up to 4096 output pixels (batch-1 deep maps), 1: up to 65536, 2: more."""
+    return 0 if p <= 4096 else 1 if p <= 65536 else 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
-@triton.autotune(configs=_INTERPRET_CONFIGS if INTERPRET else _GPU_CONFIGS, key=["C", "COUT", "P", "STRIDE"])
+@triton.autotune(configs=_CONFIGS, key=["C", "COUT", "P_CLASS", "STRIDE"])
 @triton.jit
 def _dwsep_conv_kernel(
     x_ptr, dw_w_ptr, dw_b_ptr, pw_w_ptr, pw_b_ptr, res_ptr, out_ptr,
-    P, C, COUT, H, W, HO, WO,
+    P, P_CLASS, C, COUT, H, W, HO, WO,  # P_CLASS: only an autotuning key
     sx_n, sx_c, sx_h, sx_w,
     sdw_c, sdw_h, sdw_w, sdw_b,
     spw_o, spw_i, spw_b,
@@ -121,6 +146,71 @@ def _dwsep_conv_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # Host launcher and registration
 # ---------------------------------------------------------------------------------------------------------------
+def dwsep_conv_forward(
+    x: torch.Tensor,
+    dw_weight: torch.Tensor,
+    dw_bias: torch.Tensor | None,
+    pw_weight: torch.Tensor,
+    pw_bias: torch.Tensor | None,
+    stride: int,
+    act_in: bool,
+    act_mid: bool,
+    act_out: bool,
+    residual: torch.Tensor | None,
+    config: triton.Config | None = None,
+) -> torch.Tensor:
+    """Checks the arguments (as csrc/checks.h does), allocates the NHWC output and launches the kernel.
+
+    x may have any memory layout: the kernel reads through strides, so NCHW input is not copied. ``config`` runs
+    that one config (all three tiles) instead of the autotuned choice: the tests check every config with it.
+    """
+    check_activation(x, "x")
+    n, c, h, w = x.shape
+    check_same(dw_weight, x, "dw_weight", (c, 1, 3, 3))
+    check_same(dw_bias, x, "dw_bias", (c,))
+    torch._check(pw_weight.dim() == 4, lambda: f"pw_weight: expected Cout x C x 1 x 1, got {tuple(pw_weight.shape)}")
+    cout = pw_weight.shape[0]
+    check_same(pw_weight, x, "pw_weight", (cout, c, 1, 1))
+    check_same(pw_bias, x, "pw_bias", (cout,))
+    torch._check(stride in (1, 2), lambda: f"stride: expected 1 or 2, got {stride}")
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    check_same(residual, x, "residual", (n, cout, ho, wo))
+    out = empty_nhwc(x, (n, cout, ho, wo))
+    p = n * ho * wo
+    if interpreter_tracing(x):
+        return out
+    # An absent bias/residual is never read (its HAS_* flag is off); x stands in for its pointer.
+    dw_b = x if dw_bias is None else dw_bias
+    pw_b = x if pw_bias is None else pw_bias
+    res = out if residual is None else residual
+
+    def grid(meta):
+        return (triton.cdiv(p, meta["BLOCK_P"]), triton.cdiv(cout, meta["BLOCK_CO"]))
+
+    args = (
+        x, dw_weight, dw_b, pw_weight, pw_b, res, out,
+        p, _size_class(p), c, cout, h, w, ho, wo,
+        *x.stride(),
+        dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3), dw_b.stride(0),
+        pw_weight.stride(0), pw_weight.stride(1), pw_b.stride(0),
+        *res.stride(),
+        *out.stride(),
+    )
+    flags = dict(
+        STRIDE=stride,
+        ACT_IN=act_in, ACT_MID=act_mid, ACT_OUT=act_out,
+        HAS_DW_BIAS=dw_bias is not None, HAS_PW_BIAS=pw_bias is not None, HAS_RESIDUAL=residual is not None,
+        DOT_FP32=interpreter_dot_fp32(x.dtype),
+    )
+    if config is None:
+        block_co, block_ci = channel_tiles(c, cout)
+        wrap_triton(_dwsep_conv_kernel)[grid](*args, **flags, BLOCK_CO=block_co, BLOCK_CI=block_ci)
+    else:  # the kernel under the autotuner, launched with the config's BLOCK_P, BLOCK_CO and BLOCK_CI
+        launch_options = {} if INTERPRET else dict(num_warps=config.num_warps, num_stages=config.num_stages)
+        wrap_triton(_dwsep_conv_kernel.fn)[grid](*args, **flags, **config.kwargs, **launch_options)
+    return out
+
+
 @triton_op("dfanet::dwsep_conv_triton", mutates_args=())
 def dwsep_conv_triton(
     x: torch.Tensor,
@@ -134,35 +224,5 @@ def dwsep_conv_triton(
     act_out: bool,
     residual: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The Triton kernel behind ``dfanet_kernels.dwsep_conv(..., backend="triton")``; arguments are checked there.
-
-    Takes any memory layout (the kernel reads through strides, so NCHW input is not copied) and returns NHWC.
-    """
-    torch._check(stride in (1, 2), lambda: f"stride: expected 1 or 2, got {stride}")
-    n, c, h, w = x.shape
-    cout = pw_weight.shape[0]
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    out = empty_nhwc(x, (n, cout, ho, wo))
-    p = n * ho * wo
-    # An absent bias/residual is never read (its HAS_* flag is off); x stands in for its pointer.
-    dw_b = x if dw_bias is None else dw_bias
-    pw_b = x if pw_bias is None else pw_bias
-    res = out if residual is None else residual
-
-    def grid(meta):
-        return (triton.cdiv(p, meta["BLOCK_P"]), triton.cdiv(cout, meta["BLOCK_CO"]))
-
-    wrap_triton(_dwsep_conv_kernel)[grid](
-        x, dw_weight, dw_b, pw_weight, pw_b, res, out,
-        p, c, cout, h, w, ho, wo,
-        *x.stride(),
-        dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3), dw_b.stride(0),
-        pw_weight.stride(0), pw_weight.stride(1), pw_b.stride(0),
-        *res.stride(),
-        *out.stride(),
-        STRIDE=stride,
-        ACT_IN=act_in, ACT_MID=act_mid, ACT_OUT=act_out,
-        HAS_DW_BIAS=dw_bias is not None, HAS_PW_BIAS=pw_bias is not None, HAS_RESIDUAL=residual is not None,
-        DOT_FP32=interpreter_dot_fp32(x.dtype),
-    )
-    return out
+    """The op behind ``dfanet_kernels.dwsep_conv(..., backend="triton")``: NHWC output, fp32 accumulation."""
+    return dwsep_conv_forward(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out, residual)

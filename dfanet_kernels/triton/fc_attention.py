@@ -18,7 +18,15 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from ._common import INTERPRET, channel_block, empty_nhwc, pixel_block
+from ._common import (
+    INTERPRET,
+    channel_block,
+    check_activation,
+    check_same,
+    empty_nhwc,
+    interpreter_tracing,
+    pixel_block,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tuning constants
@@ -157,11 +165,19 @@ def fc_attention_triton(
 
     Takes any memory layout and returns NHWC. Pool, mat-vecs and scale accumulate in fp32 whatever x's dtype.
     """
+    check_activation(x, "x")
     n, c, h, w = x.shape
+    torch._check(fc_weight.dim() == 2, lambda: f"fc_weight: expected K x C, got {tuple(fc_weight.shape)}")
     k = fc_weight.shape[0]
+    check_same(fc_weight, x, "fc_weight", (k, c))
+    check_same(fc_bias, x, "fc_bias", (k,))
+    check_same(conv_weight, x, "conv_weight", (c, k, 1, 1))
+    check_same(conv_bias, x, "conv_bias", (c,))
     hw = h * w
     out = empty_nhwc(x, (n, c, h, w))
     f32 = dict(dtype=torch.float32, device=x.device)
+    if interpreter_tracing(x):
+        return out
 
     block_c = channel_block(c, _MAX_BLOCK_C)
     block_hw = triton.next_power_of_2(min(pixel_block(block_c, _TILE_ELEMENTS), hw))

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from ._common import INTERPRET, channel_block, empty_nhwc, pixel_block
+from ._common import INTERPRET, channel_block, check_activation, empty_nhwc, interpreter_tracing, pixel_block
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tuning constants
@@ -59,7 +59,9 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, H, W, s_n, s_c, s_h, s_w, s
         c = tl.load(r1[:, None] + (w0 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         d = tl.load(r1[:, None] + (w1 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         # The reference's order of operations: h0 * (w0 * a + w1 * b) + h1 * (w0 * c + w1 * d).
-        val = lh0[:, None] * (lw0[:, None] * a + lw1[:, None] * b) + lh1[:, None] * (lw0[:, None] * c + lw1[:, None] * d)
+        top = lw0[:, None] * a + lw1[:, None] * b
+        bottom = lw0[:, None] * c + lw1[:, None] * d
+        val = lh0[:, None] * top + lh1[:, None] * bottom
     return val
 
 
@@ -102,6 +104,27 @@ def _upsample_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # Host launchers and registration
 # ---------------------------------------------------------------------------------------------------------------
+def _check(inputs: list[torch.Tensor], size: list[int], same_channels: bool) -> tuple[int, int]:
+    """The checks of csrc/checks.h check_upsample; returns the output (H, W)."""
+    torch._check(len(inputs) > 0, lambda: "inputs: expected at least one tensor")
+    torch._check(
+        len(size) == 2 and size[0] > 0 and size[1] > 0, lambda: f"size: expected two positive ints, got {size}"
+    )
+    first = inputs[0]
+    for i, t in enumerate(inputs):
+        check_activation(t, f"inputs[{i}]")
+        torch._check(t.device == first.device, lambda: f"inputs[{i}]: expected device {first.device}, got {t.device}")
+        torch._check(t.dtype == first.dtype, lambda: f"inputs[{i}]: expected dtype {first.dtype}, got {t.dtype}")
+        torch._check(
+            t.shape[0] == first.shape[0], lambda: f"inputs[{i}]: expected batch {first.shape[0]}, got {t.shape[0]}"
+        )
+        torch._check(
+            not same_channels or t.shape[1] == first.shape[1],
+            lambda: f"inputs[{i}]: expected {first.shape[1]} channels, got {t.shape[1]}",
+        )
+    return size[0], size[1]
+
+
 def _source_args(t: torch.Tensor, ho: int, wo: int) -> list:
     """Pointer, size, strides and fp32 scales (in / out, as PyTorch computes them) of one source."""
     h, w = t.shape[2], t.shape[3]
@@ -130,9 +153,10 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
 @triton_op("dfanet::upsample_concat_triton", mutates_args=())
 def upsample_concat_triton(inputs: list[torch.Tensor], size: list[int]) -> torch.Tensor:
     """``cat([bilinear(t, size) for t in inputs], dim=1)`` as NHWC, each input read once; checked in ops.py."""
-    torch._check(len(size) == 2, lambda: f"size: expected (H, W), got {size}")
-    ho, wo = size
+    ho, wo = _check(inputs, size, same_channels=False)
     out = empty_nhwc(inputs[0], (inputs[0].shape[0], sum(t.shape[1] for t in inputs), ho, wo))
+    if interpreter_tracing(inputs[0]):
+        return out
     c_off = 0
     for t in inputs:
         _launch(out, [t], c_off, accumulate=False)
@@ -143,9 +167,10 @@ def upsample_concat_triton(inputs: list[torch.Tensor], size: list[int]) -> torch
 @triton_op("dfanet::upsample_add_triton", mutates_args=())
 def upsample_add_triton(inputs: list[torch.Tensor], size: list[int]) -> torch.Tensor:
     """``sum(bilinear(t, size) for t in inputs)`` as NHWC in one pass (per MAX_SOURCES inputs); checked in ops.py."""
-    torch._check(len(size) == 2, lambda: f"size: expected (H, W), got {size}")
-    ho, wo = size
+    ho, wo = _check(inputs, size, same_channels=True)
     out = empty_nhwc(inputs[0], (inputs[0].shape[0], inputs[0].shape[1], ho, wo))
+    if interpreter_tracing(inputs[0]):
+        return out
     for i in range(0, len(inputs), MAX_SOURCES):
         _launch(out, list(inputs[i:i + MAX_SOURCES]), 0, accumulate=i > 0)
     return out

@@ -1,0 +1,404 @@
+"""The Triton backend (dfanet::<op>_triton) against the reference, on odd shapes, layouts and dtypes.
+
+Without a GPU the kernels run on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, set below and in
+conftest.py before anything imports Triton); with one, on CUDA tensors. The expected values are the reference ops
+evaluated in float64 on the same (already rounded) inputs, so each tolerance measures only the kernel's own error.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton is imported; conftest.py does the same
+# On a GPU, tune nothing: the many small test shapes would each be autotuned (bench/gpu_bench.py tunes).
+os.environ.setdefault("DFANET_TRITON_AUTOTUNE", "0")
+
+import itertools  # noqa: E402
+
+import pytest  # noqa: E402
+
+import dfanet_kernels as dk  # noqa: E402
+from dfanet_kernels import backends, reference  # noqa: E402
+
+from .utils import LAYOUTS, assert_close, in_layout, randomize_batchnorm  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+UNAVAILABLE = backends.unavailable_reason("triton", DEVICE)
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"triton backend unavailable: {UNAVAILABLE}")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+# (dtype, atol, rtol). fp32: the kernels sum at most 9 * C + C products of O(1) values in another order than the
+# float64 reference, a few ulp (1.2e-7) times sqrt(terms): ~1e-6. fp16/bf16: the inputs are already rounded, the
+# kernels accumulate in fp32 and round the depthwise result (as an fp16 conv does) and the output once each: a few
+# ulp of the format (fp16 2^-11 = 4.9e-4, bf16 2^-8 = 3.9e-3) relative to the values.
+DTYPES = [(torch.float32, 1e-5, 1e-5), (torch.float16, 2e-3, 2e-3), (torch.bfloat16, 1.6e-2, 1.6e-2)]
+DTYPE_IDS = ["fp32", "fp16", "bf16"]
+
+
+def rand(*shape, gen, scale=1.0, dtype=torch.float32):
+    return (torch.randn(*shape, generator=gen) * scale).to(device=DEVICE, dtype=dtype)
+
+
+def f64(t):
+    """The float64 CPU copy of t (None stays None) that the reference runs on."""
+    return None if t is None else t.detach().to("cpu", torch.float64)
+
+
+def check(out, expected, atol, rtol):
+    assert out.device.type == DEVICE.type
+    assert out.is_contiguous(memory_format=torch.channels_last), f"not NHWC: strides {out.stride()}"
+    assert_close(out.cpu(), expected, atol, rtol)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# dwsep_conv
+# ------------------------------------------------------------------------------------------------------------------
+# (N, C, Cout, H, W): 1 x 1 maps and channels, 1-wide rows/columns, odd sizes, and C/Cout above the interpreter's
+# 64-channel tile (several input-channel steps and output-channel tiles).
+DW_SHAPES = [
+    (1, 1, 1, 1, 1),
+    (3, 3, 5, 7, 13),
+    (1, 17, 40, 13, 7),
+    (3, 48, 1, 13, 13),
+    (2, 48, 40, 1, 7),
+    (1, 70, 80, 7, 13),
+]
+
+
+def dw_args(n, c, cout, h, w, stride, *, dtype=torch.float32, dw_bias=True, pw_bias=True, residual=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ho, wo = dk.conv_output_size(h, stride), dk.conv_output_size(w, stride)
+    return dict(
+        x=rand(n, c, h, w, gen=gen, dtype=dtype),
+        dw_weight=rand(c, 1, 3, 3, gen=gen, scale=1 / 3, dtype=dtype),
+        dw_bias=rand(c, gen=gen, dtype=dtype) if dw_bias else None,
+        pw_weight=rand(cout, c, 1, 1, gen=gen, scale=c**-0.5, dtype=dtype),
+        pw_bias=rand(cout, gen=gen, dtype=dtype) if pw_bias else None,
+        stride=stride,
+        residual=rand(n, cout, ho, wo, gen=gen, dtype=dtype) if residual else None,
+    )
+
+
+def dw_expected(args, **flags):
+    return reference.dwsep_conv(**{k: f64(v) if isinstance(v, torch.Tensor) else v for k, v in args.items()}, **flags)
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("shape", DW_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dwsep_conv_matches_reference(shape, stride, layout, dtype, atol, rtol):
+    args = dw_args(*shape, stride, dtype=dtype)
+    args["x"] = in_layout(args["x"], layout)
+    args["residual"] = in_layout(args["residual"], layout)
+    flags = dict(act_in=True, act_mid=True, act_out=True)
+    check(dk.dwsep_conv(**args, **flags, backend="triton"), dw_expected(args, **flags), atol, rtol)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dw_bias, pw_bias, residual", list(itertools.product([False, True], repeat=3)))
+@pytest.mark.parametrize("act_in, act_mid, act_out", list(itertools.product([False, True], repeat=3)))
+def test_dwsep_conv_every_activation_bias_residual_combination(act_in, act_mid, act_out, dw_bias, pw_bias,
+                                                                residual, stride):
+    args = dw_args(1, 17, 12, 7, 9, stride, dw_bias=dw_bias, pw_bias=pw_bias, residual=residual, seed=1)
+    flags = dict(act_in=act_in, act_mid=act_mid, act_out=act_out)
+    check(dk.dwsep_conv(**args, **flags, backend="triton"), dw_expected(args, **flags), 1e-5, 1e-5)
+
+
+def test_dwsep_conv_activations_change_the_result():
+    """Guards the test above: with inputs of both signs each ReLU point must matter, or the flags are ignored."""
+    args = dw_args(1, 8, 8, 9, 9, 1, seed=2)
+    plain = dk.dwsep_conv(**args, backend="triton")
+    for flag in ("act_in", "act_mid", "act_out"):
+        assert (dk.dwsep_conv(**args, **{flag: True}, backend="triton") - plain).abs().max() > 1e-3
+
+
+# Shapes for the per-config test. C = 48: 16-channel input steps; C = 24: 32-channel steps; Cout = 130: two
+# 128-wide output tiles. (N, C, Cout, H, W, stride)
+CONFIG_SHAPES = [(2, 48, 40, 7, 9, 1), (2, 24, 130, 9, 11, 2)]
+
+
+@pytest.mark.parametrize("config_index", range(4))
+@pytest.mark.parametrize("shape", CONFIG_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_dwsep_conv_every_gpu_tuning_config(shape, config_index):
+    """Each autotuning config with the GPU's channel tiles (the interpreter otherwise runs its own big tiles)."""
+    import triton
+
+    from dfanet_kernels.triton import dwsep_conv as module
+
+    assert len(module.CONFIGS) == 4, "update config_index's range"
+    config = module.CONFIGS[config_index]
+    n, c, cout, h, w, stride = shape
+    block_co, block_ci = module.channel_tiles(c, cout, interpret=False)
+    tiles = triton.Config({**config.kwargs, "BLOCK_CO": block_co, "BLOCK_CI": block_ci},
+                          num_warps=config.num_warps, num_stages=config.num_stages)
+    a = dw_args(n, c, cout, h, w, stride, seed=3)
+    out = module.dwsep_conv_forward(a["x"], a["dw_weight"], a["dw_bias"], a["pw_weight"], a["pw_bias"], stride,
+                                    True, False, True, a["residual"], config=tiles)
+    check(out, dw_expected(a, act_in=True, act_out=True), 1e-5, 1e-5)
+
+
+def test_dwsep_conv_direct_op_call_with_bad_shape_raises():
+    """torch.ops.dfanet.dwsep_conv_triton skips the Python checks; its own checks must stop a bad call."""
+    dk.available_backends(DEVICE)  # registers the Triton ops
+    x = rand(1, 4, 5, 5, gen=torch.Generator())
+    bad_dw = rand(3, 1, 3, 3, gen=torch.Generator())
+    pw = rand(2, 4, 1, 1, gen=torch.Generator())
+    with pytest.raises(RuntimeError, match=r"dw_weight: expected shape \(4, 1, 3, 3\)"):
+        torch.ops.dfanet.dwsep_conv_triton(x, bad_dw, None, pw, None, 1, False, False, False, None)
+    with pytest.raises(RuntimeError, match=r"residual: expected shape \(1, 2, 3, 3\)"):
+        torch.ops.dfanet.dwsep_conv_triton(x, bad_dw[:1].expand(4, 1, 3, 3), None, pw, None, 2, False, False, False,
+                                           rand(1, 2, 5, 5, gen=torch.Generator()))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# fc_attention
+# ------------------------------------------------------------------------------------------------------------------
+# (N, C, H, W, K): K = 1000 as in DFANet; C = 300 above every channel tile; 33 x 33 and 64 x 64 maps make the pool
+# split over several programs; 1 x 1 maps.
+FC_SHAPES = [
+    (1, 1, 1, 1, 1),
+    (3, 3, 7, 13, 5),
+    (1, 17, 13, 13, 1000),
+    (3, 48, 13, 1, 40),
+    (2, 48, 33, 33, 20),
+    (1, 300, 5, 3, 130),
+    (1, 17, 64, 64, 7),
+]
+
+
+def fc_args(n, c, h, w, k, *, dtype=torch.float32, fc_bias=True, conv_bias=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        x=rand(n, c, h, w, gen=gen, dtype=dtype),
+        fc_weight=rand(k, c, gen=gen, scale=c**-0.5, dtype=dtype),
+        fc_bias=rand(k, gen=gen, dtype=dtype) if fc_bias else None,
+        conv_weight=rand(c, k, 1, 1, gen=gen, scale=k**-0.5, dtype=dtype),
+        # A positive mean keeps most scales above 0, so the product (not only the ReLU) is tested.
+        conv_bias=(rand(c, gen=gen) + 1).to(dtype) if conv_bias else None,
+    )
+
+
+def fc_expected(args):
+    return reference.fc_attention(**{k: f64(v) for k, v in args.items()})
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", FC_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fc_attention_matches_reference(shape, layout, dtype, atol, rtol):
+    args = fc_args(*shape, dtype=dtype)
+    args["x"] = in_layout(args["x"], layout)
+    check(dk.fc_attention(**args, backend="triton"), fc_expected(args), atol, rtol)
+
+
+@pytest.mark.parametrize("fc_bias, conv_bias", [(False, False), (False, True), (True, False)])
+def test_fc_attention_without_biases(fc_bias, conv_bias):
+    args = fc_args(2, 17, 7, 9, 50, fc_bias=fc_bias, conv_bias=conv_bias, seed=4)
+    check(dk.fc_attention(**args, backend="triton"), fc_expected(args), 1e-5, 1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# upsample_concat / upsample_add
+# ------------------------------------------------------------------------------------------------------------------
+# Output size and (C, H, W) of each input: upsampling by odd factors, an input at the output size (copied),
+# downsampling, 1 x 1 sources and targets, and five inputs (more than one launch sums).
+UP_CASES = [
+    ((1, 1), [(1, 1, 1)]),
+    ((7, 7), [(3, 2, 2), (5, 7, 7)]),
+    ((13, 7), [(17, 1, 7), (48, 13, 7), (1, 1, 1)]),
+    ((7, 1), [(5, 13, 13)]),  # downsampling
+    ((13, 13), [(3, 4, 5), (3, 13, 13), (3, 7, 1), (3, 1, 1), (3, 5, 5)]),
+]
+UP_IDS = [f"{size[0]}x{size[1]}-{len(specs)}in" for size, specs in UP_CASES]
+
+
+def up_inputs(case, n, layout, dtype=torch.float32, same_channels=False, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    size, specs = case
+    channels = specs[0][0]
+    inputs = [in_layout(rand(n, channels if same_channels else c, h, w, gen=gen, dtype=dtype), layout)
+              for c, h, w in specs]
+    return inputs, size
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("case", UP_CASES, ids=UP_IDS)
+def test_upsample_concat_matches_reference(case, n, layout, dtype, atol, rtol):
+    inputs, size = up_inputs(case, n, layout, dtype)
+    expected = reference.upsample_concat([f64(t) for t in inputs], size)
+    check(dk.upsample_concat(inputs, size, backend="triton"), expected, atol, rtol)
+
+
+@pytest.mark.parametrize("dtype, atol, rtol", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("case", UP_CASES, ids=UP_IDS)
+def test_upsample_add_matches_reference(case, n, layout, dtype, atol, rtol):
+    inputs, size = up_inputs(case, n, layout, dtype, same_channels=True)
+    expected = reference.upsample_add([f64(t) for t in inputs], size)
+    check(dk.upsample_add(inputs, size, backend="triton"), expected, atol, rtol)
+
+
+@pytest.mark.parametrize("op", ["upsample_concat", "upsample_add"])
+def test_input_at_target_size_is_copied_bit_exactly(op):
+    """No 0 * neighbour term: inf, NaN and -0.0 come through unchanged, as in the reference (which returns x)."""
+    x = rand(2, 5, 9, 11, gen=torch.Generator().manual_seed(5))
+    x[0, 0, 0, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
+    out = getattr(dk, op)([x], (9, 11), backend="triton")
+    assert torch.equal(out.cpu().view(torch.int32), x.cpu().view(torch.int32))
+
+
+def test_upsample_align_corners_convention_is_half_pixel():
+    x = torch.tensor([0.0, 1.0], device=DEVICE).reshape(1, 1, 1, 2)
+    out = dk.upsample_concat([x], (1, 4), backend="triton")
+    assert_close(out.flatten().cpu(), torch.tensor([0.0, 0.25, 0.75, 1.0]), 0, 0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Registration: schemas, fake (meta) implementations, opcheck
+# ------------------------------------------------------------------------------------------------------------------
+OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add"]
+
+
+def op_args(op):
+    if op == "dwsep_conv":
+        a = dw_args(2, 5, 7, 9, 6, 2, seed=6)
+        return (a["x"], a["dw_weight"], a["dw_bias"], a["pw_weight"], a["pw_bias"], 2, True, False, True, a["residual"])
+    if op == "fc_attention":
+        return tuple(fc_args(2, 5, 7, 3, 11, seed=6).values())
+    gen = torch.Generator().manual_seed(6)
+    return ([rand(2, 3, 4, 5, gen=gen), rand(2, 3, 9, 7, gen=gen)], [9, 7])
+
+
+def _normalise(arg_type: str) -> str:
+    # triton_op infers its schema from the Python annotations (it ignores schema=): `int` becomes SymInt and a
+    # fixed-length list SymInt[2] an unsized SymInt[]. The arguments, their order and tensor types are the same.
+    return arg_type.replace("SymInt[2]", "SymInt[]").replace("int", "SymInt").replace("SymSymInt", "SymInt")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_schema_matches_the_cpp_op(op):
+    dk.available_backends(DEVICE)  # registers the Triton ops
+    cpp = getattr(torch.ops.dfanet, op).default._schema
+    tri = getattr(torch.ops.dfanet, f"{op}_triton").default._schema
+    assert [a.name for a in tri.arguments] == [a.name for a in cpp.arguments]
+    assert [_normalise(str(a.type)) for a in tri.arguments] == [_normalise(str(a.type)) for a in cpp.arguments]
+    assert [str(r.type) for r in tri.returns] == [str(r.type) for r in cpp.returns] == ["Tensor"]
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_opcheck_schema_registration_and_fake(op):
+    """The opcheck parts that run under the interpreter (the AOT-dispatch part needs a GPU, see below)."""
+    dk.available_backends(DEVICE)
+    torch.library.opcheck(getattr(torch.ops.dfanet, f"{op}_triton").default, op_args(op),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_meta_output_has_the_real_outputs_shape_dtype_and_nhwc_strides(op):
+    dk.available_backends(DEVICE)
+    fn = getattr(torch.ops.dfanet, f"{op}_triton")
+    args = op_args(op)
+    real = fn(*args)
+    meta = fn(*[[t.to("meta") for t in a] if isinstance(a, list) and isinstance(a[0], torch.Tensor)
+                else a.to("meta") if isinstance(a, torch.Tensor) else a for a in args])
+    assert (meta.shape, meta.dtype, meta.stride()) == (real.shape, real.dtype, real.stride())
+
+
+@needs_cuda
+@pytest.mark.parametrize("op", OPS)
+def test_full_opcheck_on_cuda(op):
+    torch.library.opcheck(getattr(torch.ops.dfanet, f"{op}_triton").default, op_args(op))
+
+
+@needs_cuda
+def test_torch_compile_fullgraph_through_triton_ops():
+    args = dw_args(2, 16, 24, 17, 17, 2, seed=7)
+    ups = [rand(2, 24, 5, 5, gen=torch.Generator()), rand(2, 24, 9, 9, gen=torch.Generator())]
+
+    def f(a, b, c):
+        y = dk.dwsep_conv(**args, act_in=True, backend="triton")
+        return dk.upsample_add([y, a], (9, 9), backend="triton") * 2 + b.sum() + c
+
+    compiled = torch.compile(f, fullgraph=True)
+    c = torch.zeros(1, device=DEVICE)
+    torch.testing.assert_close(compiled(*ups, c), f(*ups, c), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The model on the Triton backend
+# ------------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def test_dfanet_b_on_triton_matches_reference_backend():
+    """The whole fused forward (every op family, the model's shapes and flags) vs the same folded weights on the
+    reference backend. 64 x 64 is about 10 s under the interpreter (~200 launches)."""
+    from dfanet import DFANet
+
+    torch.manual_seed(0)
+    model = DFANet(num_classes=5, variant="B", fused=True, backend="triton")
+    randomize_batchnorm(model)
+    model.eval().to(DEVICE)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(8)).to(DEVICE)
+    out = model(x)
+    model.backend = "reference"
+    expected = model(x)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    scale = expected.abs().max().item()
+    # fp32 through ~45 fused layers: errors stay ~1e-6 of the logit scale (measured 5e-7); 1e-5 leaves room.
+    assert_close(out, expected, atol=1e-5 * scale, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# GPU only: half precision at DFANet A's shapes
+# ------------------------------------------------------------------------------------------------------------------
+@needs_cuda
+@pytest.mark.parametrize("dtype, atol, rtol", DTYPES[1:], ids=DTYPE_IDS[1:])
+@pytest.mark.parametrize("shape", [(1, 8, 12, 512, 512, 2), (8, 48, 192, 64, 64, 1), (1, 288, 48, 64, 64, 2),
+                                   (8, 12, 48, 256, 256, 1)], ids=lambda s: "x".join(map(str, s)))
+def test_dwsep_conv_half_precision_at_model_shapes(shape, dtype, atol, rtol):
+    *dims, stride = shape
+    args = dw_args(*dims, stride, dtype=dtype, dw_bias=False, seed=9)
+    check(dk.dwsep_conv(**args, act_in=True, backend="triton"), dw_expected(args, act_in=True), atol, rtol)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype, atol, rtol", DTYPES[1:], ids=DTYPE_IDS[1:])
+def test_fc_attention_and_upsample_half_precision_at_model_shapes(dtype, atol, rtol):
+    args = fc_args(8, 192, 64, 64, 1000, dtype=dtype, seed=10)
+    check(dk.fc_attention(**args, backend="triton"), fc_expected(args), atol, rtol)
+    gen = torch.Generator().manual_seed(11)
+    cat = [rand(8, 48, 256, 256, gen=gen, dtype=dtype), rand(8, 192, 64, 64, gen=gen, dtype=dtype)]
+    check(dk.upsample_concat(cat, (256, 256), backend="triton"),
+          reference.upsample_concat([f64(t) for t in cat], (256, 256)), atol, rtol)
+    add = [rand(8, 32, 256, 256, gen=gen, dtype=dtype)] + [rand(8, 32, s, s, gen=gen, dtype=dtype) for s in (64, 32, 16)]
+    check(dk.upsample_add(add, (256, 256), backend="triton"),
+          reference.upsample_add([f64(t) for t in add], (256, 256)), atol, rtol)
+
+
+@needs_cuda
+@torch.no_grad()
+@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-4), (torch.float16, 3e-2)], ids=["fp32", "fp16"])
+def test_dfanet_a_on_triton_matches_reference_backend_on_cuda(dtype, atol):
+    from dfanet import DFANet
+
+    torch.manual_seed(0)
+    model = DFANet(num_classes=19, variant="A", fused=True, backend="triton")
+    randomize_batchnorm(model)
+    model.eval().to(DEVICE, dtype)
+    x = torch.randn(2, 3, 512, 1024, generator=torch.Generator().manual_seed(12)).to(DEVICE, dtype)
+    out = model(x)
+    model.backend = "reference"
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # the reference's cuDNN convs would otherwise round fp32 inputs to TF32
+    try:
+        expected = model(x)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    scale = expected.abs().max().item()
+    # fp16 rounds every layer's output (~45 layers): ~1e-2 of the logit scale. fp32: cuDNN may pick Winograd/FFT
+    # algorithms (errors ~1e-5 relative), hence 1e-4 rather than the interpreter's 1e-5.
+    assert_close(out.float(), expected.float(), atol=atol * scale, rtol=atol)
