@@ -1,0 +1,79 @@
+"""dfanet.benchmark's machinery on a tiny model (correctness of the report, not speed: speed lives in bench/)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from dfanet.bench_report import CandidateResult, Report, attach_ratios
+from dfanet.benchmark import build_model, parse_candidates, run_comparison, time_interleaved
+
+
+def test_build_model_is_seeded_eval_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a, b = build_model("B", seed=3), build_model("B", seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert not a.training and not a.fused
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+    bn = next(m for m in a.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert bn.running_var.min() >= 0.5 and bn.running_mean.abs().max() > 0  # statistics were randomised
+
+
+def test_parse_candidates():
+    assert parse_candidates("fused, eager") == ["fused", "eager"]
+    assert parse_candidates(None)[-1] == "fused"
+    with pytest.raises(ValueError, match="candidates: expected names from"):
+        parse_candidates(["eager", "tensorrt"])
+
+
+def test_time_interleaved_rotates_order():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    times = time_interleaved(fns, rounds=3, warmup=0, pause_s=0, progress=False)
+    assert calls == list("abcbcacab")
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_ratios_are_candidate_over_fused():
+    results = [CandidateResult("fused", "", "ok", times_ms=[10, 20, 10]),
+               CandidateResult("eager", "", "ok", times_ms=[20, 20, 30]),
+               CandidateResult("openvino", "", "skipped", reason="not installed")]
+    attach_ratios(results)
+    assert results[1].ratio_to_fused == pytest.approx(2.0)
+    assert results[1].paired_ratio[1] == pytest.approx(2.0)
+    assert results[2].ratio_to_fused is None
+
+
+def test_run_comparison_reports_and_writes(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # a missing runtime is reported, not dropped
+    threads = torch.get_num_threads()
+    report = run_comparison("B", 64, 64, threads=1, rounds=2, warmup=1, pause_s=0,
+                            candidates=["eager", "onnxruntime", "fused"], out_dir=tmp_path, verbose=False)
+    assert torch.get_num_threads() == threads  # restored
+    assert report.result("onnxruntime").status == "skipped"
+    assert "onnxruntime is not installed" in report.result("onnxruntime").reason
+    for name in ("eager", "fused"):
+        r = report.result(name)
+        assert r.status == "ok" and len(r.times_ms) == 2 and r.rel_err <= 1e-3
+        assert r.peak_mib is not None and r.peak_mib > 0
+    assert report.result("fused").ratio_to_fused == pytest.approx(1.0)
+    assert report.best_baseline.name == "eager" and report.fused_vs_best is not None
+    md = report.to_markdown()
+    assert "| fused |" in md and "onnxruntime: **skipped**" in md and "Method:" in md
+    data = json.loads((tmp_path / f"{report.stem}.json").read_text())
+    assert data["machine"]["threads"] == 1 and data["machine"]["torch"] == torch.__version__
+    assert (tmp_path / f"{report.stem}.png").stat().st_size > 0
+    assert (tmp_path / f"{report.stem}.md").read_text() == md
+
+
+def test_mismatching_candidate_is_not_timed():
+    report = Report({"variant": "B", "height": 64, "width": 64, "batch": 1, "threads": 1, "rounds": 1},
+                    {"cpu": "x", "logical_cpus": 1, "torch": "t", "onnxruntime": None, "openvino": None,
+                     "date_utc": "d"}, "m", "m",
+                    [CandidateResult("fused", "", "mismatch", reason="max err 1e-1")])
+    assert report.fused_vs_best is None
+    assert "fused: **mismatch**" in report.to_markdown()
