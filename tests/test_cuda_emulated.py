@@ -228,12 +228,15 @@ def test_upsample_emulated(runners, tmp_path, case):
     _upsample_case(runners["asan"], tmp_path, case)
 
 
-def test_same_size_copy_keeps_inf_emulated(runners, tmp_path):
-    """A source at the target size is copied, not interpolated with zero weights (0 * inf would be NaN)."""
+@pytest.mark.parametrize("add", [False, True], ids=["concat", "add"])
+def test_same_size_input_is_copied_bit_exactly_emulated(runners, tmp_path, add):
+    """No 0 * neighbour term (0 * inf is NaN) and no 0.f + x (it turns -0.0 into +0.0): a lone input at the target
+    size comes through bit for bit, as the reference returns it."""
     x = torch.randn(1, 4, 5, 6)
-    x[0, 1, 2, 3] = float("inf")
-    got = _run(runners["asan"], tmp_path, "upsample", torch.float32, [0, 1, 5, 6, 1, 4, 5, 6], [_nhwc(x)], (1, 5, 6, 4))
-    assert torch.equal(got.permute(0, 3, 1, 2), x)
+    x[0, 1, 2, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
+    got = _run(runners["asan"], tmp_path, "upsample", torch.float32, [add, 1, 5, 6, 1, 4, 5, 6], [_nhwc(x)],
+               (1, 5, 6, 4))
+    assert torch.equal(got.permute(0, 3, 1, 2).contiguous().view(torch.int32), x.view(torch.int32))
 
 
 @pytest.mark.parametrize(

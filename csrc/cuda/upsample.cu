@@ -86,8 +86,11 @@ __global__ void __launch_bounds__(32 * kPixelsPerBlock) upsample_kernel(const So
     T* o = out + pix * Cout;
     if (add) {
       for (int64_t c = lane; c < Cout; c += 32) {
-        float sum = accumulate ? to_float(o[c]) : 0.f;
-        for (int s = 0; s < g.count; ++s) sum += Sampler<T>(g.s[s], n, oh, ow, Ho, Wo)(c);
+        // Summed left to right as the reference does; starting from the first term, not 0.f, keeps a lone
+        // input's -0.0 (0.f + -0.f is +0.f).
+        int s = 0;
+        float sum = accumulate ? to_float(o[c]) : Sampler<T>(g.s[s++], n, oh, ow, Ho, Wo)(c);
+        for (; s < g.count; ++s) sum += Sampler<T>(g.s[s], n, oh, ow, Ho, Wo)(c);
         o[c] = from_float<T>(sum);
       }
     } else {
