@@ -122,7 +122,7 @@ class _Context:
             try:
                 import onnx  # noqa: F401  (the exporter and the plain-ONNX check need it)
             except ImportError:
-                self._onnx_error = "onnx is not installed (pip install onnx onnxscript)"
+                raise Unavailable("onnx is not installed (pip install onnx onnxscript)") from None
             else:
                 from .export import export_onnx
 
@@ -135,13 +135,14 @@ class _Context:
                 else:
                     _log(f"exported with the {self._onnx.exporter} exporter in {self._onnx.seconds:.1f} s", self.verbose)
         if self._onnx_error is not None:
-            raise Unavailable(f"ONNX export failed: {self._onnx_error}")
+            raise RuntimeError(f"ONNX export failed: {self._onnx_error}")  # an error, not a missing runtime
         return self._onnx
 
 
 def _eager(ctx: _Context) -> Candidate:
     model, x = ctx.model, ctx.x
-    return Candidate("eager", "unfused nn.Module, NCHW, eager (BatchNorm separate)", _inference(lambda: model(x)), _as_tensor)
+    return Candidate("eager", "unfused nn.Module, NCHW, eager (BatchNorm separate)",
+                     _inference(lambda: model(x)), _as_tensor)
 
 
 def _channels_last(ctx: _Context) -> Candidate:
@@ -152,7 +153,7 @@ def _channels_last(ctx: _Context) -> Candidate:
 
 
 def _compile(ctx: _Context) -> Candidate:
-    torch._dynamo.reset()  # a fresh, honest compile: no graphs cached by an earlier comparison in this process
+    torch.compiler.reset()  # a fresh, honest compile: no graphs cached by an earlier comparison in this process
     # dynamic=False: a second input size in the same process must not switch to a dynamic-shape graph.
     compiled = torch.compile(ctx.model, dynamic=False)
     x = ctx.x

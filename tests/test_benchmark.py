@@ -77,3 +77,20 @@ def test_mismatching_candidate_is_not_timed():
                     [CandidateResult("fused", "", "mismatch", reason="max err 1e-1")])
     assert report.fused_vs_best is None
     assert "fused: **mismatch**" in report.to_markdown()
+
+
+def test_failed_export_is_an_error_for_both_onnx_runtimes(monkeypatch):
+    pytest.importorskip("onnx")
+    import dfanet.export
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ONNX export of the unfused DFANet failed: simulated")
+
+    monkeypatch.setattr(dfanet.export, "export_onnx", broken)
+    report = run_comparison("B", 64, 64, threads=1, rounds=1, warmup=0, pause_s=0, memory=False,
+                            candidates=["onnxruntime", "openvino", "fused"], verbose=False)
+    for name in ("onnxruntime", "openvino"):
+        r = report.result(name)
+        if r.status != "skipped":  # skipped only where that runtime is not installed
+            assert r.status == "error" and "simulated" in r.reason
+    assert report.result("fused").timed
