@@ -6,6 +6,9 @@ Options (see ``pytest bench/ --help``, group "dfanet bench"): ``--size HxW`` (de
 The readable tables (medians, and ratios measured side by side in interleaved rounds) are printed at the end of
 the session and written to ``--bench-out``; pytest-benchmark's own table times each candidate on its own, one
 after another, and is there for its tooling (``--benchmark-json``, ``--benchmark-compare``), not for ratios.
+
+The slowest step is torch.compile's first compile, far quicker once inductor's on-disk cache is warm; leave
+``compile`` out of ``--candidates`` to skip it.
 """
 
 from __future__ import annotations
