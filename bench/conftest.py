@@ -27,9 +27,9 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--size: expected HxW such as 512x1024, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected HxW such as 512x1024, got {text!r}") from None
     if height < 32 or width < 32:
-        raise argparse.ArgumentTypeError(f"--size: expected H and W >= 32 (DFANet's minimum), got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected H and W >= 32 (DFANet's minimum), got {text!r}")
     return height, width
 
 
