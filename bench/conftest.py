@@ -19,18 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from dfanet.cli import parse_size
+
 _SUMMARY = pytest.StashKey[list]()
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"512x1024"`` -> ``(512, 1024)`` (height x width, each >= 32)."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 512x1024, got {text!r}") from None
-    if height < 32 or width < 32:
-        raise argparse.ArgumentTypeError(f"expected H and W >= 32 (DFANet's minimum), got {text!r}")
-    return height, width
 
 
 def _positive(text: str) -> int:

@@ -9,13 +9,14 @@ import sys
 from .variants import VARIANTS
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``"512x1024"`` -> ``(512, 1024)`` (height x width, each >= 32, DFANet's minimum)."""
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HxW such as 512x1024, got {text!r}") from None
     if h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f"expected H and W >= 32, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected H and W >= 32 (DFANet's minimum), got {text!r}")
     return h, w
 
 
@@ -61,13 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="parameters and MACs per variant next to the paper's figures")
     p.add_argument("--variant", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--size", type=_size, default=None, help="input HxW (default: each variant's paper size)")
+    p.add_argument("--size", type=parse_size, default=None, help="input HxW (default: each variant's paper size)")
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("bench", help="time the fused model against eager, channels_last, torch.compile, "
                                      "ONNX Runtime and OpenVINO side by side")
     p.add_argument("--variant", default="A", choices=list(VARIANTS))
-    p.add_argument("--size", type=_size, default=(512, 1024), help="input HxW (default 512x1024)")
+    p.add_argument("--size", type=parse_size, default=(512, 1024), help="input HxW (default 512x1024)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime (default 2)")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds; each runs every candidate once")
