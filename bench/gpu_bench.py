@@ -1,0 +1,496 @@
+#!/usr/bin/env python
+"""GPU benchmark: DFANet on the Triton backend against the unfused model, and each Triton op against torch.
+
+Run by bench/gpu_check.sh on a GPU machine (no network needed); ``--dry-run`` runs a tiny version on the CPU
+(Triton under its interpreter) to catch errors before a GPU session.
+
+Whole model (DFANet A by default; one set of random weights with randomised BatchNorm for every candidate):
+  eager_nchw       DFANet(fused=False), NCHW input                      (cuDNN; fp32 convs use TF32 by default)
+  eager_cl         the same model and input in channels_last
+  compile          torch.compile(eager model, mode=--compile-mode), compile time reported as setup
+  fused_triton     DFANet(fused=True, backend="triton")                 (Triton kernels, autotuned on first call)
+  fused_triton_graph   the same, replayed from a CUDA graph (dfanet.cuda_graph.capture)
+  fused_cuda[_graph]   backend="cuda" (the C++/CUDA kernels) where they are built
+Cases: --sizes x --batches x --dtypes, batch 1 first. Each candidate's first output is checked against eager_nchw
+(max |out - eager| / max |eager|, and argmax agreement); a mismatch is reported and not timed.
+
+Per op (at the model's shapes for each case): the Triton op vs the torch sequence it replaces (the reference
+implementation: F.relu, depthwise conv2d, 1x1 conv2d, add; mean, linear, linear, relu, mul; F.interpolate + cat /
+add), both called through dfanet_kernels' public functions on channels_last inputs, plus the CUDA backend where
+built.
+
+Timing: CUDA events. Model: each call synchronised (the latency of one forward, CPU launch overhead included),
+candidates interleaved in rounds with a rotating order, medians and p20/p80 after warm-up. Ops: events around
+--op-inner back-to-back calls, median over rounds. Ratios are "candidate / fused_triton" (model) and
+"torch / triton" (ops): above 1 means the Triton path is faster.
+
+Time budget (--budget-s): cases run in priority order and a case that would start after the budget is recorded
+as skipped, so a short GPU session always ends with a report. Output: gpu_bench.json and gpu_bench.md in --out
+(default $OUT, else bench/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# max |out - eager| / max |eager| accepted. fp32: eager's cuDNN convs run in TF32 (10-bit mantissa) by default while
+# the fused paths use full fp32, so 1e-2 of the logit scale; fp16/bf16 round every layer's output.
+TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2, "bf16": 2e-1}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results"),
+                   help="output folder for gpu_bench.json / .md (default: $OUT, else bench/results)")
+    p.add_argument("--variant", default="A", help="DFANet variant (A, B, A')")
+    p.add_argument("--sizes", default="1024x1024,512x1024", help="comma-separated HxW input sizes")
+    p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
+    p.add_argument("--dtypes", default="fp32,fp16", help=f"comma-separated, of {sorted(DTYPES)}")
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls per candidate before the rounds")
+    p.add_argument("--rounds", type=int, default=30, help="timed rounds (every candidate once per round)")
+    p.add_argument("--op-rounds", type=int, default=15, help="timed rounds per op")
+    p.add_argument("--op-inner", type=int, default=20, help="back-to-back calls timed together per op round")
+    p.add_argument("--compile-mode", default="reduce-overhead",
+                   choices=["reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "default", "none"],
+                   help="torch.compile mode of the 'compile' baseline ('none' skips it)")
+    p.add_argument("--budget-s", type=float, default=300.0,
+                   help="no new case starts after this many seconds (partial results are still written)")
+    p.add_argument("--skip-ops", action="store_true", help="only the whole-model comparison")
+    p.add_argument("--skip-model", action="store_true", help="only the per-op comparison")
+    p.add_argument("--dry-run", action="store_true",
+                   help="CPU smoke test: Triton interpreter, 32x32, batch 1, fp32, 1 round (unless overridden)")
+    args = p.parse_args(argv)
+    if args.dry_run:
+        defaults = {"sizes": "1024x1024,512x1024", "batches": "1,8", "dtypes": "fp32,fp16"}
+        overrides = {"sizes": "32x32", "batches": "1", "dtypes": "fp32"}
+        for key, value in overrides.items():
+            if getattr(args, key) == defaults[key]:
+                setattr(args, key, value)
+        args.warmup, args.rounds, args.op_rounds, args.op_inner = 0, 1, 1, 1
+    args.sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.dtypes = args.dtypes.split(",")
+    for d in args.dtypes:
+        if d not in DTYPES:
+            p.error(f"--dtypes: unknown {d!r}, expected some of {sorted(DTYPES)}")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[gpu_bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------------------------
+class Timer:
+    """Milliseconds of ``fn`` (``inner`` calls): CUDA events on a GPU, perf_counter on the CPU (dry run)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn, inner: int = 1) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(inner):
+                fn()
+            end.record()
+            torch.cuda.synchronize()
+            return start.elapsed_time(end) / inner
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / inner
+
+
+def quantiles(values: list[float]) -> dict:
+    t = torch.tensor(values, dtype=torch.float64)
+    q = torch.quantile(t, torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64)).tolist()
+    return {"p20_ms": q[0], "median_ms": q[1], "p80_ms": q[2], "n": len(values)}
+
+
+def compare(out: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
+    """(max |out - expected| / max |expected|, fraction of pixels with the same argmax over channels)."""
+    out, expected = out.float(), expected.float()
+    if not torch.isfinite(out).all():
+        return float("inf"), 0.0
+    rel = ((out - expected).abs().max() / expected.abs().max().clamp_min(1e-30)).item()
+    agree = (out.argmax(1) == expected.argmax(1)).float().mean().item() if out.dim() == 4 else 1.0
+    return rel, agree
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole model
+# ---------------------------------------------------------------------------------------------------------------
+def _randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+                m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
+                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
+                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
+
+
+def build_candidates(args, device, dtype_name, x, budget_left) -> tuple[dict, dict]:
+    """name -> (callable, setup seconds), and name -> reason for those that could not be built."""
+    import dfanet_kernels as dk
+    from dfanet import DFANet
+
+    dtype = DTYPES[dtype_name]
+    torch.manual_seed(0)
+    base = DFANet(num_classes=19, variant=args.variant, fused=False)
+    _randomize_batchnorm(base)
+    base.eval().to(device, dtype)
+    candidates, skipped = {}, {}
+
+    def add(name, make):
+        t0 = time.perf_counter()
+        try:
+            fn = make()
+        except Exception as err:  # reported in the results; the other candidates still run
+            skipped[name] = f"error while building: {type(err).__name__}: {err}".splitlines()[0][:300]
+            log(f"  {name}: {skipped[name]}\n{traceback.format_exc(limit=3)}")
+            return
+        candidates[name] = (fn, time.perf_counter() - t0)
+
+    add("eager_nchw", lambda: (lambda: base(x)))
+    base_cl = copy.deepcopy(base).to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    add("eager_cl", lambda: (lambda: base_cl(x_cl)))
+
+    if args.compile_mode == "none":
+        skipped["compile"] = "--compile-mode none"
+    elif device.type != "cuda":
+        skipped["compile"] = "not run in the CPU dry run (compiling DFANet takes minutes on a CPU)"
+    elif budget_left() < 120:
+        skipped["compile"] = f"time budget: {budget_left():.0f} s left, compiling DFANet takes ~1 min"
+    else:
+        def make_compiled():
+            torch._dynamo.reset()  # a fresh compile per case: no recompile limits, no automatic dynamic shapes
+            mode = None if args.compile_mode == "default" else args.compile_mode
+            compiled = torch.compile(copy.deepcopy(base), mode=mode, dynamic=False)
+            with torch.no_grad():
+                compiled(x)  # compile time counts as setup
+            return lambda: compiled(x)
+
+        add("compile", make_compiled)
+
+    backends = ["triton"] + (["cuda"] if "cuda" in dk.available_backends(device) else [])
+    if device.type != "cuda":
+        backends = [b for b in ("triton", "cpu") if b in dk.available_backends(device)]
+    for backend in backends:
+        def make_fused(backend=backend):
+            fused = DFANet(num_classes=19, variant=args.variant, fused=True, backend=backend)
+            fused.load_state_dict(base.state_dict())
+            fused.eval().to(device, dtype)
+            with torch.no_grad():
+                fused(x)  # folds BN and, for Triton, autotunes every kernel shape: setup
+            return fused
+
+        t0 = time.perf_counter()
+        try:
+            fused = make_fused()
+        except Exception as err:
+            skipped[f"fused_{backend}"] = f"error while building: {type(err).__name__}: {err}".splitlines()[0][:300]
+            log(f"  fused_{backend}: {skipped[f'fused_{backend}']}\n{traceback.format_exc(limit=3)}")
+            continue
+        candidates[f"fused_{backend}"] = ((lambda fused=fused: fused(x)), time.perf_counter() - t0)
+        if device.type == "cuda":
+            from dfanet.cuda_graph import capture
+
+            def make_graph(fused=fused):
+                replay = capture(fused, x)
+                return lambda: replay(x)
+
+            add(f"fused_{backend}_graph", make_graph)
+    return candidates, skipped
+
+
+@torch.no_grad()
+def run_model_case(args, device, size, batch, dtype_name, budget_left) -> dict:
+    h, w = size
+    x = torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(1)).to(device, DTYPES[dtype_name])
+    candidates, skipped = build_candidates(args, device, dtype_name, x, budget_left)
+    timer = Timer(device)
+    results = {name: {"status": "skipped", "reason": reason} for name, reason in skipped.items()}
+    if "eager_nchw" not in candidates:
+        return {"size": [h, w], "batch": batch, "dtype": dtype_name, "candidates": results}
+    expected = candidates["eager_nchw"][0]().float().clone()
+    timed = {}
+    for name, (fn, setup_s) in candidates.items():
+        out = fn()
+        out = out.float().clone() if isinstance(out, torch.Tensor) else out
+        rel, agree = compare(out, expected)
+        entry = {"setup_s": round(setup_s, 3), "rel_err": rel, "argmax_agreement": agree}
+        if not rel <= TOLERANCE[dtype_name]:
+            entry.update(status="mismatch", reason=f"rel_err {rel:.3g} > {TOLERANCE[dtype_name]:g}: not timed")
+            log(f"  {name}: MISMATCH rel_err={rel:.3g}")
+        else:
+            entry["status"] = "ok"
+            timed[name] = fn
+            for _ in range(args.warmup):
+                fn()
+        results[name] = entry
+    names = list(timed)
+    times = {name: [] for name in names}
+    for r in range(args.rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:  # rotating order
+            times[name].append(timer(timed[name]))
+    for name in names:
+        results[name].update(quantiles(times[name]))
+    if "fused_triton" in timed:
+        ref = results["fused_triton"]["median_ms"]
+        for name in names:
+            results[name]["ratio_to_fused_triton"] = results[name]["median_ms"] / ref
+    del candidates, timed
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"size": [h, w], "batch": batch, "dtype": dtype_name, "candidates": results}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per op
+# ---------------------------------------------------------------------------------------------------------------
+def op_cases(variant: str, batch: int, height: int, width: int, dtype, device):
+    """name -> (shape description, fn(backend)) for the op calls of DFANet at this input (shapes as in the model)."""
+    import dfanet_kernels as dk
+    from dfanet.variants import get_variant
+
+    spec = get_variant(variant)
+    c2, c3, c4 = spec.stage_channels
+    (w2, _), _, (w4, _) = spec.stages
+    d, k, n = spec.decoder_channels, spec.attention_hidden, batch
+    sizes = [(height, width)]
+    for _ in range(7):
+        sizes.append(tuple(dk.conv_output_size(s, 2) for s in sizes[-1]))
+    s2, s3, s4, s5, s6 = sizes[2], sizes[3], sizes[4], sizes[5], sizes[6]  # 1/4 ... 1/64 of the input
+    g = torch.Generator().manual_seed(0)
+
+    def t(*shape, scale=1.0):
+        return (scale * torch.randn(*shape, generator=g)).to(device, dtype).contiguous(
+            memory_format=torch.channels_last if len(shape) == 4 else torch.contiguous_format)
+
+    def dwsep(cin, cout, size, stride, residual):
+        x = t(n, cin, *size)
+        dw = t(cin, 1, 3, 3, scale=1 / 3)
+        pw = t(cout, cin, 1, 1, scale=cin ** -0.5)
+        pb = t(cout, scale=0.1)
+        out = tuple(dk.conv_output_size(s, stride) for s in size)
+        res = t(n, cout, *out) if residual else None
+        desc = f"{cin}->{cout} ch, {size[0]}x{size[1]}, stride {stride}" + (", +residual" if residual else "")
+        return desc, lambda b: dk.dwsep_conv(x, dw, None, pw, pb, stride, act_in=True, residual=res, backend=b)
+
+    cases = {
+        "dwsep_enc2_residual": dwsep(w2[1], w2[2], s2, 1, True),
+        "dwsep_enc2_first_strided": dwsep(c2 + c4, w2[0], s2, 2, False),
+        "dwsep_enc4_residual": dwsep(w4[1], w4[2], s4, 1, True),
+    }
+    xa = t(n, c4, *s4)
+    fw, fb, cw, cb = t(k, c4, scale=c4 ** -0.5), t(k, scale=0.1), t(c4, k, 1, 1, scale=k ** -0.5), t(c4)
+    cases["fc_attention_enc4"] = (f"{c4} ch, {s4[0]}x{s4[1]}, K={k}",
+                                  lambda b: dk.fc_attention(xa, fw, fb, cw, cb, backend=b))
+    cat = [t(n, c2, *s2), t(n, c4, *s4)]
+    cases["upsample_concat_enc2"] = (f"{c2}@{s2[0]}x{s2[1]} + {c4}@{s4[0]}x{s4[1]} -> {s2[0]}x{s2[1]}",
+                                     lambda b: dk.upsample_concat(cat, s2, backend=b))
+    add = [t(n, d, *s2)] + [t(n, d, *s) for s in (s4, s5, s6)]
+    cases["upsample_add_decoder"] = (f"4 x {d} ch -> {s2[0]}x{s2[1]}", lambda b: dk.upsample_add(add, s2, backend=b))
+    logits = [t(n, 19, *s2)]
+    cases["upsample_add_output"] = (f"19 ch {s2[0]}x{s2[1]} -> {height}x{width}",
+                                    lambda b: dk.upsample_add(logits, (height, width), backend=b))
+    return cases
+
+
+@torch.no_grad()
+def run_op_case(args, device, size, batch, dtype_name) -> list[dict]:
+    import dfanet_kernels as dk
+
+    dtype = DTYPES[dtype_name]
+    impls = ["triton", "reference"] + (["cuda"] if device.type == "cuda" and "cuda" in dk.available_backends(device)
+                                       else [])
+    timer = Timer(device)
+    rows = []
+    for name, (desc, fn) in op_cases(args.variant, batch, *size, dtype, device).items():
+        row = {"op": name, "shapes": desc, "size": list(size), "batch": batch, "dtype": dtype_name, "impls": {}}
+        expected = fn("reference").float()
+        usable = []
+        for impl in impls:
+            try:
+                rel, _ = compare(fn(impl), expected)  # first call: compiles / autotunes
+            except Exception as err:
+                row["impls"][impl] = {"status": "error", "reason": f"{type(err).__name__}: {err}"[:300]}
+                continue
+            ok = rel <= (1e-4 if dtype_name == "fp32" else 2e-2)
+            row["impls"][impl] = {"status": "ok" if ok else "mismatch", "rel_err": rel}
+            if ok:
+                usable.append(impl)
+        times = {impl: [] for impl in usable}
+        for r in range(args.op_rounds):
+            for impl in usable[r % len(usable):] + usable[:r % len(usable)] if usable else []:
+                times[impl].append(timer(lambda: fn(impl), inner=args.op_inner))
+        for impl in usable:
+            row["impls"][impl].update(quantiles(times[impl]))
+        if "triton" in usable and "reference" in usable:
+            row["torch_over_triton"] = row["impls"]["reference"]["median_ms"] / row["impls"]["triton"]["median_ms"]
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------
+def _version(module: str):
+    try:
+        return __import__(module).__version__
+    except Exception:
+        return None
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()}, dry run)",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "triton": _version("triton"),
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "triton_interpret": os.environ.get("TRITON_INTERPRET"),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(capability=f"{props.major}.{props.minor}", sms=props.multi_processor_count,
+                    memory_gib=round(props.total_memory / 2**30, 1))
+    try:
+        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                                            text=True, timeout=10).stdout.strip() or None
+    except Exception:
+        info["git_commit"] = None
+    return info
+
+
+def _ms(entry: dict, key: str) -> str:
+    return f"{entry[key]:.3f}" if key in entry else "–"
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        f"# DFANet GPU benchmark ({report['config']['variant']})", "",
+        f"{m['device']}; torch {m['torch']} (CUDA {m['torch_cuda']}), Triton {m['triton']}, cuDNN {m['cudnn']}; "
+        f"commit {m.get('git_commit')}; {m['date_utc']}. cuDNN TF32: {m['cudnn_allow_tf32']}.", "",
+        "Medians of CUDA-event times; ratios are candidate / fused_triton (model) and torch / triton (ops): "
+        "above 1 means the Triton path is faster. See bench/gpu_bench.py for the method.", "",
+    ]
+    for case in report["model"]:
+        h, w = case["size"]
+        lines += [f"## Model {h}x{w}, batch {case['batch']}, {case['dtype']}", "",
+                  "| candidate | median ms | p20–p80 ms | / fused_triton | setup s | rel err | status |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
+        for name, e in case["candidates"].items():
+            ratio = f"{e['ratio_to_fused_triton']:.2f}" if "ratio_to_fused_triton" in e else "–"
+            spread = f"{e['p20_ms']:.3f}–{e['p80_ms']:.3f}" if "p20_ms" in e else "–"
+            rel = f"{e['rel_err']:.1e}" if "rel_err" in e else "–"
+            status = e["status"] + (f": {e['reason']}" if e.get("reason") else "")
+            lines.append(f"| {name} | {_ms(e, 'median_ms')} | {spread} | {ratio} | {e.get('setup_s', '–')} | {rel} | "
+                         f"{status} |")
+        lines.append("")
+    if report["ops"]:
+        lines += ["## Ops (ms per call)", "",
+                  "| op | shapes | input | batch | dtype | triton | torch | cuda | torch / triton |",
+                  "|---|---|---|---:|---|---:|---:|---:|---:|"]
+        for r in report["ops"]:
+            cells = []
+            for impl in ("triton", "reference", "cuda"):
+                e = r["impls"].get(impl)
+                cells.append("–" if e is None else _ms(e, "median_ms") if e["status"] == "ok" else e["status"])
+            ratio = f"{r['torch_over_triton']:.2f}" if "torch_over_triton" in r else "–"
+            lines.append(f"| {r['op']} | {r['shapes']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {r['dtype']} | "
+                         f"{' | '.join(cells)} | {ratio} |")
+        lines.append("")
+    if report["skipped_cases"]:
+        lines += ["## Not run", ""] + [f"- {s}" for s in report["skipped_cases"]] + [""]
+    lines.append(f"Total {report['elapsed_s']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_bench.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / "gpu_bench.md").write_text(markdown(report))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda":
+        if not args.dry_run:
+            log("no CUDA device: use --dry-run for the CPU smoke test")
+            return 2
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before dfanet_kernels imports Triton
+    start = time.perf_counter()
+
+    def budget_left() -> float:
+        return args.budget_s - (time.perf_counter() - start)
+
+    out = Path(args.out)
+    report = {"config": {k: v for k, v in vars(args).items()}, "machine": machine_info(device), "model": [],
+              "ops": [], "skipped_cases": [], "elapsed_s": 0.0}
+    log(f"{report['machine']['device']}; writing to {out}")
+    # Batch 1 first (the latency case the fused path is for), then the larger batches.
+    cases = [(b, s, d) for b in args.batches for s in args.sizes for d in args.dtypes]
+    if not args.skip_model:
+        for batch, size, dtype_name in cases:
+            label = f"model {size[0]}x{size[1]} batch {batch} {dtype_name}"
+            if budget_left() <= 0:
+                report["skipped_cases"].append(f"{label}: time budget (--budget-s {args.budget_s:g}) used up")
+                continue
+            log(label)
+            t0 = time.perf_counter()
+            report["model"].append(run_model_case(args, device, size, batch, dtype_name, budget_left))
+            report["model"][-1]["wall_s"] = round(time.perf_counter() - t0, 1)
+            report["elapsed_s"] = time.perf_counter() - start
+            write(report, out)  # after every case: a killed run still leaves its results
+    if not args.skip_ops:
+        for batch, size, dtype_name in cases:
+            label = f"ops {size[0]}x{size[1]} batch {batch} {dtype_name}"
+            if budget_left() <= -60:  # the ops take seconds: they may use a minute past the model's budget
+                report["skipped_cases"].append(f"{label}: time budget used up")
+                continue
+            log(label)
+            report["ops"] += run_op_case(args, device, size, batch, dtype_name)
+            report["elapsed_s"] = time.perf_counter() - start
+            write(report, out)
+    report["elapsed_s"] = time.perf_counter() - start
+    write(report, out)
+    log(f"done in {report['elapsed_s']:.0f} s: {out / 'gpu_bench.md'}")
+    print(markdown(report))
+    bad = [name for case in report["model"] for name, e in case["candidates"].items() if e["status"] == "mismatch"]
+    bad += [f"{r['op']}:{i}" for r in report["ops"] for i, e in r["impls"].items() if e["status"] != "ok"]
+    if bad:
+        log(f"mismatching or failing: {bad}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# One short GPU session in one command: build the package (CUDA kernels included), run the test suite on the GPU,
+# then the GPU benchmark. Needs only what the GPU machine has (torch with CUDA, Triton, nvcc, ninja, pytest); no
+# network. Results, logs and a stage summary go to $OUT (else bench/results):
+#   gpu_check.log      everything printed, with a timestamp per stage
+#   stages.tsv         stage, exit code, seconds
+#   pytest_*.xml       JUnit reports of the test stages
+#   gpu_bench.json/.md the benchmark (bench/gpu_bench.py)
+# Every stage has a time limit and a failing stage does not stop the next one (the benchmark is worth having even
+# if a test fails); the script exits non-zero if any stage failed. Budget: about 8 minutes on an H100.
+# Knobs (seconds): INSTALL_TIMEOUT, TEST_TRITON_TIMEOUT, TEST_REST_TIMEOUT, BENCH_BUDGET, BENCH_TIMEOUT; also
+# BENCH_ARGS (extra arguments for gpu_bench.py) and SKIP_INSTALL=1 (already built). A CPU rehearsal of the script's
+# logic: SKIP_INSTALL=1 BENCH_ARGS=--dry-run TEST_REST_TIMEOUT=5 OUT=/tmp/x bash bench/gpu_check.sh
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+OUT_DIR=${OUT:-$REPO/bench/results}
+mkdir -p "$OUT_DIR"
+exec > >(tee -a "$OUT_DIR/gpu_check.log") 2>&1
+
+# The kernels must run natively on the GPU, not in Triton's interpreter.
+unset TRITON_INTERPRET
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+
+STAGES="$OUT_DIR/stages.tsv"
+printf 'stage\texit_code\tseconds\n' > "$STAGES"
+FAILED=()
+START=$SECONDS
+
+# stage NAME TIMEOUT_S COMMAND...: run it with a time limit (SIGINT first, so pytest still writes its report),
+# log its time and exit code, and carry on whatever happens.
+stage() {
+  local name=$1 limit=$2
+  shift 2
+  echo
+  echo "=== [$(date -u +%H:%M:%S)] stage $name (limit ${limit}s, $((SECONDS - START))s elapsed): $*"
+  local t0=$SECONDS rc=0
+  timeout --signal=INT --kill-after=20 "$limit" "$@" || rc=$?
+  local dt=$((SECONDS - t0))
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$dt" >> "$STAGES"
+  if [ "$rc" -eq 0 ]; then
+    echo "=== stage $name: ok in ${dt}s"
+  else
+    [ "$rc" -eq 124 ] && echo "=== stage $name: TIMED OUT after ${limit}s" || echo "=== stage $name: FAILED (exit $rc) in ${dt}s"
+    FAILED+=("$name")
+  fi
+}
+
+stage environment 60 bash -c '
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
+  python -c "import sys, torch, triton; print(sys.version.split()[0], \"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"triton\", triton.__version__, \"gpu\", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
+  nvcc --version | tail -n 2 || true
+  git -C "'"$REPO"'" log --oneline -1 || true
+  python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else \"no CUDA device visible to torch\")"
+'
+
+# --no-build-isolation: build against the installed CUDA torch; --no-deps: no package index here.
+if [ "${SKIP_INSTALL:-0}" = 1 ]; then
+  echo "=== stage install: skipped (SKIP_INSTALL=1)"
+else
+  stage install "${INSTALL_TIMEOUT:-300}" python -m pip install --no-deps --no-build-isolation -e .
+fi
+
+stage import 60 python -c '
+import torch, dfanet_kernels as dk, dfanet
+dev = torch.device("cuda")
+print("backends on cuda:", dk.available_backends(dev))
+for b in ("cuda", "triton"):
+    print(b, "->", dk.backends.unavailable_reason(b, dev) or "available")
+'
+
+# The Triton and CUDA-graph tests first (the GPU-specific ones), then the rest of tests/: together `pytest tests`.
+# DFANET_TRITON_AUTOTUNE=0: one config per kernel, or every small test shape would be autotuned.
+stage tests_triton "${TEST_TRITON_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider \
+  --durations=10 --junitxml="$OUT_DIR/pytest_triton.xml" tests/test_triton_ops.py tests/test_cuda_graph.py
+stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider \
+  --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests \
+  --ignore=tests/test_triton_ops.py --ignore=tests/test_cuda_graph.py
+
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+stage bench "${BENCH_TIMEOUT:-270}" python bench/gpu_bench.py --out "$OUT_DIR" --budget-s "${BENCH_BUDGET:-170}" \
+  ${BENCH_ARGS:-}
+
+echo
+echo "=== summary ($((SECONDS - START))s total; results in $OUT_DIR)"
+column -t "$STAGES" 2>/dev/null || cat "$STAGES"
+if [ "${#FAILED[@]}" -gt 0 ]; then
+  echo "=== failed stages: ${FAILED[*]}"
+  exit 1
+fi
+echo "=== all stages passed"
