@@ -54,6 +54,8 @@ def test_cuda_sources_compile(tmp_path):
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
         results = list(pool.map(lambda s: _compile(s, tmp_path), CUDA_SOURCES))
     failures = [
-        f"{src.relative_to(ROOT)} (exit {r.returncode}):\n{r.stderr}" for src, r in zip(CUDA_SOURCES, results) if r.returncode
+        f"{src.relative_to(ROOT)} (exit {r.returncode}):\n{r.stderr}"
+        for src, r in zip(CUDA_SOURCES, results)
+        if r.returncode
     ]
     assert not failures, "nvcc failed:\n" + "\n".join(failures)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The CUDA op tests (tests/test_cuda_ops.py) under compute-sanitizer: memcheck (out-of-bounds and misaligned
+# global/shared accesses, invalid frees; with PyTorch's caching allocator off, so every tensor is its own allocation
+# and a read just past one is caught) and racecheck (shared-memory hazards between a block's threads).
+# Called from bench/gpu_check.sh after the build; exits non-zero if a tool reports an error or a test fails.
+#
+#   bench/compute_sanitizer.sh [extra pytest arguments]
+#
+# The sanitizers slow kernels 10-100x, so the "large" cases, the whole model, torch.compile, graphs and streams are
+# left out; the small odd shapes reach every kernel path, edge and tile boundary. racecheck takes only the tests of
+# the kernels that use shared memory (dwsep_conv's two paths, fc_attention's pooling).
+# Knobs: COMPUTE_SANITIZER (the binary), PYTHON, MEMCHECK_TESTS / RACECHECK_TESTS (pytest -k expressions),
+# TOOLS (default "memcheck racecheck").
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SANITIZER=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")}
+PYTHON=${PYTHON:-python}
+MEMCHECK_TESTS=${MEMCHECK_TESTS:-"not large and not dfanet and not compile and not graph and not stream"}
+RACECHECK_TESTS=${RACECHECK_TESTS:-"(dwsep_conv_matches_reference or fc_attention_matches_reference) and not large"}
+unset TRITON_INTERPRET
+
+status=0
+for tool in ${TOOLS:-memcheck racecheck}; do
+  case $tool in
+    memcheck) tests=$MEMCHECK_TESTS ;;
+    racecheck) tests=$RACECHECK_TESTS ;;
+    *) echo "unknown tool $tool"; exit 2 ;;
+  esac
+  echo "=== compute-sanitizer --tool $tool: pytest tests/test_cuda_ops.py -k \"$tests\""
+  if PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool "$tool" --error-exitcode 99 \
+      --target-processes all "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_ops.py -k "$tests" "$@"; then
+    echo "=== $tool: clean"
+  else
+    rc=$?
+    echo "=== $tool: FAILED (exit $rc; 99 = the sanitizer reported errors, else pytest's exit code)"
+    status=1
+  fi
+done
+exit $status
