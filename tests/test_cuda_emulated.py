@@ -23,6 +23,8 @@ import torch
 
 from dfanet_kernels import reference
 
+from . import cuda_toolkit
+
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "csrc" / "cuda"
 EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
@@ -36,18 +38,7 @@ TOLERANCES = {torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 LAUNCH = re.compile(r"(\w+(?:<[\w:]+>)?)<<<(.*?)>>>\((.*?)\);", re.S)
 
 
-def _cuda_include() -> Path | None:
-    homes = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"]
-    nvcc = shutil.which("nvcc")
-    if nvcc:
-        homes.append(str(Path(nvcc).resolve().parents[1]))
-    for home in filter(None, homes):
-        if (Path(home) / "include" / "cuda_runtime.h").exists():
-            return Path(home) / "include"
-    return None
-
-
-CUDA_INCLUDE = _cuda_include()
+CUDA_INCLUDE = cuda_toolkit.include_dir()
 pytestmark = [
     pytest.mark.skipif(GXX is None or CUDA_INCLUDE is None, reason="needs g++ and the CUDA toolkit headers"),
     # Where a GPU is, tests/test_cuda_ops.py and bench/compute_sanitizer.sh run the real thing; keep the GPU window.
