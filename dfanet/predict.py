@@ -30,10 +30,13 @@ def load_image(path: str | os.PathLike) -> tuple[Image.Image, torch.Tensor]:
         raise FileNotFoundError(f"image: no such file: {path}") from None
     except OSError as err:
         raise ValueError(f"image: cannot read {path} as an image ({err})") from err
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    tensor = torch.from_numpy(array).permute(2, 0, 1)
-    tensor = (tensor - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
-    return image, tensor[None]
+    return image, normalize(np.asarray(image))[None]
+
+
+def normalize(array: np.ndarray) -> torch.Tensor:
+    """An H x W x 3 uint8 RGB array -> the 3 x H x W float tensor the network takes (ImageNet mean/std)."""
+    tensor = torch.from_numpy(np.asarray(array, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (tensor - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
 
 
 def load_model(weights: str | None, variant: str, num_classes: int, backend: str | None) -> DFANet:
