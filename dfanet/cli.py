@@ -1,10 +1,14 @@
-"""The ``dfanet`` command: summary, bench, predict."""
+"""The ``dfanet`` command: summary, bench, predict, train, eval, pretrain."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 from .variants import VARIANTS
 
@@ -55,6 +59,159 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_config(path: str) -> dict:
+    """Settings from a TOML (.toml) or JSON (.json) file: keys are the long option names, with - or _."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise FileNotFoundError(f"--config: cannot read {path} ({err.strerror})") from None
+    try:
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            values = tomllib.loads(text)
+        elif path.suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ValueError(f"--config: expected a .toml or .json file, got {path}")
+    except (ValueError, TypeError) as err:  # tomllib.TOMLDecodeError and json.JSONDecodeError are ValueErrors
+        raise ValueError(f"--config: {path} is not valid {path.suffix[1:].upper()}: {err}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config: {path} must hold a table of settings")
+    return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+def config_defaults(parser: argparse.ArgumentParser, values: dict, path: str) -> dict:
+    """``values`` checked and converted as if given on the command line, keyed by option dest."""
+    actions = {a.dest: a for a in parser._actions if a.option_strings and a.dest not in ("help", "config")}
+    converted = {}
+    for key, value in values.items():
+        action = actions.get(key)
+        if action is None:
+            raise ValueError(f"--config: {path}: unknown setting {key!r} (known: {', '.join(sorted(actions))})")
+        try:
+            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+                if not isinstance(value, bool):
+                    raise TypeError("expected true or false")
+            elif value is not None and action.nargs is not None:
+                if not isinstance(value, list) or len(value) != action.nargs:
+                    raise TypeError(f"expected a list of {action.nargs} values")
+                value = tuple(action.type(v) if action.type else v for v in value)
+            elif value is not None and action.type is not None:
+                value = action.type(value)
+            if action.choices is not None and value is not None and value not in action.choices:
+                raise ValueError(f"expected one of {list(action.choices)}")
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+            raise ValueError(f"--config: {path}: {key} = {value!r}: {err}") from None
+        converted[key] = value
+    return converted
+
+
+def _dataclass_kwargs(cls, args: argparse.Namespace) -> dict:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+
+
+def _quiet_other_ranks() -> None:
+    """Under torchrun only rank 0 logs progress; the others report warnings and errors."""
+    if int(os.environ.get("RANK", "0")) > 0:
+        logging.getLogger().setLevel(logging.WARNING)
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) is None:
+            raise ValueError(f"--{name.replace('_', '-')} is required (on the command line or in --config)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    _require(args, "data_root")
+    _quiet_other_ranks()
+    cfg = TrainConfig(**_dataclass_kwargs(TrainConfig, args))
+    if args.no_eval:
+        cfg.val_split = None
+    result = train(cfg)
+    if result.report is not None and int(os.environ.get("RANK", "0")) == 0:
+        print(result.report.to_markdown())
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import distributed
+    from .data import get_dataset
+    from .evaluate import evaluate, write_report
+    from .predict import load_model
+
+    _require(args, "data_root", "weights")
+    _quiet_other_ranks()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    files = get_dataset(args.dataset).open(args.data_root, args.split)
+    ctx = distributed.setup(args.device)
+    try:
+        model = load_model(args.weights, args.variant, files.num_classes, args.backend).to(ctx.device)
+        report = evaluate(model, files, ctx, workers=args.workers, warmup=args.warmup)
+    finally:
+        distributed.cleanup(ctx)
+    if ctx.is_main:
+        if args.out:
+            write_report(report, Path(args.out), f"eval-{files.name}-{files.split}")
+        print(report.to_markdown())
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import PretrainConfig, pretrain
+
+    _require(args, "data_root")
+    _quiet_other_ranks()
+    pretrain(PretrainConfig(**_dataclass_kwargs(PretrainConfig, args)))
+    return 0
+
+
+def _crop(text: str) -> int:
+    value = int(text)
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"expected >= 32 (DFANet's minimum), got {value}")
+    return value
+
+
+def add_common_options(p: argparse.ArgumentParser, defaults) -> None:
+    """Options of every training command; defaults from the command's config dataclass."""
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML or JSON file of settings (keys = long option names); command-line flags override it")
+    p.add_argument("--data-root", default=None, help="the data set's root folder")
+    p.add_argument("--variant", default=defaults.variant, choices=list(VARIANTS))
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                   help="global batch, split over torchrun's processes (default %(default)s, as in the paper)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the paper's, scaled linearly with --batch-size)")
+    p.add_argument("--momentum", type=float, default=defaults.momentum)
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="clip the gradient norm to NORM")
+    p.add_argument("--amp", action="store_true", help="mixed precision (fp16 autocast + loss scaling; CUDA only)")
+    p.add_argument("--out", default=defaults.out, help="folder for checkpoints, weights and reports (default %(default)s)")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue from this checkpoint, or 'auto': the latest in --out (start fresh if none)")
+    p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, metavar="N",
+                   help="write checkpoint_last.pt every N iterations (and at the end)")
+    p.add_argument("--keep-every", type=int, default=0, metavar="N",
+                   help="also keep checkpoint_iter<N>.pt every N iterations (default: only the last)")
+    p.add_argument("--log-every", type=int, default=defaults.log_every, metavar="N")
+    p.add_argument("--workers", type=int, default=defaults.workers, help="data loader processes per training process")
+    p.add_argument("--seed", type=int, default=defaults.seed,
+                   help="seeds the initialisation, the data order and every sample's augmentation")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available; under torchrun "
+                                                  "each process takes its LOCAL_RANK GPU)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads per process")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dfanet", description="DFANet real-time segmentation with fused kernels.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -86,15 +243,91 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlay", action="store_true", help="blend the mask over the image")
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_predict)
+
+    from .data import DATASETS
+    from .pretrain import PretrainConfig
+    from .train import TrainConfig
+
+    defaults = TrainConfig()
+    p = sub.add_parser("train", help="train DFANet on Cityscapes or CamVid with the paper's recipe (one process, "
+                                     "or one per GPU under torchrun)",
+                       description="Train DFANet with the paper's recipe: SGD (momentum 0.9, weight decay 1e-5), "
+                                   "poly(0.9) learning rate from 0.2 at batch 48, flip + rescale [0.75, 1.75] + "
+                                   "crop. Multi-GPU: torchrun --nproc_per_node N -m dfanet train ...")
+    add_common_options(p, defaults)
+    p.add_argument("--dataset", default=defaults.dataset, choices=list(DATASETS))
+    p.add_argument("--split", default=defaults.split, help="training split (default %(default)s)")
+    p.add_argument("--val-split", default=defaults.val_split, help="split evaluated at the end (default %(default)s)")
+    p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument("--iters", type=int, default=None,
+                   help="iterations (default: cityscapes 40000 as in the paper, camvid 8000)")
+    p.add_argument("--crop", type=_crop, nargs=2, default=None, metavar=("H", "W"),
+                   help="training crop (default: cityscapes 1024 1024, camvid 720 960)")
+    p.add_argument("--scale", type=float, nargs=2, default=defaults.scale, metavar=("MIN", "MAX"),
+                   help="random rescale range (default 0.75 1.75)")
+    p.add_argument("--power", type=float, default=defaults.power, help="poly schedule power (default 0.9)")
+    p.add_argument("--warmup-iters", type=int, default=0, help="linear learning-rate warm-up")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (CUDA, torchrun)")
+    p.add_argument("--weights", default=None, help="start from these DFANet weights (state_dict or checkpoint)")
+    p.add_argument("--backbone", default=None,
+                   help="ImageNet-pretrained Xception weights for all three backbones (from dfanet pretrain)")
+    p.add_argument("--backend", default=None, choices=["reference", "cpu", "triton", "cuda"],
+                   help="fused-op backend for the final evaluation")
+    p.set_defaults(func=cmd_train, parser=p)
+
+    p = sub.add_parser("eval", help="mIoU, per-class IoU and FPS of trained weights on a data set split",
+                       description="Evaluate as the paper does: whole images at full resolution, no test-time "
+                                   "augmentation, the fused model in eval. Prints a Markdown table; --out also "
+                                   "writes it and a JSON report.")
+    p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON file of settings")
+    p.add_argument("--dataset", default="cityscapes", choices=list(DATASETS))
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--split", default="val")
+    p.add_argument("--weights", default=None, help="DFANet weights: weights.pt from dfanet train, or a checkpoint")
+    p.add_argument("--variant", default="A", choices=list(VARIANTS))
+    p.add_argument("--out", default=None, help="folder for eval-<dataset>-<split>.{md,json}")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--backend", default=None, choices=["reference", "cpu", "triton", "cuda"])
+    p.add_argument("--warmup", type=int, default=3, help="untimed forward passes before timing (default 3)")
+    p.set_defaults(func=cmd_eval, parser=p)
+
+    defaults = PretrainConfig()
+    p = sub.add_parser("pretrain", help="pretrain the Xception backbone on an ImageFolder (the paper's ImageNet recipe)",
+                       description="Train Xception A/B as a classifier on <data-root>/<class>/<image>: Nesterov SGD "
+                                   "(momentum 0.9, weight decay 4e-5), lr 0.3 at batch 256, x0.1 after 30 of 60 "
+                                   "epochs, random 224x224 crops and flips. Writes <out>/backbone.pt for "
+                                   "dfanet train --backbone.")
+    add_common_options(p, defaults)
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--lr-step-epochs", type=int, default=defaults.lr_step_epochs,
+                   help="multiply the learning rate by 0.1 after this many epochs (default %(default)s)")
+    p.add_argument("--crop", type=_crop, nargs=2, default=defaults.crop, metavar=("H", "W"))
+    p.add_argument("--weights", default=None, help="start from these classifier weights")
+    p.set_defaults(func=cmd_pretrain, parser=p)
     return parser
 
 
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; with --config, parse again with the file's settings as defaults (so flags override them)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        values = config_defaults(args.parser, load_config(args.config), args.config)
+        args.parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        args = parse_args(argv)
+        if args.verbose:
+            logging.getLogger().setLevel(logging.DEBUG)
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         logging.getLogger("dfanet").error("%s", err)
         return 2
 

@@ -1,0 +1,80 @@
+"""One process per device under torchrun (DDP): gloo on CPU, nccl on CUDA; one process without it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Context:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
+    """``name`` as given ("cpu", "cuda", "cuda:1"); None: CUDA if available. Plain "cuda" under torchrun is
+    the process's own GPU (LOCAL_RANK)."""
+    if name is None:
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this torch has no CUDA device")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def setup(device: str | None) -> Context:
+    """Join the process group that torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device, local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Context(rank, world_size, local_rank, dev)
+
+
+def cleanup(ctx: Context) -> None:
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
+    """Sum ``t`` over all processes, in place (no-op in a single process)."""
+    if ctx.distributed:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def wrap_model(model: nn.Module, ctx: Context, sync_bn: bool) -> nn.Module:
+    """The module to train: ``model`` itself in one process, DDP around it (optionally with SyncBatchNorm) under
+    torchrun. ``model`` is converted in place where possible; use :func:`unwrap` for its state_dict."""
+    if not ctx.distributed:
+        return model
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -1,0 +1,154 @@
+"""The training loop that segmentation training and backbone pretraining share: resume, AMP, clipping, a stop on a
+non-finite loss, rank-0 logging and atomic checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from . import checkpoint
+from .distributed import Context, all_reduce_sum, unwrap
+
+log = logging.getLogger(__name__)
+
+# Settings that may change between a run and its resumption without changing what it computes.
+RUN_ONLY_SETTINGS = {"out", "resume", "workers", "device", "threads", "log_every", "checkpoint_every", "keep_every",
+                     "val_split", "backend"}
+
+
+class NonFiniteLossError(FloatingPointError):
+    def __init__(self, iteration: int, loss: float, lr: float):
+        super().__init__(
+            f"loss is {loss} at iteration {iteration} (lr {lr:.4g}): training diverged. Resume from the last "
+            "checkpoint with a lower --lr, a --warmup-iters warm-up or --clip-grad (e.g. 1.0)."
+        )
+        self.iteration = iteration
+
+
+@dataclass
+class LoopSettings:
+    task: str                       # "segmentation" or "pretrain": a checkpoint resumes only its own task
+    iters: int
+    out: Path
+    resume: str | None = None       # a checkpoint path, "auto" (the latest in out, if any) or None
+    checkpoint_every: int = 1000
+    keep_every: int = 0             # also keep checkpoint_iter<N>.pt every N iterations (0: only the last)
+    log_every: int = 50
+    amp: bool = False
+    clip_grad: float | None = None
+    config: dict = field(default_factory=dict)
+
+
+def resolve_resume(resume: str | None, out: Path) -> Path | None:
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = checkpoint.latest(out)
+        if found is None:
+            log.info("--resume auto: no checkpoint in %s yet, starting from scratch", out)
+        return found
+    return Path(resume)
+
+
+def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_loader: Callable[[int], Iterable],
+        loss_fn: Callable[[nn.Module, object, torch.device], torch.Tensor], settings: LoopSettings,
+        ctx: Context) -> int:
+    """Train ``model`` (DDP-wrapped or not) from iteration 0, or from the checkpoint ``settings.resume`` names,
+    to ``settings.iters``. ``make_loader(start)`` gives the batches from iteration ``start`` on; ``loss_fn(model,
+    batch, device)`` the scalar loss of one batch. Returns the last iteration done."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    out = settings.out
+    module = unwrap(model)
+    amp = settings.amp and ctx.device.type == "cuda"
+    if settings.amp and not amp:
+        log.warning("--amp works on CUDA only; training in fp32 on %s", ctx.device)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp)
+
+    start = 0
+    resume_path = resolve_resume(settings.resume, out)
+    if resume_path is not None:
+        state = checkpoint.load(resume_path, settings.task)
+        changed = sorted(k for k in set(state["config"]) | set(settings.config)
+                         if k not in RUN_ONLY_SETTINGS and state["config"].get(k) != settings.config.get(k))
+        if changed:
+            log.warning("resuming with different settings than the checkpoint's: %s",
+                        ", ".join(f"{k}: {state['config'].get(k)!r} -> {settings.config.get(k)!r}" for k in changed))
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        checkpoint.set_rng_state(state["rng"])
+        start = state["iteration"]
+        if ctx.is_main:
+            log.info("resumed from %s at iteration %d (lr %.6g)", resume_path, start, optimizer.param_groups[0]["lr"])
+    if start >= settings.iters:
+        log.info("nothing to do: the checkpoint is at iteration %d of %d", start, settings.iters)
+        return start
+
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        for p in checkpoint.remove_stale_temporaries(out):
+            log.info("removed %s, left by an interrupted write", p)
+
+    def save(iteration: int) -> None:
+        state = checkpoint.make_checkpoint(settings.task, iteration, module.state_dict(), optimizer.state_dict(),
+                                           scheduler.state_dict(), scaler.state_dict(), settings.config)
+        if settings.keep_every and iteration % settings.keep_every == 0:
+            checkpoint.save(out / checkpoint.numbered_name(iteration), state)
+        checkpoint.save(out / checkpoint.LAST, state)
+
+    model.train()
+    batches = iter(make_loader(start))
+    began, window_start, window_loss, window_n = time.perf_counter(), time.perf_counter(), 0.0, 0
+    with logging_redirect_tqdm(), tqdm(total=settings.iters, initial=start, desc=settings.task, unit="it",
+                                       disable=None if ctx.is_main else True,  # None: on a terminal only
+                                       dynamic_ncols=True) as bar:
+        for iteration in range(start, settings.iters):
+            batch = next(batches)
+            lr = optimizer.param_groups[0]["lr"]
+            with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=amp):
+                loss = loss_fn(model, batch, ctx.device)
+            # Every rank sees the same mean loss, so all of them stop together on a non-finite one.
+            mean_loss = all_reduce_sum(loss.detach().float().clone(), ctx).item() / ctx.world_size
+            if not math.isfinite(mean_loss):
+                raise NonFiniteLossError(iteration + 1, mean_loss, lr)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if settings.clip_grad:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+
+            done = iteration + 1
+            window_loss, window_n = window_loss + mean_loss, window_n + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.4g}", refresh=False)
+            if ctx.is_main and (done % settings.log_every == 0 or done == settings.iters):
+                now = time.perf_counter()
+                rate = window_n / (now - window_start)
+                log.info("iter %d/%d  loss %.4f  lr %.5g  %.2f it/s  eta %s", done, settings.iters,
+                         window_loss / window_n, lr, rate, _duration((settings.iters - done) / rate))
+                window_start, window_loss, window_n = now, 0.0, 0
+            keep = settings.keep_every and done % settings.keep_every == 0
+            if ctx.is_main and (done % settings.checkpoint_every == 0 or keep or done == settings.iters):
+                save(done)
+    if ctx.is_main:
+        log.info("trained iterations %d-%d in %s; checkpoint %s", start + 1, settings.iters,
+                 _duration(time.perf_counter() - began), out / checkpoint.LAST)
+    return settings.iters
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"

@@ -1,0 +1,167 @@
+"""Backbone pretraining with the paper's ImageNet recipe (section 4.1): Xception A/B as a classifier, Nesterov SGD
+(momentum 0.9), weight decay 4e-5, lr 0.3 at batch 256 for 30 epochs then 0.03 for 30, 224 x 224 random crops and
+flips. Reads an ImageFolder-style directory (one sub-folder of images per class); writes weights that
+``DFANet.load_pretrained_backbone`` (and ``dfanet train --backbone``) takes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from . import checkpoint, distributed
+from .classifier import XceptionClassifier
+from .data import random_crop, read_image, train_loader
+from .engine import LoopSettings, run
+from .predict import IMAGE_SUFFIXES
+from .variants import get_variant
+
+log = logging.getLogger(__name__)
+
+BASE_LR, BASE_BATCH = 0.3, 256
+BACKBONE = "backbone.pt"
+
+
+class ImageFolder:
+    """``root/<class>/<image>``: classes are the sorted sub-folder names. ``read(i)`` -> (H x W x 3 uint8, class)."""
+
+    def __init__(self, root: str | Path):
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"imagefolder: --data-root {root} is not a folder")
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not self.classes:
+            raise FileNotFoundError(f"imagefolder: no class folders in {root} (expected <data-root>/<class>/<image>)")
+        self.samples = [(p, label) for label, name in enumerate(self.classes)
+                        for p in sorted((root / name).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if not self.samples:
+            raise FileNotFoundError(f"imagefolder: no images in the class folders of {root}")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read(self, index: int) -> tuple[np.ndarray, int]:
+        path, label = self.samples[index]
+        image = read_image(path)
+        try:
+            return np.asarray(image.convert("RGB")), label
+        except OSError as err:
+            raise ValueError(f"{path}: cannot decode ({err})") from err
+
+
+@dataclass(frozen=True)
+class ClassifierTransform:
+    """As in AlexNet [15], which the paper follows: rescale so the shorter side is 256/224 of the crop, take a
+    random crop, flip half the time."""
+
+    crop: tuple[int, int]
+
+    def __call__(self, image: np.ndarray, label: int, rng: np.random.Generator):
+        h, w = image.shape[:2]
+        s = max(self.crop[0] / h, self.crop[1] / w) * 256 / 224
+        size = (max(self.crop[0], round(h * s)), max(self.crop[1], round(w * s)))
+        image = np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BILINEAR))
+        if rng.random() < 0.5:
+            image = image[:, ::-1]
+        tensor, _ = random_crop(image, None, self.crop, rng)
+        return tensor, label
+
+
+@dataclass
+class PretrainConfig:
+    data_root: str = "data/imagenet/train"
+    variant: str = "A"
+    epochs: int = 60
+    lr_step_epochs: int = 30           # lr x 0.1 after this many epochs
+    batch_size: int = BASE_BATCH       # global: split over the processes
+    crop: tuple[int, int] = (224, 224)
+    lr: float | None = None            # None: BASE_LR * batch_size / BASE_BATCH
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    clip_grad: float | None = None
+    amp: bool = False
+    weights: str | None = None         # start from these classifier weights
+    out: str = "runs/pretrain"
+    resume: str | None = None
+    checkpoint_every: int = 1000
+    keep_every: int = 0
+    log_every: int = 50
+    workers: int = 8
+    seed: int = 0
+    device: str | None = None
+    threads: int | None = None
+
+    def __post_init__(self):  # a list from the command line compares equal to a checkpoint's tuple
+        self.crop = tuple(self.crop)
+
+
+def classification_loss(model: nn.Module, batch, device: torch.device) -> torch.Tensor:
+    images, labels = (t.to(device, non_blocking=True) for t in batch)
+    return F.cross_entropy(model(images).float(), labels)
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    """Train the classifier; returns the path of the backbone weights (rank 0 writes them)."""
+    ctx = distributed.setup(cfg.device)
+    try:
+        return _pretrain(cfg, ctx)
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _pretrain(cfg: PretrainConfig, ctx: distributed.Context) -> Path:
+    if cfg.batch_size < 1 or cfg.batch_size % ctx.world_size:
+        raise ValueError(f"--batch-size: the global batch must be a positive multiple of the {ctx.world_size} "
+                         f"processes, got {cfg.batch_size}")
+    if cfg.epochs < 1 or cfg.seed < 0:
+        raise ValueError(f"--epochs >= 1 and --seed >= 0 expected, got {cfg.epochs} and {cfg.seed}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    folder = ImageFolder(cfg.data_root)
+    # The FC layer becomes DFANet's FC attention, which is as wide as ImageNet's 1000 classes: keep that width
+    # whatever the number of classes here, so the weights always fit.
+    width = get_variant(cfg.variant).attention_hidden
+    if len(folder.classes) > width:
+        raise ValueError(f"imagefolder: {len(folder.classes)} classes, but the FC attention takes at most {width}")
+    iters_per_epoch = math.ceil(len(folder) / cfg.batch_size)
+    iters = cfg.epochs * iters_per_epoch
+    lr = cfg.lr if cfg.lr is not None else BASE_LR * cfg.batch_size / BASE_BATCH
+    if ctx.is_main:
+        log.info("pretraining Xception %s on %d images of %d classes: %d epochs x %d iterations, global batch %d, "
+                 "lr %.4g (x0.1 after epoch %d), device %s", cfg.variant, len(folder), len(folder.classes),
+                 cfg.epochs, iters_per_epoch, cfg.batch_size, lr, cfg.lr_step_epochs, ctx.device)
+
+    torch.manual_seed(cfg.seed)
+    model = XceptionClassifier(cfg.variant, num_classes=width)
+    if cfg.weights:
+        from .pretrained import read_state_dict
+
+        model.load_state_dict(read_state_dict(cfg.weights))
+    model.to(ctx.device)
+    trained = distributed.wrap_model(model, ctx, sync_bn=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                nesterov=True)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [cfg.lr_step_epochs * iters_per_epoch], 0.1)
+    transform = ClassifierTransform(cfg.crop)
+
+    def make_loader(start: int):
+        return train_loader(folder.read, len(folder), transform, cfg.batch_size // ctx.world_size, cfg.seed,
+                            ctx.rank, ctx.world_size, start, cfg.workers, ctx.device.type == "cuda")
+
+    config = {**dataclasses.asdict(cfg), "classes": folder.classes}
+    settings = LoopSettings("pretrain", iters, Path(cfg.out), cfg.resume, cfg.checkpoint_every, cfg.keep_every,
+                            cfg.log_every, cfg.amp, cfg.clip_grad, config)
+    run(trained, optimizer, scheduler, make_loader, classification_loss, settings, ctx)
+    path = Path(cfg.out) / BACKBONE
+    if ctx.is_main:
+        checkpoint.save(path, distributed.unwrap(trained).state_dict())
+        log.info("backbone weights: %s (dfanet train --backbone)", path)
+    return path

@@ -1,0 +1,331 @@
+"""dfanet train / eval / pretrain end to end on small synthetic data sets in the real layouts (CPU, variant B):
+learning to a high held-out mIoU, exact resume, surviving SIGKILL, torchrun + DDP, clear errors."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfanet import DFANet, checkpoint
+from dfanet.cli import main
+from dfanet.train import BASE_BATCH, BASE_LR, PolyLR
+
+from .synthetic import make_cityscapes, make_imagefolder
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # busy 2-core machines: 1 thread is fastest
+
+
+@pytest.fixture(autouse=True)
+def keep_thread_count():
+    """--threads sets torch's global thread count; give the other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_cityscapes(tmp_path_factory.mktemp("cityscapes"), {"train": 16, "val": 6})
+
+
+def train_args(data, out, iters=4, *extra):
+    return ["train", "--dataset", "cityscapes", "--data-root", str(data), "--variant", "B", "--iters", str(iters),
+            "--batch-size", "4", "--crop", "64", "64", "--workers", "0", "--threads", "1", "--device", "cpu",
+            "--out", str(out), *extra]
+
+
+def load_last(out) -> dict:
+    return checkpoint.load(Path(out) / checkpoint.LAST, "segmentation")
+
+
+# --- learning ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    started = time.perf_counter()
+    args = train_args(data, out, 150, "--batch-size", "8", "--checkpoint-every", "50")
+    assert main(args) == 0
+    print(f"synthetic training: {time.perf_counter() - started:.0f} s")
+    return out
+
+
+def test_trains_from_scratch_to_a_high_held_out_miou(trained):
+    report = json.loads((trained / "eval-val.json").read_text())
+    print(f"held-out mIoU {report['miou']:.4f}")
+    # 4 classes present (road, building, vegetation, car): chance is ~0.25; the shapes are learnable to ~0.9.
+    assert report["miou"] >= 0.7
+    present = {k for k, v in report["per_class_iou"].items() if v is not None}
+    assert present == {"road", "building", "vegetation", "car"}
+    assert load_last(trained)["iteration"] == 150
+
+
+def test_eval_of_the_exported_weights_on_the_fused_model_reports_that_miou(trained, data, tmp_path, capsys):
+    weights = trained / "weights.pt"
+    state = torch.load(weights, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())  # a plain state_dict
+    DFANet(num_classes=19, variant="B", fused=True).load_state_dict(state)
+    assert main(["eval", "--dataset", "cityscapes", "--data-root", str(data), "--split", "val", "--variant", "B",
+                 "--weights", str(weights), "--workers", "0", "--threads", "1", "--device", "cpu",
+                 "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "eval-cityscapes-val.json").read_text())
+    assert report["miou"] == json.loads((trained / "eval-val.json").read_text())["miou"]
+    speed = report["speed"]
+    assert speed["batch"] == 1 and speed["threads"] == 1 and speed["images_timed"] == 6 and speed["fps"] > 0
+    assert "warm-up runs excluded" in speed["method"]
+    printed = capsys.readouterr().out
+    assert f"mIoU {100 * report['miou']:.2f}%" in printed and "| car |" in printed
+    assert (tmp_path / "eval-cityscapes-val.md").read_text().startswith("## DFANet on cityscapes val")
+
+
+def test_predict_takes_the_exported_weights(trained, data, tmp_path):
+    image = next((data / "leftImg8bit" / "val").glob("*/*.png"))
+    assert main(["predict", str(image), "--out", str(tmp_path / "m.png"), "--weights", str(trained / "weights.pt"),
+                 "--variant", "B"]) == 0
+    assert (tmp_path / "m.png").is_file()
+
+
+# --- resume -----------------------------------------------------------------------------------------------------
+
+class Crash(Exception):
+    pass
+
+
+def test_resumed_run_equals_an_uninterrupted_one(data, tmp_path, monkeypatch):
+    """4 iterations straight == 2, a crash right after the checkpoint, then 2 more resumed (with data loader
+    workers this time): the same weights, optimizer state and schedule, bit for bit."""
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    assert main(train_args(data, straight, 4, "--no-eval")) == 0
+
+    save = checkpoint.save
+
+    def save_then_crash(path, obj):
+        save(path, obj)
+        if Path(path).name == checkpoint.LAST and obj["iteration"] == 2:
+            raise Crash
+
+    monkeypatch.setattr(checkpoint, "save", save_then_crash)
+    with pytest.raises(Crash):
+        main(train_args(data, interrupted, 4, "--no-eval", "--checkpoint-every", "1"))
+    assert load_last(interrupted)["iteration"] == 2
+    monkeypatch.setattr(checkpoint, "save", save)
+    assert main(train_args(data, interrupted, 4, "--no-eval", "--resume", "auto", "--workers", "2")) == 0
+
+    a, b = load_last(straight), load_last(interrupted)
+    assert a["iteration"] == b["iteration"] == 4
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert a["scheduler"] == b["scheduler"]
+
+
+def test_sigkill_mid_run_then_resume(data, tmp_path, caplog):
+    out = tmp_path / "run"
+    iters = 40
+    cmd = [sys.executable, "-m", "dfanet", *train_args(data, out, iters, "--no-eval", "--checkpoint-every", "2",
+                                                       "--keep-every", "3")]
+    log_file = tmp_path / "train.log"
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 180
+            while not list(out.glob("checkpoint_iter*.pt")):
+                assert proc.poll() is None, f"training exited early: {log_file.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, "no checkpoint within 180 s"
+                time.sleep(0.05)
+            time.sleep(0.3)  # well inside the run: iterations and checkpoint writes are under way
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+
+    stopped = load_last(out)["iteration"]
+    assert 3 <= stopped < iters
+    for path in out.glob("*.pt"):  # no checkpoint is left truncated: the kill hits a temporary file at worst
+        state = checkpoint.load(path, "segmentation")
+        lr = BASE_LR * 4 / BASE_BATCH * PolyLR(iters)(state["iteration"])
+        assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr, rel=1e-12)
+    (out / ".checkpoint_last.pt.killed.tmp").write_bytes(b"half a checkpoint")  # as a kill mid-write leaves
+
+    caplog.set_level(logging.INFO)
+    assert main(train_args(data, out, iters, "--no-eval", "--checkpoint-every", "10", "--resume", "auto")) == 0
+    assert f"resumed from {out / checkpoint.LAST} at iteration {stopped}" in caplog.text
+    final = load_last(out)
+    assert final["iteration"] == iters and final["scheduler"]["last_epoch"] == iters
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+# --- multi-process ----------------------------------------------------------------------------------------------
+
+RANK_SCRIPT = """
+import os, sys, torch
+from dfanet.train import TrainConfig, train
+cfg = TrainConfig(dataset="cityscapes", data_root=sys.argv[1], out=sys.argv[2], variant="B", iters=3, batch_size=4,
+                  crop=(64, 64), workers=0, threads=1, device="cpu", checkpoint_every=1)
+result = train(cfg)
+params = torch.cat([p.detach().flatten() for p in result.model.parameters()])
+torch.save({"params": params, "confusion": result.report.scores.confusion},
+           os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.pt"))
+"""
+
+
+def test_torchrun_two_processes_train_the_same_weights(data, tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), str(data), str(out)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert torch.equal(rank0["params"], rank1["params"])
+    torch.manual_seed(0)
+    initial = torch.cat([p.detach().flatten() for p in DFANet(19, "B").parameters()])
+    assert not torch.equal(rank0["params"], initial)  # it did train
+    assert load_last(out)["iteration"] == 3
+    # The sharded evaluation (3 images per process, matrices summed) equals one process's.
+    assert torch.equal(rank0["confusion"], rank1["confusion"]) and rank0["confusion"].sum() > 0
+    assert main(["eval", "--data-root", str(data), "--variant", "B", "--weights", str(out / "weights.pt"),
+                 "--workers", "0", "--out", str(tmp_path)]) == 0
+    single = json.loads((tmp_path / "eval-cityscapes-val.json").read_text())["confusion_matrix"]
+    assert rank0["confusion"].tolist() == single
+
+
+def test_sync_bn_on_cpu_is_refused(data, tmp_path, monkeypatch, caplog):
+    from dfanet import distributed
+
+    monkeypatch.setattr(distributed, "setup", lambda device: distributed.Context(0, 2, 0, torch.device("cpu")))
+    assert main(train_args(data, tmp_path, 2, "--sync-bn")) == 2
+    assert "--sync-bn: SyncBatchNorm runs on CUDA only" in caplog.text
+
+
+# --- divergence, config, errors ---------------------------------------------------------------------------------
+
+def test_non_finite_loss_stops_with_a_clear_error(data, tmp_path, monkeypatch, caplog):
+    from dfanet import train as train_module
+
+    calls, real_loss = [], train_module.segmentation_loss
+
+    def loss_that_blows_up(model, batch, device):
+        calls.append(1)
+        loss = real_loss(model, batch, device)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(train_module, "segmentation_loss", loss_that_blows_up)
+    assert main(train_args(data, tmp_path, 5, "--checkpoint-every", "1")) == 2
+    assert "loss is nan at iteration 3 (lr " in caplog.text
+    assert "lower --lr" in caplog.text and "--clip-grad" in caplog.text
+    assert load_last(tmp_path)["iteration"] == 2  # the last good state is there to resume from
+
+
+def test_config_file_with_command_line_overrides(data, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text(f'dataset = "cityscapes"\ndata-root = "{data}"\nvariant = "B"\niters = 2\nbatch_size = 4\n'
+                      f'crop = [64, 64]\nlr = 0.01\nworkers = 0\nthreads = 1\nval_split = "val"\n')
+    assert main(["train", "--config", str(config), "--out", str(tmp_path), "--iters", "3", "--no-eval"]) == 0
+    state = load_last(tmp_path)
+    assert state["iteration"] == 3  # the flag beats the file
+    assert state["config"]["variant"] == "B" and state["config"]["crop"] == (64, 64) and state["config"]["lr"] == 0.01
+    assert state["optimizer"]["param_groups"][0]["initial_lr"] == 0.01
+
+
+@pytest.mark.parametrize("text, message", [
+    ("itters = 3\n", "unknown setting 'itters'"),
+    ('variant = "C"\n', "variant = 'C': expected one of"),
+    ("crop = [64]\n", "crop = [64]: expected a list of 2 values"),
+    ("crop = [16, 64]\n", "expected >= 32"),
+    ("iters = \n", "is not valid TOML"),
+])
+def test_bad_config_files_name_the_file_and_setting(text, message, tmp_path, caplog):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    assert main(["train", "--config", str(config), "--data-root", str(tmp_path)]) == 2
+    assert str(config) in caplog.text and message in caplog.text
+
+
+def test_resume_errors_name_the_file(data, tmp_path, caplog):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"\x00" * 100)
+    plain = tmp_path / "weights.pt"
+    torch.save(DFANet(19, "B").state_dict(), plain)
+    for path, message in [(corrupt, f"checkpoint: {corrupt} is not a readable PyTorch checkpoint"),
+                          (plain, f"checkpoint: {plain} is a plain state_dict (model weights only)"),
+                          (tmp_path / "none.pt", f"checkpoint: no such file: {tmp_path / 'none.pt'}")]:
+        caplog.clear()
+        assert main(train_args(data, tmp_path / "out", 2, "--resume", str(path))) == 2
+        assert message in caplog.text
+
+
+def test_truncated_checkpoint_is_refused(data, tmp_path):
+    assert main(train_args(data, tmp_path, 1, "--no-eval")) == 0
+    whole = (tmp_path / checkpoint.LAST).read_bytes()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match=f"{cut} is not a readable PyTorch checkpoint"):
+        checkpoint.load(cut, "segmentation")
+    with pytest.raises(ValueError, match="is a 'segmentation' checkpoint, expected a 'pretrain' one"):
+        checkpoint.load(tmp_path / checkpoint.LAST, "pretrain")
+
+
+def test_wrong_data_root_is_reported(tmp_path, caplog):
+    assert main(train_args(tmp_path / "nowhere", tmp_path / "out")) == 2
+    assert f"--data-root {tmp_path / 'nowhere'} is not a folder" in caplog.text
+
+
+def test_rng_states_round_trip():
+    import random
+
+    import numpy as np
+
+    state = checkpoint.rng_state()
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    checkpoint.set_rng_state(state)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert (np.random.rand(3) == expected[1]).all() and random.random() == expected[2]
+
+
+def test_poly_schedule_with_warmup():
+    poly = PolyLR(100, power=0.9, warmup=4)
+    assert [poly(i) for i in range(4)] == pytest.approx([(1 - i / 100) ** 0.9 * (i + 1) / 5 for i in range(4)])
+    assert poly(10) == pytest.approx(0.9 ** 0.9) and poly(100) == 0.0
+
+
+# --- pretraining ------------------------------------------------------------------------------------------------
+
+def test_pretrain_writes_weights_that_load_into_dfanet(tmp_path):
+    images = make_imagefolder(tmp_path / "imagenet")
+    out = tmp_path / "pretrain"
+    args = ["pretrain", "--data-root", str(images), "--variant", "B", "--epochs", "2", "--lr-step-epochs", "1",
+            "--batch-size", "4", "--crop", "32", "32", "--workers", "0", "--threads", "1", "--device", "cpu",
+            "--out", str(out)]
+    assert main(args) == 0
+    state = checkpoint.load(out / checkpoint.LAST, "pretrain")
+    assert state["iteration"] == 4  # 8 images, batch 4: 2 iterations per epoch
+    group = state["optimizer"]["param_groups"][0]
+    assert group["nesterov"] and group["weight_decay"] == 4e-5 and group["momentum"] == 0.9
+    assert group["lr"] == pytest.approx(0.3 * 4 / 256 * 0.1)  # x0.1 after the first epoch
+    model = DFANet(num_classes=19, variant="B")
+    report = model.load_pretrained_backbone(out / "backbone.pt")
+    assert not [k for k in report["skipped"] if k.startswith(("conv1.", "backbones.0."))]
+    assert "backbones.2.fca.fc.weight" in report["loaded"]
+
+
+def test_pretrain_on_a_folder_without_classes(tmp_path, caplog):
+    assert main(["pretrain", "--data-root", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert f"no class folders in {tmp_path}" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "pretrain"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: dfanet {command}" in capsys.readouterr().out
