@@ -53,7 +53,8 @@ TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2, "bf16": 2e-1}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.environ.get("OUT") or str(REPO / "bench" / "results"),
                    help="output folder for gpu_bench.json / .md (default: $OUT, else bench/results)")
     p.add_argument("--variant", default="A", help="DFANet variant (A, B, A')")
@@ -366,7 +367,8 @@ def _version(module: str):
 
 def machine_info(device: torch.device) -> dict:
     info = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.machine()}, dry run)",
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"CPU ({platform.machine()}, dry run)"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,

@@ -34,11 +34,15 @@ from ._common import (
 # 1024 x 1024 input) and large at batch 8 (8 x 256 x 256 in enc2), so the configs span 32..128 pixels. The key holds
 # P_CLASS (a size class of N * Ho * Wo), not P itself: DFANet A has 36 distinct (C, Cout, stride, P) per input size,
 # and tuning each of them at every input size and batch would take minutes of a short GPU session.
+# num_stages=1: with more stages Triton multi-buffers the nine gathered tap tiles in shared memory (cp.async); for
+# fp32 that is 186 KB at 64 pixels x 128 channels and 338 KB at 128 x 128 (more than any GPU has; compiled for
+# sm_90 with Triton 3.9), against 24-32 KB with one stage. The C loop is short (1..9 steps), so there is little to
+# pipeline; one 2-stage config stays in the list for the autotuner to try.
 CONFIGS = [
-    triton.Config({"BLOCK_P": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_P": 32}, num_warps=4, num_stages=1),
+    triton.Config({"BLOCK_P": 64}, num_warps=4, num_stages=1),
+    triton.Config({"BLOCK_P": 128}, num_warps=8, num_stages=1),
     triton.Config({"BLOCK_P": 64}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_P": 128}, num_warps=4, num_stages=2),
-    triton.Config({"BLOCK_P": 128}, num_warps=8, num_stages=2),
 ]
 # DFANET_TRITON_AUTOTUNE=0 (read at import) uses the 64-pixel config alone: the GPU test run sets it, because its
 # many small shapes and flag combinations would each be tuned. The interpreter runs programs one after another:
@@ -63,6 +67,12 @@ def _size_class(p: int) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _relu(v):
+    # where, not maximum: NaN stays NaN as in torch.relu (max.f32 would turn it into 0).
+    return tl.where(v < 0.0, 0.0, v)
+
+
 @triton.autotune(configs=_CONFIGS, key=["C", "COUT", "P_CLASS", "STRIDE"])
 @triton.jit
 def _dwsep_conv_kernel(
@@ -73,10 +83,11 @@ def _dwsep_conv_kernel(
     spw_o, spw_i, spw_b,
     sr_n, sr_c, sr_h, sr_w,
     so_n, so_c, so_h, so_w,
+    # Runtime flags (bools, never specialised): one compiled kernel serves all 64 combinations, which keeps
+    # compile time down (each variant takes seconds); the uniform branches cost nothing measurable.
+    ACT_IN, ACT_MID, ACT_OUT, HAS_DW_BIAS, HAS_PW_BIAS, HAS_RESIDUAL,
     STRIDE: tl.constexpr,
-    ACT_IN: tl.constexpr, ACT_MID: tl.constexpr, ACT_OUT: tl.constexpr,
-    HAS_DW_BIAS: tl.constexpr, HAS_PW_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-    DOT_FP32: tl.constexpr,
+    IS_FP32: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
     pid_p = tl.program_id(0)
@@ -108,33 +119,37 @@ def _dwsep_conv_kernel(
                 # Padding reads 0, and relu(0) = 0: act_in needs no special case at the border.
                 xv = tl.load(ptrs, mask=ok[:, None] & mask_ci[None, :], other=0.0).to(tl.float32)
                 if ACT_IN:
-                    xv = tl.maximum(xv, 0.0)
+                    xv = _relu(xv)
                 wv = tl.load(dw_w_ptr + offs_ci * sdw_c + kh * sdw_h + kw * sdw_w, mask=mask_ci, other=0.0)
                 dw += xv * wv.to(tl.float32)[None, :]
         if HAS_DW_BIAS:
             dw += tl.load(dw_b_ptr + offs_ci * sdw_b, mask=mask_ci, other=0.0).to(tl.float32)[None, :]
         if ACT_MID:
-            dw = tl.maximum(dw, 0.0)
+            dw = _relu(dw)
         pw = tl.load(
             pw_w_ptr + offs_ci[:, None] * spw_i + offs_co[None, :] * spw_o,
             mask=mask_ci[:, None] & mask_co[None, :],
             other=0.0,
         )
         # The depthwise result is rounded to the weight dtype (fp16/bf16 run on tensor cores; a no-op for fp32)
-        # as an unfused fp16 conv would round it. fp32 uses full-precision FMAs ("ieee"), not TF32, so results
-        # match the fp32 reference to ~1e-6; input_precision is ignored for fp16/bf16.
+        # as an unfused fp16 conv would round it.
         a = dw.to(pw.dtype)
         if DOT_FP32:
-            # Interpreter only (see _common.interpreter_dot_fp32): products of bf16 values are exact in fp32, so this is
-            # the tensor-core result.
+            # Interpreter only (see _common.interpreter_dot_fp32): products of bf16 values are exact in fp32, so
+            # this is the tensor-core result.
             acc += tl.dot(a.to(tl.float32), pw.to(tl.float32), input_precision="ieee")
-        else:
+        elif IS_FP32:
+            # fp32 FMAs ("ieee"), not tl.dot's default TF32 (10-bit mantissa), so results match the fp32
+            # reference to ~1e-6. "tf32x3" (three TF32 tensor-core products, about as accurate) is the faster
+            # alternative to measure on a GPU.
             acc += tl.dot(a, pw, input_precision="ieee")
+        else:
+            acc += tl.dot(a, pw)
 
     if HAS_PW_BIAS:
         acc += tl.load(pw_b_ptr + offs_co * spw_b, mask=mask_co, other=0.0).to(tl.float32)[None, :]
     if ACT_OUT:
-        acc = tl.maximum(acc, 0.0)
+        acc = _relu(acc)
     mask = mask_p[:, None] & mask_co[None, :]
     if HAS_RESIDUAL:
         r_ptrs = res_ptr + (n * sr_n + oh * sr_h + ow * sr_w)[:, None] + offs_co[None, :] * sr_c
@@ -197,10 +212,10 @@ def dwsep_conv_forward(
         *out.stride(),
     )
     flags = dict(
-        STRIDE=stride,
-        ACT_IN=act_in, ACT_MID=act_mid, ACT_OUT=act_out,
+        ACT_IN=bool(act_in), ACT_MID=bool(act_mid), ACT_OUT=bool(act_out),
         HAS_DW_BIAS=dw_bias is not None, HAS_PW_BIAS=pw_bias is not None, HAS_RESIDUAL=residual is not None,
-        DOT_FP32=interpreter_dot_fp32(x.dtype),
+        STRIDE=stride,
+        IS_FP32=x.dtype == torch.float32, DOT_FP32=interpreter_dot_fp32(x.dtype),
     )
     if config is None:
         block_co, block_ci = channel_tiles(c, cout)
