@@ -23,12 +23,13 @@ RUN_ONLY_SETTINGS = {"out", "resume", "workers", "device", "threads", "log_every
                      "val_split", "backend"}
 
 
+DIVERGED = ("training diverged. Resume from the last checkpoint with a lower --lr, a --warmup-iters warm-up or "
+            "--clip-grad (e.g. 1.0).")
+
+
 class NonFiniteLossError(FloatingPointError):
     def __init__(self, iteration: int, loss: float, lr: float):
-        super().__init__(
-            f"loss is {loss} at iteration {iteration} (lr {lr:.4g}): training diverged. Resume from the last "
-            "checkpoint with a lower --lr, a --warmup-iters warm-up or --clip-grad (e.g. 1.0)."
-        )
+        super().__init__(f"loss is {loss} at iteration {iteration} (lr {lr:.4g}): {DIVERGED}")
         self.iteration = iteration
 
 
@@ -100,6 +101,11 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
             log.info("removed %s, left by an interrupted write", p)
 
     def save(iteration: int) -> None:
+        # A finite loss can still come with an overflowing gradient; never let NaN weights replace the last good
+        # checkpoint, which is what a resume with gentler settings needs.
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise FloatingPointError(f"{name} is not finite after iteration {iteration} (not saved): {DIVERGED}")
         state = checkpoint.make_checkpoint(settings.task, iteration, module.state_dict(), optimizer.state_dict(),
                                            scheduler.state_dict(), scaler.state_dict(), settings.config)
         if settings.keep_every and iteration % settings.keep_every == 0:

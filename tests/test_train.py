@@ -225,6 +225,26 @@ def test_non_finite_loss_stops_with_a_clear_error(data, tmp_path, monkeypatch, c
     assert load_last(tmp_path)["iteration"] == 2  # the last good state is there to resume from
 
 
+def test_non_finite_weights_are_never_saved(data, tmp_path, monkeypatch, caplog):
+    """A finite loss with an overflowing update: the checkpoint keeps the last finite weights."""
+    from dfanet import train as train_module
+
+    calls, real_loss = [], train_module.segmentation_loss
+
+    def loss_then_bad_update(model, batch, device):
+        calls.append(1)
+        loss = real_loss(model, batch, device)
+        if len(calls) == 2:
+            model.decoder.classifier.bias.data[0] = float("inf")  # behind autograd's back, as an overflow would be
+        return loss
+
+    monkeypatch.setattr(train_module, "segmentation_loss", loss_then_bad_update)
+    assert main(train_args(data, tmp_path, 5, "--checkpoint-every", "1")) == 2
+    assert "decoder.classifier.bias is not finite after iteration 2 (not saved): training diverged" in caplog.text
+    state = load_last(tmp_path)
+    assert state["iteration"] == 1 and torch.isfinite(state["model"]["decoder.classifier.bias"]).all()
+
+
 def test_config_file_with_command_line_overrides(data, tmp_path):
     config = tmp_path / "run.toml"
     config.write_text(f'dataset = "cityscapes"\ndata-root = "{data}"\nvariant = "B"\niters = 2\nbatch_size = 4\n'
@@ -261,6 +281,15 @@ def test_resume_errors_name_the_file(data, tmp_path, caplog):
         caplog.clear()
         assert main(train_args(data, tmp_path / "out", 2, "--resume", str(path))) == 2
         assert message in caplog.text
+
+
+def test_weights_of_another_variant_are_reported(data, tmp_path, caplog):
+    weights = tmp_path / "b.pt"
+    torch.save(DFANet(19, "B").state_dict(), weights)
+    assert main(["eval", "--data-root", str(data), "--variant", "A", "--weights", str(weights), "--workers", "0"]) == 2
+    assert f"weights: {weights} does not fit DFANet(variant='A'" in caplog.text
+    assert main(train_args(data, tmp_path / "out", 1, "--weights", str(weights), "--variant", "A")) == 2
+    assert "of another shape (e.g. backbones.0.stages.0.0.sep1.pointwise.weight" in caplog.text
 
 
 def test_truncated_checkpoint_is_refused(data, tmp_path):
