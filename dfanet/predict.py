@@ -44,9 +44,9 @@ def load_model(weights: str | None, variant: str, num_classes: int, backend: str
     if weights is None:
         log.warning("no --weights given: the model has random weights, so the masks show only that it runs")
     else:
-        from .pretrained import read_state_dict
+        from .pretrained import load_weights
 
-        model.load_state_dict(read_state_dict(weights))
+        load_weights(model, weights)
     return model.eval()
 
 

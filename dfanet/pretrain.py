@@ -142,9 +142,9 @@ def _pretrain(cfg: PretrainConfig, ctx: distributed.Context) -> Path:
     torch.manual_seed(cfg.seed)
     model = XceptionClassifier(cfg.variant, num_classes=width)
     if cfg.weights:
-        from .pretrained import read_state_dict
+        from .pretrained import load_weights
 
-        model.load_state_dict(read_state_dict(cfg.weights))
+        load_weights(model, cfg.weights)
     model.to(ctx.device)
     trained = distributed.wrap_model(model, ctx, sync_bn=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,

@@ -26,6 +26,29 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a whole model's weights (a state_dict, or a checkpoint holding one) into ``model``; a file made for
+    another variant or number of classes is a ValueError naming the file, not a bare load_state_dict trace."""
+    state = read_state_dict(path)
+    ours = model.state_dict()
+    problems = []
+    missing = [k for k in ours if k not in state]
+    unexpected = [k for k in state if k not in ours]
+    reshaped = [k for k in ours if k in state and state[k].shape != ours[k].shape]
+    if missing:
+        problems.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+    if reshaped:
+        k = reshaped[0]
+        problems.append(f"{len(reshaped)} of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                        f"{tuple(ours[k].shape)} here)")
+    if problems:
+        raise ValueError(f"weights: {path} does not fit {type(model).__name__}({model.extra_repr()}): "
+                         + "; ".join(problems))
+    model.load_state_dict(state)
+
+
 def backbone_key_map(model: nn.Module) -> dict[str, str]:
     """Our parameter/buffer name -> the classifier's name, for conv1 and every backbone (all share one source)."""
     mapping = {}

@@ -17,7 +17,7 @@ from .data import IGNORE_INDEX, TrainTransform, get_dataset, train_loader
 from .engine import LoopSettings, run
 from .evaluate import EvalReport, evaluate, write_report
 from .model import DFANet
-from .pretrained import read_state_dict
+from .pretrained import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:
             log.info("backbone weights from %s: %d tensors loaded, %d kept their initialisation",
                      cfg.backbone, len(report["loaded"]), len(report["skipped"]))
     if cfg.weights:
-        model.load_state_dict(read_state_dict(cfg.weights))
+        load_weights(model, cfg.weights)
     model.to(ctx.device)
     trained = distributed.wrap_model(model, ctx, cfg.sync_bn)
     if cfg.sync_bn and not ctx.distributed:
