@@ -100,12 +100,16 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
         for p in checkpoint.remove_stale_temporaries(out):
             log.info("removed %s, left by an interrupted write", p)
 
+    def check_finite(iteration: int) -> None:
+        """A finite loss can still come with an overflowing update: never let NaN weights replace the last good
+        checkpoint, which is what a resume with gentler settings needs. All ranks check (BatchNorm statistics
+        are per rank) and agree, so that they stop together."""
+        bad = [name for name, t in module.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if all_reduce_sum(torch.tensor([len(bad)], device=ctx.device), ctx).item():
+            where = bad[0] if bad else "a tensor of another process"
+            raise FloatingPointError(f"{where} is not finite after iteration {iteration} (not saved): {DIVERGED}")
+
     def save(iteration: int) -> None:
-        # A finite loss can still come with an overflowing gradient; never let NaN weights replace the last good
-        # checkpoint, which is what a resume with gentler settings needs.
-        for name, tensor in module.state_dict().items():
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                raise FloatingPointError(f"{name} is not finite after iteration {iteration} (not saved): {DIVERGED}")
         state = checkpoint.make_checkpoint(settings.task, iteration, module.state_dict(), optimizer.state_dict(),
                                            scheduler.state_dict(), scaler.state_dict(), settings.config)
         if settings.keep_every and iteration % settings.keep_every == 0:
@@ -147,8 +151,10 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
                          window_loss / window_n, lr, rate, _duration((settings.iters - done) / rate))
                 window_start, window_loss, window_n = now, 0.0, 0
             keep = settings.keep_every and done % settings.keep_every == 0
-            if ctx.is_main and (done % settings.checkpoint_every == 0 or keep or done == settings.iters):
-                save(done)
+            if done % settings.checkpoint_every == 0 or keep or done == settings.iters:
+                check_finite(done)
+                if ctx.is_main:
+                    save(done)
     if ctx.is_main:
         log.info("trained iterations %d-%d in %s; checkpoint %s", start + 1, settings.iters,
                  _duration(time.perf_counter() - began), out / checkpoint.LAST)
