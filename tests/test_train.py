@@ -17,7 +17,7 @@ from dfanet import DFANet, checkpoint
 from dfanet.cli import main
 from dfanet.train import BASE_BATCH, BASE_LR, PolyLR
 
-from .synthetic import make_cityscapes, make_imagefolder
+from .synthetic import make_camvid, make_cityscapes, make_imagefolder
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # busy 2-core machines: 1 thread is fastest
@@ -91,6 +91,38 @@ def test_predict_takes_the_exported_weights(trained, data, tmp_path):
     assert main(["predict", str(image), "--out", str(tmp_path / "m.png"), "--weights", str(trained / "weights.pt"),
                  "--variant", "B"]) == 0
     assert (tmp_path / "m.png").is_file()
+
+
+def test_batch_one_at_the_smallest_crop_and_amp_on_cpu(data, tmp_path, caplog):
+    """Batch 1 at 32 x 32: the deepest maps are 1 x 1 (one value per channel for BatchNorm). --amp on the CPU
+    warns and trains in fp32."""
+    caplog.set_level(logging.INFO)
+    assert main(train_args(data, tmp_path, 2, "--batch-size", "1", "--crop", "32", "32", "--amp", "--no-eval")) == 0
+    assert "--amp works on CUDA only; training in fp32 on cpu" in caplog.text
+    state = load_last(tmp_path)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_a_crop_without_labelled_pixels_has_loss_zero_not_nan():
+    from dfanet.train import segmentation_loss
+
+    model = DFANet(3, "B").train()
+    images, masks = torch.randn(2, 3, 32, 32), torch.full((2, 32, 32), 255)
+    loss = segmentation_loss(model, (images, masks), torch.device("cpu"))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_camvid_trains_with_its_11_classes(tmp_path):
+    root = make_camvid(tmp_path / "camvid", {"train": 2, "val": 1})
+    assert main(["train", "--dataset", "camvid", "--data-root", str(root), "--variant", "B", "--iters", "1",
+                 "--batch-size", "2", "--crop", "48", "64", "--workers", "0", "--threads", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "eval-val.json").read_text())
+    assert list(report["per_class_iou"]) == ["sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence",
+                                             "car", "pedestrian", "bicyclist"]
+    assert load_last(tmp_path / "out")["model"]["decoder.classifier.weight"].shape[0] == 11
 
 
 # --- resume -----------------------------------------------------------------------------------------------------
