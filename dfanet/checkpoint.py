@@ -72,7 +72,8 @@ def load(path: str | os.PathLike, task: str) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"checkpoint: no such file: {path}") from None
     except Exception as err:  # truncated zip, pickle errors, objects weights_only refuses
-        raise ValueError(f"checkpoint: {path} is not a readable PyTorch checkpoint (corrupt or truncated?): {err}") from err
+        raise ValueError(
+            f"checkpoint: {path} is not a readable PyTorch checkpoint (corrupt or truncated?): {err}") from err
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             raise ValueError(f"checkpoint: {path} is a plain state_dict (model weights only), not a training "

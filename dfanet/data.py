@@ -8,9 +8,9 @@ the number of workers, nor on whether the run was interrupted and resumed at k.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -81,7 +81,8 @@ def cityscapes_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     _require_dir(image_dir, "cityscapes", layout)
     pairs = []
     for image in sorted(image_dir.glob("*/*_leftImg8bit.png")):
-        mask = root / "gtFine" / split / image.parent.name / image.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+        name = image.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+        mask = root / "gtFine" / split / image.parent.name / name
         pairs.append((image, mask))
     return pairs
 
@@ -106,7 +107,7 @@ class DatasetSpec:
     crop: tuple[int, int]  # training crop, H x W
     iters: int
 
-    def open(self, root: str | os.PathLike, split: str) -> "SegmentationFiles":
+    def open(self, root: str | os.PathLike, split: str) -> SegmentationFiles:
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"{self.name}: --data-root {root} is not a folder")

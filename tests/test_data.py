@@ -5,12 +5,18 @@ import pytest
 import torch
 from PIL import Image
 
-from dfanet.data import (CAMVID_CLASSES, IGNORE_INDEX, InfiniteSampler, TrainTransform, get_dataset, random_crop,
-                         train_loader)
+from dfanet.data import (
+    CAMVID_CLASSES,
+    IGNORE_INDEX,
+    InfiniteSampler,
+    TrainTransform,
+    get_dataset,
+    random_crop,
+    train_loader,
+)
 from dfanet.predict import MEAN, STD
 
-from .synthetic import (BUILDING, CAR, EGO_VEHICLE, ROAD, TRAIN_IDS, cityscapes_mask_path, make_camvid,
-                        make_cityscapes)
+from .synthetic import BUILDING, CAR, EGO_VEHICLE, ROAD, TRAIN_IDS, cityscapes_mask_path, make_camvid, make_cityscapes
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +168,7 @@ def test_image_and_mask_of_different_sizes_name_both_files(small_cityscapes):
 
 def test_colour_mask_and_corrupt_mask_are_refused(small_cityscapes):
     files = get_dataset("cityscapes").open(small_cityscapes, "train")
-    mask0, mask1 = cityscapes_mask_path(small_cityscapes, "train", 0), cityscapes_mask_path(small_cityscapes, "train", 1)
+    mask0, mask1 = (cityscapes_mask_path(small_cityscapes, "train", i) for i in (0, 1))
     Image.fromarray(np.zeros((32, 40, 3), dtype=np.uint8)).save(mask0)
     with pytest.raises(ValueError, match=rf"{mask0}: expected a single-channel label image, got mode RGB"):
         files.read(0)
