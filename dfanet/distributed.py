@@ -66,8 +66,8 @@ def all_reduce_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:
 
 
 def wrap_model(model: nn.Module, ctx: Context, sync_bn: bool) -> nn.Module:
-    """The module to train: ``model`` itself in one process, DDP around it (optionally with SyncBatchNorm) under
-    torchrun. ``model`` is converted in place where possible; use :func:`unwrap` for its state_dict."""
+    """The module to train: ``model`` itself in one process, DDP around it under torchrun. ``sync_bn`` swaps
+    ``model``'s BatchNorm layers for SyncBatchNorm in place (same parameters and state_dict keys)."""
     if not ctx.distributed:
         return model
     if sync_bn:
