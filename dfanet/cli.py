@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=defaults.split, help="training split (default %(default)s)")
     p.add_argument("--val-split", default=defaults.val_split, help="split evaluated at the end (default %(default)s)")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    p.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="also evaluate every N iterations: logged and kept in <out>/eval-history.json")
     p.add_argument("--iters", type=int, default=None,
                    help="iterations (default: cityscapes 40000 as in the paper, camvid 8000)")
     p.add_argument("--crop", type=_crop, nargs=2, default=None, metavar=("H", "W"),

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resumption without changing what it computes.
 RUN_ONLY_SETTINGS = {"out", "resume", "workers", "device", "threads", "log_every", "checkpoint_every", "keep_every",
-                     "val_split", "backend"}
+                     "val_split", "eval_every", "backend"}
 
 
 DIVERGED = ("training diverged. Resume from the last checkpoint with a lower --lr, a --warmup-iters warm-up or "
@@ -45,6 +45,7 @@ class LoopSettings:
     amp: bool = False
     clip_grad: float | None = None
     config: dict = field(default_factory=dict)
+    eval_every: int = 0             # call ``evaluate`` every N iterations (the caller evaluates the end itself)
 
 
 def resolve_resume(resume: str | None, out: Path) -> Path | None:
@@ -60,10 +61,11 @@ def resolve_resume(resume: str | None, out: Path) -> Path | None:
 
 def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_loader: Callable[[int], Iterable],
         loss_fn: Callable[[nn.Module, object, torch.device], torch.Tensor], settings: LoopSettings,
-        ctx: Context) -> int:
+        ctx: Context, evaluate: Callable[[int], object] | None = None) -> int:
     """Train ``model`` (DDP-wrapped or not) from iteration 0, or from the checkpoint ``settings.resume`` names,
     to ``settings.iters``. ``make_loader(start)`` gives the batches from iteration ``start`` on; ``loss_fn(model,
-    batch, device)`` the scalar loss of one batch. Returns the last iteration done."""
+    batch, device)`` the scalar loss of one batch; ``evaluate(iteration)``, if given, runs on every process every
+    ``settings.eval_every`` iterations before the end. Returns the last iteration done."""
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -155,6 +157,8 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
                 check_finite(done)
                 if ctx.is_main:
                     save(done)
+            if evaluate is not None and done % settings.eval_every == 0 and done < settings.iters:
+                evaluate(done)
     if ctx.is_main:
         log.info("trained iterations %d-%d in %s; checkpoint %s", start + 1, settings.iters,
                  _duration(time.perf_counter() - began), out / checkpoint.LAST)

@@ -4,6 +4,7 @@ rate (power 0.9) from 0.2 at batch 48, pixel-wise cross-entropy, flip + rescale 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint, distributed
-from .data import IGNORE_INDEX, TrainTransform, get_dataset, train_loader
+from .data import IGNORE_INDEX, SegmentationFiles, TrainTransform, get_dataset, train_loader
 from .engine import LoopSettings, run
 from .evaluate import EvalReport, evaluate, write_report
+from .io import atomic_path
 from .model import DFANet
 from .pretrained import load_weights
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BASE_LR, BASE_BATCH = 0.2, 48  # the paper's learning rate and the (global) batch it goes with
 WEIGHTS = "weights.pt"
+HISTORY = "eval-history.json"
 
 
 @dataclass
@@ -31,6 +34,7 @@ class TrainConfig:
     data_root: str = "data/cityscapes"
     split: str = "train"
     val_split: str | None = "val"      # evaluated at the end (None: skip)
+    eval_every: int = 0                # also evaluate every N iterations (0: only at the end)
     variant: str = "A"
     iters: int | None = None           # None: the data set's default (Cityscapes 40K, as in the paper)
     batch_size: int = BASE_BATCH       # global: split over the processes
@@ -98,9 +102,11 @@ def check_config(cfg: TrainConfig, world_size: int) -> None:
         raise ValueError(f"--scale: expected 0 < MIN <= MAX, got {cfg.scale}")
     if cfg.seed < 0:
         raise ValueError(f"--seed: expected >= 0, got {cfg.seed}")
-    for name in ("checkpoint_every", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(cfg, name)}")
+    for name, least in (("checkpoint_every", 1), ("log_every", 1), ("keep_every", 0), ("eval_every", 0)):
+        if getattr(cfg, name) < least:
+            raise ValueError(f"--{name.replace('_', '-')}: expected >= {least}, got {getattr(cfg, name)}")
+    if cfg.eval_every and not cfg.val_split:
+        raise ValueError("--eval-every: needs a --val-split to evaluate on")
 
 
 @dataclass
@@ -131,6 +137,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:
     crop = cfg.crop or spec.crop
     lr = cfg.lr if cfg.lr is not None else BASE_LR * cfg.batch_size / BASE_BATCH
     files = spec.open(cfg.data_root, cfg.split)
+    val_files = spec.open(cfg.data_root, cfg.val_split) if cfg.val_split else None  # fail now, not after training
     out = Path(cfg.out)
     if ctx.is_main:
         log.info("%s %s: %d images, %d classes; DFANet %s; %d iterations, global batch %d (%d process(es) x %d), "
@@ -160,29 +167,41 @@ def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:
         return train_loader(files.read, len(files), transform, cfg.batch_size // ctx.world_size, cfg.seed,
                             ctx.rank, ctx.world_size, start, cfg.workers, pin)
 
+    def evaluate_now(iteration: int) -> EvalReport:
+        return _evaluate_weights(cfg, ctx, model, val_files, iteration)
+
     config = dataclasses.asdict(cfg)
     settings = LoopSettings("segmentation", iters, out, cfg.resume, cfg.checkpoint_every, cfg.keep_every,
-                            cfg.log_every, cfg.amp, cfg.clip_grad, config)
-    done = run(trained, optimizer, scheduler, make_loader, segmentation_loss, settings, ctx)
+                            cfg.log_every, cfg.amp, cfg.clip_grad, config, cfg.eval_every)
+    done = run(trained, optimizer, scheduler, make_loader, segmentation_loss, settings, ctx,
+               evaluate_now if cfg.eval_every else None)
 
-    model = distributed.unwrap(trained)
     weights = out / WEIGHTS
     if ctx.is_main:
         checkpoint.save(weights, model.state_dict())
         log.info("inference weights: %s (dfanet eval/predict --weights)", weights)
     result = TrainResult(model, done, weights)
-    if cfg.val_split:
-        result.report = _final_eval(cfg, ctx, model)
+    if val_files is not None:
+        result.report = evaluate_now(done)
+        if ctx.is_main:
+            write_report(result.report, out, f"eval-{cfg.val_split}")
     return result
 
 
-def _final_eval(cfg: TrainConfig, ctx: distributed.Context, trained: DFANet) -> EvalReport:
-    """The evaluation ``dfanet eval`` would give: a fresh fused model with the trained weights."""
-    spec = get_dataset(cfg.dataset)
-    files = spec.open(cfg.data_root, cfg.val_split)
-    model = DFANet(trained.num_classes, cfg.variant, fused=True, backend=cfg.backend)
-    model.load_state_dict(distributed.unwrap(trained).state_dict())
+def _evaluate_weights(cfg: TrainConfig, ctx: distributed.Context, trained: DFANet, files: SegmentationFiles,
+                      iteration: int) -> EvalReport:
+    """What ``dfanet eval`` would report for the current weights: a fresh fused model in eval, whole images (the
+    model being trained keeps its mode and state). Rank 0 logs the mIoU and adds it to eval-history.json."""
+    with torch.random.fork_rng(devices=[]):  # its initialisation must not move the training run's RNG
+        model = DFANet(trained.num_classes, cfg.variant, fused=True, backend=cfg.backend)
+    model.load_state_dict(trained.state_dict())
     report = evaluate(model.to(ctx.device), files, ctx, workers=cfg.workers)
     if ctx.is_main:
-        write_report(report, Path(cfg.out), f"eval-{cfg.val_split}")
+        log.info("iteration %d: %s %s mIoU %.2f%%", iteration, files.name, files.split, 100 * report.scores.miou)
+        path = Path(cfg.out) / HISTORY
+        # A resumed run repeats the iterations after its checkpoint: their old entries give way to the new ones.
+        history = [h for h in json.loads(path.read_text()) if h["iteration"] < iteration] if path.is_file() else []
+        history.append({"iteration": iteration, **report.scores.to_dict()})
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(history, indent=1))
     return report

@@ -52,7 +52,7 @@ def load_last(out) -> dict:
 def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     started = time.perf_counter()
-    args = train_args(data, out, 150, "--batch-size", "8", "--checkpoint-every", "50")
+    args = train_args(data, out, 150, "--batch-size", "8", "--checkpoint-every", "50", "--eval-every", "75")
     assert main(args) == 0
     print(f"synthetic training: {time.perf_counter() - started:.0f} s")
     return out
@@ -66,6 +66,8 @@ def test_trains_from_scratch_to_a_high_held_out_miou(trained):
     present = {k for k, v in report["per_class_iou"].items() if v is not None}
     assert present == {"road", "building", "vegetation", "car"}
     assert load_last(trained)["iteration"] == 150
+    history = json.loads((trained / "eval-history.json").read_text())
+    assert [h["iteration"] for h in history] == [75, 150] and history[1]["miou"] == report["miou"]
 
 
 def test_eval_of_the_exported_weights_on_the_fused_model_reports_that_miou(trained, data, tmp_path, capsys):
