@@ -22,8 +22,12 @@ def empty_nhwc(like: torch.Tensor, shape) -> torch.Tensor:
 
 
 def channel_block(channels: int, cap: int) -> int:
-    """A power-of-two channel tile (Triton tiles are powers of two) covering ``channels``, at most ``cap``."""
-    return min(triton.next_power_of_2(channels), cap)
+    """A power-of-two channel tile (Triton tiles are powers of two) covering ``channels``, 16 to ``cap``.
+
+    At least 16: narrower tiles save nothing (masked lanes cost no memory traffic) and each width is one more
+    compiled kernel variant.
+    """
+    return max(16, min(triton.next_power_of_2(channels), cap))
 
 
 def pixel_block(block_c: int, elements: int) -> int:

@@ -20,8 +20,8 @@ from ._common import INTERPRET, channel_block, check_activation, empty_nhwc, int
 # ---------------------------------------------------------------------------------------------------------------
 # Tuning constants
 # ---------------------------------------------------------------------------------------------------------------
-# Sources summed by one launch; more inputs chain launches that accumulate into the output (one extra fp32
-# round trip per MAX_SOURCES inputs). Four covers DFANet's decoder ([low] + three high-level maps).
+# Sources summed by one launch; more inputs chain launches that accumulate into the output (one more read and
+# write of it per MAX_SOURCES inputs). Four covers DFANet's decoder ([low] + three high-level maps).
 MAX_SOURCES = 4
 # Bandwidth-bound gathers: tiles of ~4096 values (16 KB fp32) keep enough loads in flight per SM; no autotuning
 # because the best tile follows from the channel count. The interpreter prefers few, large programs.
@@ -33,8 +33,7 @@ _MAX_BLOCK_C = 64 if not INTERPRET else 256
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, H, W, s_n, s_c, s_h, s_w, scale_h, scale_w,
-                   SAME: tl.constexpr):
+def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, H, W, s_n, s_c, s_h, s_w, scale_h, scale_w, SAME):
     """fp32 [BLOCK_P, BLOCK_C] tile of one source resized to the output grid, at output pixels (n, oh, ow)."""
     base = src_ptr + n * s_n
     cols = offs_c[None, :] * s_c
@@ -74,9 +73,9 @@ def _upsample_kernel(
     p1, H1, W1, sn1, sc1, sh1, sw1, fh1, fw1,
     p2, H2, W2, sn2, sc2, sh2, sw2, fh2, fw2,
     p3, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3,
-    NUM_SOURCES: tl.constexpr,
-    SAME0: tl.constexpr, SAME1: tl.constexpr, SAME2: tl.constexpr, SAME3: tl.constexpr,
-    ACCUMULATE: tl.constexpr,
+    # Runtime values, not constexprs: one compiled kernel serves every number of sources and every same-size /
+    # resized mix (each variant takes ~7 s to compile; the uniform branches cost nothing measurable).
+    NUM_SOURCES, SAME0, SAME1, SAME2, SAME3, ACCUMULATE,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
