@@ -307,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiply the learning rate by 0.1 after this many epochs (default %(default)s)")
     p.add_argument("--crop", type=_crop, nargs=2, default=defaults.crop, metavar=("H", "W"))
     p.add_argument("--weights", default=None, help="start from these classifier weights")
+    p.add_argument("--val-root", default=None,
+                   help="an ImageFolder with the same classes: single-crop top-1 accuracy at the end")
     p.set_defaults(func=cmd_pretrain, parser=p)
     return parser
 

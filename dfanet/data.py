@@ -237,14 +237,16 @@ class AugmentedDataset(Dataset):
 
 
 class EvalDataset(Dataset):
-    def __init__(self, files: SegmentationFiles, indices: Sequence[int]):
-        self.files, self.indices = files, list(indices)
+    """``transform(*read(index))`` for the given indices, in order (no randomness)."""
+
+    def __init__(self, read: Callable[[int], tuple], transform: Callable, indices: Sequence[int]):
+        self.read, self.transform, self.indices = read, transform, list(indices)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        return eval_transform(*self.files.read(self.indices[i]))
+        return self.transform(*self.read(self.indices[i]))
 
 
 class InfiniteSampler(Sampler):

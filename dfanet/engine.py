@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resumption without changing what it computes.
 RUN_ONLY_SETTINGS = {"out", "resume", "workers", "device", "threads", "log_every", "checkpoint_every", "keep_every",
-                     "val_split", "eval_every", "backend"}
+                     "val_split", "eval_every", "val_root", "backend"}
 
 
 DIVERGED = ("training diverged. Resume from the last checkpoint with a lower --lr, a --warmup-iters warm-up or "

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from .data import EvalDataset, SegmentationFiles
+from .data import EvalDataset, SegmentationFiles, eval_transform
 from .distributed import Context, all_reduce_sum
 from .io import atomic_path
 from .metrics import Scores, confusion_matrix
@@ -47,7 +47,7 @@ def evaluate(model: DFANet, files: SegmentationFiles, ctx: Context, workers: int
     model.eval()
     device = ctx.device
     indices = range(ctx.rank, len(files), ctx.world_size)
-    loader = DataLoader(EvalDataset(files, indices), batch_size=1, num_workers=workers,
+    loader = DataLoader(EvalDataset(files.read, eval_transform, indices), batch_size=1, num_workers=workers,
                         pin_memory=device.type == "cuda")
     confusion = torch.zeros(files.num_classes, files.num_classes, dtype=torch.int64, device=device)
     times, sizes = [], set()

@@ -6,6 +6,7 @@ flips. Reads an ImageFolder-style directory (one sub-folder of images per class)
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -16,12 +17,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+from torch.utils.data import DataLoader
 
 from . import checkpoint, distributed
 from .classifier import XceptionClassifier
-from .data import random_crop, read_image, train_loader
+from .data import EvalDataset, random_crop, read_image, train_loader
+from .distributed import Context, all_reduce_sum
 from .engine import LoopSettings, run
-from .predict import IMAGE_SUFFIXES
+from .io import atomic_path
+from .predict import IMAGE_SUFFIXES, normalize
 from .variants import get_variant
 
 log = logging.getLogger(__name__)
@@ -57,22 +61,54 @@ class ImageFolder:
             raise ValueError(f"{path}: cannot decode ({err})") from err
 
 
+def rescale_for_crop(image: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
+    """As in AlexNet [15], which the paper follows: the image rescaled so that it covers 256/224 of the crop."""
+    h, w = image.shape[:2]
+    s = max(crop[0] / h, crop[1] / w) * 256 / 224
+    size = (max(crop[0], round(h * s)), max(crop[1], round(w * s)))
+    return np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BILINEAR))
+
+
 @dataclass(frozen=True)
 class ClassifierTransform:
-    """As in AlexNet [15], which the paper follows: rescale so the shorter side is 256/224 of the crop, take a
-    random crop, flip half the time."""
+    """Training: rescale, a random crop, a flip half the time."""
 
     crop: tuple[int, int]
 
     def __call__(self, image: np.ndarray, label: int, rng: np.random.Generator):
-        h, w = image.shape[:2]
-        s = max(self.crop[0] / h, self.crop[1] / w) * 256 / 224
-        size = (max(self.crop[0], round(h * s)), max(self.crop[1], round(w * s)))
-        image = np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BILINEAR))
+        image = rescale_for_crop(image, self.crop)
         if rng.random() < 0.5:
             image = image[:, ::-1]
         tensor, _ = random_crop(image, None, self.crop, rng)
         return tensor, label
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """Validation: rescale, the central crop."""
+
+    crop: tuple[int, int]
+
+    def __call__(self, image: np.ndarray, label: int):
+        image = rescale_for_crop(image, self.crop)
+        top, left = (image.shape[0] - self.crop[0]) // 2, (image.shape[1] - self.crop[1]) // 2
+        return normalize(image[top:top + self.crop[0], left:left + self.crop[1]]), label
+
+
+@torch.no_grad()
+def top1_accuracy(model: nn.Module, folder: ImageFolder, crop: tuple[int, int], ctx: Context, batch_size: int,
+                  workers: int = 0) -> float:
+    """Single-crop top-1 accuracy on ``folder`` (under torchrun each process takes every world_size-th image)."""
+    dataset = EvalDataset(folder.read, CenterCrop(crop), range(ctx.rank, len(folder), ctx.world_size))
+    counts = torch.zeros(2, dtype=torch.int64, device=ctx.device)  # correct, seen
+    model.eval()
+    for images, labels in DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                     pin_memory=ctx.device.type == "cuda"):
+        labels = labels.to(ctx.device)
+        counts[0] += (model(images.to(ctx.device)).argmax(1) == labels).sum()
+        counts[1] += len(labels)
+    correct, seen = all_reduce_sum(counts, ctx).tolist()
+    return correct / seen
 
 
 @dataclass
@@ -89,6 +125,7 @@ class PretrainConfig:
     clip_grad: float | None = None
     amp: bool = False
     weights: str | None = None         # start from these classifier weights
+    val_root: str | None = None        # an ImageFolder with the same classes: top-1 accuracy at the end
     out: str = "runs/pretrain"
     resume: str | None = None
     checkpoint_every: int = 1000
@@ -126,6 +163,9 @@ def _pretrain(cfg: PretrainConfig, ctx: distributed.Context) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     folder = ImageFolder(cfg.data_root)
+    val = ImageFolder(cfg.val_root) if cfg.val_root else None
+    if val is not None and val.classes != folder.classes:
+        raise ValueError(f"--val-root: the class folders of {cfg.val_root} differ from those of {cfg.data_root}")
     # The FC layer becomes DFANet's FC attention, which is as wide as ImageNet's 1000 classes: keep that width
     # whatever the number of classes here, so the weights always fit.
     width = get_variant(cfg.variant).attention_hidden
@@ -164,4 +204,12 @@ def _pretrain(cfg: PretrainConfig, ctx: distributed.Context) -> Path:
     if ctx.is_main:
         checkpoint.save(path, distributed.unwrap(trained).state_dict())
         log.info("backbone weights: %s (dfanet train --backbone)", path)
+    if val is not None:
+        accuracy = top1_accuracy(distributed.unwrap(trained), val, cfg.crop, ctx, cfg.batch_size // ctx.world_size,
+                                 cfg.workers)
+        if ctx.is_main:
+            log.info("top-1 accuracy on %s: %.2f%% (%d images, one central crop)", cfg.val_root, 100 * accuracy,
+                     len(val))
+            with atomic_path(Path(cfg.out) / "val-top1.json") as tmp:
+                tmp.write_text(json.dumps({"top1": accuracy, "images": len(val), "val_root": cfg.val_root}))
     return path

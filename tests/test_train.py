@@ -365,11 +365,14 @@ def test_poly_schedule_with_warmup():
 
 def test_pretrain_writes_weights_that_load_into_dfanet(tmp_path):
     images = make_imagefolder(tmp_path / "imagenet")
+    val = make_imagefolder(tmp_path / "val", per_class=3, seed=1)
     out = tmp_path / "pretrain"
     args = ["pretrain", "--data-root", str(images), "--variant", "B", "--epochs", "2", "--lr-step-epochs", "1",
             "--batch-size", "4", "--crop", "32", "32", "--workers", "0", "--threads", "1", "--device", "cpu",
-            "--out", str(out)]
+            "--out", str(out), "--val-root", str(val)]
     assert main(args) == 0
+    top1 = json.loads((out / "val-top1.json").read_text())
+    assert top1["images"] == 6 and top1["top1"] in {i / 6 for i in range(7)}
     state = checkpoint.load(out / checkpoint.LAST, "pretrain")
     assert state["iteration"] == 4  # 8 images, batch 4: 2 iterations per epoch
     group = state["optimizer"]["param_groups"][0]
@@ -379,6 +382,30 @@ def test_pretrain_writes_weights_that_load_into_dfanet(tmp_path):
     report = model.load_pretrained_backbone(out / "backbone.pt")
     assert not [k for k in report["skipped"] if k.startswith(("conv1.", "backbones.0."))]
     assert "backbones.2.fca.fc.weight" in report["loaded"]
+
+
+class Lambda(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_top1_accuracy_by_hand(tmp_path):
+    """A "model" that tells red from blue by the mean colour is always right; one that always says class 0 is
+    right on half of a balanced folder."""
+    from dfanet.distributed import Context
+    from dfanet.pretrain import ImageFolder, top1_accuracy
+
+    folder = ImageFolder(make_imagefolder(tmp_path, per_class=3))
+    assert folder.classes == ["blue", "red"]
+    ctx = Context(0, 1, 0, torch.device("cpu"))
+    by_colour = Lambda(lambda x: torch.stack([x[:, 2].mean((1, 2)), x[:, 0].mean((1, 2))], dim=1))
+    always_blue = Lambda(lambda x: torch.tensor([[1.0, 0.0]]).expand(len(x), 2))
+    assert top1_accuracy(by_colour, folder, (32, 32), ctx, batch_size=4) == 1.0
+    assert top1_accuracy(always_blue, folder, (32, 32), ctx, batch_size=4) == 0.5
 
 
 def test_pretrain_on_a_folder_without_classes(tmp_path, caplog):
