@@ -325,12 +325,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .engine import Stopped
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = parse_args(argv)
         if args.verbose:
             logging.getLogger().setLevel(logging.DEBUG)
         return args.func(args)
+    except Stopped as stop:
+        logging.getLogger("dfanet").warning("%s", stop)
+        return stop.exit_code
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         logging.getLogger("dfanet").error("%s", err)
         return 2

@@ -8,6 +8,7 @@ the number of workers, nor on whether the run was interrupted and resumed at k.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,10 +283,17 @@ class InfiniteSampler(Sampler):
             iteration += 1
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers outlive a SIGTERM/SIGINT sent to the whole process group, so that the training process can
+    finish its iteration and save a checkpoint; they still exit with it (DataLoader's parent watchdog)."""
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def train_loader(read: Callable[[int], tuple], size: int, transform: Callable, batch_size: int, seed: int,
                  rank: int = 0, world_size: int = 1, start_iteration: int = 0, workers: int = 0,
                  pin_memory: bool = False) -> DataLoader:
     """An endless loader of this rank's batches from iteration ``start_iteration`` on."""
     sampler = InfiniteSampler(size, batch_size, seed, rank, world_size, start_iteration)
     return DataLoader(AugmentedDataset(read, transform, seed), batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, pin_memory=pin_memory)
+                      num_workers=workers, pin_memory=pin_memory, worker_init_fn=_ignore_stop_signals)

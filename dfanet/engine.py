@@ -1,12 +1,15 @@
 """The training loop that segmentation training and backbone pretraining share: resume, AMP, clipping, a stop on a
-non-finite loss, rank-0 logging and atomic checkpoints."""
+non-finite loss, a checkpoint before stopping on SIGTERM/SIGINT, rank-0 logging and atomic checkpoints."""
 
 from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,42 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, iteration: int, loss: float, lr: float):
         super().__init__(f"loss is {loss} at iteration {iteration} (lr {lr:.4g}): {DIVERGED}")
         self.iteration = iteration
+
+
+class Stopped(Exception):
+    """Training stopped on a signal after saving a checkpoint; ``exit_code`` is the shell's 128 + signal number."""
+
+    def __init__(self, signum: int, iteration: int, path: Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name} after iteration {iteration}; checkpoint {path}; "
+                         "continue with --resume auto")
+        self.exit_code = 128 + signum
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def stop_requests() -> Iterator[list[int]]:
+    """The signals received while inside, for the loop to stop at the end of its iteration (a scheduler's SIGTERM
+    before preemption, Ctrl-C). A second signal stops at once (KeyboardInterrupt)."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        log.warning("%s: saving a checkpoint after this iteration, then stopping (again to stop at once)",
+                    signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield received
+        return
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 @dataclass
@@ -121,16 +160,18 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
     model.train()
     batches = iter(make_loader(start))
     began, window_start, window_loss, window_n = time.perf_counter(), time.perf_counter(), 0.0, 0
-    with logging_redirect_tqdm(), tqdm(total=settings.iters, initial=start, desc=settings.task, unit="it",
-                                       disable=None if ctx.is_main else True,  # None: on a terminal only
-                                       dynamic_ncols=True) as bar:
+    with stop_requests() as received, logging_redirect_tqdm(), tqdm(
+            total=settings.iters, initial=start, desc=settings.task, unit="it",
+            disable=None if ctx.is_main else True, dynamic_ncols=True) as bar:  # None: on a terminal only
         for iteration in range(start, settings.iters):
             batch = next(batches)
             lr = optimizer.param_groups[0]["lr"]
             with torch.autocast(ctx.device.type, dtype=torch.float16, enabled=amp):
                 loss = loss_fn(model, batch, ctx.device)
-            # Every rank sees the same mean loss, so all of them stop together on a non-finite one.
-            mean_loss = all_reduce_sum(loss.detach().float().clone(), ctx).item() / ctx.world_size
+            # Every rank sees the same mean loss and stop requests, so all of them stop together.
+            shared = torch.stack([loss.detach().float(), torch.tensor(float(len(received)), device=loss.device)])
+            total_loss, stop_requested = all_reduce_sum(shared, ctx).tolist()
+            mean_loss = total_loss / ctx.world_size
             if not math.isfinite(mean_loss):
                 raise NonFiniteLossError(iteration + 1, mean_loss, lr)
             optimizer.zero_grad(set_to_none=True)
@@ -153,10 +194,12 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
                          window_loss / window_n, lr, rate, _duration((settings.iters - done) / rate))
                 window_start, window_loss, window_n = now, 0.0, 0
             keep = settings.keep_every and done % settings.keep_every == 0
-            if done % settings.checkpoint_every == 0 or keep or done == settings.iters:
+            if done % settings.checkpoint_every == 0 or keep or done == settings.iters or stop_requested:
                 check_finite(done)
                 if ctx.is_main:
                     save(done)
+            if stop_requested and done < settings.iters:
+                raise Stopped(received[0] if received else signal.SIGTERM, done, out / checkpoint.LAST)
             if evaluate is not None and done % settings.eval_every == 0 and done < settings.iters:
                 evaluate(done)
     if ctx.is_main:

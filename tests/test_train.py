@@ -197,6 +197,33 @@ def test_sigkill_mid_run_then_resume(data, tmp_path, caplog):
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
 
 
+def test_sigterm_saves_a_checkpoint_and_stops(data, tmp_path):
+    """What a scheduler does before preempting a job: SIGTERM to the process group (loader workers included).
+    The run finishes its iteration, saves it (though no checkpoint is due) and exits with 128 + 15."""
+    out = tmp_path / "run"
+    log_file = tmp_path / "train.log"
+    cmd = [sys.executable, "-m", "dfanet", *train_args(data, out, 200, "--no-eval", "--checkpoint-every", "1000",
+                                                       "--log-every", "1", "--workers", "2")]
+    with open(log_file, "w") as log:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while "iter 3/200" not in log_file.read_text():
+                assert proc.poll() is None, f"training exited early: {log_file.read_text()[-3000:]}"
+                assert time.monotonic() < deadline, "no progress within 180 s"
+                time.sleep(0.05)
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    state = load_last(out)
+    assert 3 <= state["iteration"] < 200
+    text = log_file.read_text()
+    assert f"stopped by SIGTERM after iteration {state['iteration']}; checkpoint {out / checkpoint.LAST}" in text
+    assert "Traceback" not in text
+
+
 # --- multi-process ----------------------------------------------------------------------------------------------
 
 RANK_SCRIPT = """
