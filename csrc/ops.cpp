@@ -19,4 +19,6 @@ TORCH_LIBRARY(dfanet, m) {
       "fc_attention(Tensor x, Tensor fc_weight, Tensor? fc_bias, Tensor conv_weight, Tensor? conv_bias) -> Tensor");
   m.def("upsample_concat(Tensor[] inputs, SymInt[2] size) -> Tensor");
   m.def("upsample_add(Tensor[] inputs, SymInt[2] size) -> Tensor");
+  // The instruction-set path of the CPU kernels ("avx512", "avx2" or "scalar"), honouring DFANET_CPU_ISA.
+  m.def("cpu_isa() -> str");
 }

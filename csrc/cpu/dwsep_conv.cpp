@@ -1,64 +1,40 @@
-// Fused depthwise-separable convolution on the CPU, NHWC fp32.
-// One output row at a time: the depthwise 3x3 result of the row (Wo x C floats) stays in a per-thread buffer in
-// cache and feeds the pointwise product directly; biases, ReLUs and the residual are applied on the way out.
+// Fused depthwise-separable convolution on the CPU, NHWC fp32: the torch glue. It checks the arguments, packs the
+// weights (zero padded, see isa.h), splits the output rows over at::parallel_for's threads and runs the SIMD path
+// chosen by active_isa() (kernels/dwsep.h: depthwise tile kept in cache, register-blocked pointwise GEMM with bias,
+// ReLU and residual applied in registers).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <vector>
+#include <algorithm>
 
 #include "../checks.h"
 #include "common.h"
+#include "isa.h"
 
 namespace dfanet::cpu {
 namespace {
 
-// Depthwise 3x3 (padding 1) of output row `oh` into row[Wo][C]: bias, optional ReLU on input and result.
-void depthwise_row(const float* x, const float* w9c, const float* bias, float* row, int64_t H, int64_t W, int64_t C,
-                   int64_t Wo, int64_t oh, int64_t stride, bool act_in, bool act_mid) {
-  for (int64_t ow = 0; ow < Wo; ++ow) {
-    float* acc = row + ow * C;
-    for (int64_t c = 0; c < C; ++c) acc[c] = bias ? bias[c] : 0.f;
-    for (int64_t kh = 0; kh < 3; ++kh) {
-      const int64_t ih = oh * stride - 1 + kh;
-      if (ih < 0 || ih >= H) continue;
-      for (int64_t kw = 0; kw < 3; ++kw) {
-        const int64_t iw = ow * stride - 1 + kw;
-        if (iw < 0 || iw >= W) continue;
-        const float* xp = x + (ih * W + iw) * C;
-        const float* wp = w9c + (kh * 3 + kw) * C;
-        if (act_in) {
-          for (int64_t c = 0; c < C; ++c) acc[c] += relu(xp[c]) * wp[c];
-        } else {
-          for (int64_t c = 0; c < C; ++c) acc[c] += xp[c] * wp[c];
-        }
-      }
-    }
-    if (act_mid) {
-      for (int64_t c = 0; c < C; ++c) acc[c] = relu(acc[c]);
-    }
-  }
+// Output pixels per depthwise tile: the tile (tile_w rows of tile_stride(C) floats) is sized to ~16 KiB so it
+// stays in L1 next to the streaming input rows while the pointwise GEMM reads it once per panel of output
+// channels; a multiple of 16, the widest micro-kernel. (Tiles of 16..256 px measured within noise of each other at
+// 48 -> 12, 96 -> 24, 12 -> 48 and 192 -> 48 ch; 32-64 px was never worse.)
+int64_t tile_width(int64_t Wo, int64_t C) {
+  return std::min(Wo, std::max<int64_t>(16, 4096 / tile_stride(C) / 16 * 16));
 }
 
-// out[Wo][Cout] = row[Wo][C] @ w_t[C][Cout] + bias, then optional ReLU, then + residual.
-void pointwise_row(const float* row, const float* w_t, const float* bias, const float* residual, float* out,
-                   int64_t C, int64_t Cout, int64_t Wo, bool act_out) {
-  for (int64_t ow = 0; ow < Wo; ++ow) {
-    float* o = out + ow * Cout;
-    for (int64_t co = 0; co < Cout; ++co) o[co] = bias ? bias[co] : 0.f;
-    const float* a = row + ow * C;
-    for (int64_t c = 0; c < C; ++c) {
-      const float av = a[c];
-      const float* wr = w_t + c * Cout;
-      for (int64_t co = 0; co < Cout; ++co) o[co] += av * wr[co];
-    }
-    if (act_out) {
-      for (int64_t co = 0; co < Cout; ++co) o[co] = relu(o[co]);
-    }
-    if (residual) {
-      const float* r = residual + ow * Cout;
-      for (int64_t co = 0; co < Cout; ++co) o[co] += r[co];
-    }
-  }
+// A parallel_for task should carry at least this many multiply-adds (~10 us on one core with AVX-512): below that,
+// waking the second thread costs more than it saves (the deepest DFANet layers are 8 x 16 pixels).
+constexpr int64_t kMinTaskMacs = int64_t{1} << 17;
+
+using RowsFn = void (*)(const DwsepArgs&, int64_t, int64_t, float*);
+
+RowsFn dwsep_path(Isa isa) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  if (isa == Isa::kAvx512) return &avx512::dwsep_rows;
+  if (isa == Isa::kAvx2) return &avx2::dwsep_rows;
+#endif
+  (void)isa;
+  return &scalar::dwsep_rows;
 }
 
 at::Tensor dwsep_conv_cpu(const at::Tensor& x_in, const at::Tensor& dw_weight, const std::optional<at::Tensor>& dw_bias,
@@ -66,33 +42,61 @@ at::Tensor dwsep_conv_cpu(const at::Tensor& x_in, const at::Tensor& dw_weight, c
                           bool act_in, bool act_mid, bool act_out, const std::optional<at::Tensor>& residual) {
   const auto out_shape = check_dwsep_conv(x_in, dw_weight, dw_bias, pw_weight, pw_bias, stride, residual);
   check_cpu_float(x_in, "x");
+  const RowsFn run = dwsep_path(active_isa());
   const int64_t N = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t Cout = out_shape[1], Ho = out_shape[2], Wo = out_shape[3];
+  const int64_t Cp = round_up(C, kPad), CoutP = round_up(Cout, kPad);
 
   const at::Tensor x = nhwc(x_in);
-  const at::Tensor w9c = dw_weight.reshape({C, 9}).t().contiguous();      // [tap][C]: taps vectorise over C
-  const at::Tensor w_t = pw_weight.reshape({Cout, C}).t().contiguous();  // [C][Cout]
-  const at::Tensor dwb = dw_bias ? dw_bias->contiguous() : at::Tensor();
-  const at::Tensor pwb = pw_bias ? pw_bias->contiguous() : at::Tensor();
   const at::Tensor res = residual ? nhwc(*residual) : at::Tensor();
   at::Tensor out = empty_nhwc(out_shape, x);
 
-  const float* xp = x.data_ptr<float>();
-  const float* w9cp = w9c.data_ptr<float>();
-  const float* wtp = w_t.data_ptr<float>();
-  const float* dwbp = dwb.defined() ? dwb.data_ptr<float>() : nullptr;
-  const float* pwbp = pwb.defined() ? pwb.data_ptr<float>() : nullptr;
-  const float* resp = res.defined() ? res.data_ptr<float>() : nullptr;
-  float* outp = out.data_ptr<float>();
-
-  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(Wo * C);
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t n = i / Ho, oh = i % Ho;
-      depthwise_row(xp + n * H * W * C, w9cp, dwbp, row.data(), H, W, C, Wo, oh, stride, act_in, act_mid);
-      const int64_t offset = i * Wo * Cout;  // (n * Ho + oh) * Wo * Cout
-      pointwise_row(row.data(), wtp, pwbp, resp ? resp + offset : nullptr, outp + offset, C, Cout, Wo, act_out);
+  // Packed weights in one zeroed, 64-byte aligned block: dw [9][Cp], dw bias [Cp], pw [C][CoutP], pw bias [CoutP].
+  // Read through the strides, so weights in any layout need no copy.
+  AlignedFloats packed(9 * Cp + Cp + C * CoutP + CoutP);
+  float* dw_w = packed.data();
+  float* dw_b = dw_w + 9 * Cp;
+  float* pw_w = dw_b + Cp;
+  float* pw_b = pw_w + C * CoutP;
+  {
+    const float* w = dw_weight.data_ptr<float>();
+    const int64_t s0 = dw_weight.stride(0), s2 = dw_weight.stride(2), s3 = dw_weight.stride(3);
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t t = 0; t < 9; ++t) dw_w[t * Cp + c] = w[c * s0 + (t / 3) * s2 + (t % 3) * s3];
     }
+    if (dw_bias) {
+      const float* b = dw_bias->data_ptr<float>();
+      for (int64_t c = 0; c < C; ++c) dw_b[c] = b[c * dw_bias->stride(0)];
+    }
+    const float* p = pw_weight.data_ptr<float>();
+    const int64_t t0 = pw_weight.stride(0), t1 = pw_weight.stride(1);
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t co = 0; co < Cout; ++co) pw_w[c * CoutP + co] = p[co * t0 + c * t1];
+    }
+    if (pw_bias) {
+      const float* b = pw_bias->data_ptr<float>();
+      for (int64_t co = 0; co < Cout; ++co) pw_b[co] = b[co * pw_bias->stride(0)];
+    }
+  }
+
+  DwsepArgs args;
+  args.x = x.data_ptr<float>();
+  args.N = N, args.H = H, args.W = W, args.C = C;
+  args.Ho = Ho, args.Wo = Wo, args.Cout = Cout, args.stride = stride;
+  args.dw_w = dw_w;
+  args.dw_b = dw_bias ? dw_b : nullptr;
+  args.pw_w = pw_w;
+  args.pw_b = pw_b;
+  args.residual = res.defined() ? res.data_ptr<float>() : nullptr;
+  args.out = out.data_ptr<float>();
+  args.act_in = act_in, args.act_mid = act_mid, args.act_out = act_out;
+  args.tile_w = tile_width(Wo, C);
+
+  const int64_t row_macs = Wo * C * (9 + Cout);
+  const int64_t grain = std::max<int64_t>(1, kMinTaskMacs / std::max<int64_t>(1, row_macs));
+  at::parallel_for(0, N * Ho, grain, [&](int64_t begin, int64_t end) {
+    AlignedFloats scratch(dwsep_scratch_floats(args));
+    run(args, begin, end, scratch.data());
   });
   return out;
 }

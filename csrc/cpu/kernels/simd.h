@@ -1,0 +1,108 @@
+// The vector type `Vec` of one instruction-set path. Included only by csrc/cpu/isa_<path>.cpp, after that file has
+// defined DFANET_SIMD_AVX512 / DFANET_SIMD_AVX2 (or neither, for the portable path) and switched the compiler's
+// target. Everything here has internal linkage, so each path keeps its own copy.
+//
+// Vec::L floats per vector; Vec::M is a lane mask for the last, partial vector of a channel range (loads fill the
+// masked-off lanes with zeros and never touch their memory; stores leave it alone). kMaxNV and mr(nv) size the
+// pointwise micro-kernel: an mr x nv grid of vector accumulators, plus nv weight vectors and one broadcast, must fit
+// in the register file (32 zmm / 16 ymm).
+#pragma once
+
+#include <cstdint>
+
+namespace dfanet::cpu {
+namespace {
+
+#if defined(DFANET_SIMD_AVX512)
+
+struct Vec {
+  static constexpr int L = 16;
+  static constexpr int kMaxNV = 4;
+  // 16x1, 12x2, 8x3, 6x4 accumulators: 16-24 of the 32 zmm registers.
+  static constexpr int mr(int nv) { return nv == 1 ? 16 : nv == 2 ? 12 : nv == 3 ? 8 : 6; }
+  using T = __m512;
+  using M = __mmask16;
+  static M mask(int64_t n) { return static_cast<M>((1u << n) - 1u); }  // 1 <= n <= 16
+  static T zero() { return _mm512_setzero_ps(); }
+  static T set1(float v) { return _mm512_set1_ps(v); }
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static T loadm(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(float* p, T v) { _mm512_storeu_ps(p, v); }
+  static void storem(float* p, T v, M m) { _mm512_mask_storeu_ps(p, m, v); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T max0(T a) { return _mm512_max_ps(a, _mm512_setzero_ps()); }
+};
+
+#elif defined(DFANET_SIMD_AVX2)
+
+struct Vec {
+  static constexpr int L = 8;
+  static constexpr int kMaxNV = 3;
+  // 8x1, 6x2, 4x3 accumulators: at most 12 of the 16 ymm registers.
+  static constexpr int mr(int nv) { return nv == 1 ? 8 : nv == 2 ? 6 : 4; }
+  using T = __m256;
+  using M = __m256i;
+  static M mask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static T zero() { return _mm256_setzero_ps(); }
+  static T set1(float v) { return _mm256_set1_ps(v); }
+  static T load(const float* p) { return _mm256_loadu_ps(p); }
+  static T loadm(const float* p, M m) { return _mm256_maskload_ps(p, m); }
+  static void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static void storem(float* p, T v, M m) { _mm256_maskstore_ps(p, m, v); }
+  static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T max0(T a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }
+};
+
+#else  // portable: four-float structs in plain loops; the compiler vectorises them for whatever it targets
+
+struct Vec {
+  static constexpr int L = 4;
+  static constexpr int kMaxNV = 3;
+  static constexpr int mr(int nv) { return nv == 1 ? 8 : nv == 2 ? 6 : 4; }
+  struct T {
+    float v[4];
+  };
+  using M = int64_t;  // the number of live lanes
+  static M mask(int64_t n) { return n; }
+  static T zero() { return T{{0.f, 0.f, 0.f, 0.f}}; }
+  static T set1(float s) { return T{{s, s, s, s}}; }
+  static T load(const float* p) { return T{{p[0], p[1], p[2], p[3]}}; }
+  static T loadm(const float* p, M n) {
+    T r = zero();
+    for (int64_t i = 0; i < n; ++i) r.v[i] = p[i];
+    return r;
+  }
+  static void store(float* p, T a) {
+    for (int i = 0; i < 4; ++i) p[i] = a.v[i];
+  }
+  static void storem(float* p, T a, M n) {
+    for (int64_t i = 0; i < n; ++i) p[i] = a.v[i];
+  }
+  static T fma(T a, T b, T c) {
+    for (int i = 0; i < 4; ++i) c.v[i] += a.v[i] * b.v[i];
+    return c;
+  }
+  static T mul(T a, T b) {
+    for (int i = 0; i < 4; ++i) a.v[i] *= b.v[i];
+    return a;
+  }
+  static T add(T a, T b) {
+    for (int i = 0; i < 4; ++i) a.v[i] += b.v[i];
+    return a;
+  }
+  static T max0(T a) {
+    for (int i = 0; i < 4; ++i) a.v[i] = a.v[i] > 0.f ? a.v[i] : 0.f;
+    return a;
+  }
+};
+
+#endif
+
+}  // namespace
+}  // namespace dfanet::cpu
