@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# One short GPU session in one command: build the package (CUDA kernels included), run the test suite on the GPU,
-# then the GPU benchmark. Needs only what the GPU machine has (torch with CUDA, Triton, nvcc, ninja, pytest); no
-# network. Results, logs and a stage summary go to $OUT (else bench/results):
+# One short GPU session in one command: build the package (CUDA kernels included), run the test suite on the GPU
+# and the GPU benchmark. Needs only what the GPU machine has (torch with CUDA, Triton, nvcc, ninja, pytest); no
+# network. Stages: environment, install, import, tests_gpu, bench, tests_rest (see below for the order).
+# Results, logs and a stage summary go to $OUT (else bench/results):
 #   gpu_check.log      everything printed, with a timestamp per stage
 #   stages.tsv         stage, exit code, seconds
 #   pytest_*.xml       JUnit reports of the test stages
 #   gpu_bench.json/.md the benchmark (bench/gpu_bench.py)
 # Every stage has a time limit and a failing stage does not stop the next one (the benchmark is worth having even
 # if a test fails); the script exits non-zero if any stage failed. Budget: about 8 minutes on an H100.
-# Knobs (seconds): INSTALL_TIMEOUT, TEST_TRITON_TIMEOUT, TEST_REST_TIMEOUT, BENCH_BUDGET, BENCH_TIMEOUT; also
+# Knobs (seconds): INSTALL_TIMEOUT, TEST_GPU_TIMEOUT, BENCH_BUDGET, BENCH_TIMEOUT, TEST_REST_TIMEOUT; also
 # BENCH_ARGS (extra arguments for gpu_bench.py) and SKIP_INSTALL=1 (already built). A CPU rehearsal of the script's
 # logic: SKIP_INSTALL=1 BENCH_ARGS=--dry-run TEST_REST_TIMEOUT=5 OUT=/tmp/x bash bench/gpu_check.sh
 set -euo pipefail
@@ -72,17 +73,25 @@ for b in ("cuda", "triton"):
     print(b, "->", dk.backends.unavailable_reason(b, dev) or "available")
 '
 
-# The Triton and CUDA-graph tests first (the GPU-specific ones), then the rest of tests/: together `pytest tests`.
-# DFANET_TRITON_AUTOTUNE=0: one config per kernel, or every small test shape would be autotuned.
-stage tests_triton "${TEST_TRITON_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider \
-  --durations=10 --junitxml="$OUT_DIR/pytest_triton.xml" tests/test_triton_ops.py tests/test_cuda_graph.py
-stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider \
-  --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests \
-  --ignore=tests/test_triton_ops.py --ignore=tests/test_cuda_graph.py
+# Tests in two stages around the benchmark. First the files that exercise the GPU (the CPU-only tests also run
+# in CI), then the benchmark, then the rest of tests/ if time allows: together they are `pytest tests`, and a slow
+# CPU test cannot eat the benchmark's time. DFANET_TRITON_AUTOTUNE=0: one config per Triton kernel, or every small
+# test shape would be autotuned.
+GPU_TESTS=()
+for f in tests/test_triton_ops.py tests/test_cuda_graph.py tests/test_cuda_ops.py tests/test_train_gpu.py; do
+  if [ -f "$f" ]; then GPU_TESTS+=("$f"); fi
+done
+IGNORE=()
+for f in "${GPU_TESTS[@]}"; do IGNORE+=("--ignore=$f"); done
+stage tests_gpu "${TEST_GPU_TIMEOUT:-240}" env DFANET_TRITON_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider \
+  --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${GPU_TESTS[@]}"
 
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-stage bench "${BENCH_TIMEOUT:-270}" python bench/gpu_bench.py --out "$OUT_DIR" --budget-s "${BENCH_BUDGET:-170}" \
+stage bench "${BENCH_TIMEOUT:-240}" python bench/gpu_bench.py --out "$OUT_DIR" --budget-s "${BENCH_BUDGET:-150}" \
   ${BENCH_ARGS:-}
+
+stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider \
+  --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests "${IGNORE[@]}"
 
 echo
 echo "=== summary ($((SECONDS - START))s total; results in $OUT_DIR)"
