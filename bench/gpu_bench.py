@@ -70,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="torch.compile mode of the 'compile' baseline ('none' skips it)")
     p.add_argument("--budget-s", type=float, default=300.0,
                    help="no new case starts after this many seconds (partial results are still written)")
+    p.add_argument("--autotune", action="store_true",
+                   help="autotune the Triton dwsep_conv tiles (DFANET_TRITON_AUTOTUNE=1): minutes of compiling on a "
+                        "cold Triton cache; by default the tiles follow from the shape")
     p.add_argument("--skip-ops", action="store_true", help="only the whole-model comparison")
     p.add_argument("--skip-model", action="store_true", help="only the per-op comparison")
     p.add_argument("--dry-run", action="store_true",
@@ -377,6 +380,7 @@ def machine_info(device: torch.device) -> dict:
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "triton_interpret": os.environ.get("TRITON_INTERPRET"),
+        "triton_autotune": os.environ.get("DFANET_TRITON_AUTOTUNE"),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if device.type == "cuda":
@@ -400,7 +404,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"# DFANet GPU benchmark ({report['config']['variant']})", "",
         f"{m['device']}; torch {m['torch']} (CUDA {m['torch_cuda']}), Triton {m['triton']}, cuDNN {m['cudnn']}; "
-        f"commit {m.get('git_commit')}; {m['date_utc']}. cuDNN TF32: {m['cudnn_allow_tf32']}.", "",
+        f"commit {m.get('git_commit')}; {m['date_utc']}. cuDNN TF32: {m['cudnn_allow_tf32']}. Triton dwsep_conv "
+        f"tiles: {'autotuned' if m.get('triton_autotune') == '1' else 'chosen from the shape (no autotuning)'}.", "",
         "Medians of CUDA-event times; ratios are candidate / fused_triton (model) and torch / triton (ops): "
         "above 1 means the Triton path is faster. See bench/gpu_bench.py for the method.", "",
     ]
@@ -450,6 +455,8 @@ def main(argv=None) -> int:
             log("no CUDA device: use --dry-run for the CPU smoke test")
             return 2
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before dfanet_kernels imports Triton
+    # Read when dfanet_kernels.triton is imported, i.e. on the first triton-backend call below.
+    os.environ["DFANET_TRITON_AUTOTUNE"] = "1" if args.autotune else "0"
     start = time.perf_counter()
 
     def budget_left() -> float:

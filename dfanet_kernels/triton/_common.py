@@ -12,8 +12,10 @@ import triton
 # interpreter the launchers skip autotuning (one config: timing would be meaningless) and use large tiles, because
 # the interpreter's cost grows with the number of programs, not the tile size.
 INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-# DFANET_TRITON_AUTOTUNE=0: one default config per kernel instead of tuning each new shape (GPU test runs).
-AUTOTUNE = os.environ.get("DFANET_TRITON_AUTOTUNE", "1") != "0"
+# DFANET_TRITON_AUTOTUNE=0 (read at import): tiles chosen from the shape instead of timing configs on the first
+# call of each new shape, which costs minutes of compiling on a cold Triton cache (see dwsep_conv.py). Never under
+# the interpreter, where timings mean nothing.
+AUTOTUNE = not INTERPRET and os.environ.get("DFANET_TRITON_AUTOTUNE", "1") != "0"
 
 
 def empty_nhwc(like: torch.Tensor, shape) -> torch.Tensor:

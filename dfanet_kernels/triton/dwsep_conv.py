@@ -30,24 +30,25 @@ from ._common import (
 # - BLOCK_CO = next power of two of Cout, 16..128: one Cout tile computes the depthwise result once for all outputs
 #   up to 128 (Cout = 192 takes two tiles, i.e. the depthwise result twice, instead of a 256-wide fp32 accumulator).
 # - BLOCK_CI = 16 where C % 32 is 1..16 (C = 12, 48, 144, 240: no masked lanes in the depthwise loop), else 32.
-# Only the pixel tile is autotuned. DFANet's maps are small at batch 1 (16 x 16 pixels in backbone 3's enc4 at
-# 1024 x 1024 input) and large at batch 8 (8 x 256 x 256 in enc2), so the configs span 32..128 pixels. The key holds
-# P_CLASS (a size class of N * Ho * Wo), not P itself: DFANet A has 36 distinct (C, Cout, stride, P) per input size,
-# and tuning each of them at every input size and batch would take minutes of a short GPU session.
+# The pixel tile (BLOCK_P, warps, stages) is picked per size class of P = N * Ho * Wo: DFANet's maps are small at
+# batch 1 (16 x 16 pixels in backbone 3's enc4 at 1024 x 1024 input: 32-pixel tiles keep enough programs for the
+# SMs) and large at batch 8 (8 x 256 x 256 in enc2: 128-pixel tiles). With DFANET_TRITON_AUTOTUNE=1 (the default on
+# a GPU) the autotuner instead times all four configs once per (C, Cout, stride, size class). DFANet A has 15
+# distinct (C, Cout, stride) and each compiled variant takes seconds on a cold Triton cache, so autotuning costs
+# minutes on a fresh machine; bench/gpu_check.sh and the GPU tests therefore run with the size-class choice
+# (DFANET_TRITON_AUTOTUNE=0).
 # num_stages=1: with more stages Triton multi-buffers the nine gathered tap tiles in shared memory (cp.async); for
 # fp32 that is 186 KB at 64 pixels x 128 channels and 338 KB at 128 x 128 (more than any GPU has; compiled for
 # sm_90 with Triton 3.9), against 24-32 KB with one stage. The C loop is short (1..9 steps), so there is little to
 # pipeline; one 2-stage config stays in the list for the autotuner to try.
 CONFIGS = [
-    triton.Config({"BLOCK_P": 32}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK_P": 64}, num_warps=4, num_stages=1),
-    triton.Config({"BLOCK_P": 128}, num_warps=8, num_stages=1),
+    triton.Config({"BLOCK_P": 32}, num_warps=4, num_stages=1),  # size class 0: P <= 4096
+    triton.Config({"BLOCK_P": 64}, num_warps=4, num_stages=1),  # size class 1: P <= 65536
+    triton.Config({"BLOCK_P": 128}, num_warps=8, num_stages=1),  # size class 2
     triton.Config({"BLOCK_P": 64}, num_warps=4, num_stages=2),
 ]
-# DFANET_TRITON_AUTOTUNE=0 (read at import) uses the 64-pixel config alone: the GPU test run sets it, because its
-# many small shapes and flag combinations would each be tuned. The interpreter runs programs one after another:
-# one config, big tiles, few programs.
-_CONFIGS = [triton.Config({"BLOCK_P": 128}, num_warps=4)] if INTERPRET else CONFIGS if AUTOTUNE else [CONFIGS[1]]
+# The interpreter runs programs one after another: big tiles, few programs.
+_INTERPRET_CONFIG = triton.Config({"BLOCK_P": 128}, num_warps=4, num_stages=1)
 _INTERPRET_MAX_CHANNEL_TILE = 64
 
 
@@ -64,6 +65,14 @@ def _size_class(p: int) -> int:
     return 0 if p <= 4096 else 1 if p <= 65536 else 2
 
 
+def default_config(p: int, c: int, cout: int) -> triton.Config:
+    """All three tiles, warps and stages for P output pixels, C -> Cout channels, without autotuning."""
+    pixels = _INTERPRET_CONFIG if INTERPRET else CONFIGS[_size_class(p)]
+    block_co, block_ci = channel_tiles(c, cout)
+    return triton.Config({**pixels.kwargs, "BLOCK_CO": block_co, "BLOCK_CI": block_ci},
+                         num_warps=pixels.num_warps, num_stages=pixels.num_stages)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
@@ -73,8 +82,10 @@ def _relu(v):
     return tl.where(v < 0.0, 0.0, v)
 
 
-@triton.autotune(configs=_CONFIGS, key=["C", "COUT", "P_CLASS", "STRIDE"])
-@triton.jit
+@triton.autotune(configs=CONFIGS, key=["C", "COUT", "P_CLASS", "STRIDE"])
+# Sizes along the pixel axis are not specialised (divisible by 16, equal to 1): they never decide a vector width
+# (loads are contiguous along channels only), and each specialisation would be one more compiled variant.
+@triton.jit(do_not_specialize=["P", "P_CLASS", "H", "W", "HO", "WO"])
 def _dwsep_conv_kernel(
     x_ptr, dw_w_ptr, dw_b_ptr, pw_w_ptr, pw_b_ptr, res_ptr, out_ptr,
     P, P_CLASS, C, COUT, H, W, HO, WO,  # P_CLASS: only an autotuning key
@@ -176,8 +187,8 @@ def dwsep_conv_forward(
 ) -> torch.Tensor:
     """Checks the arguments (as csrc/checks.h does), allocates the NHWC output and launches the kernel.
 
-    x may have any memory layout: the kernel reads through strides, so NCHW input is not copied. ``config`` runs
-    that one config (all three tiles) instead of the autotuned choice: the tests check every config with it.
+    x may have any memory layout: the kernel reads through strides, so NCHW input is not copied. ``config`` (all
+    three tiles, warps, stages) replaces the autotuned or default choice: the tests check every config with it.
     """
     check_activation(x, "x")
     n, c, h, w = x.shape
@@ -217,12 +228,14 @@ def dwsep_conv_forward(
         STRIDE=stride,
         IS_FP32=x.dtype == torch.float32, DOT_FP32=interpreter_dot_fp32(x.dtype),
     )
-    if config is None:
+    if config is None and AUTOTUNE:
         block_co, block_ci = channel_tiles(c, cout)
         wrap_triton(_dwsep_conv_kernel)[grid](*args, **flags, BLOCK_CO=block_co, BLOCK_CI=block_ci)
-    else:  # the kernel under the autotuner, launched with the config's BLOCK_P, BLOCK_CO and BLOCK_CI
-        launch_options = {} if INTERPRET else dict(num_warps=config.num_warps, num_stages=config.num_stages)
-        wrap_triton(_dwsep_conv_kernel.fn)[grid](*args, **flags, **config.kwargs, **launch_options)
+    else:  # the kernel under the autotuner, launched with one config's tiles, warps and stages
+        config = config or default_config(p, c, cout)
+        wrap_triton(_dwsep_conv_kernel.fn)[grid](
+            *args, **flags, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages
+        )
     return out
 
 

@@ -43,7 +43,7 @@ _MATVEC_BLOCK = 128  # reduction tile of both mat-vecs
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
-@triton.jit
+@triton.jit(do_not_specialize=["HW", "W", "SPLIT"])  # pixel counts never set a vector width
 def _pool_partial_kernel(
     x_ptr, part_ptr,
     C, HW, W, SPLIT,
@@ -67,7 +67,7 @@ def _pool_partial_kernel(
     tl.store(part_ptr + pid * C + offs_c, tl.sum(acc, axis=0), mask=mask_c)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["HW", "SPLIT"])  # pixel counts never set a vector width
 def _fc_hidden_kernel(
     part_ptr, fc_w_ptr, fc_b_ptr, hidden_ptr,
     C, K, HW, SPLIT,
@@ -126,7 +126,7 @@ def _fc_scale_kernel(
     tl.store(scale_ptr + n * C + offs_c, tl.maximum(acc, 0.0), mask=mask_c)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["P", "HW", "W"])  # pixel counts never set a vector width
 def _scale_kernel(
     x_ptr, scale_ptr, out_ptr,
     P, C, HW, W,

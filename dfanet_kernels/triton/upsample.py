@@ -64,7 +64,9 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, H, W, s_n, s_c, s_h, s_w, s
     return val
 
 
-@triton.jit
+# Pixel-axis sizes and the source count are not specialised (divisible by 16, equal to 1): they never decide a vector
+# width, and each specialisation would be one more compiled variant.
+@triton.jit(do_not_specialize=["P", "HO", "WO", "H0", "W0", "H1", "W1", "H2", "W2", "H3", "W3", "NUM_SOURCES"])
 def _upsample_kernel(
     out_ptr,
     P, C, HO, WO, C_OFF,
