@@ -55,23 +55,27 @@ SCRIPT = textwrap.dedent(
 
     # dwsep_conv (5-7 s per compile here): every dtype on sm_90 with the biggest tiles of any config; on sm_80
     # (less shared memory) fp32, whose dot stages the most in shared memory, and fp16 with the 2-stage config.
-    cases = [(90, dtype, D.CONFIGS[2], 128, 32) for dtype in ("fp32", "fp16", "bf16")]
-    cases += [(80, "fp32", D.CONFIGS[2], 128, 32), (80, "fp16", D.CONFIGS[3], 128, 16)]
-    for arch, dtype, config, block_co, block_ci in cases:
-        ce = dict(STRIDE=2, IS_FP32=dtype == "fp32", DOT_FP32=False, BLOCK_CO=block_co, BLOCK_CI=block_ci,
-                  **config.kwargs)
+    # The dense NHWC path everywhere (the model's), the general-layout path once.
+    cases = [(90, dtype, D.CONFIGS[2], 128, 32, True) for dtype in ("fp32", "fp16", "bf16")]
+    cases += [(80, "fp32", D.CONFIGS[2], 128, 32, True), (80, "fp16", D.CONFIGS[3], 128, 16, False)]
+    for arch, dtype, config, block_co, block_ci, nhwc in cases:
+        ce = dict(STRIDE=2, X_NHWC=nhwc, RES_NHWC=nhwc, IS_FP32=dtype == "fp32", DOT_FP32=False,
+                  BLOCK_CO=block_co, BLOCK_CI=block_ci, **config.kwargs)
         k = compile_(D._dwsep_conv_kernel, dtype, ce, arch, num_warps=config.num_warps, num_stages=config.num_stages)
         if dtype != "fp32":
             assert "mma" in k.asm["ptx"], "fp16/bf16 dot must run on tensor cores"
     # The other kernels have nothing architecture- or dtype-specific beyond their loads: sm_90, fp16 (bf16 for
-    # the pool), fp32 for the upsample (7 s: four inlined sources).
-    compile_(F._pool_partial_kernel, "bf16", dict(BLOCK_HW=64, BLOCK_C=64), 90, f32_ptrs=("part_ptr",))
+    # the pool), fp32 for the upsample (7 s: four inlined sources; its general-layout path only differs in the
+    # offsets, as in the kernels above).
+    for nhwc in (True, False):
+        compile_(F._pool_partial_kernel, "bf16", dict(X_NHWC=nhwc, BLOCK_HW=64, BLOCK_C=64), 90,
+                 f32_ptrs=("part_ptr",))
+        compile_(F._scale_kernel, "fp16", dict(X_NHWC=nhwc, BLOCK_P=64, BLOCK_C=64), 90, f32_ptrs=("scale_ptr",))
     compile_(F._fc_hidden_kernel, "fp16", dict(HAS_BIAS=True, BLOCK_S=32, BLOCK_K=64, BLOCK_C=128), 90,
              f32_ptrs=("part_ptr", "hidden_ptr"))
     compile_(F._fc_scale_kernel, "fp16", dict(HAS_BIAS=True, BLOCK_C=32, BLOCK_K=128), 90,
              f32_ptrs=("hidden_ptr", "scale_ptr"))
-    compile_(F._scale_kernel, "fp16", dict(BLOCK_P=64, BLOCK_C=64), 90, f32_ptrs=("scale_ptr",))
-    compile_(U._upsample_kernel, "fp32", dict(BLOCK_P=128, BLOCK_C=32), 90)
+    compile_(U._upsample_kernel, "fp32", dict(SRC_NHWC=True, BLOCK_P=128, BLOCK_C=32), 90)
     print("compiled")
     """
 )

@@ -113,6 +113,15 @@ def test_dwsep_conv_every_activation_bias_residual_combination(act_in, act_mid, 
     check(dk.dwsep_conv(**args, **flags, backend="triton"), dw_expected(args, **flags), 1e-5, 1e-5)
 
 
+@pytest.mark.parametrize("x_layout, residual_layout", [("channels_last", "strided"), ("nchw", "channels_last")])
+def test_dwsep_conv_mixed_layouts(x_layout, residual_layout):
+    """x and the residual each take the dense-NHWC or the strided path on their own."""
+    args = dw_args(2, 48, 40, 7, 9, 2, seed=4)
+    args["x"] = in_layout(args["x"], x_layout)
+    args["residual"] = in_layout(args["residual"], residual_layout)
+    check(dk.dwsep_conv(**args, act_in=True, backend="triton"), dw_expected(args, act_in=True), 1e-5, 1e-5)
+
+
 @pytest.mark.parametrize("flag", ["act_in", "act_mid", "act_out"])
 def test_dwsep_conv_relu_keeps_nan_like_torch(flag):
     """A NaN input must not come out as a finite number (max.f32 would make relu(NaN) = 0)."""
@@ -255,6 +264,16 @@ def test_upsample_add_matches_reference(case, n, layout, dtype, atol, rtol):
     inputs, size = up_inputs(case, n, layout, dtype, same_channels=True)
     expected = reference.upsample_add([f64(t) for t in inputs], size)
     check(dk.upsample_add(inputs, size, backend="triton"), expected, atol, rtol)
+
+
+@pytest.mark.parametrize("op", ["upsample_concat", "upsample_add"])
+def test_upsample_mixed_layouts(op):
+    """Sources in different layouts take the strided path together."""
+    gen = torch.Generator().manual_seed(7)
+    inputs = [in_layout(rand(2, 5, 4, 3, gen=gen), "channels_last"), in_layout(rand(2, 5, 13, 7, gen=gen), "nchw"),
+              in_layout(rand(2, 5, 7, 7, gen=gen), "strided")]
+    expected = getattr(reference, op)([f64(t) for t in inputs], (13, 7))
+    check(getattr(dk, op)(inputs, (13, 7), backend="triton"), expected, 1e-5, 1e-5)
 
 
 @pytest.mark.parametrize("op", ["upsample_concat", "upsample_add"])

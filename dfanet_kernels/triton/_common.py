@@ -23,6 +23,15 @@ def empty_nhwc(like: torch.Tensor, shape) -> torch.Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=torch.channels_last)
 
 
+def is_nhwc(t: torch.Tensor) -> bool:
+    """Dense channels_last storage: element (n, c, h, w) at ((n * H + h) * W + w) * C + c.
+
+    The kernels take a constexpr fast path for such tensors: offsets from C alone, whose divisibility by 16 lets
+    Triton prove alignment and vectorise along channels; other layouts go through (unspecialised) strides.
+    """
+    return t.is_contiguous(memory_format=torch.channels_last)
+
+
 def channel_block(channels: int, cap: int) -> int:
     """A power-of-two channel tile (Triton tiles are powers of two) covering ``channels``, 16 to ``cap``.
 

@@ -19,6 +19,7 @@ from ._common import (
     check_same,
     empty_nhwc,
     interpreter_dot_fp32,
+    is_nhwc,
     interpreter_tracing,
 )
 
@@ -83,21 +84,23 @@ def _relu(v):
 
 
 @triton.autotune(configs=CONFIGS, key=["C", "COUT", "P_CLASS", "STRIDE"])
-# Sizes along the pixel axis are not specialised (divisible by 16, equal to 1): they never decide a vector width
-# (loads are contiguous along channels only), and each specialisation would be one more compiled variant.
-@triton.jit(do_not_specialize=["P", "P_CLASS", "H", "W", "HO", "WO"])
+# Specialisation (an int divisible by 16 or equal to 1 compiles its own variant, seconds each) only where it sets a
+# vector width: C and COUT, through the dense NHWC offsets. Pixel-axis sizes and the strides of the general-layout
+# path are not specialised: one compiled variant serves every NCHW or strided input.
+@triton.jit(do_not_specialize=["P", "P_CLASS", "H", "W", "HO", "WO", "sx_n", "sx_c", "sx_h", "sx_w",
+                               "sr_n", "sr_c", "sr_h", "sr_w"])
 def _dwsep_conv_kernel(
-    x_ptr, dw_w_ptr, dw_b_ptr, pw_w_ptr, pw_b_ptr, res_ptr, out_ptr,
+    x_ptr, dw_w_ptr, dw_b_ptr, pw_w_ptr, pw_b_ptr, res_ptr, out_ptr,  # out: dense NHWC
     P, P_CLASS, C, COUT, H, W, HO, WO,  # P_CLASS: only an autotuning key
-    sx_n, sx_c, sx_h, sx_w,
+    sx_n, sx_c, sx_h, sx_w,  # read only when not X_NHWC
     sdw_c, sdw_h, sdw_w, sdw_b,
     spw_o, spw_i, spw_b,
-    sr_n, sr_c, sr_h, sr_w,
-    so_n, so_c, so_h, so_w,
+    sr_n, sr_c, sr_h, sr_w,  # read only when not RES_NHWC
     # Runtime flags (bools, never specialised): one compiled kernel serves all 64 combinations, which keeps
     # compile time down (each variant takes seconds); the uniform branches cost nothing measurable.
     ACT_IN, ACT_MID, ACT_OUT, HAS_DW_BIAS, HAS_PW_BIAS, HAS_RESIDUAL,
     STRIDE: tl.constexpr,
+    X_NHWC: tl.constexpr, RES_NHWC: tl.constexpr,  # dense channels_last: offsets from C alone
     IS_FP32: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
@@ -112,7 +115,6 @@ def _dwsep_conv_kernel(
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     mask_co = offs_co < COUT
 
-    x_pix = x_ptr + n * sx_n  # [BLOCK_P] pointers to each pixel's sample
     ih0 = oh * STRIDE - 1
     iw0 = ow * STRIDE - 1
     acc = tl.zeros([BLOCK_P, BLOCK_CO], dtype=tl.float32)
@@ -126,7 +128,10 @@ def _dwsep_conv_kernel(
             for kw in tl.static_range(3):
                 iw = iw0 + kw
                 ok = row_ok & (iw >= 0) & (iw < W)
-                ptrs = x_pix[:, None] + (ih * sx_h + iw * sx_w)[:, None] + offs_ci[None, :] * sx_c
+                if X_NHWC:  # C % 16 == 0 lets Triton prove alignment and load whole vectors of channels
+                    ptrs = x_ptr + ((n * H + ih) * W + iw)[:, None] * C + offs_ci[None, :]
+                else:
+                    ptrs = x_ptr + (n * sx_n + ih * sx_h + iw * sx_w)[:, None] + offs_ci[None, :] * sx_c
                 # Padding reads 0, and relu(0) = 0: act_in needs no special case at the border.
                 xv = tl.load(ptrs, mask=ok[:, None] & mask_ci[None, :], other=0.0).to(tl.float32)
                 if ACT_IN:
@@ -163,10 +168,13 @@ def _dwsep_conv_kernel(
         acc = _relu(acc)
     mask = mask_p[:, None] & mask_co[None, :]
     if HAS_RESIDUAL:
-        r_ptrs = res_ptr + (n * sr_n + oh * sr_h + ow * sr_w)[:, None] + offs_co[None, :] * sr_c
+        if RES_NHWC:
+            r_ptrs = res_ptr + offs_p[:, None] * COUT + offs_co[None, :]
+        else:
+            r_ptrs = res_ptr + (n * sr_n + oh * sr_h + ow * sr_w)[:, None] + offs_co[None, :] * sr_c
         acc += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
-    o_ptrs = out_ptr + (n * so_n + oh * so_h + ow * so_w)[:, None] + offs_co[None, :] * so_c
-    tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
+    # offs_p = (n * HO + oh) * WO + ow: the dense NHWC output's pixel index.
+    tl.store(out_ptr + offs_p[:, None] * COUT + offs_co[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,12 +228,12 @@ def dwsep_conv_forward(
         dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3), dw_b.stride(0),
         pw_weight.stride(0), pw_weight.stride(1), pw_b.stride(0),
         *res.stride(),
-        *out.stride(),
     )
     flags = dict(
         ACT_IN=bool(act_in), ACT_MID=bool(act_mid), ACT_OUT=bool(act_out),
         HAS_DW_BIAS=dw_bias is not None, HAS_PW_BIAS=pw_bias is not None, HAS_RESIDUAL=residual is not None,
         STRIDE=stride,
+        X_NHWC=is_nhwc(x), RES_NHWC=residual is None or is_nhwc(residual),
         IS_FP32=x.dtype == torch.float32, DOT_FP32=interpreter_dot_fp32(x.dtype),
     )
     if config is None and AUTOTUNE:

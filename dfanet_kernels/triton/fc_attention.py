@@ -25,6 +25,7 @@ from ._common import (
     check_same,
     empty_nhwc,
     interpreter_tracing,
+    is_nhwc,
     pixel_block,
 )
 
@@ -43,31 +44,34 @@ _MATVEC_BLOCK = 128  # reduction tile of both mat-vecs
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
-@triton.jit(do_not_specialize=["HW", "W", "SPLIT"])  # pixel counts never set a vector width
+# Not specialised (see dwsep_conv.py): pixel counts and the general-layout strides never set a vector width.
+@triton.jit(do_not_specialize=["HW", "W", "SPLIT", "sx_n", "sx_c", "sx_h", "sx_w"])
 def _pool_partial_kernel(
     x_ptr, part_ptr,
     C, HW, W, SPLIT,
-    sx_n, sx_c, sx_h, sx_w,
-    BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
+    sx_n, sx_c, sx_h, sx_w,  # read only when not X_NHWC
+    X_NHWC: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     pid = tl.program_id(0)  # n * SPLIT + s
     n = pid // SPLIT
     s = pid % SPLIT
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
-    base = x_ptr + n.to(tl.int64) * sx_n
     acc = tl.zeros([BLOCK_HW, BLOCK_C], dtype=tl.float32)
     for start in range(s * BLOCK_HW, HW, SPLIT * BLOCK_HW):
         offs_hw = start + tl.arange(0, BLOCK_HW)
         mask_hw = offs_hw < HW
-        h = (offs_hw // W).to(tl.int64)
-        w = (offs_hw % W).to(tl.int64)
-        ptrs = base + (h * sx_h + w * sx_w)[:, None] + offs_c[None, :] * sx_c
+        if X_NHWC:
+            ptrs = x_ptr + (n.to(tl.int64) * HW + offs_hw)[:, None] * C + offs_c[None, :]
+        else:
+            h = (offs_hw // W).to(tl.int64)
+            w = (offs_hw % W).to(tl.int64)
+            ptrs = x_ptr + (n.to(tl.int64) * sx_n + h * sx_h + w * sx_w)[:, None] + offs_c[None, :] * sx_c
         acc += tl.load(ptrs, mask=mask_hw[:, None] & mask_c[None, :], other=0.0).to(tl.float32)
     tl.store(part_ptr + pid * C + offs_c, tl.sum(acc, axis=0), mask=mask_c)
 
 
-@triton.jit(do_not_specialize=["HW", "SPLIT"])  # pixel counts never set a vector width
+@triton.jit(do_not_specialize=["HW", "SPLIT"])
 def _fc_hidden_kernel(
     part_ptr, fc_w_ptr, fc_b_ptr, hidden_ptr,
     C, K, HW, SPLIT,
@@ -126,13 +130,12 @@ def _fc_scale_kernel(
     tl.store(scale_ptr + n * C + offs_c, tl.maximum(acc, 0.0), mask=mask_c)
 
 
-@triton.jit(do_not_specialize=["P", "HW", "W"])  # pixel counts never set a vector width
+@triton.jit(do_not_specialize=["P", "HW", "W", "sx_n", "sx_c", "sx_h", "sx_w"])
 def _scale_kernel(
-    x_ptr, scale_ptr, out_ptr,
+    x_ptr, scale_ptr, out_ptr,  # out: dense NHWC
     P, C, HW, W,
-    sx_n, sx_c, sx_h, sx_w,
-    so_n, so_c, so_h, so_w,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    sx_n, sx_c, sx_h, sx_w,  # read only when not X_NHWC
+    X_NHWC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < P
@@ -143,11 +146,14 @@ def _scale_kernel(
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_c = offs_c < C
     mask = mask_p[:, None] & mask_c[None, :]
-    x = tl.load(x_ptr + (n * sx_n + h * sx_h + w * sx_w)[:, None] + offs_c[None, :] * sx_c, mask=mask, other=0.0)
+    dense = offs_p[:, None] * C + offs_c[None, :]  # offs_p = n * HW + h * W + w
+    if X_NHWC:
+        x = tl.load(x_ptr + dense, mask=mask, other=0.0)
+    else:
+        x = tl.load(x_ptr + (n * sx_n + h * sx_h + w * sx_w)[:, None] + offs_c[None, :] * sx_c, mask=mask, other=0.0)
     scale = tl.load(scale_ptr + n[:, None] * C + offs_c[None, :], mask=mask, other=0.0)
     y = x.to(tl.float32) * scale
-    tl.store(out_ptr + (n * so_n + h * so_h + w * so_w)[:, None] + offs_c[None, :] * so_c,
-             y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + dense, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -184,7 +190,7 @@ def fc_attention_triton(
     split = min(_MAX_SPLIT, triton.cdiv(hw, block_hw))
     partial = torch.empty((n * split, c), **f32)
     wrap_triton(_pool_partial_kernel)[(n * split, triton.cdiv(c, block_c))](
-        x, partial, c, hw, w, split, *x.stride(), BLOCK_HW=block_hw, BLOCK_C=block_c,
+        x, partial, c, hw, w, split, *x.stride(), X_NHWC=is_nhwc(x), BLOCK_HW=block_hw, BLOCK_C=block_c,
     )
 
     hidden = torch.empty((n, k), **f32)
@@ -207,6 +213,6 @@ def fc_attention_triton(
 
     block_p = pixel_block(block_c, _TILE_ELEMENTS)
     wrap_triton(_scale_kernel)[(triton.cdiv(n * hw, block_p), triton.cdiv(c, block_c))](
-        x, scale, out, n * hw, c, hw, w, *x.stride(), *out.stride(), BLOCK_P=block_p, BLOCK_C=block_c,
+        x, scale, out, n * hw, c, hw, w, *x.stride(), X_NHWC=is_nhwc(x), BLOCK_P=block_p, BLOCK_C=block_c,
     )
     return out

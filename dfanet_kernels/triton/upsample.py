@@ -15,7 +15,15 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from ._common import INTERPRET, channel_block, check_activation, empty_nhwc, interpreter_tracing, pixel_block
+from ._common import (
+    INTERPRET,
+    channel_block,
+    check_activation,
+    empty_nhwc,
+    interpreter_tracing,
+    is_nhwc,
+    pixel_block,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tuning constants
@@ -33,12 +41,26 @@ _MAX_BLOCK_C = 64 if not INTERPRET else 256
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, H, W, s_n, s_c, s_h, s_w, scale_h, scale_w, SAME):
+def _pixel_offsets(n, h, w, H, W, C, s_n, s_h, s_w, NHWC: tl.constexpr):
+    """Element offsets of pixels (n, h, w) of a source: dense NHWC from C alone (vectorisable), else strided."""
+    if NHWC:
+        off = ((n * H + h) * W + w) * C
+    else:
+        off = n * s_n + h * s_h + w * s_w
+    return off
+
+
+@triton.jit
+def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w, scale_h, scale_w, SAME,
+                   NHWC: tl.constexpr):
     """fp32 [BLOCK_P, BLOCK_C] tile of one source resized to the output grid, at output pixels (n, oh, ow)."""
-    base = src_ptr + n * s_n
-    cols = offs_c[None, :] * s_c
+    if NHWC:
+        cols = offs_c[None, :]
+    else:
+        cols = offs_c[None, :] * s_c
     if SAME:
-        val = tl.load(base[:, None] + (oh * s_h + ow * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+        at = _pixel_offsets(n, oh, ow, H, W, C, s_n, s_h, s_w, NHWC)
+        val = tl.load(src_ptr + at[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
     else:
         # PyTorch's area_pixel_compute_source_index in fp32; trunc == floor because src >= 0 after the clamp.
         hr = tl.maximum(scale_h * (oh.to(tl.float32) + 0.5) - 0.5, 0.0)
@@ -51,12 +73,14 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, H, W, s_n, s_c, s_h, s_w, s
         lw1 = wr - w0.to(tl.float32)
         lh0 = 1.0 - lh1
         lw0 = 1.0 - lw1
-        r0 = base + h0 * s_h
-        r1 = base + h1 * s_h
-        a = tl.load(r0[:, None] + (w0 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(r0[:, None] + (w1 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
-        c = tl.load(r1[:, None] + (w0 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
-        d = tl.load(r1[:, None] + (w1 * s_w)[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+        at_a = _pixel_offsets(n, h0, w0, H, W, C, s_n, s_h, s_w, NHWC)
+        at_b = _pixel_offsets(n, h0, w1, H, W, C, s_n, s_h, s_w, NHWC)
+        at_c = _pixel_offsets(n, h1, w0, H, W, C, s_n, s_h, s_w, NHWC)
+        at_d = _pixel_offsets(n, h1, w1, H, W, C, s_n, s_h, s_w, NHWC)
+        a = tl.load(src_ptr + at_a[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(src_ptr + at_b[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+        c = tl.load(src_ptr + at_c[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
+        d = tl.load(src_ptr + at_d[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         # The reference's order of operations: h0 * (w0 * a + w1 * b) + h1 * (w0 * c + w1 * d).
         top = lw0[:, None] * a + lw1[:, None] * b
         bottom = lw0[:, None] * c + lw1[:, None] * d
@@ -64,20 +88,25 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, H, W, s_n, s_c, s_h, s_w, s
     return val
 
 
-# Pixel-axis sizes and the source count are not specialised (divisible by 16, equal to 1): they never decide a vector
-# width, and each specialisation would be one more compiled variant.
-@triton.jit(do_not_specialize=["P", "HO", "WO", "H0", "W0", "H1", "W1", "H2", "W2", "H3", "W3", "NUM_SOURCES"])
+# Specialised (an int divisible by 16 or equal to 1 compiles its own variant, ~7 s each here) only where it sets a
+# vector width: C, C_TOTAL, C_OFF through the dense NHWC offsets. Pixel-axis sizes, the source count and the
+# general-layout strides are not.
+@triton.jit(do_not_specialize=[
+    "P", "HO", "WO", "NUM_SOURCES",
+    "H0", "W0", "sn0", "sc0", "sh0", "sw0", "H1", "W1", "sn1", "sc1", "sh1", "sw1",
+    "H2", "W2", "sn2", "sc2", "sh2", "sw2", "H3", "W3", "sn3", "sc3", "sh3", "sw3",
+])
 def _upsample_kernel(
-    out_ptr,
-    P, C, HO, WO, C_OFF,
-    so_n, so_c, so_h, so_w,
+    out_ptr,  # dense NHWC with C_TOTAL channels; this launch writes channels [C_OFF, C_OFF + C)
+    P, C, HO, WO, C_TOTAL, C_OFF,
     p0, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0,
     p1, H1, W1, sn1, sc1, sh1, sw1, fh1, fw1,
     p2, H2, W2, sn2, sc2, sh2, sw2, fh2, fw2,
     p3, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3,
     # Runtime values, not constexprs: one compiled kernel serves every number of sources and every same-size /
-    # resized mix (each variant takes ~7 s to compile; the uniform branches cost nothing measurable).
+    # resized mix (the uniform branches cost nothing measurable).
     NUM_SOURCES, SAME0, SAME1, SAME2, SAME3, ACCUMULATE,
+    SRC_NHWC: tl.constexpr,  # every source dense channels_last: offsets from C alone
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -88,15 +117,16 @@ def _upsample_kernel(
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = mask_p[:, None] & (offs_c < C)[None, :]
 
-    acc = _bilinear_tile(p0, n, oh, ow, offs_c, mask, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, SAME0)
+    acc = _bilinear_tile(p0, n, oh, ow, offs_c, mask, C, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, SAME0, SRC_NHWC)
     if NUM_SOURCES > 1:
-        acc += _bilinear_tile(p1, n, oh, ow, offs_c, mask, H1, W1, sn1, sc1, sh1, sw1, fh1, fw1, SAME1)
+        acc += _bilinear_tile(p1, n, oh, ow, offs_c, mask, C, H1, W1, sn1, sc1, sh1, sw1, fh1, fw1, SAME1, SRC_NHWC)
     if NUM_SOURCES > 2:
-        acc += _bilinear_tile(p2, n, oh, ow, offs_c, mask, H2, W2, sn2, sc2, sh2, sw2, fh2, fw2, SAME2)
+        acc += _bilinear_tile(p2, n, oh, ow, offs_c, mask, C, H2, W2, sn2, sc2, sh2, sw2, fh2, fw2, SAME2, SRC_NHWC)
     if NUM_SOURCES > 3:
-        acc += _bilinear_tile(p3, n, oh, ow, offs_c, mask, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3, SAME3)
+        acc += _bilinear_tile(p3, n, oh, ow, offs_c, mask, C, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3, SAME3, SRC_NHWC)
 
-    o_ptrs = out_ptr + (n * so_n + oh * so_h + ow * so_w)[:, None] + (C_OFF + offs_c)[None, :] * so_c
+    # offs_p = (n * HO + oh) * WO + ow: the dense NHWC output's pixel index.
+    o_ptrs = out_ptr + offs_p[:, None] * C_TOTAL + (C_OFF + offs_c)[None, :]
     if ACCUMULATE:
         acc += tl.load(o_ptrs, mask=mask, other=0.0).to(tl.float32)
     tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -145,9 +175,9 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
     block_p = pixel_block(block_c, _TILE_ELEMENTS)
     p = n * ho * wo
     wrap_triton(_upsample_kernel)[(triton.cdiv(p, block_p), triton.cdiv(c, block_c))](
-        out, p, c, ho, wo, c_off, *out.stride(), *args,
+        out, p, c, ho, wo, out.shape[1], c_off, *args,
         NUM_SOURCES=len(sources), SAME0=same[0], SAME1=same[1], SAME2=same[2], SAME3=same[3],
-        ACCUMULATE=accumulate, BLOCK_P=block_p, BLOCK_C=block_c,
+        ACCUMULATE=accumulate, SRC_NHWC=all(is_nhwc(t) for t in sources), BLOCK_P=block_p, BLOCK_C=block_c,
     )
 
 
