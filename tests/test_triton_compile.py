@@ -59,7 +59,7 @@ SCRIPT = textwrap.dedent(
     cases = [(90, dtype, D.CONFIGS[2], 128, 32, True) for dtype in ("fp32", "fp16", "bf16")]
     cases += [(80, "fp32", D.CONFIGS[2], 128, 32, True), (80, "fp16", D.CONFIGS[3], 128, 16, False)]
     for arch, dtype, config, block_co, block_ci, nhwc in cases:
-        ce = dict(STRIDE=2, X_NHWC=nhwc, RES_NHWC=nhwc, IS_FP32=dtype == "fp32", DOT_FP32=False,
+        ce = dict(X_NHWC=nhwc, RES_NHWC=nhwc, IS_FP32=dtype == "fp32", DOT_FP32=False,
                   BLOCK_CO=block_co, BLOCK_CI=block_ci, **config.kwargs)
         k = compile_(D._dwsep_conv_kernel, dtype, ce, arch, num_warps=config.num_warps, num_stages=config.num_stages)
         if dtype != "fp32":

@@ -85,13 +85,13 @@ def _relu(v):
 
 @triton.autotune(configs=CONFIGS, key=["C", "COUT", "P_CLASS", "STRIDE"])
 # Specialisation (an int divisible by 16 or equal to 1 compiles its own variant, seconds each) only where it sets a
-# vector width: C and COUT, through the dense NHWC offsets. Pixel-axis sizes and the strides of the general-layout
-# path are not specialised: one compiled variant serves every NCHW or strided input.
-@triton.jit(do_not_specialize=["P", "P_CLASS", "H", "W", "HO", "WO", "sx_n", "sx_c", "sx_h", "sx_w",
+# vector width: C and COUT, through the dense NHWC offsets. Pixel-axis sizes, the conv stride (1 or 2: one variant
+# for both) and the strides of the general-layout path are not: one variant serves every NCHW or strided input.
+@triton.jit(do_not_specialize=["P", "P_CLASS", "H", "W", "HO", "WO", "STRIDE", "sx_n", "sx_c", "sx_h", "sx_w",
                                "sr_n", "sr_c", "sr_h", "sr_w"])
 def _dwsep_conv_kernel(
     x_ptr, dw_w_ptr, dw_b_ptr, pw_w_ptr, pw_b_ptr, res_ptr, out_ptr,  # out: dense NHWC
-    P, P_CLASS, C, COUT, H, W, HO, WO,  # P_CLASS: only an autotuning key
+    P, P_CLASS, C, COUT, H, W, HO, WO, STRIDE,  # P_CLASS: only an autotuning key
     sx_n, sx_c, sx_h, sx_w,  # read only when not X_NHWC
     sdw_c, sdw_h, sdw_w, sdw_b,
     spw_o, spw_i, spw_b,
@@ -99,7 +99,6 @@ def _dwsep_conv_kernel(
     # Runtime flags (bools, never specialised): one compiled kernel serves all 64 combinations, which keeps
     # compile time down (each variant takes seconds); the uniform branches cost nothing measurable.
     ACT_IN, ACT_MID, ACT_OUT, HAS_DW_BIAS, HAS_PW_BIAS, HAS_RESIDUAL,
-    STRIDE: tl.constexpr,
     X_NHWC: tl.constexpr, RES_NHWC: tl.constexpr,  # dense channels_last: offsets from C alone
     IS_FP32: tl.constexpr, DOT_FP32: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
@@ -223,7 +222,7 @@ def dwsep_conv_forward(
 
     args = (
         x, dw_weight, dw_b, pw_weight, pw_b, res, out,
-        p, _size_class(p), c, cout, h, w, ho, wo,
+        p, _size_class(p), c, cout, h, w, ho, wo, stride,
         *x.stride(),
         dw_weight.stride(0), dw_weight.stride(2), dw_weight.stride(3), dw_b.stride(0),
         pw_weight.stride(0), pw_weight.stride(1), pw_b.stride(0),
@@ -232,7 +231,6 @@ def dwsep_conv_forward(
     flags = dict(
         ACT_IN=bool(act_in), ACT_MID=bool(act_mid), ACT_OUT=bool(act_out),
         HAS_DW_BIAS=dw_bias is not None, HAS_PW_BIAS=pw_bias is not None, HAS_RESIDUAL=residual is not None,
-        STRIDE=stride,
         X_NHWC=is_nhwc(x), RES_NHWC=residual is None or is_nhwc(residual),
         IS_FP32=x.dtype == torch.float32, DOT_FP32=interpreter_dot_fp32(x.dtype),
     )
