@@ -46,6 +46,48 @@ inline std::vector<int64_t> check_dwsep_conv(const at::Tensor& x, const at::Tens
   return out;
 }
 
+// Checks a dense conv (kernel k x k, padding k / 2) weight [Cout, C, k, k], bias and stride; returns the output shape.
+inline std::vector<int64_t> check_conv(const at::Tensor& x, const at::Tensor& weight,
+                                       const std::optional<at::Tensor>& bias, int64_t k, int64_t stride) {
+  check_activation(x, "x");
+  TORCH_CHECK(weight.dim() == 4, "weight: expected Cout x C x ", k, " x ", k, ", got ", weight.sizes());
+  const int64_t cout = weight.size(0);
+  check_same(weight, x, "weight", {cout, x.size(1), k, k});
+  check_optional(bias, x, "bias", {cout});
+  TORCH_CHECK(stride == 1 || stride == 2, "stride: expected 1 or 2, got ", stride);
+  return {x.size(0), cout, conv_output_size(x.size(2), stride), conv_output_size(x.size(3), stride)};
+}
+
+// Checks every xception_block argument against x; returns the output shape {N, C3, Ho, Wo}.
+inline std::vector<int64_t> check_xception_block(const at::Tensor& x, const at::Tensor* dw[3], const at::Tensor* pw[3],
+                                                 const std::optional<at::Tensor>* pb[3], int64_t stride,
+                                                 const std::optional<at::Tensor>& sc_weight,
+                                                 const std::optional<at::Tensor>& sc_bias) {
+  check_activation(x, "x");
+  static const char* dw_names[3] = {"dw1", "dw2", "dw3"};
+  static const char* pw_names[3] = {"pw1", "pw2", "pw3"};
+  static const char* pb_names[3] = {"pb1", "pb2", "pb3"};
+  int64_t c = x.size(1);
+  for (int i = 0; i < 3; ++i) {
+    check_same(*dw[i], x, dw_names[i], {c, 1, 3, 3});
+    TORCH_CHECK(pw[i]->dim() == 4, pw_names[i], ": expected Cout x C x 1 x 1, got ", pw[i]->sizes());
+    const int64_t cout = pw[i]->size(0);
+    check_same(*pw[i], x, pw_names[i], {cout, c, 1, 1});
+    check_optional(*pb[i], x, pb_names[i], {cout});
+    c = cout;
+  }
+  TORCH_CHECK(stride == 1 || stride == 2, "stride: expected 1 or 2, got ", stride);
+  if (sc_weight) {
+    check_same(*sc_weight, x, "shortcut_weight", {c, x.size(1), 1, 1});
+  } else {
+    TORCH_CHECK(stride == 1 && c == x.size(1), "shortcut_weight: an identity shortcut needs stride 1 and as many "
+                "output channels as input channels (", x.size(1), "), got stride ", stride, " and ", c);
+  }
+  check_optional(sc_bias, x, "shortcut_bias", {c});
+  TORCH_CHECK(!sc_bias || sc_weight, "shortcut_bias: given without shortcut_weight");
+  return {x.size(0), c, conv_output_size(x.size(2), stride), conv_output_size(x.size(3), stride)};
+}
+
 inline void check_fc_attention(const at::Tensor& x, const at::Tensor& fc_weight,
                                const std::optional<at::Tensor>& fc_bias, const at::Tensor& conv_weight,
                                const std::optional<at::Tensor>& conv_bias) {

@@ -19,6 +19,14 @@ TORCH_LIBRARY(dfanet, m) {
       "fc_attention(Tensor x, Tensor fc_weight, Tensor? fc_bias, Tensor conv_weight, Tensor? conv_bias) -> Tensor");
   m.def("upsample_concat(Tensor[] inputs, SymInt[2] size) -> Tensor");
   m.def("upsample_add(Tensor[] inputs, SymInt[2] size) -> Tensor");
+  // A whole Xception block: sep3(sep2(sep1(x))) + shortcut(x), sep_i = ReLU -> depthwise 3x3 (no bias) -> 1x1 + pb_i;
+  // sep1 and the shortcut (a 1x1 conv + bias, or the identity when shortcut_weight is None) have the stride.
+  m.def(
+      "xception_block(Tensor x, Tensor dw1, Tensor pw1, Tensor? pb1, Tensor dw2, Tensor pw2, Tensor? pb2, "
+      "Tensor dw3, Tensor pw3, Tensor? pb3, int stride, Tensor? shortcut_weight, Tensor? shortcut_bias) -> Tensor");
+  // Dense convolutions with bias and optional ReLU, padding k / 2: 1x1 (the decoder) and 3x3 (conv1).
+  m.def("conv1x1(Tensor x, Tensor weight, Tensor? bias, int stride, bool relu) -> Tensor");
+  m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias, int stride, bool relu) -> Tensor");
   // The instruction-set path of the CPU kernels ("avx512", "avx2" or "scalar"), honouring DFANET_CPU_ISA.
   m.def("cpu_isa() -> str");
 }

@@ -6,6 +6,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <optional>
+
+#include "isa.h"
+#include "pool.h"
 
 namespace dfanet::cpu {
 
@@ -17,8 +21,10 @@ inline void check_cpu_float(const at::Tensor& t, const char* name) {
 // NHWC storage for an N x C x H x W tensor (a no-op when it already is).
 inline at::Tensor nhwc(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::ChannelsLast); }
 
+// The output of a CPU kernel: float32, channels_last, from the caching pool of pool.cpp.
 inline at::Tensor empty_nhwc(at::IntArrayRef shape, const at::Tensor& like) {
-  return at::empty(shape, like.options().memory_format(at::MemoryFormat::ChannelsLast));
+  TORCH_INTERNAL_ASSERT(like.scalar_type() == at::kFloat && like.device().is_cpu());
+  return pooled_empty_nhwc(shape);
 }
 
 inline float relu(float v) { return v > 0.f ? v : 0.f; }
@@ -41,5 +47,52 @@ class AlignedFloats {
  private:
   float* data_;
 };
+
+// Packing of weights for the kernels (layouts in isa.h), read through the strides so any layout needs no copy.
+// Depthwise [C, 1, 3, 3] -> [9][ldc] (tap-major).
+inline void pack_depthwise(const at::Tensor& w, int64_t ldc, float* dst) {
+  const float* p = w.data_ptr<float>();
+  const int64_t C = w.size(0), s0 = w.stride(0), s2 = w.stride(2), s3 = w.stride(3);
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t t = 0; t < 9; ++t) dst[t * ldc + c] = p[c * s0 + (t / 3) * s2 + (t % 3) * s3];
+  }
+}
+
+// Dense [Cout, C, k, k] -> [C * k * k][ldo]: row (c * k + kh) * k + kw holds the Cout weights of that tap.
+inline void pack_dense(const at::Tensor& w, int64_t ldo, float* dst) {
+  const float* p = w.data_ptr<float>();
+  const int64_t Cout = w.size(0), C = w.size(1), k = w.size(2);
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t kh = 0; kh < k; ++kh) {
+      for (int64_t kw = 0; kw < k; ++kw) {
+        float* row = dst + ((c * k + kh) * k + kw) * ldo;
+        for (int64_t co = 0; co < Cout; ++co) row[co] = p[co * w.stride(0) + c * w.stride(1) + kh * w.stride(2) + kw * w.stride(3)];
+      }
+    }
+  }
+}
+
+inline void pack_bias(const std::optional<at::Tensor>& b, float* dst) {
+  if (!b) return;
+  const float* p = b->data_ptr<float>();
+  for (int64_t i = 0; i < b->size(0); ++i) dst[i] = p[i * b->stride(0)];
+}
+
+// Output pixels per depthwise / gathered tile: the tile (tile_w rows of tile_stride(C) floats) is sized to ~16 KiB so
+// it stays in L1 next to the streaming input rows while the pointwise GEMM reads it once per panel of output
+// channels; a multiple of 16, the widest micro-kernel. (Tiles of 16..256 px measured within noise of each other at
+// 48 -> 12, 96 -> 24, 12 -> 48 and 192 -> 48 ch; 32-64 px was never worse.)
+inline int64_t tile_width(int64_t Wo, int64_t C) {
+  return std::min(Wo, std::max<int64_t>(16, 4096 / tile_stride(C) / 16 * 16));
+}
+
+// A parallel_for task should carry at least this many multiply-adds (~10 us on one core with AVX-512): below that,
+// waking the second thread costs more than it saves (the deepest DFANet layers are 8 x 16 pixels).
+constexpr int64_t kMinTaskMacs = int64_t{1} << 17;
+
+// Row grain for at::parallel_for: at least min_work units of work per task.
+inline int64_t row_grain(int64_t row_work, int64_t min_work) {
+  return std::max<int64_t>(1, min_work / std::max<int64_t>(1, row_work));
+}
 
 }  // namespace dfanet::cpu

@@ -14,35 +14,12 @@
 namespace dfanet::cpu {
 namespace {
 
-// Output pixels per depthwise tile: the tile (tile_w rows of tile_stride(C) floats) is sized to ~16 KiB so it
-// stays in L1 next to the streaming input rows while the pointwise GEMM reads it once per panel of output
-// channels; a multiple of 16, the widest micro-kernel. (Tiles of 16..256 px measured within noise of each other at
-// 48 -> 12, 96 -> 24, 12 -> 48 and 192 -> 48 ch; 32-64 px was never worse.)
-int64_t tile_width(int64_t Wo, int64_t C) {
-  return std::min(Wo, std::max<int64_t>(16, 4096 / tile_stride(C) / 16 * 16));
-}
-
-// A parallel_for task should carry at least this many multiply-adds (~10 us on one core with AVX-512): below that,
-// waking the second thread costs more than it saves (the deepest DFANet layers are 8 x 16 pixels).
-constexpr int64_t kMinTaskMacs = int64_t{1} << 17;
-
-using RowsFn = void (*)(const DwsepArgs&, int64_t, int64_t, float*);
-
-RowsFn dwsep_path(Isa isa) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  if (isa == Isa::kAvx512) return &avx512::dwsep_rows;
-  if (isa == Isa::kAvx2) return &avx2::dwsep_rows;
-#endif
-  (void)isa;
-  return &scalar::dwsep_rows;
-}
-
 at::Tensor dwsep_conv_cpu(const at::Tensor& x_in, const at::Tensor& dw_weight, const std::optional<at::Tensor>& dw_bias,
                           const at::Tensor& pw_weight, const std::optional<at::Tensor>& pw_bias, int64_t stride,
                           bool act_in, bool act_mid, bool act_out, const std::optional<at::Tensor>& residual) {
   const auto out_shape = check_dwsep_conv(x_in, dw_weight, dw_bias, pw_weight, pw_bias, stride, residual);
   check_cpu_float(x_in, "x");
-  const RowsFn run = dwsep_path(active_isa());
+  const auto run = cpu_path().dwsep_rows;
   const int64_t N = x_in.size(0), C = x_in.size(1), H = x_in.size(2), W = x_in.size(3);
   const int64_t Cout = out_shape[1], Ho = out_shape[2], Wo = out_shape[3];
   const int64_t Cp = round_up(C, kPad), CoutP = round_up(Cout, kPad);
@@ -92,8 +69,7 @@ at::Tensor dwsep_conv_cpu(const at::Tensor& x_in, const at::Tensor& dw_weight, c
   args.act_in = act_in, args.act_mid = act_mid, args.act_out = act_out;
   args.tile_w = tile_width(Wo, C);
 
-  const int64_t row_macs = Wo * C * (9 + Cout);
-  const int64_t grain = std::max<int64_t>(1, kMinTaskMacs / std::max<int64_t>(1, row_macs));
+  const int64_t grain = row_grain(Wo * C * (9 + Cout), kMinTaskMacs);
   at::parallel_for(0, N * Ho, grain, [&](int64_t begin, int64_t end) {
     AlignedFloats scratch(dwsep_scratch_floats(args));
     run(args, begin, end, scratch.data());

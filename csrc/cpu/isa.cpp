@@ -62,6 +62,28 @@ Isa active_isa() {
   return isa;
 }
 
+const CpuPath& cpu_path() {
+  static const CpuPath scalar_path{&scalar::dwsep_rows, &scalar::pointwise_rows, &scalar::block_rows, &scalar::conv3x3_rows,
+                                       &scalar::upsample_rows};
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  static const CpuPath avx2_path{&avx2::dwsep_rows, &avx2::pointwise_rows, &avx2::block_rows, &avx2::conv3x3_rows,
+                                       &avx2::upsample_rows};
+  static const CpuPath avx512_path{&avx512::dwsep_rows, &avx512::pointwise_rows, &avx512::block_rows, &avx512::conv3x3_rows,
+                                       &avx512::upsample_rows};
+  switch (active_isa()) {
+    case Isa::kAvx512:
+      return avx512_path;
+    case Isa::kAvx2:
+      return avx2_path;
+    default:
+      return scalar_path;
+  }
+#else
+  active_isa();  // still rejects a bad DFANET_CPU_ISA
+  return scalar_path;
+#endif
+}
+
 namespace {
 std::string cpu_isa() { return isa_name(active_isa()); }
 }  // namespace

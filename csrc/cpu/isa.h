@@ -45,11 +45,100 @@ constexpr int64_t tile_stride(int64_t C) {
 // the micro-kernel's last pixel group may read past the tile.
 inline int64_t dwsep_scratch_floats(const DwsepArgs& a) { return (a.tile_w + kPad) * tile_stride(a.C); }
 
+// Bilinear upsample + concat / + add (align_corners=False), all tensors NHWC fp32. Axis taps are computed by the
+// glue with PyTorch's formula: output index d reads source indices i0[d], i1[d] with weights w0[d], w1[d].
+struct UpsampleSource {
+  const float* data = nullptr;  // [N][H][W][C]
+  int64_t C = 0, H = 0, W = 0;
+  int64_t channel_offset = 0;  // first output channel (concat); 0 for add
+  bool same = false;           // H, W equal the output's: copied exactly
+  const int64_t* row_i0 = nullptr;
+  const int64_t* row_i1 = nullptr;
+  const float* row_w0 = nullptr;
+  const float* row_w1 = nullptr;
+  const int64_t* col_i0 = nullptr;
+  const int64_t* col_i1 = nullptr;
+  const float* col_w0 = nullptr;
+  const float* col_w1 = nullptr;
+};
+
+constexpr int64_t kMaxUpsampleSources = 16;  // more are folded in by the glue, a group at a time
+
+struct UpsampleArgs {
+  const UpsampleSource* src = nullptr;
+  int64_t count = 0;
+  int64_t N = 0, Ho = 0, Wo = 0, Cout = 0;
+  bool add = false;
+  float* out = nullptr;  // [N][Ho][Wo][Cout]
+};
+
+// A 1x1 convolution of stride 1 or 2 (+ bias, ReLU), NHWC fp32: DFANet's decoder convs.
+struct PointwiseArgs {
+  const float* x = nullptr;  // [N][H][W][C]
+  int64_t N = 0, H = 0, W = 0, C = 0;
+  int64_t Ho = 0, Wo = 0, Cout = 0, stride = 1;
+  const float* w = nullptr;  // [C][round_up(Cout, kPad)], zero padded
+  const float* b = nullptr;  // [round_up(Cout, kPad)], never nullptr
+  bool relu = false;
+  float* out = nullptr;  // [N][Ho][Wo][Cout]
+  int64_t tile_w = 0;
+};
+inline int64_t pointwise_scratch_floats(const PointwiseArgs& a) { return (a.tile_w + kPad) * tile_stride(a.C); }
+
+// A whole Xception block: y = sep3(sep2(sep1(x))) + shortcut(x), each sep = ReLU -> depthwise 3x3 (no bias) ->
+// pointwise + bias; sep1 has the block's stride; shortcut = identity or a 1x1 conv of that stride + bias.
+struct BlockSep {
+  const float* dw_w = nullptr;  // [9][round_up(C_in, kPad)]
+  const float* pw_w = nullptr;  // [C_in][round_up(C_out, kPad)]
+  const float* pw_b = nullptr;  // [round_up(C_out, kPad)], never nullptr
+  int64_t Cout = 0;
+};
+struct BlockArgs {
+  const float* x = nullptr;  // [N][H][W][C0]
+  int64_t N = 0, H = 0, W = 0, C0 = 0;
+  int64_t Ho = 0, Wo = 0, stride = 1;
+  BlockSep sep[3];
+  const float* sc_w = nullptr;  // [C0][round_up(C3, kPad)], or nullptr for the identity shortcut
+  const float* sc_b = nullptr;  // [round_up(C3, kPad)]
+  float* out = nullptr;         // [N][Ho][Wo][C3]
+  int64_t tile_w = 0;
+};
+// Per-thread scratch of block_rows: two rings of three rows (ReLU(y1), ReLU(y2)) and one tile.
+inline int64_t block_scratch_floats(const BlockArgs& a) {
+  int64_t ld = tile_stride(a.C0);
+  for (int i = 0; i < 2; ++i) ld = ld > tile_stride(a.sep[i].Cout) ? ld : tile_stride(a.sep[i].Cout);
+  return 3 * a.Wo * (a.sep[0].Cout + a.sep[1].Cout) + (a.tile_w + kPad) * ld;
+}
+
+// A dense 3x3 convolution (padding 1, stride 1 or 2, + bias, ReLU) for few input channels, input in any layout
+// (element strides), output NHWC fp32: DFANet's conv1.
+struct Conv3x3Args {
+  const float* x = nullptr;
+  int64_t N = 0, C = 0, H = 0, W = 0;
+  int64_t sN = 0, sC = 0, sH = 0, sW = 0;  // element strides of x
+  int64_t Ho = 0, Wo = 0, Cout = 0, stride = 1;
+  const float* w = nullptr;  // [C * 9][round_up(Cout, kPad)], row (ci * 3 + kh) * 3 + kw, zero padded
+  const float* b = nullptr;  // [round_up(Cout, kPad)], never nullptr
+  bool relu = false;
+  float* out = nullptr;  // [N][Ho][Wo][Cout]
+};
+
+// Per-thread scratch of upsample_rows: one blended row per source.
+inline int64_t upsample_scratch_floats(const UpsampleArgs& a) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < a.count; ++i) n += a.src[i].W * a.src[i].C;
+  return n;
+}
+
 // Computes output rows [begin, end) of the flattened N * Ho rows, with `scratch` (dwsep_scratch_floats(a) floats,
 // zero-initialised) private to the calling thread. One function per path; the AVX ones exist only on x86-64
 // builds and may be called only when the CPU has the instructions (see active_isa()).
-#define DFANET_CPU_PATH_FUNCTIONS \
-  void dwsep_rows(const DwsepArgs& a, int64_t begin, int64_t end, float* scratch);
+#define DFANET_CPU_PATH_FUNCTIONS                                                         \
+  void dwsep_rows(const DwsepArgs& a, int64_t begin, int64_t end, float* scratch);       \
+  void pointwise_rows(const PointwiseArgs& a, int64_t begin, int64_t end, float* scratch); \
+  void block_rows(const BlockArgs& a, int64_t begin, int64_t end, float* scratch);       \
+  void conv3x3_rows(const Conv3x3Args& a, int64_t begin, int64_t end, float* scratch);   \
+  void upsample_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch);
 
 namespace scalar {
 DFANET_CPU_PATH_FUNCTIONS
@@ -66,5 +155,16 @@ DFANET_CPU_PATH_FUNCTIONS
 // c10::Error naming the variable if its value is unknown or names a path this CPU (or this build) lacks.
 Isa active_isa();
 const char* isa_name(Isa isa);
+
+// The functions of one path.
+struct CpuPath {
+  void (*dwsep_rows)(const DwsepArgs&, int64_t, int64_t, float*);
+  void (*pointwise_rows)(const PointwiseArgs&, int64_t, int64_t, float*);
+  void (*block_rows)(const BlockArgs&, int64_t, int64_t, float*);
+  void (*conv3x3_rows)(const Conv3x3Args&, int64_t, int64_t, float*);
+  void (*upsample_rows)(const UpsampleArgs&, int64_t, int64_t, float*);
+};
+// The functions of active_isa()'s path (same errors).
+const CpuPath& cpu_path();
 
 }  // namespace dfanet::cpu

@@ -1,17 +1,22 @@
-// Bilinear upsample + concat / + add on the CPU, NHWC fp32, in one pass over the output.
+// Bilinear upsample + concat / + add on the CPU, NHWC fp32, in one pass over the output: the torch glue. It checks
+// the inputs, computes each axis's taps once per call, splits the output rows over at::parallel_for's threads and
+// runs the SIMD path chosen by active_isa() (kernels/upsample.h: vertical blend of two source rows, then the
+// horizontal blend per pixel, vectorised over channels; same-size sources copied exactly).
 // align_corners=False, with PyTorch's source-index rule (src = (dst + 0.5) * in / out - 0.5, clamped at 0).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "../checks.h"
 #include "common.h"
+#include "isa.h"
 
 namespace dfanet::cpu {
 namespace {
 
-// The two source indices and their weights for every output index along one axis.
+// The two source indices and their weights for every output index along one axis, in PyTorch's fp32 arithmetic.
 struct AxisTaps {
   std::vector<int64_t> i0, i1;
   std::vector<float> w0, w1;
@@ -30,63 +35,68 @@ struct AxisTaps {
   }
 };
 
-struct Source {
-  const float* data;
-  int64_t C, H, W, channel_offset;
-  AxisTaps rows, cols;
-};
-
-// Writes (accumulate=false) or adds (accumulate=true) the resized row `oh` of `src` (channels [0, C)) into
-// out_row, whose pixels are `out_stride` floats apart.
-void resize_row(const Source& src, int64_t n, int64_t oh, int64_t Wo, float* out_row, int64_t out_stride,
-                bool accumulate) {
-  const int64_t C = src.C;
-  const float* plane = src.data + n * src.H * src.W * C;
-  const float* r0 = plane + src.rows.i0[oh] * src.W * C;
-  const float* r1 = plane + src.rows.i1[oh] * src.W * C;
-  const float h0 = src.rows.w0[oh], h1 = src.rows.w1[oh];
-  for (int64_t ow = 0; ow < Wo; ++ow) {
-    const float* a = r0 + src.cols.i0[ow] * C;
-    const float* b = r0 + src.cols.i1[ow] * C;
-    const float* c = r1 + src.cols.i0[ow] * C;
-    const float* d = r1 + src.cols.i1[ow] * C;
-    const float w0 = src.cols.w0[ow], w1 = src.cols.w1[ow];
-    float* o = out_row + ow * out_stride;
-    for (int64_t k = 0; k < C; ++k) {
-      const float v = h0 * (w0 * a[k] + w1 * b[k]) + h1 * (w0 * c[k] + w1 * d[k]);
-      o[k] = accumulate ? o[k] + v : v;
-    }
-  }
-}
+// Output elements per parallel_for task: below ~64 K floats, waking the second thread costs more than it saves.
+constexpr int64_t kMinTaskFloats = int64_t{1} << 16;
 
 at::Tensor upsample_cpu(at::TensorList inputs, c10::SymIntArrayRef size_sym, bool add) {
   const at::IntArrayRef size = C10_AS_INTARRAYREF_SLOW(size_sym);
   check_upsample(inputs, size, /*same_channels=*/add);
+  for (const at::Tensor& t : inputs) check_cpu_float(t, "inputs");
+  const auto run = cpu_path().upsample_rows;
   const int64_t N = inputs[0].size(0), Ho = size[0], Wo = size[1];
   std::vector<at::Tensor> keep;  // NHWC copies stay alive while the kernel reads them
-  std::vector<Source> sources;
+  std::vector<AxisTaps> rows, cols;
+  keep.reserve(inputs.size());
+  rows.reserve(inputs.size());
+  cols.reserve(inputs.size());
+  std::vector<UpsampleSource> sources;
   int64_t channels = 0;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    check_cpu_float(inputs[i], "inputs");
-    keep.push_back(nhwc(inputs[i]));
+  for (const at::Tensor& input : inputs) {
+    keep.push_back(nhwc(input));
     const at::Tensor& t = keep.back();
-    sources.push_back(Source{t.data_ptr<float>(), t.size(1), t.size(2), t.size(3), add ? 0 : channels,
-                             AxisTaps(t.size(2), Ho), AxisTaps(t.size(3), Wo)});
-    channels += t.size(1);
+    UpsampleSource s;
+    s.data = t.data_ptr<float>();
+    s.C = t.size(1), s.H = t.size(2), s.W = t.size(3);
+    s.channel_offset = add ? 0 : channels;
+    s.same = s.H == Ho && s.W == Wo;
+    if (!s.same) {
+      rows.emplace_back(s.H, Ho);
+      cols.emplace_back(s.W, Wo);
+      s.row_i0 = rows.back().i0.data(), s.row_i1 = rows.back().i1.data();
+      s.row_w0 = rows.back().w0.data(), s.row_w1 = rows.back().w1.data();
+      s.col_i0 = cols.back().i0.data(), s.col_i1 = cols.back().i1.data();
+      s.col_w0 = cols.back().w0.data(), s.col_w1 = cols.back().w1.data();
+    }
+    sources.push_back(s);
+    channels += s.C;
   }
   const int64_t Cout = add ? inputs[0].size(1) : channels;
   at::Tensor out = empty_nhwc({N, Cout, Ho, Wo}, keep[0]);
-  float* op = out.data_ptr<float>();
 
-  at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t n = i / Ho, oh = i % Ho;
-      float* row = op + i * Wo * Cout;
-      for (size_t s = 0; s < sources.size(); ++s) {
-        resize_row(sources[s], n, oh, Wo, row + sources[s].channel_offset, Cout, /*accumulate=*/add && s > 0);
-      }
+  UpsampleArgs args;
+  args.N = N, args.Ho = Ho, args.Wo = Wo, args.Cout = Cout;
+  args.add = add;
+  args.out = out.data_ptr<float>();
+  const int64_t grain = std::max<int64_t>(1, kMinTaskFloats / std::max<int64_t>(1, Wo * Cout));
+  // The kernel sums at most kMaxUpsampleSources terms per pass; a longer add list continues from the partial sum.
+  at::Tensor partial;
+  for (size_t first = 0; first < sources.size(); first += kMaxUpsampleSources) {
+    std::vector<UpsampleSource> group(sources.begin() + first,
+                                      sources.begin() + std::min(sources.size(), first + kMaxUpsampleSources));
+    if (add && first > 0) {  // fold the sum so far in as a same-size first term
+      partial = out.clone(at::MemoryFormat::ChannelsLast);
+      UpsampleSource s;
+      s.data = partial.data_ptr<float>();
+      s.C = Cout, s.H = Ho, s.W = Wo, s.same = true;
+      group.insert(group.begin(), s);
     }
-  });
+    args.src = group.data();
+    args.count = static_cast<int64_t>(group.size());
+    at::parallel_for(0, N * Ho, grain, [&](int64_t begin, int64_t end) {
+      AlignedFloats scratch(upsample_scratch_floats(args));
+      run(args, begin, end, scratch.data());
+    });
+  }
   return out;
 }
 

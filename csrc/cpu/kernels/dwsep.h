@@ -272,11 +272,106 @@ void pointwise(const float* a, int64_t lda, int64_t n, int64_t K, const float* b
 // ---------------------------------------------------------------------------------------------------------------
 // Output rows [begin, end) of the flattened N * Ho rows.
 // ---------------------------------------------------------------------------------------------------------------
-// LD: the depthwise tile's row stride as a compile-time constant (tile_stride in isa.h), or 0 for a run-time one.
+// ---------------------------------------------------------------------------------------------------------------
+// Whole rows.
+// ---------------------------------------------------------------------------------------------------------------
+
+// One depthwise-separable conv's packed weights and flags (layouts as in DwsepArgs).
+struct SepConv {
+  const float* dw_w;
+  const float* dw_b;
+  const float* pw_w;
+  const float* pw_b;
+  int64_t C, Cout;
+  bool act_in, act_mid, act_out;
+};
+
+// Prefetches the input rows that output row oh + 1 adds to those of row oh: (oh * s + 1, (oh + 1) * s + 1], within
+// the image (row_len floats per row), spread over the depthwise steps of row oh.
+template <class V>
+Prefetcher next_rows_prefetcher(const float* image, int64_t H, int64_t row_len, int64_t oh, int64_t Ho,
+                                int64_t stride, int64_t Wo, int64_t C) {
+  Prefetcher pf;
+  if (oh + 1 < Ho) {
+    const int64_t first = oh * stride + 2, last = imin(H - 1, (oh + 1) * stride + 1);
+    if (first <= last) {
+      pf.p = reinterpret_cast<const char*>(image + first * row_len);
+      pf.end = reinterpret_cast<const char*>(image + (last + 1) * row_len);
+      const int64_t lines = (pf.end - pf.p + 63) / 64, steps = imax(1, Wo * ((C + V::L - 1) / V::L));
+      pf.per_step = (lines + steps - 1) / steps;
+    }
+  }
+  return pf;
+}
+
+// One output row (Wo x Cout, pixel stride Cout) of a depthwise-separable conv from the three input rows `rows`
+// (nullptr outside the image; W x C each), through depthwise tiles of tile_w pixels in `buf`.
+// LD: the tile's row stride as a compile-time constant (tile_stride in isa.h), or 0 for a run-time one.
 template <class V, int LD>
-void dwsep_rows_t(const DwsepArgs& a, int64_t begin, int64_t end, float* buf) {
-  const int64_t Cp = round_up(a.C, kPad), CoutP = round_up(a.Cout, kPad);
-  const int64_t ldt = tile_stride(a.C);
+void sep_row_t(const SepConv& s, const float* const rows[3], int64_t W, int64_t stride, int64_t Wo, int64_t tile_w,
+               const float* res, float* out, float* buf, Prefetcher& pf) {
+  const int64_t Cp = round_up(s.C, kPad), CoutP = round_up(s.Cout, kPad);
+  const int64_t ldt = tile_stride(s.C);
+  for (int64_t ow0 = 0; ow0 < Wo; ow0 += tile_w) {
+    const int64_t cnt = imin(tile_w, Wo - ow0);
+    depthwise_tile<V>(rows, s.dw_w, Cp, s.dw_b, W, s.C, stride, s.act_in, s.act_mid, ow0, cnt, buf, ldt, pf);
+    pointwise<V, LD>(buf, ldt, cnt, s.C, s.pw_w, CoutP, s.pw_b, s.act_out, res ? res + ow0 * s.Cout : nullptr,
+                     out + ow0 * s.Cout, s.Cout);
+  }
+}
+
+template <class V>
+void sep_row(const SepConv& s, const float* const rows[3], int64_t W, int64_t stride, int64_t Wo, int64_t tile_w,
+             const float* res, float* out, float* buf, Prefetcher& pf) {
+  switch (tile_stride(s.C)) {
+    case 64:
+      return sep_row_t<V, 64>(s, rows, W, stride, Wo, tile_w, res, out, buf, pf);
+    case 304:
+      return sep_row_t<V, 304>(s, rows, W, stride, Wo, tile_w, res, out, buf, pf);
+    default:
+      return sep_row_t<V, 0>(s, rows, W, stride, Wo, tile_w, res, out, buf, pf);
+  }
+}
+
+// One output row of a 1x1 conv of stride `stride` from input row `row` (pixel stride C): the pixels it reads are
+// gathered into tiles of `buf` (so the micro-kernel sees the fixed stride LD), then multiplied.
+template <class V, int LD>
+void pointwise_row_t(const float* row, int64_t C, int64_t stride, int64_t Wo, int64_t tile_w, const float* w,
+                     const float* b, int64_t Cout, bool relu, const float* res, float* out, float* buf) {
+  const int64_t ldt = tile_stride(C), CoutP = round_up(Cout, kPad);
+  for (int64_t ow0 = 0; ow0 < Wo; ow0 += tile_w) {
+    const int64_t cnt = imin(tile_w, Wo - ow0);
+    for (int64_t p = 0; p < cnt; ++p) {
+      const float* src = row + (ow0 + p) * stride * C;
+      float* dst = buf + p * ldt;
+      int64_t c = 0;
+      for (; c + V::L <= C; c += V::L) V::store(dst + c, V::load(src + c));
+      if (c < C) V::store(dst + c, V::loadm(src + c, V::mask(C - c)));
+    }
+    pointwise<V, LD>(buf, ldt, cnt, C, w, CoutP, b, relu, res ? res + ow0 * Cout : nullptr, out + ow0 * Cout, Cout);
+  }
+}
+
+template <class V>
+void pointwise_row(const float* row, int64_t C, int64_t stride, int64_t Wo, int64_t tile_w, const float* w,
+                   const float* b, int64_t Cout, bool relu, const float* res, float* out, float* buf) {
+  switch (tile_stride(C)) {
+    case 64:
+      return pointwise_row_t<V, 64>(row, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
+    case 304:
+      return pointwise_row_t<V, 304>(row, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
+    default:
+      return pointwise_row_t<V, 0>(row, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Entry points (see isa.h).
+// ---------------------------------------------------------------------------------------------------------------
+
+template <class V>
+void dwsep_rows_impl(const DwsepArgs& a, int64_t begin, int64_t end, float* buf) {
+  const SepConv s{a.dw_w, a.dw_b, a.pw_w, a.pw_b, a.C, a.Cout, a.act_in, a.act_mid, a.act_out};
   const int64_t row_in = a.W * a.C;
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / a.Ho, oh = r % a.Ho;
@@ -286,37 +381,81 @@ void dwsep_rows_t(const DwsepArgs& a, int64_t begin, int64_t end, float* buf) {
       const int64_t ih = oh * a.stride - 1 + kh;
       rows[kh] = (ih >= 0 && ih < a.H) ? image + ih * row_in : nullptr;
     }
-    // The input rows the next output row of this image adds: (oh * s + 1, (oh + 1) * s + 1] within the image.
-    Prefetcher pf;
-    if (oh + 1 < a.Ho) {
-      const int64_t first = oh * a.stride + 2, last = imin(a.H - 1, (oh + 1) * a.stride + 1);
-      if (first <= last) {
-        pf.p = reinterpret_cast<const char*>(image + first * row_in);
-        pf.end = reinterpret_cast<const char*>(image + (last + 1) * row_in);
-        const int64_t lines = (pf.end - pf.p + 63) / 64, steps = a.Wo * ((a.C + V::L - 1) / V::L);
-        pf.per_step = (lines + steps - 1) / steps;
-      }
-    }
-    for (int64_t ow0 = 0; ow0 < a.Wo; ow0 += a.tile_w) {
-      const int64_t cnt = imin(a.tile_w, a.Wo - ow0);
-      depthwise_tile<V>(rows, a.dw_w, Cp, a.dw_b, a.W, a.C, a.stride, a.act_in, a.act_mid, ow0, cnt, buf, ldt, pf);
-      const int64_t px = r * a.Wo + ow0;
-      pointwise<V, LD>(buf, ldt, cnt, a.C, a.pw_w, CoutP, a.pw_b, a.act_out,
-                       a.residual ? a.residual + px * a.Cout : nullptr, a.out + px * a.Cout, a.Cout);
-    }
+    Prefetcher pf = next_rows_prefetcher<V>(image, a.H, row_in, oh, a.Ho, a.stride, a.Wo, a.C);
+    const int64_t px = r * a.Wo;
+    sep_row<V>(s, rows, a.W, a.stride, a.Wo, a.tile_w, a.residual ? a.residual + px * a.Cout : nullptr,
+               a.out + px * a.Cout, buf, pf);
   }
 }
 
-// Output rows [begin, end) of the flattened N * Ho rows; buf: dwsep_scratch_floats(a) floats.
 template <class V>
-void dwsep_rows_impl(const DwsepArgs& a, int64_t begin, int64_t end, float* buf) {
-  switch (tile_stride(a.C)) {
-    case 64:
-      return dwsep_rows_t<V, 64>(a, begin, end, buf);
-    case 304:
-      return dwsep_rows_t<V, 304>(a, begin, end, buf);
-    default:
-      return dwsep_rows_t<V, 0>(a, begin, end, buf);
+void pointwise_rows_impl(const PointwiseArgs& a, int64_t begin, int64_t end, float* buf) {
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / a.Ho, oh = r % a.Ho;
+    const float* row = a.x + ((n * a.H + oh * a.stride) * a.W) * a.C;
+    pointwise_row<V>(row, a.C, a.stride, a.Wo, a.tile_w, a.w, a.b, a.Cout, a.relu, nullptr,
+                     a.out + r * a.Wo * a.Cout, buf);
+  }
+}
+
+// Xception block, rows streamed through two rings of three rows each (see BlockArgs). The rings hold ReLU(y1) and
+// ReLU(y2): the ReLU that sep2 and sep3 apply to their input is applied once, in the producer's epilogue, instead
+// of at every depthwise tap.
+template <class V>
+void block_rows_impl(const BlockArgs& a, int64_t begin, int64_t end, float* scratch) {
+  const int64_t C1 = a.sep[0].Cout, C2 = a.sep[1].Cout, C3 = a.sep[2].Cout;
+  float* ring1 = scratch;
+  float* ring2 = ring1 + 3 * a.Wo * C1;
+  float* buf = ring2 + 3 * a.Wo * C2;
+  const SepConv s1{a.sep[0].dw_w, nullptr, a.sep[0].pw_w, a.sep[0].pw_b, a.C0, C1, true, false, true};
+  const SepConv s2{a.sep[1].dw_w, nullptr, a.sep[1].pw_w, a.sep[1].pw_b, C1, C2, false, false, true};
+  const SepConv s3{a.sep[2].dw_w, nullptr, a.sep[2].pw_w, a.sep[2].pw_b, C2, C3, false, false, false};
+  const int64_t row_in = a.W * a.C0;
+  auto slot1 = [&](int64_t i) { return ring1 + (i % 3) * a.Wo * C1; };
+  auto slot2 = [&](int64_t i) { return ring2 + (i % 3) * a.Wo * C2; };
+  int64_t image_n = -1, next1 = 0, next2 = 0;  // the next y1 / y2 row to compute
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / a.Ho, oh = r % a.Ho;
+    const float* image = a.x + n * a.H * row_in;
+    if (n != image_n) {  // a new image (or the band's start): the rings restart at the rows this row needs
+      image_n = n;
+      next1 = imax(0, oh - 2);
+      next2 = imax(0, oh - 1);
+    }
+    for (const int64_t last2 = imin(a.Ho - 1, oh + 1); next2 <= last2; ++next2) {
+      for (const int64_t last1 = imin(a.Ho - 1, next2 + 1); next1 <= last1; ++next1) {
+        const float* rows[3];
+        for (int kh = 0; kh < 3; ++kh) {
+          const int64_t ih = next1 * a.stride - 1 + kh;
+          rows[kh] = (ih >= 0 && ih < a.H) ? image + ih * row_in : nullptr;
+        }
+        Prefetcher pf = next_rows_prefetcher<V>(image, a.H, row_in, next1, a.Ho, a.stride, a.Wo, a.C0);
+        sep_row<V>(s1, rows, a.W, a.stride, a.Wo, a.tile_w, nullptr, slot1(next1), buf, pf);
+      }
+      const float* rows[3];
+      for (int kh = 0; kh < 3; ++kh) {
+        const int64_t i = next2 - 1 + kh;
+        rows[kh] = (i >= 0 && i < a.Ho) ? slot1(i) : nullptr;
+      }
+      Prefetcher none;
+      sep_row<V>(s2, rows, a.Wo, 1, a.Wo, a.tile_w, nullptr, slot2(next2), buf, none);
+    }
+    float* out = a.out + r * a.Wo * C3;
+    const float* res;
+    if (a.sc_w) {  // projection shortcut: 1x1 conv of stride s into the output row, which sep3 then adds to
+      pointwise_row<V>(image + oh * a.stride * row_in, a.C0, a.stride, a.Wo, a.tile_w, a.sc_w, a.sc_b, C3, false,
+                       nullptr, out, buf);
+      res = out;
+    } else {  // identity: stride 1 and C3 == C0
+      res = image + oh * row_in;
+    }
+    const float* rows[3];
+    for (int kh = 0; kh < 3; ++kh) {
+      const int64_t i = oh - 1 + kh;
+      rows[kh] = (i >= 0 && i < a.Ho) ? slot2(i) : nullptr;
+    }
+    Prefetcher none;
+    sep_row<V>(s3, rows, a.Wo, 1, a.Wo, a.tile_w, res, out, buf, none);
   }
 }
 

@@ -1,0 +1,113 @@
+// Bilinear upsample + concat / + add, NHWC fp32, written once against `Vec` (kernels/simd.h) and compiled per
+// instruction-set path by csrc/cpu/isa_<path>.cpp. No torch headers here (see csrc/cpu/isa.h).
+//
+// Separable, per output row: first the vertical blend of the two source rows, a flat axpy over W * C contiguous
+// floats (vectorises whatever C is), into a per-thread row buffer; then per output pixel the horizontal blend of
+// two pixels of that row, vectorised over channels. Two taps per output value instead of four, and the source rows
+// are read once per output row. A source already at the output size is copied bit for bit.
+#pragma once
+
+#include <cstdint>
+
+#include "../isa.h"
+
+namespace dfanet::cpu {
+namespace {
+
+// out[j] = h0 * r0[j] + h1 * r1[j], j < count.
+template <class V>
+void blend_rows(const float* r0, const float* r1, float h0, float h1, int64_t count, float* out) {
+  using T = typename V::T;
+  const T a = V::set1(h0), b = V::set1(h1);
+  int64_t j = 0;
+  for (; j + V::L <= count; j += V::L) V::store(out + j, V::fma(V::load(r1 + j), b, V::mul(V::load(r0 + j), a)));
+  if (j < count) {
+    const typename V::M m = V::mask(count - j);
+    V::storem(out + j, V::fma(V::loadm(r1 + j, m), b, V::mul(V::loadm(r0 + j, m), a)), m);
+  }
+}
+
+// The row (W x C floats) that output row `oh` of source `s` reads horizontally: a source row itself when the
+// vertical weight of the second row is 0 (or the output row is a source row), else the blend, written to `buf`.
+inline bool needs_blend(const UpsampleSource& s, int64_t oh) {
+  return !s.same && s.row_w1[oh] != 0.f && s.row_i1[oh] != s.row_i0[oh];
+}
+
+// One channel vector [c0, c0 + L) (masked: [c0, c0 + count)) of output pixel `ow` from source row `row`.
+template <class V, bool kMasked>
+typename V::T horizontal(const UpsampleSource& s, const float* row, int64_t ow, int64_t c0, typename V::M m) {
+  auto ld = [&](const float* p) {
+    if constexpr (kMasked) {
+      return V::loadm(p, m);
+    } else {
+      return V::load(p);
+    }
+  };
+  if (s.same) return ld(row + ow * s.C + c0);
+  const typename V::T a = ld(row + s.col_i0[ow] * s.C + c0);
+  if (s.col_w1[ow] == 0.f) return a;  // on a source column (or clamped at the edge): no blend, exact
+  const typename V::T b = ld(row + s.col_i1[ow] * s.C + c0);
+  return V::fma(b, V::set1(s.col_w1[ow]), V::mul(a, V::set1(s.col_w0[ow])));
+}
+
+template <class V>
+void upsample_rows_impl(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch) {
+  const float* rows[kMaxUpsampleSources];
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / a.Ho, oh = r % a.Ho;
+    float* buf = scratch;
+    for (int64_t i = 0; i < a.count; ++i) {
+      const UpsampleSource& s = a.src[i];
+      const float* plane = s.data + n * s.H * s.W * s.C;
+      const int64_t row_len = s.W * s.C;
+      if (s.same) {
+        rows[i] = plane + oh * row_len;
+      } else if (needs_blend(s, oh)) {
+        blend_rows<V>(plane + s.row_i0[oh] * row_len, plane + s.row_i1[oh] * row_len, s.row_w0[oh], s.row_w1[oh],
+                      row_len, buf);
+        rows[i] = buf;
+        buf += row_len;
+      } else {
+        rows[i] = plane + s.row_i0[oh] * row_len;
+      }
+    }
+    float* out_row = a.out + r * a.Wo * a.Cout;
+    if (a.add) {
+      // Sum in registers, starting from the first term (so a lone same-size input keeps -0.0), one store.
+      const int64_t C = a.Cout;
+      for (int64_t ow = 0; ow < a.Wo; ++ow) {
+        float* o = out_row + ow * C;
+        int64_t c0 = 0;
+        for (; c0 + V::L <= C; c0 += V::L) {
+          const typename V::M m = V::mask(V::L);
+          typename V::T acc = horizontal<V, false>(a.src[0], rows[0], ow, c0, m);
+          for (int64_t i = 1; i < a.count; ++i) acc = V::add(acc, horizontal<V, false>(a.src[i], rows[i], ow, c0, m));
+          V::store(o + c0, acc);
+        }
+        if (c0 < C) {
+          const typename V::M m = V::mask(C - c0);
+          typename V::T acc = horizontal<V, true>(a.src[0], rows[0], ow, c0, m);
+          for (int64_t i = 1; i < a.count; ++i) acc = V::add(acc, horizontal<V, true>(a.src[i], rows[i], ow, c0, m));
+          V::storem(o + c0, acc, m);
+        }
+      }
+    } else {
+      for (int64_t ow = 0; ow < a.Wo; ++ow) {
+        float* o = out_row + ow * a.Cout;
+        for (int64_t i = 0; i < a.count; ++i) {
+          const UpsampleSource& s = a.src[i];
+          float* os = o + s.channel_offset;
+          int64_t c0 = 0;
+          for (; c0 + V::L <= s.C; c0 += V::L) V::store(os + c0, horizontal<V, false>(s, rows[i], ow, c0, V::mask(V::L)));
+          if (c0 < s.C) {
+            const typename V::M m = V::mask(s.C - c0);
+            V::storem(os + c0, horizontal<V, true>(s, rows[i], ow, c0, m), m);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dfanet::cpu

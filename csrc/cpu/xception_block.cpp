@@ -1,0 +1,83 @@
+// A whole Xception block in one call on the CPU, NHWC fp32: the torch glue. Three depthwise-separable convs and the
+// shortcut run row by row (kernels/dwsep.h, block_rows_impl): the intermediate maps y1, y2 live only in two rings of
+// three rows per thread, in cache, and are never allocated; the shortcut is written into the output row and the
+// third conv adds onto it in registers.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "../checks.h"
+#include "common.h"
+#include "isa.h"
+
+namespace dfanet::cpu {
+namespace {
+
+// Each thread recomputes two rows of y2 and four of y1 above and below its band: keep bands at least this tall.
+constexpr int64_t kMinBandRows = 8;
+
+at::Tensor xception_block_cpu(const at::Tensor& x_in, const at::Tensor& dw1, const at::Tensor& pw1,
+                              const std::optional<at::Tensor>& pb1, const at::Tensor& dw2, const at::Tensor& pw2,
+                              const std::optional<at::Tensor>& pb2, const at::Tensor& dw3, const at::Tensor& pw3,
+                              const std::optional<at::Tensor>& pb3, int64_t stride,
+                              const std::optional<at::Tensor>& sc_weight, const std::optional<at::Tensor>& sc_bias) {
+  const at::Tensor* dw[3] = {&dw1, &dw2, &dw3};
+  const at::Tensor* pw[3] = {&pw1, &pw2, &pw3};
+  const std::optional<at::Tensor>* pb[3] = {&pb1, &pb2, &pb3};
+  const auto out_shape = check_xception_block(x_in, dw, pw, pb, stride, sc_weight, sc_bias);
+  check_cpu_float(x_in, "x");
+  const auto run = cpu_path().block_rows;
+  const at::Tensor x = nhwc(x_in);
+  const int64_t N = x.size(0), H = x.size(2), W = x.size(3), Ho = out_shape[2], Wo = out_shape[3];
+  const int64_t C[4] = {x.size(1), pw1.size(0), pw2.size(0), pw3.size(0)};
+
+  // Packed weights, one zeroed block: per sep conv dw [9][Cin_p], pw [Cin][Cout_p], bias [Cout_p]; the shortcut.
+  int64_t total = C[0] * round_up(C[3], kPad) + round_up(C[3], kPad);
+  for (int i = 0; i < 3; ++i) {
+    total += 9 * round_up(C[i], kPad) + C[i] * round_up(C[i + 1], kPad) + round_up(C[i + 1], kPad);
+  }
+  AlignedFloats packed(total);
+  float* p = packed.data();
+  BlockArgs a;
+  for (int i = 0; i < 3; ++i) {
+    a.sep[i].Cout = C[i + 1];
+    pack_depthwise(*dw[i], round_up(C[i], kPad), p);
+    a.sep[i].dw_w = p;
+    p += 9 * round_up(C[i], kPad);
+    pack_dense(*pw[i], round_up(C[i + 1], kPad), p);
+    a.sep[i].pw_w = p;
+    p += C[i] * round_up(C[i + 1], kPad);
+    pack_bias(*pb[i], p);
+    a.sep[i].pw_b = p;
+    p += round_up(C[i + 1], kPad);
+  }
+  if (sc_weight) {
+    pack_dense(*sc_weight, round_up(C[3], kPad), p);
+    a.sc_w = p;
+    p += C[0] * round_up(C[3], kPad);
+    pack_bias(sc_bias, p);
+    a.sc_b = p;
+  }
+
+  at::Tensor out = empty_nhwc(out_shape, x);
+  a.x = x.data_ptr<float>();
+  a.N = N, a.H = H, a.W = W, a.C0 = C[0];
+  a.Ho = Ho, a.Wo = Wo, a.stride = stride;
+  a.out = out.data_ptr<float>();
+  a.tile_w = tile_width(Wo, std::max({C[0], C[1], C[2]}));
+  int64_t row_macs = C[0] * (9 + C[1]) + C[1] * (9 + C[2]) + C[2] * (9 + C[3]) + (sc_weight ? C[0] * C[3] : 0);
+  row_macs *= Wo;
+  const int64_t grain = std::max(kMinBandRows, row_grain(row_macs, kMinTaskMacs));
+  at::parallel_for(0, N * Ho, grain, [&](int64_t begin, int64_t end) {
+    AlignedFloats scratch(block_scratch_floats(a));
+    run(a, begin, end, scratch.data());
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(dfanet, CPU, m) { m.impl("xception_block", &xception_block_cpu); }
+
+}  // namespace dfanet::cpu
