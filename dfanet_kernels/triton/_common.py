@@ -23,13 +23,19 @@ def empty_nhwc(like: torch.Tensor, shape) -> torch.Tensor:
     return torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=torch.channels_last)
 
 
+def static(v) -> int:
+    """``v`` as a Python int. Under torch.compile with dynamic shapes a size may be symbolic; whatever decides a
+    tile size or another constexpr must be concrete, so it is specialised (guarded) here."""
+    return int(v)
+
+
 def is_nhwc(t: torch.Tensor) -> bool:
     """Dense channels_last storage: element (n, c, h, w) at ((n * H + h) * W + w) * C + c.
 
     The kernels take a constexpr fast path for such tensors: offsets from C alone, whose divisibility by 16 lets
     Triton prove alignment and vectorise along channels; other layouts go through (unspecialised) strides.
     """
-    return t.is_contiguous(memory_format=torch.channels_last)
+    return bool(t.is_contiguous(memory_format=torch.channels_last))
 
 
 def channel_block(channels: int, cap: int) -> int:
@@ -38,12 +44,12 @@ def channel_block(channels: int, cap: int) -> int:
     At least 16: narrower tiles save nothing (masked lanes cost no memory traffic) and each width is one more
     compiled kernel variant.
     """
-    return max(16, min(triton.next_power_of_2(channels), cap))
+    return max(16, min(triton.next_power_of_2(static(channels)), cap))
 
 
 def pixel_block(block_c: int, elements: int) -> int:
     """The pixel tile that makes a [pixels, block_c] tile hold about ``elements`` values (at least 16)."""
-    return max(16, elements // block_c)
+    return max(16, elements // static(block_c))
 
 
 def interpreter_dot_fp32(dtype: torch.dtype) -> bool:

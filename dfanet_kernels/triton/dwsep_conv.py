@@ -19,8 +19,9 @@ from ._common import (
     check_same,
     empty_nhwc,
     interpreter_dot_fp32,
-    is_nhwc,
     interpreter_tracing,
+    is_nhwc,
+    static,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -55,6 +56,7 @@ _INTERPRET_MAX_CHANNEL_TILE = 64
 
 def channel_tiles(c: int, cout: int, interpret: bool = INTERPRET) -> tuple[int, int]:
     """(BLOCK_CO, BLOCK_CI) for C input and Cout output channels (see the tuning notes above)."""
+    c, cout = static(c), static(cout)
     if interpret:
         return (max(16, min(triton.next_power_of_2(cout), _INTERPRET_MAX_CHANNEL_TILE)),
                 max(16, min(triton.next_power_of_2(c), _INTERPRET_MAX_CHANNEL_TILE)))
@@ -63,6 +65,7 @@ def channel_tiles(c: int, cout: int, interpret: bool = INTERPRET) -> tuple[int, 
 
 def _size_class(p: int) -> int:
     """0: up to 4096 output pixels (batch-1 deep maps), 1: up to 65536, 2: more."""
+    p = static(p)
     return 0 if p <= 4096 else 1 if p <= 65536 else 2
 
 

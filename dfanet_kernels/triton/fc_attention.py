@@ -27,6 +27,7 @@ from ._common import (
     interpreter_tracing,
     is_nhwc,
     pixel_block,
+    static,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -186,8 +187,8 @@ def fc_attention_triton(
         return out
 
     block_c = channel_block(c, _MAX_BLOCK_C)
-    block_hw = triton.next_power_of_2(min(pixel_block(block_c, _TILE_ELEMENTS), hw))
-    split = min(_MAX_SPLIT, triton.cdiv(hw, block_hw))
+    block_hw = triton.next_power_of_2(min(pixel_block(block_c, _TILE_ELEMENTS), static(hw)))
+    split = min(_MAX_SPLIT, triton.cdiv(static(hw), block_hw))
     partial = torch.empty((n * split, c), **f32)
     wrap_triton(_pool_partial_kernel)[(n * split, triton.cdiv(c, block_c))](
         x, partial, c, hw, w, split, *x.stride(), X_NHWC=is_nhwc(x), BLOCK_HW=block_hw, BLOCK_C=block_c,

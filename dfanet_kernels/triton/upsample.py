@@ -23,6 +23,7 @@ from ._common import (
     interpreter_tracing,
     is_nhwc,
     pixel_block,
+    static,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def _check(inputs: list[torch.Tensor], size: list[int], same_channels: bool) -> 
 def _source_args(t: torch.Tensor, ho: int, wo: int) -> list:
     """Pointer, size, strides and fp32 scales (in / out, as PyTorch computes them) of one source."""
     h, w = t.shape[2], t.shape[3]
-    return [t, h, w, *t.stride(), h / ho, w / wo]
+    return [t, h, w, *t.stride(), static(h) / static(ho), static(w) / static(wo)]
 
 
 def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumulate: bool) -> None:
@@ -170,7 +171,7 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
     args = []
     for t in padded:
         args += _source_args(t, ho, wo)
-    same = [t.shape[2] == ho and t.shape[3] == wo for t in padded]
+    same = [bool(t.shape[2] == ho and t.shape[3] == wo) for t in padded]
     block_c = channel_block(c, _MAX_BLOCK_C)
     block_p = pixel_block(block_c, _TILE_ELEMENTS)
     p = n * ho * wo
