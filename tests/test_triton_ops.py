@@ -313,6 +313,17 @@ def _normalise(arg_type: str) -> str:
     return arg_type.replace("SymInt[2]", "SymInt[]").replace("int", "SymInt").replace("SymSymInt", "SymInt")
 
 
+def test_importing_the_package_does_not_load_the_triton_backend():
+    """The Triton kernels (and their registration) load only when the triton backend is first asked for. (Whether
+    the `triton` module itself gets imported is torch's business: importing torch._dynamo imports it.)"""
+    import subprocess
+    import sys
+
+    script = "import sys, dfanet_kernels, dfanet; print('dfanet_kernels.triton' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_schema_matches_the_cpp_op(op):
     dk.available_backends(DEVICE)  # registers the Triton ops
