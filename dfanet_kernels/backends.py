@@ -6,7 +6,6 @@ imports and runs on the reference backend, with one warning that says how to reb
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import os
@@ -19,9 +18,8 @@ from .constants import BACKENDS
 _REBUILD_HINT = "rebuild with `pip install --no-build-isolation -e .` (see README, 'Install')"
 
 
-@functools.cache
-def compiled_library():
-    """The loaded ``dfanet_kernels._C`` module, or None (with a warning) if it could not be loaded."""
+def _load_compiled_library():
+    """The ``dfanet_kernels._C`` module, or None (with a warning) if it could not be loaded."""
     try:
         return importlib.import_module("dfanet_kernels._C")
     except ImportError as err:  # a missing or ABI-incompatible build: keep working on the reference backend
@@ -29,30 +27,35 @@ def compiled_library():
             f"dfanet_kernels: the compiled kernels could not be loaded ({err}); the 'cpu' and 'cuda' backends are "
             f"unavailable and ops fall back to the slow reference backend. To fix: {_REBUILD_HINT}.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
 
 
-def _has_cpu_kernels() -> bool:
-    return compiled_library() is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "dfanet::dwsep_conv", "CPU"
-    )
+# Everything below is fixed for the life of the process, so it is worked out once, at import: the choice of backend
+# is then plain Python over constants, which torch.compile traces without graph breaks.
+_LIBRARY = _load_compiled_library()
+_COMPILED_KERNELS = {
+    key: _LIBRARY is not None and torch._C._dispatch_has_kernel_for_dispatch_key("dfanet::dwsep_conv", key)
+    for key in ("CPU", "CUDA")
+}
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+# On CPU tensors Triton runs only under its interpreter (slow; meant for testing), chosen before triton is imported.
+_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_CUDA_AVAILABLE = torch.cuda.is_available()
 
 
-def _has_cuda_kernels() -> bool:
-    return compiled_library() is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "dfanet::dwsep_conv", "CUDA"
-    )
+def compiled_library():
+    """The loaded ``dfanet_kernels._C`` module, or None if it could not be loaded."""
+    return _LIBRARY
 
 
 def _has_triton(device: torch.device) -> bool:
-    if importlib.util.find_spec("triton") is None:
+    if not _TRITON_INSTALLED:
         return False
     if device.type == "cuda":
-        return True
-    # On CPU tensors Triton runs only under its interpreter (slow; meant for testing).
-    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+        return _CUDA_AVAILABLE
+    return device.type == "cpu" and _TRITON_INTERPRET
 
 
 def unavailable_reason(backend: str, device: torch.device) -> str | None:
@@ -62,18 +65,18 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
     if backend == "cpu":
         if device.type != "cpu":
             return f"backend 'cpu' runs on CPU tensors, got a tensor on {device}"
-        return None if _has_cpu_kernels() else f"the compiled CPU kernels are not built; {_REBUILD_HINT}"
+        return None if _COMPILED_KERNELS["CPU"] else f"the compiled CPU kernels are not built; {_REBUILD_HINT}"
     if backend == "cuda":
         if device.type != "cuda":
             return f"backend 'cuda' runs on CUDA tensors, got a tensor on {device}"
-        return None if _has_cuda_kernels() else (
+        return None if _COMPILED_KERNELS["CUDA"] else (
             "the CUDA kernels are not built (torch without CUDA or no nvcc at build time); "
             f"{_REBUILD_HINT} on a machine with a CUDA build of torch"
         )
     if backend == "triton":
         if device.type not in ("cuda", "cpu"):
             return f"backend 'triton' runs on CUDA tensors, got a tensor on {device}"
-        if importlib.util.find_spec("triton") is None:
+        if not _TRITON_INSTALLED:
             return "Triton is not installed (`pip install triton`)"
         if not _has_triton(device):
             return "Triton needs CUDA tensors (CPU tensors only under TRITON_INTERPRET=1, for testing)"
@@ -83,9 +86,6 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
     raise ValueError(f"backend: expected one of {BACKENDS} or None, got {backend!r}")
 
 
-# Availability does not change while a process runs, so torch.compile may treat the choice as a constant instead of
-# tracing the import machinery behind it.
-@torch.compiler.assume_constant_result
 def resolve(backend: str | None, device: torch.device) -> str:
     """The backend a call runs on: the one asked for (checked), or the fastest available for ``device``."""
     if backend is None:
