@@ -11,7 +11,8 @@
 # if a test fails); the script exits non-zero if any stage failed. Budget: 9 minutes at most (TOTAL_BUDGET).
 # Knobs (seconds): TOTAL_BUDGET (540), INSTALL_TIMEOUT, TEST_GPU_TIMEOUT, BENCH_TIMEOUT, BENCH_BUDGET,
 # TEST_REST_TIMEOUT; also
-# BENCH_ARGS (extra arguments for gpu_bench.py) and SKIP_INSTALL=1 (already built). A CPU rehearsal of the script's
+# BENCH_ARGS (extra arguments for gpu_bench.py), SKIP_INSTALL=1 (already built) and SANITIZE=1 (also run
+# bench/compute_sanitizer.sh at the end, if time is left). A CPU rehearsal of the script's
 # logic: SKIP_INSTALL=1 BENCH_ARGS=--dry-run TEST_REST_TIMEOUT=5 OUT=/tmp/x bash bench/gpu_check.sh
 set -euo pipefail
 
@@ -119,6 +120,11 @@ stage bench "$BENCH_TIMEOUT" python bench/gpu_bench.py --out "$OUT_DIR" --budget
 
 stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider \
   --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests "${IGNORE[@]}"
+
+# compute-sanitizer (memcheck, racecheck) over the CUDA op tests: opt-in, as it needs minutes of its own.
+if [ "${SANITIZE:-0}" = 1 ]; then
+  stage sanitizer "${SANITIZER_TIMEOUT:-$(($(remaining) - 10))}" bash bench/compute_sanitizer.sh
+fi
 
 echo
 echo "=== summary ($((SECONDS - START))s total; results in $OUT_DIR)"
