@@ -5,6 +5,7 @@ Switches (environment variables):
   DFANET_SKIP_CUDA=1    never build the CUDA sources
   TORCH_CUDA_ARCH_LIST  CUDA architectures (default "8.0;8.6;8.9;9.0+PTX")
   DFANET_DEBUG=1        -O0 -g, for debuggers and sanitizers
+  DFANET_SANITIZE=1     build the CPU kernels with AddressSanitizer + UBSan (see csrc/cpu/sanitize.sh)
   MAX_JOBS              parallel compile jobs (ninja)
 Build with `pip install --no-build-isolation -e .` so the extension compiles against the torch already installed.
 """
@@ -44,10 +45,17 @@ def extensions():
     opt = ["-O0", "-g"] if debug else ["-O3"]
     # -fopenmp: at::parallel_for is header code that runs serially unless compiled with OpenMP.
     cxx_flags = opt + ["-std=c++17", "-Wall", "-fopenmp"]
+    link_flags = ["-fopenmp"]
+    if _flag("DFANET_SANITIZE"):  # run with libasan preloaded: csrc/cpu/sanitize.sh
+        sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer", "-g"]
+        cxx_flags = [f for f in cxx_flags if not f.startswith("-O")] + ["-O1"] + sanitize
+        link_flags += sanitize
+    # The CPU kernels' SIMD paths (csrc/cpu/isa_*.cpp) switch their own target with pragmas and are chosen at run
+    # time, so no -march flag here: the library runs on any x86-64 (and builds on other architectures).
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     if not _want_cuda():
         print(f"dfanet_kernels: building CPU kernels ({len(sources)} sources)")
-        return [CppExtension("dfanet_kernels._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])]
+        return [CppExtension("dfanet_kernels._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)]
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0+PTX")
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     print(
@@ -60,7 +68,7 @@ def extensions():
             "dfanet_kernels._C",
             sources + cuda_sources,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
-            extra_link_args=["-fopenmp"],
+            extra_link_args=link_flags,
         )
     ]
 

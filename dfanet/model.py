@@ -144,8 +144,8 @@ class DFANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x)
-        if self.fused and not self.training:
-            return self.run(x.contiguous(memory_format=torch.channels_last), fused_runner(self))
+        if self.fused and not self.training:  # the fused stem takes the image as it is (see FusedRunner.stem)
+            return self.run(x, fused_runner(self))
         return self.run(x, EagerRunner(self))
 
     def run(self, x: torch.Tensor, runner: Runner) -> torch.Tensor:

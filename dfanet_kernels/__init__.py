@@ -1,19 +1,31 @@
 """Fused inference kernels for DFANet: depthwise-separable conv, FC attention, bilinear upsample-concat/add.
 
-Public API: :func:`dwsep_conv`, :func:`fc_attention`, :func:`upsample_concat`, :func:`upsample_add` (each with a
-``backend=`` argument), :func:`available_backends`, and the BN-folding helpers in :mod:`dfanet_kernels.fold`.
+Public API: :func:`dwsep_conv`, :func:`xception_block`, :func:`fc_attention`, :func:`upsample_concat`,
+:func:`upsample_add`, :func:`conv1x1`, :func:`conv3x3` (each with a ``backend=`` argument),
+:func:`available_backends`, and the BN-folding helpers in :mod:`dfanet_kernels.fold`.
 """
 
 from . import _fake  # noqa: F401  (loads the compiled library and registers fake implementations)
 from .backends import available_backends
 from .constants import ALIGN_CORNERS, BACKENDS
 from .fold import fold_bn, fold_conv_bn
-from .ops import conv_output_size, dwsep_conv, fc_attention, upsample_add, upsample_concat
+from .ops import (
+    conv1x1,
+    conv3x3,
+    conv_output_size,
+    dwsep_conv,
+    fc_attention,
+    upsample_add,
+    upsample_concat,
+    xception_block,
+)
 
 __all__ = [
     "ALIGN_CORNERS",
     "BACKENDS",
     "available_backends",
+    "conv1x1",
+    "conv3x3",
     "conv_output_size",
     "dwsep_conv",
     "fc_attention",
@@ -21,5 +33,6 @@ __all__ = [
     "fold_conv_bn",
     "upsample_add",
     "upsample_concat",
+    "xception_block",
 ]
 __version__ = "0.1.0"

@@ -23,6 +23,22 @@ def _register() -> None:
         n, _, h, w = x.shape
         return _empty_nhwc(x, (n, pw_weight.shape[0], (h - 1) // stride + 1, (w - 1) // stride + 1))
 
+    @torch.library.register_fake("dfanet::xception_block")
+    def _(x, dw1, pw1, pb1, dw2, pw2, pb2, dw3, pw3, pb3, stride, shortcut_weight, shortcut_bias):
+        torch._check(stride in (1, 2), lambda: f"stride: expected 1 or 2, got {stride}")
+        torch._check(pw1.shape[1] == x.shape[1], lambda: "pw1: expected C1 x C x 1 x 1")
+        n, _, h, w = x.shape
+        return _empty_nhwc(x, (n, pw3.shape[0], (h - 1) // stride + 1, (w - 1) // stride + 1))
+
+    def conv_fake(x, weight, bias, stride, relu):
+        torch._check(stride in (1, 2), lambda: f"stride: expected 1 or 2, got {stride}")
+        torch._check(weight.shape[1] == x.shape[1], lambda: "weight: expected Cout x C x k x k")
+        n, _, h, w = x.shape
+        return _empty_nhwc(x, (n, weight.shape[0], (h - 1) // stride + 1, (w - 1) // stride + 1))
+
+    torch.library.register_fake("dfanet::conv1x1")(conv_fake)
+    torch.library.register_fake("dfanet::conv3x3")(conv_fake)
+
     @torch.library.register_fake("dfanet::fc_attention")
     def _(x, fc_weight, fc_bias, conv_weight, conv_bias):
         torch._check(fc_weight.shape[1] == x.shape[1], lambda: "fc_weight: expected K x C")

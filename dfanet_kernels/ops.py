@@ -80,6 +80,109 @@ def dwsep_conv(
     return op(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, bool(act_in), bool(act_mid), bool(act_out), residual)
 
 
+def xception_block(
+    x: torch.Tensor,
+    dw_weights: Sequence[torch.Tensor],
+    pw_weights: Sequence[torch.Tensor],
+    pw_biases: Sequence[torch.Tensor | None],
+    stride: int = 1,
+    shortcut_weight: torch.Tensor | None = None,
+    shortcut_bias: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """A whole Xception block in one call (inference; BN-folded weights).
+
+    Computes ``sep3(sep2(sep1(x))) + shortcut(x)`` where ``sep_i(y) = pw_i(dw3x3_i(relu(y))) + pw_biases[i]``
+    (``dwsep_conv`` with ``act_in=True`` and no depthwise bias), ``sep1`` has the block's stride, and the shortcut
+    is ``conv2d(x, shortcut_weight, shortcut_bias, stride)`` (1x1) or, when ``shortcut_weight`` is None, ``x`` itself
+    (stride 1, as many output as input channels). On the CPU backend the two intermediate maps never exist in
+    memory: the block runs row by row with the rows it needs in cache. The Triton and CUDA backends compose
+    ``dwsep_conv`` calls.
+
+    Args:
+        x: N x C x H x W input, any memory layout.
+        dw_weights: three depthwise weights, C_i x 1 x 3 x 3 (C_0 = C).
+        pw_weights: three pointwise weights, C_{i+1} x C_i x 1 x 1. pw_biases: three C_{i+1} vectors or Nones.
+        stride: 1 or 2 (output ``ceil(H/2) x ceil(W/2)``).
+        shortcut_weight: C_3 x C x 1 x 1 or None. shortcut_bias: C_3 or None (only with a weight).
+        backend: None (best for the device), "reference", "cpu", "triton" or "cuda".
+
+    Returns:
+        N x C_3 x Ho x Wo tensor (channels_last on the compiled backends).
+    """
+    _checks.activation("x", x)
+    n, c, h, w = x.shape
+    for name, seq in (("dw_weights", dw_weights), ("pw_weights", pw_weights), ("pw_biases", pw_biases)):
+        if not isinstance(seq, (list, tuple)) or len(seq) != 3:
+            raise TypeError(f"{name}: expected a list of 3, got {seq!r:.80}")
+    channels = [c]
+    for i in range(3):
+        _checks.like(f"dw_weights[{i}]", dw_weights[i], x, "x", (channels[i], 1, 3, 3))
+        pw = _checks.tensor(f"pw_weights[{i}]", pw_weights[i], ndim=4)
+        _checks.like(f"pw_weights[{i}]", pw, x, "x", (pw.shape[0], channels[i], 1, 1))
+        channels.append(pw.shape[0])
+        _checks.optional_like(f"pw_biases[{i}]", pw_biases[i], x, "x", (channels[-1],))
+    if isinstance(stride, bool) or stride not in (1, 2):
+        raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
+    if shortcut_weight is None:
+        if stride != 1 or channels[3] != c:
+            raise ValueError(f"shortcut_weight: None (identity) needs stride 1 and {c} output channels, got stride "
+                             f"{stride} and {channels[3]} channels")
+        if shortcut_bias is not None:
+            raise ValueError("shortcut_bias: given without shortcut_weight")
+    else:
+        _checks.like("shortcut_weight", shortcut_weight, x, "x", (channels[3], c, 1, 1))
+        _checks.optional_like("shortcut_bias", shortcut_bias, x, "x", (channels[3],))
+
+    chosen = backends.resolve(backend, x.device)
+    if chosen == "reference":
+        return reference.xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
+    if chosen != "cpu":  # the GPU backends have no block kernel: their dwsep_conv with the shortcut as residual
+        skip = x if shortcut_weight is None else reference.conv(x, shortcut_weight, shortcut_bias, stride)
+        y = x
+        for i in range(3):
+            y = dwsep_conv(y, dw_weights[i], None, pw_weights[i], pw_biases[i], stride if i == 0 else 1,
+                           act_in=True, residual=skip if i == 2 else None, backend=chosen)
+        return y
+    op = _kernel(chosen, "xception_block", "x", x)
+    return op(x, dw_weights[0], pw_weights[0], pw_biases[0], dw_weights[1], pw_weights[1], pw_biases[1],
+              dw_weights[2], pw_weights[2], pw_biases[2], stride, shortcut_weight, shortcut_bias)
+
+
+def _conv(op: str, k: int, x, weight, bias, stride, relu, backend):
+    _checks.activation("x", x)
+    weight = _checks.tensor("weight", weight, ndim=4)
+    _checks.like("weight", weight, x, "x", (weight.shape[0], x.shape[1], k, k))
+    _checks.optional_like("bias", bias, x, "x", (weight.shape[0],))
+    if isinstance(stride, bool) or stride not in (1, 2):
+        raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
+    chosen = backends.resolve(backend, x.device)
+    if chosen != "cpu":  # reference, and the GPU backends (cuDNN through F.conv2d is what they would call anyway)
+        return reference.conv(x, weight, bias, stride, relu)
+    return _kernel(chosen, op, "x", x)(x, weight, bias, stride, bool(relu))
+
+
+def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, relu: bool = False,
+            backend: str | None = None) -> torch.Tensor:
+    """1x1 convolution + bias (+ ReLU), stride 1 or 2: DFANet's decoder convs. On the CPU backend: NHWC output from
+    the separable convs' register-blocked micro-kernel; other backends run ``F.conv2d``.
+
+    Args: x: N x C x H x W (any layout); weight: Cout x C x 1 x 1; bias: Cout or None; backend as for dwsep_conv.
+    """
+    return _conv("conv1x1", 1, x, weight, bias, stride, relu, backend)
+
+
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, relu: bool = False,
+            backend: str | None = None) -> torch.Tensor:
+    """3x3 convolution (padding 1) + bias (+ ReLU), stride 1 or 2, for few input channels: DFANet's conv1. On the
+    CPU backend the input is read in its own layout (an NCHW image needs no conversion) and the output is NHWC;
+    other backends run ``F.conv2d``.
+
+    Args: x: N x C x H x W (any layout); weight: Cout x C x 3 x 3; bias: Cout or None; backend as for dwsep_conv.
+    """
+    return _conv("conv3x3", 3, x, weight, bias, stride, relu, backend)
+
+
 def _check_fc_attention(x, fc_weight, fc_bias, conv_weight, conv_bias) -> None:
     _checks.activation("x", x)
     c = x.shape[1]

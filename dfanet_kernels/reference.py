@@ -40,6 +40,32 @@ def dwsep_conv(
     return y
 
 
+def xception_block(
+    x: torch.Tensor,
+    dw_weights: Sequence[torch.Tensor],
+    pw_weights: Sequence[torch.Tensor],
+    pw_biases: Sequence[torch.Tensor | None],
+    stride: int = 1,
+    shortcut_weight: torch.Tensor | None = None,
+    shortcut_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``sep3(sep2(sep1(x))) + shortcut(x)``: three ``dwsep_conv(act_in=True)`` (no depthwise bias, sep1 strided);
+    the shortcut is ``conv2d(x, shortcut_weight, shortcut_bias, stride)`` or the identity."""
+    skip = x if shortcut_weight is None else conv(x, shortcut_weight, shortcut_bias, stride)
+    y = x
+    for i in range(3):
+        y = dwsep_conv(y, dw_weights[i], None, pw_weights[i], pw_biases[i], stride if i == 0 else 1, act_in=True,
+                       residual=skip if i == 2 else None)
+    return y
+
+
+def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1,
+         relu: bool = False) -> torch.Tensor:
+    """A k x k convolution with padding ``k // 2`` and optional ReLU (``conv1x1`` / ``conv3x3``)."""
+    y = F.conv2d(x, weight, bias, stride, weight.shape[-1] // 2)
+    return F.relu(y) if relu else y
+
+
 def attention_scale(
     x: torch.Tensor,
     fc_weight: torch.Tensor,

@@ -62,11 +62,13 @@ inline void pack_depthwise(const at::Tensor& w, int64_t ldc, float* dst) {
 inline void pack_dense(const at::Tensor& w, int64_t ldo, float* dst) {
   const float* p = w.data_ptr<float>();
   const int64_t Cout = w.size(0), C = w.size(1), k = w.size(2);
+  const int64_t s0 = w.stride(0), s1 = w.stride(1), s2 = w.stride(2), s3 = w.stride(3);
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t kh = 0; kh < k; ++kh) {
       for (int64_t kw = 0; kw < k; ++kw) {
         float* row = dst + ((c * k + kh) * k + kw) * ldo;
-        for (int64_t co = 0; co < Cout; ++co) row[co] = p[co * w.stride(0) + c * w.stride(1) + kh * w.stride(2) + kw * w.stride(3)];
+        const float* src = p + c * s1 + kh * s2 + kw * s3;
+        for (int64_t co = 0; co < Cout; ++co) row[co] = src[co * s0];
       }
     }
   }

@@ -1,0 +1,81 @@
+"""Every CPU kernel on every instruction-set path (AVX-512, AVX2+FMA, portable) against the reference, and the
+DFANET_CPU_ISA switch itself. The per-op test files run the default (best) path; this one repeats their core
+correctness cases under each path, plus shapes that reach the kernels' less common branches."""
+
+import pytest
+import torch
+
+import dfanet_kernels as dk
+from dfanet_kernels import reference
+
+from . import test_dwsep_conv as dwsep_tests
+from . import test_fc_attention as fc_tests
+from . import test_upsample as up_tests
+from .isa_paths import HAS_CPU_KERNELS, every_isa  # noqa: F401  (fixture)
+from .utils import assert_close, randn
+
+needs_cpu_kernels = pytest.mark.skipif(not HAS_CPU_KERNELS, reason="compiled CPU kernels not built")
+
+# Beyond the per-op shapes: channel counts past the micro-kernel's two fixed tile strides (C > 304 takes the
+# run-time stride), Cout spanning several register panels with a partial last vector, rows narrower than a vector.
+WIDE_DWSEP = [(1, 320, 200, 5, 37), (2, 300, 33, 9, 4), (1, 65, 97, 3, 40)]
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("shape", dwsep_tests.SHAPES + WIDE_DWSEP, ids=lambda s: "x".join(map(str, s)))
+def test_dwsep_conv(every_isa, shape, stride):
+    dwsep_tests.test_matches_reference_on_odd_shapes(shape, stride, "channels_last")
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("act_in, act_mid, act_out", [(True, False, False), (False, True, True), (True, True, True)])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dwsep_conv_flags(every_isa, act_in, act_mid, act_out, stride):
+    for bias, residual in [(True, True), (False, False)]:
+        dwsep_tests.test_every_activation_bias_residual_combination(act_in, act_mid, act_out, bias, residual, stride)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("shape", fc_tests.SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_fc_attention(every_isa, shape):
+    fc_tests.test_matches_reference(shape, "channels_last", True)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("case", up_tests.CASES, ids=lambda c: f"{c[0][0]}x{c[0][1]}-{len(c[1])}in")
+def test_upsample(every_isa, case):
+    up_tests.test_concat_matches_reference(case, "strided", 3)
+    up_tests.test_add_matches_reference(case, "channels_last", 1)
+    up_tests.test_input_at_target_size_is_copied_exactly()
+
+
+@needs_cpu_kernels
+def test_upsample_add_of_more_sources_than_one_pass_takes(every_isa):
+    """The kernel sums up to 16 sources per pass; more continue from the partial sum."""
+    gen = torch.Generator().manual_seed(9)
+    inputs = [randn(2, 5, 3 + i % 4, 4 + i % 3, gen=gen) for i in range(20)]
+    out = dk.upsample_add(inputs, (9, 11), backend="cpu")
+    assert_close(out, reference.upsample_add(inputs, (9, 11)), 1e-5, 1e-5)
+
+
+@needs_cpu_kernels
+def test_lone_same_size_add_keeps_negative_zero(every_isa):
+    x = torch.tensor([-0.0, 1.0, -2.0]).reshape(1, 3, 1, 1).expand(1, 3, 2, 2).contiguous()
+    out = dk.upsample_add([x], (2, 2), backend="cpu")
+    assert torch.equal(out, x) and torch.signbit(out).tolist() == torch.signbit(x).tolist()
+
+
+@needs_cpu_kernels
+def test_bad_isa_names_the_variable(monkeypatch):
+    monkeypatch.setenv("DFANET_CPU_ISA", "sse9")
+    with pytest.raises(RuntimeError, match="DFANET_CPU_ISA: expected one of auto, avx512, avx2, scalar, got 'sse9'"):
+        dk.dwsep_conv(torch.randn(1, 2, 3, 3), torch.randn(2, 1, 3, 3), None, torch.randn(2, 2, 1, 1), None,
+                      backend="cpu")
+
+
+@needs_cpu_kernels
+def test_auto_is_the_default(monkeypatch):
+    best = torch.ops.dfanet.cpu_isa()
+    monkeypatch.setenv("DFANET_CPU_ISA", "auto")
+    assert torch.ops.dfanet.cpu_isa() == best
