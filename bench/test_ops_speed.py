@@ -2,7 +2,8 @@
 
 Shapes follow --variant/--size/--batch (defaults: DFANet A at 512x1024, batch 1). Both sides get channels_last
 inputs and go through the same public wrapper (``backend="reference"`` runs the plain torch sequence of
-``dfanet_kernels.reference``: F.relu, depthwise conv2d, 1x1 conv2d, add; mean, linear, linear, relu, mul;
+``dfanet_kernels.reference``: F.relu, depthwise conv2d, 1x1 conv2d, add (three of them and a 1x1 shortcut conv for
+a whole Xception block); mean, linear, linear, relu, mul;
 F.interpolate + cat / add), so argument checking costs the same on both. Each pair is checked equal, then timed
 in interleaved rounds (the speedups printed at the end) and recorded with pytest-benchmark.
 """
@@ -22,8 +23,9 @@ from dfanet.benchmark import time_interleaved
 from dfanet.variants import get_variant
 
 IMPLS = ("fused_cpu", "torch_reference")
-CASES = ("dwsep_enc2", "dwsep_enc2_residual", "dwsep_enc3_strided", "fc_attention_enc4", "upsample_concat_enc2",
-         "upsample_add_decoder", "upsample_add_output")
+CASES = ("dwsep_enc2", "dwsep_enc2_residual", "dwsep_enc3_strided", "xception_block_enc2",
+         "xception_block_enc3_strided", "fc_attention_enc4", "upsample_concat_enc2", "upsample_add_decoder",
+         "upsample_add_output")
 
 
 @dataclass
@@ -60,6 +62,19 @@ def make_cases(variant: str, batch: int, height: int, width: int) -> dict[str, O
         shapes = f"{cin}->{cout} ch, {size[0]}x{size[1]}, stride {stride}" + (", +residual" if residual else "")
         return shapes, lambda b: dk.dwsep_conv(x, dw, None, pw, pb, stride, act_in=True, residual=res, backend=b)
 
+    def block(cin, widths, size, stride):
+        x = _cl(n, cin, *size, generator=g)
+        chans = [cin, *widths]
+        dws = [torch.randn(chans[i], 1, 3, 3, generator=g) / 3 for i in range(3)]
+        pws = [_cl(chans[i + 1], chans[i], 1, 1, generator=g, scale=chans[i] ** -0.5) for i in range(3)]
+        pbs = [0.1 * torch.randn(chans[i + 1], generator=g) for i in range(3)]
+        proj = stride != 1 or cin != widths[-1]
+        sw = _cl(widths[-1], cin, 1, 1, generator=g, scale=cin ** -0.5) if proj else None
+        sb = 0.1 * torch.randn(widths[-1], generator=g) if proj else None
+        shapes = (f"{cin}->{'/'.join(map(str, widths))} ch, {size[0]}x{size[1]}, stride {stride}, "
+                  + ("1x1 shortcut" if proj else "identity"))
+        return shapes, lambda b: dk.xception_block(x, dws, pws, pbs, stride, sw, sb, backend=b)
+
     def fc_attention():
         x = _cl(n, c4, *s4, generator=g)
         fw, fb = torch.randn(k, c4, generator=g) * c4 ** -0.5, 0.1 * torch.randn(k, generator=g)
@@ -79,6 +94,10 @@ def make_cases(variant: str, batch: int, height: int, width: int) -> dict[str, O
         "dwsep_enc2_residual": dwsep(w2[1], w2[2], s2, 1, True),
         # enc3 block 1, sep1: stride 2 from enc2's output.
         "dwsep_enc3_strided": dwsep(c2, w3[0], s2, 2, False),
+        # enc2 block 2 whole (three separable convs + identity shortcut): intermediates never leave the cache.
+        "xception_block_enc2": block(c2, w2, s2, 1),
+        # enc3 block 1 whole: stride 2 and the strided 1x1 shortcut.
+        "xception_block_enc3_strided": block(c2, w3, s2, 2),
         # backbone 1's FC attention on its enc4 output.
         "fc_attention_enc4": fc_attention(),
         # backbone 2's enc2 input: backbone 1's enc2 output and its FC attention upsampled x4, concatenated.
