@@ -79,3 +79,14 @@ def test_auto_is_the_default(monkeypatch):
     best = torch.ops.dfanet.cpu_isa()
     monkeypatch.setenv("DFANET_CPU_ISA", "auto")
     assert torch.ops.dfanet.cpu_isa() == best
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("flag", ["act_in", "act_mid", "act_out"])
+def test_relu_keeps_nan_like_torch(every_isa, flag):
+    """A NaN in the input must come out as NaN (as torch.relu keeps it), not as a plausible 0 from max(NaN, 0)."""
+    args = dwsep_tests.make_args(1, 20, 36, 6, 21, 1, residual=False, seed=11)
+    args["x"][0, 3, 2, 7] = float("nan")
+    out = dk.dwsep_conv(**args, **{flag: True}, backend="cpu")
+    expected = reference.dwsep_conv(**args, **{flag: True})
+    assert torch.equal(out.isnan(), expected.isnan()) and expected.isnan().any()

@@ -27,7 +27,6 @@ inline at::Tensor empty_nhwc(at::IntArrayRef shape, const at::Tensor& like) {
   return pooled_empty_nhwc(shape);
 }
 
-inline float relu(float v) { return v > 0.f ? v : 0.f; }
 
 // A zeroed, 64-byte aligned float array (packed weights, per-thread scratch): cheaper than an at::Tensor for the
 // many small buffers of one call, and aligned so that 16-float rows start on a cache line.

@@ -32,7 +32,8 @@ struct Vec {
   static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
   static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
   static T add(T a, T b) { return _mm512_add_ps(a, b); }
-  static T max0(T a) { return _mm512_max_ps(a, _mm512_setzero_ps()); }
+  // max(0, a) returns its second operand when either is NaN: NaN stays NaN, as in torch.relu.
+  static T max0(T a) { return _mm512_max_ps(_mm512_setzero_ps(), a); }
 };
 
 #elif defined(DFANET_SIMD_AVX2)
@@ -56,7 +57,8 @@ struct Vec {
   static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static T mul(T a, T b) { return _mm256_mul_ps(a, b); }
   static T add(T a, T b) { return _mm256_add_ps(a, b); }
-  static T max0(T a) { return _mm256_max_ps(a, _mm256_setzero_ps()); }
+  // max(0, a) returns its second operand when either is NaN: NaN stays NaN, as in torch.relu.
+  static T max0(T a) { return _mm256_max_ps(_mm256_setzero_ps(), a); }
 };
 
 #else  // portable: four-float structs in plain loops; the compiler vectorises them for whatever it targets
@@ -97,7 +99,7 @@ struct Vec {
     return a;
   }
   static T max0(T a) {
-    for (int i = 0; i < 4; ++i) a.v[i] = a.v[i] > 0.f ? a.v[i] : 0.f;
+    for (int i = 0; i < 4; ++i) a.v[i] = a.v[i] < 0.f ? 0.f : a.v[i];
     return a;
   }
 };
