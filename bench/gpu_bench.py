@@ -142,27 +142,16 @@ def compare(out: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------------------------
 # Whole model
 # ---------------------------------------------------------------------------------------------------------------
-def _randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
-                m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=gen))
-                m.weight.copy_(0.5 + torch.rand(n, generator=gen))
-                m.bias.copy_(0.1 * torch.randn(n, generator=gen))
-
-
 def build_candidates(args, device, dtype_name, x, budget_left) -> tuple[dict, dict]:
     """name -> (callable, setup seconds), and name -> reason for those that could not be built."""
     import dfanet_kernels as dk
     from dfanet import DFANet
+    from dfanet.testing import randomize_batchnorm
 
     dtype = DTYPES[dtype_name]
     torch.manual_seed(0)
     base = DFANet(num_classes=19, variant=args.variant, fused=False)
-    _randomize_batchnorm(base)
+    randomize_batchnorm(base)
     base.eval().to(device, dtype)
     candidates, skipped = {}, {}
 

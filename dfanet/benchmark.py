@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from .bench_report import CandidateResult, Report, attach_ratios, machine_info
 from .model import MIN_INPUT_SIZE, DFANet
+from .testing import randomize_batchnorm
 
 CANDIDATES = ("eager", "channels_last", "compile", "onnxruntime", "openvino", "fused")
 PAUSE_S = 0.05  # before each timed run: lets the previous runtime's spinning worker threads go idle
@@ -69,24 +70,12 @@ def _log(message: str, verbose: bool) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def randomize_batchnorm_(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Give every BatchNorm non-trivial statistics and affine terms, so that folding them is actually exercised."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-            m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=generator))
-            m.weight.copy_(0.5 + torch.rand(n, generator=generator))
-            m.bias.copy_(0.1 * torch.randn(n, generator=generator))
-
-
 def build_model(variant: str = "A", num_classes: int = 19, seed: int = 0) -> DFANet:
     """An eval-mode unfused DFANet with seeded random weights and randomised BatchNorm statistics."""
     with torch.random.fork_rng(devices=[]):  # leave the caller's global RNG state alone
         torch.manual_seed(seed)
         model = DFANet(num_classes=num_classes, variant=variant, fused=False)
-    randomize_batchnorm_(model, torch.Generator().manual_seed(seed + 1))
+    randomize_batchnorm(model, seed + 1)
     return model.eval()
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from dfanet.testing import randomize_batchnorm  # noqa: F401  (re-exported for the tests)
+
 LAYOUTS = ("nchw", "channels_last", "strided")
 
 
@@ -32,16 +34,3 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol
     assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert torch.isfinite(actual).all(), f"non-finite output at {torch.nonzero(~torch.isfinite(actual))[:5].tolist()}"
     torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol)
-
-
-def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> None:
-    """Give every BatchNorm non-trivial statistics and affine terms, so folding them is actually tested."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
