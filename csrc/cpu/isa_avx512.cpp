@@ -24,21 +24,7 @@
 #include "kernels/conv3x3.h"
 
 namespace dfanet::cpu::avx512 {
-void dwsep_rows(const DwsepArgs& a, int64_t begin, int64_t end, float* scratch) {
-  dwsep_rows_impl<Vec>(a, begin, end, scratch);
-}
-void pointwise_rows(const PointwiseArgs& a, int64_t begin, int64_t end, float* scratch) {
-  pointwise_rows_impl<Vec>(a, begin, end, scratch);
-}
-void block_rows(const BlockArgs& a, int64_t begin, int64_t end, float* scratch) {
-  block_rows_impl<Vec>(a, begin, end, scratch);
-}
-void conv3x3_rows(const Conv3x3Args& a, int64_t begin, int64_t end, float* scratch) {
-  conv3x3_rows_impl<Vec>(a, begin, end, scratch);
-}
-void upsample_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch) {
-  upsample_rows_impl<Vec>(a, begin, end, scratch);
-}
+#include "kernels/entry_points.h"
 }  // namespace dfanet::cpu::avx512
 
 #if defined(__clang__)
