@@ -9,6 +9,7 @@ the CPU (upsample: in float32, see up_expected), so each tolerance measures only
 """
 
 import itertools
+from functools import partial
 
 import pytest
 import torch
@@ -17,32 +18,22 @@ import dfanet_kernels as dk
 from dfanet import DFANet
 from dfanet_kernels import backends, reference
 
+from . import op_cases
 from .utils import assert_close, in_layout, randomize_batchnorm
+from .op_cases import DTYPE_IDS, DTYPES, dw_expected, fc_expected
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICE = torch.device("cuda")
+rand = partial(op_cases.rand, device=DEVICE)
+dw_args = partial(op_cases.dw_args, device=DEVICE)
+fc_args = partial(op_cases.fc_args, device=DEVICE)
+up_inputs = partial(op_cases.up_inputs, device=DEVICE)
 
-# (dtype, atol, rtol). fp32: the kernels sum at most 9 + C products of O(1) values in another order than the
-# float64 reference, a few ulp (1.2e-7) times sqrt(terms): ~1e-6. fp16/bf16: the inputs are already rounded; the
-# kernels accumulate in fp32 and round the output once, and the tensor-core path also rounds the depthwise result
-# that feeds the pointwise product (as an fp16 conv does): an error of about the format's unit roundoff (fp16 4.9e-4,
-# bf16 3.9e-3) relative to the values, ~5 standard deviations of it at the tail of 10^7 outputs.
-DTYPES = [(torch.float32, 1e-5, 1e-5), (torch.float16, 2e-3, 2e-3), (torch.bfloat16, 1.6e-2, 1.6e-2)]
-DTYPE_IDS = ["fp32", "fp16", "bf16"]
 # The glue makes every layout NHWC before it dispatches on dtype: each layout in fp32, each 16-bit dtype in one.
 LAYOUT_DTYPES = [
     pytest.param(layout, *DTYPES[d], id=f"{layout}-{DTYPE_IDS[d]}")
     for layout, d in [("nchw", 0), ("channels_last", 0), ("strided", 0), ("channels_last", 1), ("strided", 2)]
 ]
-
-
-def rand(*shape, gen, scale=1.0, dtype=torch.float32):
-    return (torch.randn(*shape, generator=gen) * scale).to(device=DEVICE, dtype=dtype)
-
-
-def f64(t):
-    """The float64 CPU copy of t (None stays None) that the reference runs on."""
-    return None if t is None else t.detach().to("cpu", torch.float64)
 
 
 def check(out, expected, atol, rtol):
@@ -73,24 +64,6 @@ DW_SHAPES = [
     pytest.param((3, 240, 240, 33, 33), id="large-3x240x240x33x33"),
     pytest.param((3, 12, 240, 250, 250), id="large-3x12x240x250x250"),
 ]
-
-
-def dw_args(n, c, cout, h, w, stride, *, dtype=torch.float32, dw_bias=True, pw_bias=True, residual=True, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    ho, wo = dk.conv_output_size(h, stride), dk.conv_output_size(w, stride)
-    return dict(
-        x=rand(n, c, h, w, gen=gen, dtype=dtype),
-        dw_weight=rand(c, 1, 3, 3, gen=gen, scale=1 / 3, dtype=dtype),
-        dw_bias=rand(c, gen=gen, dtype=dtype) if dw_bias else None,
-        pw_weight=rand(cout, c, 1, 1, gen=gen, scale=c**-0.5, dtype=dtype),
-        pw_bias=rand(cout, gen=gen, dtype=dtype) if pw_bias else None,
-        stride=stride,
-        residual=rand(n, cout, ho, wo, gen=gen, dtype=dtype) if residual else None,
-    )
-
-
-def dw_expected(args, **flags):
-    return reference.dwsep_conv(**{k: f64(v) if isinstance(v, torch.Tensor) else v for k, v in args.items()}, **flags)
 
 
 @pytest.mark.parametrize("layout, dtype, atol, rtol", LAYOUT_DTYPES)
@@ -155,22 +128,6 @@ FC_SHAPES = [
 ]
 
 
-def fc_args(n, c, h, w, k, *, dtype=torch.float32, fc_bias=True, conv_bias=True, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return dict(
-        x=rand(n, c, h, w, gen=gen, dtype=dtype),
-        fc_weight=rand(k, c, gen=gen, scale=c**-0.5, dtype=dtype),
-        fc_bias=rand(k, gen=gen, dtype=dtype) if fc_bias else None,
-        conv_weight=rand(c, k, 1, 1, gen=gen, scale=max(k, 1) ** -0.5, dtype=dtype),
-        # A positive mean keeps most scales above 0, so the product (not only the ReLU) is tested.
-        conv_bias=(rand(c, gen=gen) + 1).to(dtype) if conv_bias else None,
-    )
-
-
-def fc_expected(args):
-    return reference.fc_attention(**{k: f64(v) for k, v in args.items()})
-
-
 @pytest.mark.parametrize("layout, dtype, atol, rtol", LAYOUT_DTYPES)
 @pytest.mark.parametrize("shape", FC_SHAPES)
 def test_fc_attention_matches_reference(shape, layout, dtype, atol, rtol):
@@ -210,15 +167,6 @@ def up_expected(fn, inputs, size):
     formula as the kernel. A float64 reference would differ from both by up to ~ulp(in) x |a neighbour difference|,
     ~1e-4 at 250 pixels, which the fp32 tolerance below does not allow."""
     return fn([t.float() for t in inputs], size).cpu()
-
-
-def up_inputs(case, n, layout, dtype=torch.float32, same_channels=False, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    size, specs = case
-    channels = specs[0][0]
-    inputs = [in_layout(rand(n, channels if same_channels else c, h, w, gen=gen, dtype=dtype), layout)
-              for c, h, w in specs]
-    return inputs, size
 
 
 @pytest.mark.parametrize("layout, dtype, atol, rtol", LAYOUT_DTYPES)

@@ -15,25 +15,26 @@ if not torch.cuda.is_available():
 os.environ.setdefault("DFANET_TRITON_AUTOTUNE", "0")
 
 import itertools  # noqa: E402
+from functools import partial  # noqa: E402
 
 import pytest  # noqa: E402
 
 import dfanet_kernels as dk  # noqa: E402
 from dfanet_kernels import backends, reference  # noqa: E402
 
+from . import op_cases  # noqa: E402
+from .op_cases import DTYPE_IDS, DTYPES, dw_expected, f64, fc_expected  # noqa: E402
 from .utils import LAYOUTS, assert_close, in_layout, randomize_batchnorm  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+rand = partial(op_cases.rand, device=DEVICE)
+dw_args = partial(op_cases.dw_args, device=DEVICE)
+fc_args = partial(op_cases.fc_args, device=DEVICE)
+up_inputs = partial(op_cases.up_inputs, device=DEVICE)
 UNAVAILABLE = backends.unavailable_reason("triton", DEVICE)
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"triton backend unavailable: {UNAVAILABLE}")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-# (dtype, atol, rtol). fp32: the kernels sum at most 9 * C + C products of O(1) values in another order than the
-# float64 reference, a few ulp (1.2e-7) times sqrt(terms): ~1e-6. fp16/bf16: the inputs are already rounded, the
-# kernels accumulate in fp32 and round the depthwise result (as an fp16 conv does) and the output once each: a few
-# ulp of the format (fp16 2^-11 = 4.9e-4, bf16 2^-8 = 3.9e-3) relative to the values.
-DTYPES = [(torch.float32, 1e-5, 1e-5), (torch.float16, 2e-3, 2e-3), (torch.bfloat16, 1.6e-2, 1.6e-2)]
-DTYPE_IDS = ["fp32", "fp16", "bf16"]
 # Every (layout, dtype) pair under the interpreter. On a GPU each pair compiles its own kernel variants (a few
 # seconds each: Triton specialises on strides), so there fp16/bf16 run in the model's layout, channels_last, only.
 LAYOUT_DTYPES = [
@@ -42,15 +43,6 @@ LAYOUT_DTYPES = [
     for d, name in zip(DTYPES, DTYPE_IDS)
     if not torch.cuda.is_available() or d[0] == torch.float32 or layout == "channels_last"
 ]
-
-
-def rand(*shape, gen, scale=1.0, dtype=torch.float32):
-    return (torch.randn(*shape, generator=gen) * scale).to(device=DEVICE, dtype=dtype)
-
-
-def f64(t):
-    """The float64 CPU copy of t (None stays None) that the reference runs on."""
-    return None if t is None else t.detach().to("cpu", torch.float64)
 
 
 def check(out, expected, atol, rtol):
@@ -72,24 +64,6 @@ DW_SHAPES = [
     (2, 48, 40, 1, 7),
     (1, 70, 80, 7, 13),
 ]
-
-
-def dw_args(n, c, cout, h, w, stride, *, dtype=torch.float32, dw_bias=True, pw_bias=True, residual=True, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    ho, wo = dk.conv_output_size(h, stride), dk.conv_output_size(w, stride)
-    return dict(
-        x=rand(n, c, h, w, gen=gen, dtype=dtype),
-        dw_weight=rand(c, 1, 3, 3, gen=gen, scale=1 / 3, dtype=dtype),
-        dw_bias=rand(c, gen=gen, dtype=dtype) if dw_bias else None,
-        pw_weight=rand(cout, c, 1, 1, gen=gen, scale=c**-0.5, dtype=dtype),
-        pw_bias=rand(cout, gen=gen, dtype=dtype) if pw_bias else None,
-        stride=stride,
-        residual=rand(n, cout, ho, wo, gen=gen, dtype=dtype) if residual else None,
-    )
-
-
-def dw_expected(args, **flags):
-    return reference.dwsep_conv(**{k: f64(v) if isinstance(v, torch.Tensor) else v for k, v in args.items()}, **flags)
 
 
 @pytest.mark.parametrize("layout, dtype, atol, rtol", LAYOUT_DTYPES)
@@ -194,22 +168,6 @@ FC_SHAPES = [
 ]
 
 
-def fc_args(n, c, h, w, k, *, dtype=torch.float32, fc_bias=True, conv_bias=True, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    return dict(
-        x=rand(n, c, h, w, gen=gen, dtype=dtype),
-        fc_weight=rand(k, c, gen=gen, scale=c**-0.5, dtype=dtype),
-        fc_bias=rand(k, gen=gen, dtype=dtype) if fc_bias else None,
-        conv_weight=rand(c, k, 1, 1, gen=gen, scale=k**-0.5, dtype=dtype),
-        # A positive mean keeps most scales above 0, so the product (not only the ReLU) is tested.
-        conv_bias=(rand(c, gen=gen) + 1).to(dtype) if conv_bias else None,
-    )
-
-
-def fc_expected(args):
-    return reference.fc_attention(**{k: f64(v) for k, v in args.items()})
-
-
 @pytest.mark.parametrize("layout, dtype, atol, rtol", LAYOUT_DTYPES)
 @pytest.mark.parametrize("shape", FC_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_fc_attention_matches_reference(shape, layout, dtype, atol, rtol):
@@ -237,15 +195,6 @@ UP_CASES = [
     ((13, 13), [(3, 4, 5), (3, 13, 13), (3, 7, 1), (3, 1, 1), (3, 5, 5)]),
 ]
 UP_IDS = [f"{size[0]}x{size[1]}-{len(specs)}in" for size, specs in UP_CASES]
-
-
-def up_inputs(case, n, layout, dtype=torch.float32, same_channels=False, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    size, specs = case
-    channels = specs[0][0]
-    inputs = [in_layout(rand(n, channels if same_channels else c, h, w, gen=gen, dtype=dtype), layout)
-              for c, h, w in specs]
-    return inputs, size
 
 
 @pytest.mark.parametrize("layout, dtype, atol, rtol", LAYOUT_DTYPES)

@@ -1,0 +1,73 @@
+"""Argument builders and the float64 reference shared by the GPU-backend op tests (tests/test_cuda_ops.py,
+tests/test_triton_ops.py). Builders take the device the backend runs on; the reference always runs in float64 on
+the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+import dfanet_kernels as dk
+from dfanet_kernels import reference
+
+from .utils import in_layout
+
+# (dtype, atol, rtol). fp32: the kernels sum at most 9 + C products of O(1) values in another order than the
+# float64 reference, a few ulp (1.2e-7) times sqrt(terms): ~1e-6. fp16/bf16: the inputs are already rounded; the
+# kernels accumulate in fp32 and round the depthwise result that feeds the pointwise product (as an fp16 conv does)
+# and the output once each: an error of about the format's unit roundoff (fp16 2^-11 = 4.9e-4, bf16 2^-8 = 3.9e-3)
+# relative to the values, ~5 standard deviations of it at the tail of 10^7 outputs.
+DTYPES = [(torch.float32, 1e-5, 1e-5), (torch.float16, 2e-3, 2e-3), (torch.bfloat16, 1.6e-2, 1.6e-2)]
+DTYPE_IDS = ["fp32", "fp16", "bf16"]
+
+
+def rand(*shape, gen, device, scale=1.0, dtype=torch.float32):
+    return (torch.randn(*shape, generator=gen) * scale).to(device=device, dtype=dtype)
+
+
+def f64(t):
+    """The float64 CPU copy of t (None stays None) that the reference runs on."""
+    return None if t is None else t.detach().to("cpu", torch.float64)
+
+
+def dw_args(n, c, cout, h, w, stride, *, device, dtype=torch.float32, dw_bias=True, pw_bias=True, residual=True,
+            seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ho, wo = dk.conv_output_size(h, stride), dk.conv_output_size(w, stride)
+    return dict(
+        x=rand(n, c, h, w, gen=gen, device=device, dtype=dtype),
+        dw_weight=rand(c, 1, 3, 3, gen=gen, device=device, scale=1 / 3, dtype=dtype),
+        dw_bias=rand(c, gen=gen, device=device, dtype=dtype) if dw_bias else None,
+        pw_weight=rand(cout, c, 1, 1, gen=gen, device=device, scale=c**-0.5, dtype=dtype),
+        pw_bias=rand(cout, gen=gen, device=device, dtype=dtype) if pw_bias else None,
+        stride=stride,
+        residual=rand(n, cout, ho, wo, gen=gen, device=device, dtype=dtype) if residual else None,
+    )
+
+
+def dw_expected(args, **flags):
+    return reference.dwsep_conv(**{k: f64(v) if isinstance(v, torch.Tensor) else v for k, v in args.items()}, **flags)
+
+
+def fc_args(n, c, h, w, k, *, device, dtype=torch.float32, fc_bias=True, conv_bias=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return dict(
+        x=rand(n, c, h, w, gen=gen, device=device, dtype=dtype),
+        fc_weight=rand(k, c, gen=gen, device=device, scale=c**-0.5, dtype=dtype),
+        fc_bias=rand(k, gen=gen, device=device, dtype=dtype) if fc_bias else None,
+        conv_weight=rand(c, k, 1, 1, gen=gen, device=device, scale=max(k, 1) ** -0.5, dtype=dtype),
+        # A positive mean keeps most scales above 0, so the product (not only the ReLU) is tested.
+        conv_bias=(rand(c, gen=gen, device=device) + 1).to(dtype) if conv_bias else None,
+    )
+
+
+def fc_expected(args):
+    return reference.fc_attention(**{k: f64(v) for k, v in args.items()})
+
+
+def up_inputs(case, n, layout, dtype=torch.float32, same_channels=False, seed=0, *, device):
+    gen = torch.Generator().manual_seed(seed)
+    size, specs = case
+    channels = specs[0][0]
+    inputs = [in_layout(rand(n, channels if same_channels else c, h, w, gen=gen, device=device, dtype=dtype), layout)
+              for c, h, w in specs]
+    return inputs, size
