@@ -53,3 +53,11 @@ def test_package_imports_without_the_compiled_library_and_warns():
     assert lines[0] == "['reference']"
     assert lines[1] == "(1, 3, 5, 5)"
     assert "pip install --no-build-isolation -e ." in lines[2]
+
+
+def test_compiled_cpu_kernels_are_built():
+    """The CPU kernel tests skip when the extension is missing (so the reference-only fallback stays testable);
+    this test makes a missing or broken build a failure instead of a quiet sea of skips."""
+    assert "cpu" in dk.available_backends("cpu"), (
+        "dfanet_kernels._C is missing or failed to load: rebuild with `pip install --no-build-isolation -e .`"
+    )
