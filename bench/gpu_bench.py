@@ -275,7 +275,7 @@ def op_cases(variant: str, batch: int, height: int, width: int, dtype, device):
     sizes = [(height, width)]
     for _ in range(7):
         sizes.append(tuple(dk.conv_output_size(s, 2) for s in sizes[-1]))
-    s2, s3, s4, s5, s6 = sizes[2], sizes[3], sizes[4], sizes[5], sizes[6]  # 1/4 ... 1/64 of the input
+    s2, s4, s5, s6 = sizes[2], sizes[4], sizes[5], sizes[6]  # 1/4 ... 1/64 of the input
     g = torch.Generator().manual_seed(0)
 
     def t(*shape, scale=1.0):

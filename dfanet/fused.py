@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 import dfanet_kernels as dk
 
@@ -22,8 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class FoldedConv:
-    """A conv with BN folded in, plus its ReLU. ``run`` uses the library's conv1x1 / conv3x3 (the CPU kernels, NHWC
-    out; F.conv2d, i.e. cuDNN, on the other backends); calling it runs F.conv2d."""
+    """A conv with BN folded in, plus its ReLU, run by the library's conv1x1 / conv3x3 (the CPU kernels, NHWC out;
+    F.conv2d, i.e. cuDNN, on the other backends)."""
 
     weight: torch.Tensor
     bias: torch.Tensor | None
@@ -34,10 +33,6 @@ class FoldedConv:
     def of(cls, block: ConvBNReLU, name: str) -> "FoldedConv":
         weight, bias = dk.fold_conv_bn(block.conv, block.bn, name)
         return cls(weight, bias, block.conv.stride[0], block.has_relu)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.conv2d(x, self.weight, self.bias, self.stride, self.weight.shape[-1] // 2)
-        return F.relu(y) if self.relu else y
 
     def run(self, x: torch.Tensor, backend: str | None) -> torch.Tensor:
         conv = dk.conv1x1 if self.weight.shape[-1] == 1 else dk.conv3x3
