@@ -19,6 +19,7 @@
 #include "kernels/simd.h"
 #include "kernels/dwsep.h"
 #include "kernels/upsample.h"
+#include "kernels/block.h"
 #include "kernels/conv3x3.h"
 
 namespace dfanet::cpu::avx2 {

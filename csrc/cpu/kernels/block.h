@@ -1,0 +1,75 @@
+// The whole-Xception-block kernel, NHWC fp32: three depthwise-separable convs and the shortcut streamed row by row
+// (see BlockArgs in isa.h). Written once against `Vec` and compiled per instruction-set path by
+// csrc/cpu/isa_<path>.cpp, after kernels/dwsep.h (the row kernels) and kernels/upsample.h. No torch headers here.
+#pragma once
+
+#include <cstdint>
+
+#include "../isa.h"
+
+namespace dfanet::cpu {
+namespace {
+
+// Xception block, rows streamed through two rings of three rows each (see BlockArgs). The rings hold ReLU(y1) and
+// ReLU(y2): the ReLU that sep2 and sep3 apply to their input is applied once, in the producer's epilogue, instead
+// of at every depthwise tap.
+template <class V>
+void block_rows_impl(const BlockArgs& a, int64_t begin, int64_t end, float* scratch) {
+  const int64_t C1 = a.sep[0].Cout, C2 = a.sep[1].Cout, C3 = a.sep[2].Cout;
+  float* ring1 = scratch;
+  float* ring2 = ring1 + 3 * a.Wo * C1;
+  float* buf = ring2 + 3 * a.Wo * C2;
+  const SepConv s1{a.sep[0].dw_w, nullptr, a.sep[0].pw_w, a.sep[0].pw_b, a.C0, C1, true, false, true};
+  const SepConv s2{a.sep[1].dw_w, nullptr, a.sep[1].pw_w, a.sep[1].pw_b, C1, C2, false, false, true};
+  const SepConv s3{a.sep[2].dw_w, nullptr, a.sep[2].pw_w, a.sep[2].pw_b, C2, C3, false, false, false};
+  const int64_t row_in = a.W * a.C0;
+  auto slot1 = [&](int64_t i) { return ring1 + (i % 3) * a.Wo * C1; };
+  auto slot2 = [&](int64_t i) { return ring2 + (i % 3) * a.Wo * C2; };
+  int64_t image_n = -1, next1 = 0, next2 = 0;  // the next y1 / y2 row to compute
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t n = r / a.Ho, oh = r % a.Ho;
+    const float* image = a.x + n * a.H * row_in;
+    if (n != image_n) {  // a new image (or the band's start): the rings restart at the rows this row needs
+      image_n = n;
+      next1 = imax(0, oh - 2);
+      next2 = imax(0, oh - 1);
+    }
+    for (const int64_t last2 = imin(a.Ho - 1, oh + 1); next2 <= last2; ++next2) {
+      for (const int64_t last1 = imin(a.Ho - 1, next2 + 1); next1 <= last1; ++next1) {
+        const float* rows[3];
+        for (int kh = 0; kh < 3; ++kh) {
+          const int64_t ih = next1 * a.stride - 1 + kh;
+          rows[kh] = (ih >= 0 && ih < a.H) ? image + ih * row_in : nullptr;
+        }
+        Prefetcher pf = next_rows_prefetcher<V>(image, a.H, row_in, next1, a.Ho, a.stride, a.Wo, a.C0);
+        sep_row<V>(s1, rows, a.W, a.stride, a.Wo, a.tile_w, nullptr, slot1(next1), buf, pf);
+      }
+      const float* rows[3];
+      for (int kh = 0; kh < 3; ++kh) {
+        const int64_t i = next2 - 1 + kh;
+        rows[kh] = (i >= 0 && i < a.Ho) ? slot1(i) : nullptr;
+      }
+      Prefetcher none;
+      sep_row<V>(s2, rows, a.Wo, 1, a.Wo, a.tile_w, nullptr, slot2(next2), buf, none);
+    }
+    float* out = a.out + r * a.Wo * C3;
+    const float* res;
+    if (a.sc_w) {  // projection shortcut: 1x1 conv of stride s into the output row, which sep3 then adds to
+      pointwise_row<V>(image + oh * a.stride * row_in, a.C0, a.stride, a.Wo, a.tile_w, a.sc_w, a.sc_b, C3, false,
+                       nullptr, out, buf);
+      res = out;
+    } else {  // identity: stride 1 and C3 == C0
+      res = image + oh * row_in;
+    }
+    const float* rows[3];
+    for (int kh = 0; kh < 3; ++kh) {
+      const int64_t i = oh - 1 + kh;
+      rows[kh] = (i >= 0 && i < a.Ho) ? slot2(i) : nullptr;
+    }
+    Prefetcher none;
+    sep_row<V>(s3, rows, a.Wo, 1, a.Wo, a.tile_w, res, out, buf, none);
+  }
+}
+
+}  // namespace
+}  // namespace dfanet::cpu
