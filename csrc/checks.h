@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace dfanet {
 
@@ -58,16 +60,36 @@ inline std::vector<int64_t> check_conv(const at::Tensor& x, const at::Tensor& we
   return {x.size(0), cout, conv_output_size(x.size(2), stride), conv_output_size(x.size(3), stride)};
 }
 
-// Checks every xception_block argument against x; returns the output shape {N, C3, Ho, Wo}.
-inline std::vector<int64_t> check_xception_block(const at::Tensor& x, const at::Tensor* dw[3], const at::Tensor* pw[3],
-                                                 const std::optional<at::Tensor>* pb[3], int64_t stride,
-                                                 const std::optional<at::Tensor>& sc_weight,
+// Checks a list of activations that share batch size, dtype and device (those of inputs[0]); channels and sizes may
+// differ. Errors name inputs[i].
+inline void check_input_list(at::TensorList inputs) {
+  TORCH_CHECK(!inputs.empty(), "inputs: expected at least one tensor");
+  const at::Tensor& first = inputs[0];
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const at::Tensor& t = inputs[i];
+    const std::string name = "inputs[" + std::to_string(i) + "]";
+    check_activation(t, name.c_str());
+    TORCH_CHECK(t.device() == first.device(), name, ": expected device ", first.device(), ", got ", t.device());
+    TORCH_CHECK(t.scalar_type() == first.scalar_type(), name, ": expected dtype ", first.scalar_type(), ", got ",
+                t.scalar_type());
+    TORCH_CHECK(t.size(0) == first.size(0), name, ": expected batch ", first.size(0), ", got ", t.size(0));
+  }
+}
+
+// Checks every xception_block argument against its input, the concatenation of `inputs` along channels at
+// inputs[0]'s size; returns the output shape {N, C3, Ho, Wo}.
+inline std::vector<int64_t> check_xception_block(at::TensorList inputs, const at::Tensor* dw[3],
+                                                 const at::Tensor* pw[3], const std::optional<at::Tensor>* pb[3],
+                                                 int64_t stride, const std::optional<at::Tensor>& sc_weight,
                                                  const std::optional<at::Tensor>& sc_bias) {
-  check_activation(x, "x");
+  check_input_list(inputs);
+  const at::Tensor& x = inputs[0];
+  int64_t c0 = 0;
+  for (const at::Tensor& t : inputs) c0 += t.size(1);
   static const char* dw_names[3] = {"dw1", "dw2", "dw3"};
   static const char* pw_names[3] = {"pw1", "pw2", "pw3"};
   static const char* pb_names[3] = {"pb1", "pb2", "pb3"};
-  int64_t c = x.size(1);
+  int64_t c = c0;
   for (int i = 0; i < 3; ++i) {
     check_same(*dw[i], x, dw_names[i], {c, 1, 3, 3});
     TORCH_CHECK(pw[i]->dim() == 4, pw_names[i], ": expected Cout x C x 1 x 1, got ", pw[i]->sizes());
@@ -78,10 +100,10 @@ inline std::vector<int64_t> check_xception_block(const at::Tensor& x, const at::
   }
   TORCH_CHECK(stride == 1 || stride == 2, "stride: expected 1 or 2, got ", stride);
   if (sc_weight) {
-    check_same(*sc_weight, x, "shortcut_weight", {c, x.size(1), 1, 1});
+    check_same(*sc_weight, x, "shortcut_weight", {c, c0, 1, 1});
   } else {
-    TORCH_CHECK(stride == 1 && c == x.size(1), "shortcut_weight: an identity shortcut needs stride 1 and as many "
-                "output channels as input channels (", x.size(1), "), got stride ", stride, " and ", c);
+    TORCH_CHECK(stride == 1 && c == c0, "shortcut_weight: an identity shortcut needs stride 1 and as many "
+                "output channels as input channels (", c0, "), got stride ", stride, " and ", c);
   }
   check_optional(sc_bias, x, "shortcut_bias", {c});
   TORCH_CHECK(!sc_bias || sc_weight, "shortcut_bias: given without shortcut_weight");
@@ -105,17 +127,10 @@ inline void check_fc_attention(const at::Tensor& x, const at::Tensor& fc_weight,
 inline void check_upsample(at::TensorList inputs, at::IntArrayRef size, bool same_channels) {
   TORCH_CHECK(!inputs.empty(), "inputs: expected at least one tensor");
   TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0, "size: expected two positive ints, got ", size);
-  const at::Tensor& first = inputs[0];
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const at::Tensor& t = inputs[i];
-    check_activation(t, "inputs[i]");
-    TORCH_CHECK(t.device() == first.device(), "inputs[", i, "]: expected device ", first.device(), ", got ",
-                t.device());
-    TORCH_CHECK(t.scalar_type() == first.scalar_type(), "inputs[", i, "]: expected dtype ", first.scalar_type(),
-                ", got ", t.scalar_type());
-    TORCH_CHECK(t.size(0) == first.size(0), "inputs[", i, "]: expected batch ", first.size(0), ", got ", t.size(0));
-    TORCH_CHECK(!same_channels || t.size(1) == first.size(1), "inputs[", i, "]: expected ", first.size(1),
-                " channels, got ", t.size(1));
+  check_input_list(inputs);
+  for (size_t i = 1; i < inputs.size(); ++i) {
+    TORCH_CHECK(!same_channels || inputs[i].size(1) == inputs[0].size(1), "inputs[", i, "]: expected ",
+                inputs[0].size(1), " channels, got ", inputs[i].size(1));
   }
 }
 

@@ -21,8 +21,10 @@ TORCH_LIBRARY(dfanet, m) {
   m.def("upsample_add(Tensor[] inputs, SymInt[2] size) -> Tensor");
   // A whole Xception block: sep3(sep2(sep1(x))) + shortcut(x), sep_i = ReLU -> depthwise 3x3 (no bias) -> 1x1 + pb_i;
   // sep1 and the shortcut (a 1x1 conv + bias, or the identity when shortcut_weight is None) have the stride.
+  // x = upsample_concat(inputs, inputs[0]'s H x W): usually one tensor; several form a concatenation that the CPU
+  // kernel reads without writing it out.
   m.def(
-      "xception_block(Tensor x, Tensor dw1, Tensor pw1, Tensor? pb1, Tensor dw2, Tensor pw2, Tensor? pb2, "
+      "xception_block(Tensor[] inputs, Tensor dw1, Tensor pw1, Tensor? pb1, Tensor dw2, Tensor pw2, Tensor? pb2, "
       "Tensor dw3, Tensor pw3, Tensor? pb3, int stride, Tensor? shortcut_weight, Tensor? shortcut_bias) -> Tensor");
   // Dense convolutions with bias and optional ReLU, padding k / 2: 1x1 (the decoder) and 3x3 (conv1).
   m.def("conv1x1(Tensor x, Tensor weight, Tensor? bias, int stride, bool relu) -> Tensor");

@@ -1,8 +1,9 @@
 """Fused inference kernels for DFANet: depthwise-separable conv, FC attention, bilinear upsample-concat/add.
 
-Public API: :func:`dwsep_conv`, :func:`xception_block`, :func:`fc_attention`, :func:`upsample_concat`,
-:func:`upsample_add`, :func:`conv1x1`, :func:`conv3x3` (each with a ``backend=`` argument),
-:func:`available_backends`, and the BN-folding helpers in :mod:`dfanet_kernels.fold`.
+Public API: :func:`dwsep_conv`, :func:`xception_block`, :func:`xception_block_cat` (a block that reads a
+concatenation without writing it), :func:`fc_attention`, :func:`upsample_concat`, :func:`upsample_add`,
+:func:`conv1x1`, :func:`conv3x3` (each with a ``backend=`` argument), :func:`available_backends`, and the
+BN-folding helpers in :mod:`dfanet_kernels.fold`.
 """
 
 from . import _fake  # noqa: F401  (loads the compiled library and registers fake implementations)
@@ -18,6 +19,7 @@ from .ops import (
     upsample_add,
     upsample_concat,
     xception_block,
+    xception_block_cat,
 )
 
 __all__ = [
@@ -34,5 +36,6 @@ __all__ = [
     "upsample_add",
     "upsample_concat",
     "xception_block",
+    "xception_block_cat",
 ]
 __version__ = "0.1.0"

@@ -24,9 +24,10 @@ def _register() -> None:
         return _empty_nhwc(x, (n, pw_weight.shape[0], (h - 1) // stride + 1, (w - 1) // stride + 1))
 
     @torch.library.register_fake("dfanet::xception_block")
-    def _(x, dw1, pw1, pb1, dw2, pw2, pb2, dw3, pw3, pb3, stride, shortcut_weight, shortcut_bias):
+    def _(inputs, dw1, pw1, pb1, dw2, pw2, pb2, dw3, pw3, pb3, stride, shortcut_weight, shortcut_bias):
         torch._check(stride in (1, 2), lambda: f"stride: expected 1 or 2, got {stride}")
-        torch._check(pw1.shape[1] == x.shape[1], lambda: "pw1: expected C1 x C x 1 x 1")
+        torch._check(pw1.shape[1] == sum(t.shape[1] for t in inputs), lambda: "pw1: expected C1 x C x 1 x 1")
+        x = inputs[0]
         n, _, h, w = x.shape
         return _empty_nhwc(x, (n, pw3.shape[0], (h - 1) // stride + 1, (w - 1) // stride + 1))
 

@@ -80,6 +80,32 @@ def dwsep_conv(
     return op(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, bool(act_in), bool(act_mid), bool(act_out), residual)
 
 
+def _check_block_weights(c: int, ref: torch.Tensor, ref_name: str, dw_weights, pw_weights, pw_biases, stride,
+                         shortcut_weight, shortcut_bias) -> None:
+    """The weights of an Xception block whose input has ``c`` channels, against ``ref``'s dtype and device."""
+    for name, seq in (("dw_weights", dw_weights), ("pw_weights", pw_weights), ("pw_biases", pw_biases)):
+        if not isinstance(seq, (list, tuple)) or len(seq) != 3:
+            raise TypeError(f"{name}: expected a list of 3, got {seq!r:.80}")
+    channels = [c]
+    for i in range(3):
+        _checks.like(f"dw_weights[{i}]", dw_weights[i], ref, ref_name, (channels[i], 1, 3, 3))
+        pw = _checks.tensor(f"pw_weights[{i}]", pw_weights[i], ndim=4)
+        _checks.like(f"pw_weights[{i}]", pw, ref, ref_name, (pw.shape[0], channels[i], 1, 1))
+        channels.append(pw.shape[0])
+        _checks.optional_like(f"pw_biases[{i}]", pw_biases[i], ref, ref_name, (channels[-1],))
+    if isinstance(stride, bool) or stride not in (1, 2):
+        raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
+    if shortcut_weight is None:
+        if stride != 1 or channels[3] != c:
+            raise ValueError(f"shortcut_weight: None (identity) needs stride 1 and {c} output channels, got stride "
+                             f"{stride} and {channels[3]} channels")
+        if shortcut_bias is not None:
+            raise ValueError("shortcut_bias: given without shortcut_weight")
+    else:
+        _checks.like("shortcut_weight", shortcut_weight, ref, ref_name, (channels[3], c, 1, 1))
+        _checks.optional_like("shortcut_bias", shortcut_bias, ref, ref_name, (channels[3],))
+
+
 def xception_block(
     x: torch.Tensor,
     dw_weights: Sequence[torch.Tensor],
@@ -97,7 +123,7 @@ def xception_block(
     is ``conv2d(x, shortcut_weight, shortcut_bias, stride)`` (1x1) or, when ``shortcut_weight`` is None, ``x`` itself
     (stride 1, as many output as input channels). On the CPU backend the two intermediate maps never exist in
     memory: the block runs row by row with the rows it needs in cache. The Triton and CUDA backends compose
-    ``dwsep_conv`` calls.
+    ``dwsep_conv`` calls. See :func:`xception_block_cat` for an input given as a concatenation.
 
     Args:
         x: N x C x H x W input, any memory layout.
@@ -111,29 +137,8 @@ def xception_block(
         N x C_3 x Ho x Wo tensor (channels_last on the compiled backends).
     """
     _checks.activation("x", x)
-    n, c, h, w = x.shape
-    for name, seq in (("dw_weights", dw_weights), ("pw_weights", pw_weights), ("pw_biases", pw_biases)):
-        if not isinstance(seq, (list, tuple)) or len(seq) != 3:
-            raise TypeError(f"{name}: expected a list of 3, got {seq!r:.80}")
-    channels = [c]
-    for i in range(3):
-        _checks.like(f"dw_weights[{i}]", dw_weights[i], x, "x", (channels[i], 1, 3, 3))
-        pw = _checks.tensor(f"pw_weights[{i}]", pw_weights[i], ndim=4)
-        _checks.like(f"pw_weights[{i}]", pw, x, "x", (pw.shape[0], channels[i], 1, 1))
-        channels.append(pw.shape[0])
-        _checks.optional_like(f"pw_biases[{i}]", pw_biases[i], x, "x", (channels[-1],))
-    if isinstance(stride, bool) or stride not in (1, 2):
-        raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
-    if shortcut_weight is None:
-        if stride != 1 or channels[3] != c:
-            raise ValueError(f"shortcut_weight: None (identity) needs stride 1 and {c} output channels, got stride "
-                             f"{stride} and {channels[3]} channels")
-        if shortcut_bias is not None:
-            raise ValueError("shortcut_bias: given without shortcut_weight")
-    else:
-        _checks.like("shortcut_weight", shortcut_weight, x, "x", (channels[3], c, 1, 1))
-        _checks.optional_like("shortcut_bias", shortcut_bias, x, "x", (channels[3],))
-
+    _check_block_weights(x.shape[1], x, "x", dw_weights, pw_weights, pw_biases, stride, shortcut_weight,
+                         shortcut_bias)
     chosen = backends.resolve(backend, x.device)
     if chosen == "reference":
         return reference.xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
@@ -144,8 +149,57 @@ def xception_block(
             y = dwsep_conv(y, dw_weights[i], None, pw_weights[i], pw_biases[i], stride if i == 0 else 1,
                            act_in=True, residual=skip if i == 2 else None, backend=chosen)
         return y
-    op = _kernel(chosen, "xception_block", "x", x)
-    return op(x, dw_weights[0], pw_weights[0], pw_biases[0], dw_weights[1], pw_weights[1], pw_biases[1],
+    return _block_op([x], dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias, "x")
+
+
+def xception_block_cat(
+    inputs: Sequence[torch.Tensor],
+    dw_weights: Sequence[torch.Tensor],
+    pw_weights: Sequence[torch.Tensor],
+    pw_biases: Sequence[torch.Tensor | None],
+    stride: int = 1,
+    shortcut_weight: torch.Tensor | None = None,
+    shortcut_bias: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """``xception_block(upsample_concat(inputs, inputs[0]'s H x W), ...)`` without writing the concatenation.
+
+    The block's input is the concatenation along channels of ``inputs``, each bilinearly resized (align_corners=False,
+    exactly as :func:`upsample_concat`) to the size of ``inputs[0]``; an input already at that size is read as it
+    is. On the CPU backend the kernel builds the concatenated input rows it needs in a small per-thread cache, so the
+    concatenation never goes to memory (DFANet's aggregation inputs: at 1024 x 1024 the second and third backbones'
+    enc2 input is 240 channels at 256 x 256, 63 MB). The other backends run ``upsample_concat`` then
+    :func:`xception_block`.
+
+    Args:
+        inputs: non-empty list of N x C_k x H_k x W_k tensors (any memory layout) sharing N, dtype and device;
+            C = sum of C_k.
+        dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias, backend: as for
+            :func:`xception_block`, for an input of C channels.
+
+    Returns:
+        N x C_3 x Ho x Wo tensor, Ho x Wo from ``inputs[0]``'s H x W and the stride (channels_last on the compiled
+        backends).
+    """
+    size = _check_upsample_inputs(inputs, None)
+    first = inputs[0]
+    _check_block_weights(sum(t.shape[1] for t in inputs), first, "inputs[0]", dw_weights, pw_weights, pw_biases,
+                         stride, shortcut_weight, shortcut_bias)
+    chosen = backends.resolve(backend, first.device)
+    if chosen == "reference":
+        return reference.xception_block_cat(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight,
+                                            shortcut_bias)
+    if chosen != "cpu":  # no block kernel on the GPU backends: the concatenation is written, then read
+        x = inputs[0] if len(inputs) == 1 else upsample_concat(inputs, size, backend=chosen)
+        return xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias,
+                              backend=chosen)
+    return _block_op(list(inputs), dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias,
+                     "inputs[0]")
+
+
+def _block_op(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias, arg_name):
+    op = _kernel("cpu", "xception_block", arg_name, inputs[0])
+    return op(inputs, dw_weights[0], pw_weights[0], pw_biases[0], dw_weights[1], pw_weights[1], pw_biases[1],
               dw_weights[2], pw_weights[2], pw_biases[2], stride, shortcut_weight, shortcut_bias)
 
 
@@ -221,6 +275,7 @@ def fc_attention(
 
 
 def _check_upsample_inputs(inputs: Sequence[torch.Tensor], size) -> tuple[int, int]:
+    """Checks a list of inputs that share N, dtype and device, and ``size`` (None: inputs[0]'s H x W)."""
     if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
         raise TypeError(f"inputs: expected a non-empty list of tensors, got {inputs!r:.80}")
     first = _checks.activation("inputs[0]", inputs[0])
@@ -232,7 +287,7 @@ def _check_upsample_inputs(inputs: Sequence[torch.Tensor], size) -> tuple[int, i
             raise TypeError(f"inputs[{i}]: expected dtype {first.dtype} (that of inputs[0]), got {t.dtype}")
         if t.shape[0] != first.shape[0]:
             raise ValueError(f"inputs[{i}]: expected batch size {first.shape[0]} (that of inputs[0]), got {t.shape[0]}")
-    return _checks.size2("size", size)
+    return tuple(first.shape[-2:]) if size is None else _checks.size2("size", size)
 
 
 def upsample_concat(inputs: Sequence[torch.Tensor], size: Sequence[int], backend: str | None = None) -> torch.Tensor:

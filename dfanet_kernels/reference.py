@@ -59,6 +59,20 @@ def xception_block(
     return y
 
 
+def xception_block_cat(
+    inputs: Sequence[torch.Tensor],
+    dw_weights: Sequence[torch.Tensor],
+    pw_weights: Sequence[torch.Tensor],
+    pw_biases: Sequence[torch.Tensor | None],
+    stride: int = 1,
+    shortcut_weight: torch.Tensor | None = None,
+    shortcut_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``xception_block`` of ``upsample_concat(inputs, inputs[0]'s H x W)``."""
+    x = upsample_concat(inputs, inputs[0].shape[-2:])
+    return xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
+
+
 def conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1,
          relu: bool = False) -> torch.Tensor:
     """A k x k convolution with padding ``k // 2`` and optional ReLU (``conv1x1`` / ``conv3x3``)."""

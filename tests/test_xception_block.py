@@ -85,7 +85,7 @@ def test_reference_is_the_dwsep_composition():
 @needs_cpu_kernels
 def test_opcheck_cpu_op():
     a = make_args(2, 5, 4, 6, 3, 7, 6, 2, True, seed=3)
-    op_args = (a["x"], a["dw_weights"][0], a["pw_weights"][0], a["pw_biases"][0], a["dw_weights"][1],
+    op_args = ([a["x"]], a["dw_weights"][0], a["pw_weights"][0], a["pw_biases"][0], a["dw_weights"][1],
                a["pw_weights"][1], None, a["dw_weights"][2], a["pw_weights"][2], a["pw_biases"][2], 2,
                a["shortcut_weight"], a["shortcut_bias"])
     torch.library.opcheck(torch.ops.dfanet.xception_block.default, op_args)
@@ -126,10 +126,147 @@ def test_direct_op_call_with_bad_shape_raises_not_crashes():
     """torch.ops.dfanet.* skips the Python checks; the C++ checks must still stop a bad call."""
     a = make_args(1, 4, 5, 6, 4, 5, 5, 1, False)
     with pytest.raises(RuntimeError, match="dw2: expected shape"):
-        torch.ops.dfanet.xception_block(a["x"], a["dw_weights"][0], a["pw_weights"][0], None, torch.randn(3, 1, 3, 3),
+        torch.ops.dfanet.xception_block([a["x"]], a["dw_weights"][0], a["pw_weights"][0], None, torch.randn(3, 1, 3, 3),
                                         a["pw_weights"][1], None, a["dw_weights"][2], a["pw_weights"][2], None, 1,
                                         None, None)
     with pytest.raises(RuntimeError, match="an identity shortcut needs stride 1"):
-        torch.ops.dfanet.xception_block(a["x"], a["dw_weights"][0], a["pw_weights"][0], None, a["dw_weights"][1],
+        torch.ops.dfanet.xception_block([a["x"]], a["dw_weights"][0], a["pw_weights"][0], None, a["dw_weights"][1],
                                         a["pw_weights"][1], None, a["dw_weights"][2], a["pw_weights"][2], None, 2,
                                         None, None)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# xception_block_cat: the block's input is a concatenation (each input resized to inputs[0]'s size), never written
+# ------------------------------------------------------------------------------------------------------------------
+# (N, [(C, H, W) of each input], C1, C2, C3, stride, projection). The model's two aggregation kinds (enc2 input:
+# enc2 output + the 4x smaller FC-attention output, 48 + 192 = 240 channels, stride 2; a sub-stage input: two maps
+# of the same size), odd sizes and factors (33 x 65 with a 9 x 17 source), 1 x 1 sources and targets, single
+# channels, a larger source (downsampled), an identity shortcut, many sources, wide channels (run-time tile stride),
+# batches whose bands split across images.
+CAT_CASES = [
+    (1, [(48, 33, 65), (192, 9, 17)], 12, 12, 48, 2, True),
+    (2, [(48, 17, 9), (96, 17, 9)], 24, 24, 96, 2, True),
+    (3, [(5, 13, 11), (7, 4, 3), (4, 13, 11)], 9, 6, 16, 1, False),
+    (1, [(3, 1, 1), (5, 1, 1)], 4, 4, 6, 1, True),
+    (1, [(4, 7, 5), (3, 1, 1)], 5, 5, 7, 2, True),
+    (2, [(1, 6, 7), (1, 3, 2)], 1, 1, 2, 1, True),
+    (1, [(6, 5, 9), (4, 11, 20)], 8, 8, 10, 1, False),
+    (1, [(2, 5 + i % 3, 6 + i % 4) for i in range(17)], 8, 8, 34, 1, False),
+    (1, [(200, 6, 7), (130, 3, 4)], 33, 40, 40, 2, True),
+    (3, [(48, 20, 31), (192, 5, 8)], 12, 12, 48, 2, True),
+]
+
+
+def make_cat_args(n, specs, c1, c2, c3, stride, projection, layout="channels_last", seed=0):
+    c0 = sum(c for c, _, _ in specs)
+    args = make_args(n, c0, c1, c2, c3, 1, 1, stride, projection, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 100)
+    del args["x"]
+    args["inputs"] = [in_layout(randn(n, c, h, w, gen=gen), layout) for c, h, w in specs]
+    return args
+
+
+def cat_case_id(case):
+    n, specs, c1, c2, c3, stride, projection = case
+    return f"n{n}-" + "+".join(f"{c}@{h}x{w}" for c, h, w in specs[:3]) + f"-s{stride}-{'proj' if projection else 'id'}"
+
+
+def cpu_composition(args):
+    """upsample_concat then xception_block, both on the CPU kernels."""
+    rest = {k: v for k, v in args.items() if k != "inputs"}
+    x = dk.upsample_concat(args["inputs"], args["inputs"][0].shape[-2:], backend="cpu")
+    return dk.xception_block(x, **rest, backend="cpu")
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("case", CAT_CASES, ids=cat_case_id)
+def test_cat_matches_reference_on_every_path(every_isa, case):
+    args = make_cat_args(*case)
+    out = dk.xception_block_cat(**args, backend="cpu")
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    # The concatenation's values are those upsample_concat computes (the same row code, kernels/upsample.h), and
+    # the block then runs as on a materialised input: equal bit for bit to the two CPU ops in a row ...
+    assert torch.equal(out, cpu_composition(args))
+    # ... and within the block's own tolerance of the reference (the resize's rounding, < 1e-6 on these O(1)
+    # inputs, is far inside it).
+    assert_close(out, reference.xception_block_cat(**args), ATOL, RTOL)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cat_layouts_and_threads(layout, threads):
+    args = make_cat_args(3, [(12, 37, 21), (20, 10, 6), (4, 37, 21)], 12, 12, 48, 2, True, layout=layout, seed=1)
+    args["pw_biases"][1] = None
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = dk.xception_block_cat(**args, backend="cpu")
+        expected = cpu_composition(args)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(out, expected)
+    assert_close(out, reference.xception_block_cat(**args), ATOL, RTOL)
+
+
+@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if HAS_CPU_KERNELS else []))
+def test_cat_of_one_input_is_the_block(backend):
+    args = make_cat_args(2, [(6, 9, 8)], 5, 5, 6, 1, False, seed=4)
+    x = args.pop("inputs")[0]
+    out = dk.xception_block_cat([x], **args, backend=backend)
+    assert torch.equal(out, dk.xception_block(x, **args, backend=backend))
+
+
+@needs_cpu_kernels
+def test_opcheck_cpu_op_with_a_concatenation():
+    a = make_cat_args(2, [(3, 7, 6), (2, 3, 2)], 4, 6, 3, 2, True, seed=3)
+    op_args = (a["inputs"], a["dw_weights"][0], a["pw_weights"][0], a["pw_biases"][0], a["dw_weights"][1],
+               a["pw_weights"][1], None, a["dw_weights"][2], a["pw_weights"][2], a["pw_biases"][2], 2,
+               a["shortcut_weight"], a["shortcut_bias"])
+    torch.library.opcheck(torch.ops.dfanet.xception_block.default, op_args)
+
+
+@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if HAS_CPU_KERNELS else []))
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (dict(inputs=torch.randn(1, 9, 9, 9)), TypeError, r"inputs: expected a non-empty list of tensors"),
+        (dict(inputs=[]), TypeError, r"inputs: expected a non-empty list of tensors"),
+        (dict(inputs=[torch.randn(1, 4, 9, 9), torch.randn(5, 3, 3)]), ValueError, r"inputs\[1\]: expected a 4-D"),
+        (dict(inputs=[torch.randn(1, 4, 9, 9), torch.randn(2, 5, 3, 3)]), ValueError,
+         r"inputs\[1\]: expected batch size 1 \(that of inputs\[0\]\), got 2"),
+        (dict(inputs=[torch.randn(1, 4, 9, 9), torch.randn(1, 5, 3, 3).double()]), TypeError,
+         r"inputs\[1\]: expected dtype torch.float32 \(that of inputs\[0\]\), got torch.float64"),
+        (dict(inputs=[torch.randn(1, 4, 9, 9), torch.randn(1, 4, 3, 3)]), ValueError,
+         r"dw_weights\[0\]: expected shape \(8, 1, 3, 3\)"),
+        (dict(shortcut_weight=torch.randn(6, 4, 1, 1)), ValueError, r"shortcut_weight: expected shape \(6, 9, 1, 1\)"),
+        (dict(shortcut_weight=None, shortcut_bias=None), ValueError, r"shortcut_weight: None \(identity\) needs"),
+    ],
+)
+def test_cat_bad_input_raises_naming_the_argument(change, error, message, backend):
+    args = dict(inputs=[torch.randn(1, 4, 9, 9), torch.randn(1, 5, 3, 3)],
+                dw_weights=[torch.randn(c, 1, 3, 3) for c in (9, 5, 5)],
+                pw_weights=[torch.randn(5, 9, 1, 1), torch.randn(5, 5, 1, 1), torch.randn(6, 5, 1, 1)],
+                pw_biases=[None, torch.randn(5), torch.randn(6)], stride=2,
+                shortcut_weight=torch.randn(6, 9, 1, 1), shortcut_bias=torch.randn(6), backend=backend)
+    args.update(change)
+    with pytest.raises(error, match=message):
+        dk.xception_block_cat(**args)
+
+
+@needs_cpu_kernels
+def test_direct_op_call_with_a_bad_concatenation_raises_not_crashes():
+    a = make_cat_args(1, [(3, 5, 5), (2, 2, 2)], 4, 4, 5, 1, True)
+    rest = (a["dw_weights"][0], a["pw_weights"][0], None, a["dw_weights"][1], a["pw_weights"][1], None,
+            a["dw_weights"][2], a["pw_weights"][2], None, 1, a["shortcut_weight"], None)
+    with pytest.raises(RuntimeError, match=r"inputs: expected at least one tensor"):
+        torch.ops.dfanet.xception_block([], *rest)
+    with pytest.raises(RuntimeError, match=r"inputs\[1\]: expected batch 1, got 2"):
+        torch.ops.dfanet.xception_block([a["inputs"][0], torch.randn(2, 2, 2, 2)], *rest)
+    with pytest.raises(RuntimeError, match=r"dw1: expected shape \[6, 1, 3, 3\], got \[5, 1, 3, 3\]"):
+        torch.ops.dfanet.xception_block([a["inputs"][0], torch.randn(1, 2, 2, 2), torch.randn(1, 1, 1, 1)], *rest)
+    with pytest.raises(RuntimeError, match=r"inputs\[1\]: expected dtype Float, got Double"):
+        torch.ops.dfanet.xception_block([a["inputs"][0], a["inputs"][1].double()], *rest)
+    doubles = [t.double() if isinstance(t, torch.Tensor) else t for t in rest]
+    with pytest.raises(RuntimeError, match=r"inputs\[0\]: the cpu backend takes float32, got Double"):
+        torch.ops.dfanet.xception_block([t.double() for t in a["inputs"]], *doubles)

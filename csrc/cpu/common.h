@@ -3,10 +3,13 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <new>
 #include <optional>
+#include <vector>
 
 #include "isa.h"
 #include "pool.h"
@@ -86,6 +89,62 @@ inline void pack_bias(const std::optional<at::Tensor>& b, float* dst) {
 inline int64_t tile_width(int64_t Wo, int64_t C) {
   return std::min(Wo, std::max<int64_t>(16, 4096 / tile_stride(C) / 16 * 16));
 }
+
+// The two source indices and their weights for every output index along one axis of a bilinear resize
+// (align_corners=False), in PyTorch's fp32 arithmetic: src = (dst + 0.5) * in / out - 0.5, clamped at 0.
+struct AxisTaps {
+  std::vector<int64_t> i0, i1;
+  std::vector<float> w0, w1;
+
+  AxisTaps(int64_t in, int64_t out) : i0(out), i1(out), w0(out), w1(out) {
+    const float scale = static_cast<float>(in) / static_cast<float>(out);
+    for (int64_t d = 0; d < out; ++d) {
+      float src = scale * (static_cast<float>(d) + 0.5f) - 0.5f;
+      if (src < 0.f) src = 0.f;
+      const int64_t lo = std::min<int64_t>(static_cast<int64_t>(src), in - 1);
+      i0[d] = lo;
+      i1[d] = lo + (lo < in - 1 ? 1 : 0);
+      w1[d] = src - static_cast<float>(lo);
+      w0[d] = 1.f - w1[d];
+    }
+  }
+};
+
+// The sources of a bilinear resize to Ho x Wo (upsample_concat / upsample_add, or a block's virtual input): NHWC
+// copies of the inputs (no copy when already NHWC), each one's axis taps, and the kernel's UpsampleSource records
+// pointing at both, valid while this object lives. For a concat, channel_offset is the running channel count.
+class ResizeSources {
+ public:
+  ResizeSources(at::TensorList inputs, int64_t Ho, int64_t Wo, bool add) {
+    keep_.reserve(inputs.size());
+    sources.reserve(inputs.size());
+    for (const at::Tensor& input : inputs) {
+      keep_.push_back(nhwc(input));
+      const at::Tensor& t = keep_.back();
+      UpsampleSource s;
+      s.data = t.data_ptr<float>();
+      s.C = t.size(1), s.H = t.size(2), s.W = t.size(3);
+      s.channel_offset = add ? 0 : channels;
+      s.same = s.H == Ho && s.W == Wo;
+      if (!s.same) {
+        const AxisTaps& rows = taps_.emplace_back(s.H, Ho);
+        const AxisTaps& cols = taps_.emplace_back(s.W, Wo);
+        s.row_i0 = rows.i0.data(), s.row_i1 = rows.i1.data(), s.row_w0 = rows.w0.data(), s.row_w1 = rows.w1.data();
+        s.col_i0 = cols.i0.data(), s.col_i1 = cols.i1.data(), s.col_w0 = cols.w0.data(), s.col_w1 = cols.w1.data();
+      }
+      sources.push_back(s);
+      channels += s.C;
+    }
+  }
+  const at::Tensor& tensor(size_t i) const { return keep_[i]; }
+
+  std::vector<UpsampleSource> sources;
+  int64_t channels = 0;
+
+ private:
+  std::vector<at::Tensor> keep_;
+  std::deque<AxisTaps> taps_;  // a deque: the records point into its elements, which never move
+};
 
 // A parallel_for task should carry at least this many multiply-adds (~10 us on one core with AVX-512): below that,
 // waking the second thread costs more than it saves (the deepest DFANet layers are 8 x 16 pixels).

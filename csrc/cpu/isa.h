@@ -94,7 +94,7 @@ struct BlockSep {
   int64_t Cout = 0;
 };
 struct BlockArgs {
-  const float* x = nullptr;  // [N][H][W][C0]
+  const float* x = nullptr;  // [N][H][W][C0], or nullptr for a virtual input (src below)
   int64_t N = 0, H = 0, W = 0, C0 = 0;
   int64_t Ho = 0, Wo = 0, stride = 1;
   BlockSep sep[3];
@@ -102,12 +102,33 @@ struct BlockArgs {
   const float* sc_b = nullptr;  // [round_up(C3, kPad)]
   float* out = nullptr;         // [N][Ho][Wo][C3]
   int64_t tile_w = 0;
+  // A virtual input instead of x (x == nullptr): the concatenation along channels of src[0 .. src_count), each
+  // bilinearly resized to H x W exactly as upsample_concat does (channel_offset, `same` and the axis taps set for
+  // an H x W output). Its rows are built per thread as the block needs them (kernels/block.h, InputRows).
+  const UpsampleSource* src = nullptr;
+  int64_t src_count = 0;
 };
-// Per-thread scratch of block_rows: two rings of three rows (ReLU(y1), ReLU(y2)) and one tile.
-inline int64_t block_scratch_floats(const BlockArgs& a) {
+// Input rows the block keeps built at once for a virtual input (see InputRows in kernels/block.h).
+constexpr int64_t block_input_ring(int64_t stride) { return 2 * stride + 2; }
+// The block's depthwise / gathered tile (floats).
+inline int64_t block_tile_floats(const BlockArgs& a) {
   int64_t ld = tile_stride(a.C0);
   for (int i = 0; i < 2; ++i) ld = ld > tile_stride(a.sep[i].Cout) ? ld : tile_stride(a.sep[i].Cout);
-  return 3 * a.Wo * (a.sep[0].Cout + a.sep[1].Cout) + (a.tile_w + kPad) * ld;
+  return (a.tile_w + kPad) * ld;
+}
+// Per-thread scratch of block_rows: two rings of three rows (ReLU(y1), ReLU(y2)) and one tile; for a virtual
+// input also its ring of built rows and one source row's vertical blend.
+inline int64_t block_scratch_floats(const BlockArgs& a) {
+  int64_t n = 3 * a.Wo * (a.sep[0].Cout + a.sep[1].Cout) + block_tile_floats(a);
+  if (a.src_count > 0) {
+    int64_t blend = 0;
+    for (int64_t i = 0; i < a.src_count; ++i) {
+      const int64_t row = a.src[i].W * a.src[i].C;
+      blend = blend > row ? blend : row;
+    }
+    n += block_input_ring(a.stride) * a.W * a.C0 + blend;
+  }
+  return n;
 }
 
 // A dense 3x3 convolution (padding 1, stride 1 or 2, + bias, ReLU) for few input channels, input in any layout

@@ -16,25 +16,6 @@
 namespace dfanet::cpu {
 namespace {
 
-// The two source indices and their weights for every output index along one axis, in PyTorch's fp32 arithmetic.
-struct AxisTaps {
-  std::vector<int64_t> i0, i1;
-  std::vector<float> w0, w1;
-
-  AxisTaps(int64_t in, int64_t out) : i0(out), i1(out), w0(out), w1(out) {
-    const float scale = static_cast<float>(in) / static_cast<float>(out);
-    for (int64_t d = 0; d < out; ++d) {
-      float src = scale * (static_cast<float>(d) + 0.5f) - 0.5f;
-      if (src < 0.f) src = 0.f;
-      const int64_t lo = std::min<int64_t>(static_cast<int64_t>(src), in - 1);
-      i0[d] = lo;
-      i1[d] = lo + (lo < in - 1 ? 1 : 0);
-      w1[d] = src - static_cast<float>(lo);
-      w0[d] = 1.f - w1[d];
-    }
-  }
-};
-
 // Output elements per parallel_for task: below ~64 K floats, waking the second thread costs more than it saves.
 constexpr int64_t kMinTaskFloats = int64_t{1} << 16;
 
@@ -44,34 +25,10 @@ at::Tensor upsample_cpu(at::TensorList inputs, c10::SymIntArrayRef size_sym, boo
   for (const at::Tensor& t : inputs) check_cpu_float(t, "inputs");
   const auto run = cpu_path().upsample_rows;
   const int64_t N = inputs[0].size(0), Ho = size[0], Wo = size[1];
-  std::vector<at::Tensor> keep;  // NHWC copies stay alive while the kernel reads them
-  std::vector<AxisTaps> rows, cols;
-  keep.reserve(inputs.size());
-  rows.reserve(inputs.size());
-  cols.reserve(inputs.size());
-  std::vector<UpsampleSource> sources;
-  int64_t channels = 0;
-  for (const at::Tensor& input : inputs) {
-    keep.push_back(nhwc(input));
-    const at::Tensor& t = keep.back();
-    UpsampleSource s;
-    s.data = t.data_ptr<float>();
-    s.C = t.size(1), s.H = t.size(2), s.W = t.size(3);
-    s.channel_offset = add ? 0 : channels;
-    s.same = s.H == Ho && s.W == Wo;
-    if (!s.same) {
-      rows.emplace_back(s.H, Ho);
-      cols.emplace_back(s.W, Wo);
-      s.row_i0 = rows.back().i0.data(), s.row_i1 = rows.back().i1.data();
-      s.row_w0 = rows.back().w0.data(), s.row_w1 = rows.back().w1.data();
-      s.col_i0 = cols.back().i0.data(), s.col_i1 = cols.back().i1.data();
-      s.col_w0 = cols.back().w0.data(), s.col_w1 = cols.back().w1.data();
-    }
-    sources.push_back(s);
-    channels += s.C;
-  }
-  const int64_t Cout = add ? inputs[0].size(1) : channels;
-  at::Tensor out = empty_nhwc({N, Cout, Ho, Wo}, keep[0]);
+  ResizeSources prepared(inputs, Ho, Wo, add);
+  const std::vector<UpsampleSource>& sources = prepared.sources;
+  const int64_t Cout = add ? inputs[0].size(1) : prepared.channels;
+  at::Tensor out = empty_nhwc({N, Cout, Ho, Wo}, prepared.tensor(0));
 
   UpsampleArgs args;
   args.N = N, args.Ho = Ho, args.Wo = Wo, args.Cout = Cout;

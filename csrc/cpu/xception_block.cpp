@@ -1,11 +1,16 @@
 // A whole Xception block in one call on the CPU, NHWC fp32: the torch glue. Three depthwise-separable convs and the
-// shortcut run row by row (kernels/dwsep.h, block_rows_impl): the intermediate maps y1, y2 live only in two rings of
+// shortcut run row by row (kernels/block.h, block_rows_impl): the intermediate maps y1, y2 live only in two rings of
 // three rows per thread, in cache, and are never allocated; the shortcut is written into the output row and the
-// third conv adds onto it in registers.
+// third conv adds onto it in registers. The input may be a list of tensors, read as their concatenation along
+// channels with each one bilinearly resized to the first's size (DFANet's aggregation inputs): the kernel builds
+// the concatenated rows it needs per thread, in cache (kernels/block.h, InputRows), so the concatenation (at
+// 1024 x 1024 the 240-channel, 63 MB input of the second and third backbones) is never written to memory.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <optional>
+#include <string>
 
 #include "../checks.h"
 #include "common.h"
@@ -17,7 +22,7 @@ namespace {
 // Each thread recomputes two rows of y2 and four of y1 above and below its band: keep bands at least this tall.
 constexpr int64_t kMinBandRows = 8;
 
-at::Tensor xception_block_cpu(const at::Tensor& x_in, const at::Tensor& dw1, const at::Tensor& pw1,
+at::Tensor xception_block_cpu(at::TensorList inputs, const at::Tensor& dw1, const at::Tensor& pw1,
                               const std::optional<at::Tensor>& pb1, const at::Tensor& dw2, const at::Tensor& pw2,
                               const std::optional<at::Tensor>& pb2, const at::Tensor& dw3, const at::Tensor& pw3,
                               const std::optional<at::Tensor>& pb3, int64_t stride,
@@ -25,12 +30,20 @@ at::Tensor xception_block_cpu(const at::Tensor& x_in, const at::Tensor& dw1, con
   const at::Tensor* dw[3] = {&dw1, &dw2, &dw3};
   const at::Tensor* pw[3] = {&pw1, &pw2, &pw3};
   const std::optional<at::Tensor>* pb[3] = {&pb1, &pb2, &pb3};
-  const auto out_shape = check_xception_block(x_in, dw, pw, pb, stride, sc_weight, sc_bias);
-  check_cpu_float(x_in, "x");
+  const auto out_shape = check_xception_block(inputs, dw, pw, pb, stride, sc_weight, sc_bias);
+  for (size_t i = 0; i < inputs.size(); ++i) check_cpu_float(inputs[i], ("inputs[" + std::to_string(i) + "]").c_str());
   const auto run = cpu_path().block_rows;
-  const at::Tensor x = nhwc(x_in);
-  const int64_t N = x.size(0), H = x.size(2), W = x.size(3), Ho = out_shape[2], Wo = out_shape[3];
-  const int64_t C[4] = {x.size(1), pw1.size(0), pw2.size(0), pw3.size(0)};
+  const int64_t N = inputs[0].size(0), H = inputs[0].size(2), W = inputs[0].size(3);
+  const int64_t Ho = out_shape[2], Wo = out_shape[3];
+  // Several inputs: a virtual concatenation, its rows built by the kernel (BlockArgs::src); one input: read as is.
+  std::optional<ResizeSources> virtual_input;
+  at::Tensor x;
+  if (inputs.size() > 1) {
+    virtual_input.emplace(inputs, H, W, /*add=*/false);
+  } else {
+    x = nhwc(inputs[0]);
+  }
+  const int64_t C[4] = {virtual_input ? virtual_input->channels : x.size(1), pw1.size(0), pw2.size(0), pw3.size(0)};
 
   // Packed weights, one zeroed block: per sep conv dw [9][Cin_p], pw [Cin][Cout_p], bias [Cout_p]; the shortcut.
   int64_t total = C[0] * round_up(C[3], kPad) + round_up(C[3], kPad);
@@ -60,8 +73,13 @@ at::Tensor xception_block_cpu(const at::Tensor& x_in, const at::Tensor& dw1, con
     a.sc_b = p;
   }
 
-  at::Tensor out = empty_nhwc(out_shape, x);
-  a.x = x.data_ptr<float>();
+  at::Tensor out = empty_nhwc(out_shape, inputs[0]);
+  if (virtual_input) {
+    a.src = virtual_input->sources.data();
+    a.src_count = static_cast<int64_t>(virtual_input->sources.size());
+  } else {
+    a.x = x.data_ptr<float>();
+  }
   a.N = N, a.H = H, a.W = W, a.C0 = C[0];
   a.Ho = Ho, a.Wo = Wo, a.stride = stride;
   a.out = out.data_ptr<float>();

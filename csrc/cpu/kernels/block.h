@@ -10,6 +10,40 @@
 namespace dfanet::cpu {
 namespace {
 
+// The block's input rows, W x C0 floats each: rows of `x` itself, or rows of the virtual input (the concatenation of
+// a.src, each source resized to H x W) built on demand into a ring of block_input_ring(stride) rows, row ih in slot
+// ih % slots, each source's row exactly as upsample_concat computes it (kernels/upsample.h). The kernel's reads of
+// input rows span at most 2 * stride + 2 consecutive rows at any moment (when the shortcut reads row oh * s, sep1
+// has reached y1 row oh + 2, i.e. input row (oh + 2) * s + 1), and it asks for them in increasing order but for the
+// shortcut's look back, so every row is built once per band and never evicted while still needed.
+template <class V>
+class InputRows {
+ public:
+  InputRows(const BlockArgs& a, float* scratch) : a_(a), ring_(scratch), slots_(block_input_ring(a.stride)) {
+    blend_ = ring_ + slots_ * a.W * a.C0;
+    for (int64_t& t : tags_) t = -1;
+  }
+  bool is_virtual() const { return a_.src_count > 0; }
+  // Image n's row ih (0 <= ih < H); the pointer stays valid until slots_ - 1 further distinct rows are asked for.
+  const float* get(int64_t n, int64_t ih) {
+    if (!is_virtual()) return a_.x + (n * a_.H + ih) * a_.W * a_.C0;
+    const int64_t slot = ih % slots_, tag = n * a_.H + ih;
+    float* row = ring_ + slot * a_.W * a_.C0;
+    if (tags_[slot] != tag) {
+      for (int64_t i = 0; i < a_.src_count; ++i) concat_source_row<V>(a_.src[i], n, ih, a_.W, a_.C0, row, blend_);
+      tags_[slot] = tag;
+    }
+    return row;
+  }
+
+ private:
+  const BlockArgs& a_;
+  float* ring_;
+  float* blend_;
+  int64_t slots_;
+  int64_t tags_[block_input_ring(2)];
+};
+
 // Xception block, rows streamed through two rings of three rows each (see BlockArgs). The rings hold ReLU(y1) and
 // ReLU(y2): the ReLU that sep2 and sep3 apply to their input is applied once, in the producer's epilogue, instead
 // of at every depthwise tap.
@@ -19,6 +53,7 @@ void block_rows_impl(const BlockArgs& a, int64_t begin, int64_t end, float* scra
   float* ring1 = scratch;
   float* ring2 = ring1 + 3 * a.Wo * C1;
   float* buf = ring2 + 3 * a.Wo * C2;
+  InputRows<V> input(a, buf + block_tile_floats(a));
   const SepConv s1{a.sep[0].dw_w, nullptr, a.sep[0].pw_w, a.sep[0].pw_b, a.C0, C1, true, false, true};
   const SepConv s2{a.sep[1].dw_w, nullptr, a.sep[1].pw_w, a.sep[1].pw_b, C1, C2, false, false, true};
   const SepConv s3{a.sep[2].dw_w, nullptr, a.sep[2].pw_w, a.sep[2].pw_b, C2, C3, false, false, false};
@@ -28,7 +63,6 @@ void block_rows_impl(const BlockArgs& a, int64_t begin, int64_t end, float* scra
   int64_t image_n = -1, next1 = 0, next2 = 0;  // the next y1 / y2 row to compute
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / a.Ho, oh = r % a.Ho;
-    const float* image = a.x + n * a.H * row_in;
     if (n != image_n) {  // a new image (or the band's start): the rings restart at the rows this row needs
       image_n = n;
       next1 = imax(0, oh - 2);
@@ -39,9 +73,13 @@ void block_rows_impl(const BlockArgs& a, int64_t begin, int64_t end, float* scra
         const float* rows[3];
         for (int kh = 0; kh < 3; ++kh) {
           const int64_t ih = next1 * a.stride - 1 + kh;
-          rows[kh] = (ih >= 0 && ih < a.H) ? image + ih * row_in : nullptr;
+          rows[kh] = (ih >= 0 && ih < a.H) ? input.get(n, ih) : nullptr;
         }
-        Prefetcher pf = next_rows_prefetcher<V>(image, a.H, row_in, next1, a.Ho, a.stride, a.Wo, a.C0);
+        // A built row was just written and is in cache; rows of x are prefetched ahead of their first use.
+        Prefetcher pf;
+        if (!input.is_virtual()) {
+          pf = next_rows_prefetcher<V>(a.x + n * a.H * row_in, a.H, row_in, next1, a.Ho, a.stride, a.Wo, a.C0);
+        }
         sep_row<V>(s1, rows, a.W, a.stride, a.Wo, a.tile_w, nullptr, slot1(next1), buf, pf);
       }
       const float* rows[3];
@@ -55,11 +93,11 @@ void block_rows_impl(const BlockArgs& a, int64_t begin, int64_t end, float* scra
     float* out = a.out + r * a.Wo * C3;
     const float* res;
     if (a.sc_w) {  // projection shortcut: 1x1 conv of stride s into the output row, which sep3 then adds to
-      pointwise_row<V>(image + oh * a.stride * row_in, a.C0, a.stride, a.Wo, a.tile_w, a.sc_w, a.sc_b, C3, false,
+      pointwise_row<V>(input.get(n, oh * a.stride), a.C0, a.stride, a.Wo, a.tile_w, a.sc_w, a.sc_b, C3, false,
                        nullptr, out, buf);
       res = out;
-    } else {  // identity: stride 1 and C3 == C0
-      res = image + oh * row_in;
+    } else {  // identity: stride 1 and C3 == C0 (a built row stays valid: sep3 asks for no input row)
+      res = input.get(n, oh);
     }
     const float* rows[3];
     for (int kh = 0; kh < 3; ++kh) {

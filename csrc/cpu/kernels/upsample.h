@@ -52,6 +52,39 @@ typename V::T horizontal(const UpsampleSource& s, const float* row, int64_t ow, 
   return V::fma(b, V::set1(s.col_w1[ow]), V::mul(a, V::set1(s.col_w0[ow])));
 }
 
+// The source row (W x C floats) that output row `oh` of image `n` reads horizontally: a row of the source itself, or
+// the vertical blend of two, written to `buf` (W * C floats). Sets `used` when it wrote to `buf`.
+template <class V>
+const float* source_row(const UpsampleSource& s, int64_t n, int64_t oh, float* buf, bool& used) {
+  const float* plane = s.data + n * s.H * s.W * s.C;
+  const int64_t row_len = s.W * s.C;
+  used = false;
+  if (s.same) return plane + oh * row_len;
+  if (!needs_blend(s, oh)) return plane + s.row_i0[oh] * row_len;
+  blend_rows<V>(plane + s.row_i0[oh] * row_len, plane + s.row_i1[oh] * row_len, s.row_w0[oh], s.row_w1[oh], row_len,
+                buf);
+  used = true;
+  return buf;
+}
+
+// Output row `oh` of image `n` of the concatenation, channels [s.channel_offset, + s.C) of each of the Wo pixels of
+// `out` (pixel stride ldo), for one source: the same values upsample_concat writes. `buf`: s.W * s.C floats.
+template <class V>
+void concat_source_row(const UpsampleSource& s, int64_t n, int64_t oh, int64_t Wo, int64_t ldo, float* out,
+                       float* buf) {
+  bool used;
+  const float* row = source_row<V>(s, n, oh, buf, used);
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    float* os = out + ow * ldo + s.channel_offset;
+    int64_t c0 = 0;
+    for (; c0 + V::L <= s.C; c0 += V::L) V::store(os + c0, horizontal<V, false>(s, row, ow, c0, V::mask(V::L)));
+    if (c0 < s.C) {
+      const typename V::M m = V::mask(s.C - c0);
+      V::storem(os + c0, horizontal<V, true>(s, row, ow, c0, m), m);
+    }
+  }
+}
+
 template <class V>
 void upsample_rows_impl(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch) {
   const float* rows[kMaxUpsampleSources];
@@ -59,19 +92,9 @@ void upsample_rows_impl(const UpsampleArgs& a, int64_t begin, int64_t end, float
     const int64_t n = r / a.Ho, oh = r % a.Ho;
     float* buf = scratch;
     for (int64_t i = 0; i < a.count; ++i) {
-      const UpsampleSource& s = a.src[i];
-      const float* plane = s.data + n * s.H * s.W * s.C;
-      const int64_t row_len = s.W * s.C;
-      if (s.same) {
-        rows[i] = plane + oh * row_len;
-      } else if (needs_blend(s, oh)) {
-        blend_rows<V>(plane + s.row_i0[oh] * row_len, plane + s.row_i1[oh] * row_len, s.row_w0[oh], s.row_w1[oh],
-                      row_len, buf);
-        rows[i] = buf;
-        buf += row_len;
-      } else {
-        rows[i] = plane + s.row_i0[oh] * row_len;
-      }
+      bool used;
+      rows[i] = source_row<V>(a.src[i], n, oh, buf, used);
+      if (used) buf += a.src[i].W * a.src[i].C;
     }
     float* out_row = a.out + r * a.Wo * a.Cout;
     if (a.add) {
