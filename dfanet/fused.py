@@ -108,6 +108,17 @@ def fold_model(model: "DFANet") -> FoldedDFANet:
     )
 
 
+@dataclass(frozen=True)
+class Concat:
+    """A channel concatenation not yet computed (what FusedRunner.concat returns): ``upsample_concat(inputs, size)``.
+
+    DFANet.run hands every concatenation straight to ``stage``, whose first block reads it without writing it
+    (``xception_block_cat``): at 1024 x 1024 the second and third backbones' enc2 input alone is 63 MB."""
+
+    inputs: tuple[torch.Tensor, ...]
+    size: tuple
+
+
 class FusedRunner:
     """Computes each piece of DFANet.run with the fused ops on folded weights."""
 
@@ -122,14 +133,19 @@ class FusedRunner:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.folded.stem.run(x, self.backend)
 
-    def _block(self, block: FoldedBlock, x: torch.Tensor) -> torch.Tensor:
-        # One call per block: on the CPU the intermediate maps stay in cache (dfanet_kernels.xception_block).
+    def _block(self, block: FoldedBlock, x: torch.Tensor | Concat) -> torch.Tensor:
+        # One call per block: on the CPU the intermediate maps stay in cache (dfanet_kernels.xception_block), and a
+        # Concat input is read by the kernel without being written (dfanet_kernels.xception_block_cat).
         sc = block.shortcut
-        return dk.xception_block(
-            x, [c.dw_weight for c in block.convs], [c.pw_weight for c in block.convs],
-            [c.pw_bias for c in block.convs], block.convs[0].stride,
-            None if sc is None else sc.weight, None if sc is None else sc.bias, backend=self.backend,
-        )
+        args = ([c.dw_weight for c in block.convs], [c.pw_weight for c in block.convs],
+                [c.pw_bias for c in block.convs], block.convs[0].stride,
+                None if sc is None else sc.weight, None if sc is None else sc.bias)
+        if isinstance(x, Concat):
+            if tuple(x.inputs[0].shape[-2:]) != x.size:  # not DFANet's case: the kernel resizes to inputs[0]'s size
+                x = dk.upsample_concat(x.inputs, x.size, backend=self.backend)
+            else:
+                return dk.xception_block_cat(list(x.inputs), *args, backend=self.backend)
+        return dk.xception_block(x, *args, backend=self.backend)
 
     def stage(self, backbone, stage, x):
         for block in self.folded.stages[backbone][stage]:
@@ -141,7 +157,7 @@ class FusedRunner:
         return dk.fc_attention(x, a.fc_weight, a.fc_bias, a.conv_weight, a.conv_bias, backend=self.backend)
 
     def concat(self, inputs, size):
-        return dk.upsample_concat(inputs, tuple(size), backend=self.backend)
+        return Concat(tuple(inputs), tuple(size))
 
     def add(self, inputs, size):
         return dk.upsample_add(inputs, tuple(size), backend=self.backend)
