@@ -25,7 +25,7 @@ class Runner(Protocol):
     """How each piece of the network is computed; DFANet.run wires the pieces together."""
 
     def stem(self, x: torch.Tensor) -> torch.Tensor: ...
-    # concat's result goes only to stage(): a runner may return a stand-in that its stage() reads (FusedRunner's Concat).
+    # concat's result goes only to stage(): a runner may return a stand-in its stage() reads (FusedRunner's Concat).
     def stage(self, backbone: int, stage: int, x: Any) -> torch.Tensor: ...
     def attention(self, backbone: int, x: torch.Tensor) -> torch.Tensor: ...
     def concat(self, inputs: Sequence[torch.Tensor], size: Sequence[int]) -> Any: ...
@@ -174,7 +174,11 @@ class DFANet(nn.Module):
         # High-level features are upsampled straight to the low-level size and added there (one resize each).
         high = [runner.reduce_high(n, a) for n, a in enumerate(attention_outputs)]
         merged = runner.add([low] + high, low_size)
-        return runner.add([runner.classify(merged)], x.shape[-2:])
+        logits = runner.classify(merged)
+        # Nothing but the logits is needed now: drop the other maps before the forward's largest allocation, the
+        # full-size output (fused at 1024 x 1024 they held 59 MiB next to its 76 MiB; in training autograd keeps them).
+        del stem, inp, own, features, previous, enc2_outputs, attention_outputs, low, high, merged
+        return runner.add([logits], x.shape[-2:])
 
     def load_pretrained_backbone(self, path: str | os.PathLike) -> dict[str, list[str]]:
         """Load ImageNet-pretrained Xception weights into all three backbones (and conv1).
