@@ -153,6 +153,10 @@ class FusedRunner:
         return x
 
     def attention(self, backbone, x):
+        # The scaled map is written, not the scale vector handed to its consumers (the decoder's 1x1 reduce and the
+        # next backbone's first block): measured here (2 threads, 1024x1024) fc_attention on 192 ch at 64 x 64 takes
+        # 0.33 ms, of which the scaled write is at most a copy pass, 0.18 ms: < 1% of the forward for all three
+        # backbones, 3 MB each and off the memory peak, against per-sample scaled weights in two consumers.
         a = self.folded.attention[backbone]
         return dk.fc_attention(x, a.fc_weight, a.fc_bias, a.conv_weight, a.conv_bias, backend=self.backend)
 
