@@ -157,3 +157,22 @@ def test_fused_model_compiles_and_exports_with_the_custom_ops():
     # Every concatenation is read by the block that consumes it (xception_block of a tensor list), never written.
     assert "dfanet.upsample_concat.default" not in targets
     assert_logits_match(exported.module()(x), expected)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_fused_runner_concat_is_read_by_the_next_stage(backend):
+    """FusedRunner.concat returns a stand-in that stage() reads (xception_block_cat): bit for bit the same as staging
+    the written concatenation, also when asked for a size other than inputs[0]'s (then it is written first)."""
+    from dfanet.fused import Concat, fused_runner
+
+    model = make_model("B", backend=backend, fused=True)
+    runner = fused_runner(model)
+    gen = torch.Generator().manual_seed(3)
+    c2, _, c4 = model.variant.stage_channels
+    inputs = [torch.randn(2, c2, 15, 22, generator=gen), torch.randn(2, c4, 4, 6, generator=gen)]
+    with torch.no_grad():
+        for size in [(15, 22), (16, 21)]:
+            lazy = runner.concat(inputs, size)
+            assert isinstance(lazy, Concat)
+            expected = runner.stage(1, 0, dk.upsample_concat(inputs, size, backend=backend))
+            assert torch.equal(runner.stage(1, 0, lazy), expected)
