@@ -151,6 +151,12 @@ class DFANet(nn.Module):
 
     def run(self, x: torch.Tensor, runner: Runner) -> torch.Tensor:
         """The DFANet graph (paper Fig. 3), computed piece by piece by ``runner``."""
+        # Every intermediate map is freed when _quarter_logits returns, before the forward's largest allocation, the
+        # full-size output (fused at 1024 x 1024 they held 59 MiB next to its 76 MiB; in training autograd keeps them).
+        return runner.add([self._quarter_logits(x, runner)], x.shape[-2:])
+
+    def _quarter_logits(self, x: torch.Tensor, runner: Runner) -> torch.Tensor:
+        """Encoder and decoder: the logits at backbone 1's enc2 resolution (1/4 of the input)."""
         stem = runner.stem(x)
         enc2_outputs, attention_outputs = [], []
         previous = None  # (enc2, enc3, enc4, attention) outputs of the previous backbone
@@ -174,11 +180,7 @@ class DFANet(nn.Module):
         # High-level features are upsampled straight to the low-level size and added there (one resize each).
         high = [runner.reduce_high(n, a) for n, a in enumerate(attention_outputs)]
         merged = runner.add([low] + high, low_size)
-        logits = runner.classify(merged)
-        # Nothing but the logits is needed now: drop the other maps before the forward's largest allocation, the
-        # full-size output (fused at 1024 x 1024 they held 59 MiB next to its 76 MiB; in training autograd keeps them).
-        del stem, inp, own, features, previous, enc2_outputs, attention_outputs, low, high, merged
-        return runner.add([logits], x.shape[-2:])
+        return runner.classify(merged)
 
     def load_pretrained_backbone(self, path: str | os.PathLike) -> dict[str, list[str]]:
         """Load ImageNet-pretrained Xception weights into all three backbones (and conv1).
