@@ -191,7 +191,7 @@ def _openvino(ctx: _Context) -> Candidate:
 def _fused(ctx: _Context) -> Candidate:
     model, x = build_twin(ctx.model, fused=True), ctx.x
     return Candidate("fused", "DFANet(fused=True) in eval: BN folded, fused kernels (backend None = best for CPU), "
-                     "NCHW input converted to channels_last inside forward", _inference(lambda: model(x)), _as_tensor)
+                     "NCHW input, read by the first conv kernel, NHWC inside", _inference(lambda: model(x)), _as_tensor)
 
 
 _BUILDERS: dict[str, Callable[[_Context], Candidate]] = {
