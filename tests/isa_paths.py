@@ -7,10 +7,9 @@ lacks is skipped, the portable "scalar" path runs everywhere.
 import pytest
 import torch
 
-import dfanet_kernels as dk
+from .utils import HAS_CPU_KERNELS
 
 ISAS = ("avx512", "avx2", "scalar")
-HAS_CPU_KERNELS = "cpu" in dk.available_backends("cpu")
 
 
 @pytest.fixture(params=ISAS)

@@ -6,10 +6,8 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .isa_paths import HAS_CPU_KERNELS, every_isa  # noqa: F401  (fixture)
-from .utils import LAYOUTS, assert_close, in_layout, randn
-
-needs_cpu_kernels = pytest.mark.skipif(not HAS_CPU_KERNELS, reason="compiled CPU kernels not built")
+from .isa_paths import every_isa  # noqa: F401  (fixture)
+from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
 
 # (N, C, Cout, H, W): the decoder's 48/32/192 -> 32 and 32 -> 19, conv1's 3 -> 8, odd and tiny ones, wide C.
 SHAPES_1X1 = [(1, 48, 32, 33, 65), (2, 32, 19, 7, 9), (1, 192, 32, 8, 16), (1, 1, 1, 1, 1), (3, 320, 17, 5, 6)]
@@ -53,7 +51,7 @@ def test_opcheck_cpu_op(op, k):
     torch.library.opcheck(getattr(torch.ops.dfanet, op).default, (x, w, b, 2, True))
 
 
-@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if HAS_CPU_KERNELS else []))
+@pytest.mark.parametrize("backend", CHECKED_BACKENDS)
 @pytest.mark.parametrize(
     "op, change, error, message",
     [

@@ -11,10 +11,8 @@ from dfanet_kernels import reference
 from . import test_dwsep_conv as dwsep_tests
 from . import test_fc_attention as fc_tests
 from . import test_upsample as up_tests
-from .isa_paths import HAS_CPU_KERNELS, every_isa  # noqa: F401  (fixture)
-from .utils import assert_close, randn
-
-needs_cpu_kernels = pytest.mark.skipif(not HAS_CPU_KERNELS, reason="compiled CPU kernels not built")
+from .isa_paths import every_isa  # noqa: F401  (fixture)
+from .utils import assert_close, needs_cpu_kernels, randn
 
 # Beyond the per-op shapes: channel counts past the micro-kernel's two fixed tile strides (C > 304 takes the
 # run-time stride), Cout spanning several register panels with a partial last vector, rows narrower than a vector.

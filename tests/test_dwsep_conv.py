@@ -8,11 +8,7 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .utils import LAYOUTS, assert_close, in_layout, randn
-
-needs_cpu_kernels = pytest.mark.skipif(
-    "cpu" not in dk.available_backends("cpu"), reason="compiled CPU kernels not built"
-)
+from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
 
 # (N, C, Cout, H, W): tiny, odd, wide/narrow, and the model's channel counts (12, 17, 48, 240).
 SHAPES = [
@@ -86,7 +82,7 @@ def test_opcheck_cpu_op():
     torch.library.opcheck(torch.ops.dfanet.dwsep_conv.default, op_args)
 
 
-@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if "cpu" in dk.available_backends("cpu") else []))
+@pytest.mark.parametrize("backend", CHECKED_BACKENDS)
 @pytest.mark.parametrize(
     "change, error, message",
     [

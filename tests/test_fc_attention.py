@@ -6,11 +6,7 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .utils import LAYOUTS, assert_close, in_layout, randn
-
-needs_cpu_kernels = pytest.mark.skipif(
-    "cpu" not in dk.available_backends("cpu"), reason="compiled CPU kernels not built"
-)
+from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
 
 # (N, C, H, W, K): K is the hidden width (1000 in DFANet).
 SHAPES = [(1, 1, 1, 1, 1), (3, 3, 7, 7, 10), (1, 17, 33, 65, 1000), (3, 48, 1, 250, 37), (1, 240, 65, 33, 1000),
@@ -61,7 +57,7 @@ def test_opcheck_cpu_op():
     )
 
 
-@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if "cpu" in dk.available_backends("cpu") else []))
+@pytest.mark.parametrize("backend", CHECKED_BACKENDS)
 @pytest.mark.parametrize(
     "change, error, message",
     [

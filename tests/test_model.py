@@ -7,7 +7,7 @@ import torch.nn.functional as F
 import dfanet_kernels as dk
 from dfanet import DFANet
 
-from .utils import randomize_batchnorm
+from .utils import needs_cpu_kernels, randomize_batchnorm
 
 FUSED_BACKENDS = [b for b in ("cpu", "reference") if b in dk.available_backends("cpu")]
 
@@ -142,7 +142,7 @@ def test_bad_constructor_arguments(kwargs, message):
         DFANet(**kwargs)
 
 
-@pytest.mark.skipif("cpu" not in dk.available_backends("cpu"), reason="compiled CPU kernels not built")
+@needs_cpu_kernels
 def test_fused_model_compiles_and_exports_with_the_custom_ops():
     model = make_model("B", fused=True)
     x = torch.randn(1, 3, 64, 96)

@@ -6,11 +6,7 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .utils import LAYOUTS, assert_close, in_layout, randn
-
-needs_cpu_kernels = pytest.mark.skipif(
-    "cpu" not in dk.available_backends("cpu"), reason="compiled CPU kernels not built"
-)
+from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
 
 # Each case: output size and the (C, H, W) of each input: upsampling by 4 and by odd factors, an input already at
 # the output size (copied), downsampling, 1 x 1 sources and targets.
@@ -76,7 +72,7 @@ def test_opcheck_cpu_op(op):
     torch.library.opcheck(getattr(torch.ops.dfanet, op).default, (inputs, [9, 7]))
 
 
-@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if "cpu" in dk.available_backends("cpu") else []))
+@pytest.mark.parametrize("backend", CHECKED_BACKENDS)
 @pytest.mark.parametrize(
     "inputs, size, error, message",
     [

@@ -7,10 +7,8 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .isa_paths import HAS_CPU_KERNELS, every_isa  # noqa: F401  (fixture)
-from .utils import LAYOUTS, assert_close, in_layout, randn
-
-needs_cpu_kernels = pytest.mark.skipif(not HAS_CPU_KERNELS, reason="compiled CPU kernels not built")
+from .isa_paths import every_isa  # noqa: F401  (fixture)
+from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
 
 # (N, C0, C1, C2, C3, H, W, stride, projection): the model's blocks (8/240 -> 12, 12, 48 strided; 48 -> 12, 12, 48;
 # 48 -> 48, 48, 192), 1 x 1 maps, odd widths and channel counts, wide channels (run-time tile stride), and bands of
@@ -91,7 +89,7 @@ def test_opcheck_cpu_op():
     torch.library.opcheck(torch.ops.dfanet.xception_block.default, op_args)
 
 
-@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if HAS_CPU_KERNELS else []))
+@pytest.mark.parametrize("backend", CHECKED_BACKENDS)
 @pytest.mark.parametrize(
     "change, error, message",
     [
@@ -209,7 +207,7 @@ def test_cat_layouts_and_threads(layout, threads):
     assert_close(out, reference.xception_block_cat(**args), ATOL, RTOL)
 
 
-@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if HAS_CPU_KERNELS else []))
+@pytest.mark.parametrize("backend", CHECKED_BACKENDS)
 def test_cat_of_one_input_is_the_block(backend):
     args = make_cat_args(2, [(6, 9, 8)], 5, 5, 6, 1, False, seed=4)
     x = args.pop("inputs")[0]
@@ -226,7 +224,7 @@ def test_opcheck_cpu_op_with_a_concatenation():
     torch.library.opcheck(torch.ops.dfanet.xception_block.default, op_args)
 
 
-@pytest.mark.parametrize("backend", ["reference"] + (["cpu"] if HAS_CPU_KERNELS else []))
+@pytest.mark.parametrize("backend", CHECKED_BACKENDS)
 @pytest.mark.parametrize(
     "change, error, message",
     [

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+import dfanet_kernels as dk
 from dfanet.testing import randomize_batchnorm  # noqa: F401  (re-exported for the tests)
 
 LAYOUTS = ("nchw", "channels_last", "strided")
+
+# The CPU kernel tests skip without the extension (so the reference-only fallback stays testable);
+# tests/test_backends.py::test_compiled_cpu_kernels_are_built fails the suite if it is missing.
+HAS_CPU_KERNELS = "cpu" in dk.available_backends("cpu")
+needs_cpu_kernels = pytest.mark.skipif(not HAS_CPU_KERNELS, reason="compiled CPU kernels not built")
+# Backends whose argument checks the bad-input tests run through.
+CHECKED_BACKENDS = ["reference"] + (["cpu"] if HAS_CPU_KERNELS else [])
 
 
 def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
