@@ -1,4 +1,4 @@
-// Device helpers shared by the .cu kernels: fp32 conversions of the three storage types and launch geometry.
+// Helpers shared by the .cu kernels: the dtype dispatch, fp32 conversions of the three storage types, launch geometry.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -6,6 +6,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+
+#include "launchers.h"
 
 namespace dfanet::cuda {
 
@@ -31,6 +33,26 @@ template <>
 __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// The storage type of `dtype` as a value, for the launchers' one switch: f(StorageType<float>{}) etc.
+template <typename T>
+struct StorageType {
+  using type = T;
+};
+
+// Calls f(StorageType<T>{}) with T the storage type of `dtype` (float, __half or __nv_bfloat16); returns its status.
+template <typename F>
+cudaError_t dispatch_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kFloat32:
+      return f(StorageType<float>{});
+    case DType::kFloat16:
+      return f(StorageType<__half>{});
+    case DType::kBFloat16:
+      return f(StorageType<__nv_bfloat16>{});
+  }
+  return cudaErrorInvalidValue;
+}
 
 // NaN passes through, as in torch.relu.
 __device__ __forceinline__ float relu(float v) { return v < 0.f ? 0.f : v; }

@@ -5,6 +5,8 @@
 // fp16/bf16 multiply on tensor cores (WMMA, fp32 accumulation); fp32 and narrow layers take an FMA path.
 #include <mma.h>
 
+#include <type_traits>
+
 #include "common.cuh"
 #include "launchers.h"
 
@@ -267,15 +269,14 @@ cudaError_t launch_typed_16bit(const DwsepConvParams& p, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_dwsep_conv(const DwsepConvParams& p, cudaStream_t stream) {
-  switch (p.dtype) {
-    case DType::kFloat32:
-      return launch_typed<float>(p, stream);
-    case DType::kFloat16:
-      return launch_typed_16bit<__half>(p, stream);
-    case DType::kBFloat16:
-      return launch_typed_16bit<__nv_bfloat16>(p, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(p.dtype, [&](auto type) {
+    using T = typename decltype(type)::type;
+    if constexpr (std::is_same_v<T, float>) {
+      return launch_typed<T>(p, stream);
+    } else {
+      return launch_typed_16bit<T>(p, stream);
+    }
+  });
 }
 
 }  // namespace dfanet::cuda

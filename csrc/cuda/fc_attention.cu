@@ -97,15 +97,7 @@ cudaError_t launch_typed(const FcAttentionParams& p, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t launch_fc_attention(const FcAttentionParams& p, cudaStream_t stream) {
-  switch (p.dtype) {
-    case DType::kFloat32:
-      return launch_typed<float>(p, stream);
-    case DType::kFloat16:
-      return launch_typed<__half>(p, stream);
-    case DType::kBFloat16:
-      return launch_typed<__nv_bfloat16>(p, stream);
-  }
-  return cudaErrorInvalidValue;
+  return dispatch_dtype(p.dtype, [&](auto type) { return launch_typed<typename decltype(type)::type>(p, stream); });
 }
 
 }  // namespace dfanet::cuda
