@@ -6,7 +6,6 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .isa_paths import every_isa  # noqa: F401  (fixture)
 from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
 
 # (N, C, Cout, H, W): the decoder's 48/32/192 -> 32 and 32 -> 19, conv1's 3 -> 8, odd and tiny ones, wide C.

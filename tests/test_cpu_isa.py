@@ -11,7 +11,6 @@ from dfanet_kernels import reference
 from . import test_dwsep_conv as dwsep_tests
 from . import test_fc_attention as fc_tests
 from . import test_upsample as up_tests
-from .isa_paths import every_isa  # noqa: F401  (fixture)
 from .utils import assert_close, needs_cpu_kernels, randn
 
 # Beyond the per-op shapes: channel counts past the micro-kernel's two fixed tile strides (C > 304 takes the

@@ -7,7 +7,6 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .isa_paths import every_isa  # noqa: F401  (fixture)
 from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
 
 # (N, C0, C1, C2, C3, H, W, stride, projection): the model's blocks (8/240 -> 12, 12, 48 strided; 48 -> 12, 12, 48;
