@@ -266,15 +266,13 @@ def run_model_case(args, device, size, batch, dtype_name, budget_left) -> dict:
 def op_cases(variant: str, batch: int, height: int, width: int, dtype, device):
     """name -> (shape description, fn(backend)) for the op calls of DFANet at this input (shapes as in the model)."""
     import dfanet_kernels as dk
-    from dfanet.variants import get_variant
+    from dfanet.variants import feature_map_sizes, get_variant
 
     spec = get_variant(variant)
     c2, c3, c4 = spec.stage_channels
     (w2, _), _, (w4, _) = spec.stages
     d, k, n = spec.decoder_channels, spec.attention_hidden, batch
-    sizes = [(height, width)]
-    for _ in range(7):
-        sizes.append(tuple(dk.conv_output_size(s, 2) for s in sizes[-1]))
+    sizes = feature_map_sizes(height, width)
     s2, s4, s5, s6 = sizes[2], sizes[4], sizes[5], sizes[6]  # 1/4 ... 1/64 of the input
     g = torch.Generator().manual_seed(0)
 

@@ -22,7 +22,7 @@ import torch
 
 import dfanet_kernels as dk
 from dfanet.benchmark import time_interleaved
-from dfanet.variants import get_variant
+from dfanet.variants import feature_map_sizes, get_variant
 
 IMPLS = ("fused_cpu", "baseline")
 CASES = ("dwsep_enc2", "dwsep_enc2_residual", "dwsep_enc3_strided", "xception_block_enc2",
@@ -54,10 +54,7 @@ def make_cases(variant: str, batch: int, height: int, width: int) -> dict[str, O
     c2, _, c4 = spec.stage_channels
     (w2, _), (w3, _), _ = spec.stages
     d, k, n = spec.decoder_channels, spec.attention_hidden, batch
-    # Feature-map sizes: conv1 halves the input, then every stage (of every backbone) halves again.
-    sizes = [(height, width)]
-    for _ in range(7):
-        sizes.append(tuple(dk.conv_output_size(s, 2) for s in sizes[-1]))
+    sizes = feature_map_sizes(height, width)
     s2, s4, s5, s6 = sizes[2], sizes[4], sizes[5], sizes[6]  # 1/4 ... 1/64
     g = torch.Generator().manual_seed(0)
 
