@@ -4,6 +4,7 @@ Switches (environment variables):
   DFANET_FORCE_CUDA=1   build the CUDA sources even if torch.cuda reports no device (needs a CUDA torch + nvcc)
   DFANET_SKIP_CUDA=1    never build the CUDA sources
   TORCH_CUDA_ARCH_LIST  CUDA architectures (default "8.0;8.6;8.9;9.0+PTX")
+  CUDA_HOME             the CUDA toolkit (default: the first of nvcc's and /usr/local/cuda that has the headers)
   DFANET_DEBUG=1        -O0 -g, for debuggers and sanitizers
   DFANET_SANITIZE=1     build the CPU kernels with AddressSanitizer + UBSan (see csrc/cpu/sanitize.sh)
   MAX_JOBS              parallel compile jobs (ninja)
@@ -11,11 +12,29 @@ Build with `pip install --no-build-isolation -e .` so the extension compiles aga
 """
 
 import glob
+import importlib.util
 import os
 
 from setuptools import setup
 
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+def _point_cuda_home_at_toolkit() -> None:
+    """Set CUDA_HOME, when unset, to a toolkit that has the headers (dfanet_kernels/cuda_toolkit.py says why);
+    before torch's build helpers are imported, as they read it once."""
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH"):
+        return
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dfanet_kernels", "cuda_toolkit.py")
+    spec = importlib.util.spec_from_file_location("cuda_toolkit", path)
+    toolkit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(toolkit)
+    found = toolkit.home()
+    if found is not None:
+        os.environ["CUDA_HOME"] = str(found)
+
+
+_point_cuda_home_at_toolkit()
+
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 
 def _flag(name: str) -> bool:

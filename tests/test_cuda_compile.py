@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch.utils.cpp_extension import include_paths
 
-from . import cuda_toolkit
+from dfanet_kernels import cuda_toolkit
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))

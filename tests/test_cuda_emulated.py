@@ -21,9 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfanet_kernels import reference
-
-from . import cuda_toolkit
+from dfanet_kernels import cuda_toolkit, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 CUDA_DIR = ROOT / "csrc" / "cuda"
