@@ -6,6 +6,7 @@ import os
 
 import torch
 import triton
+from torch.library import wrap_triton
 
 # TRITON_INTERPRET=1 runs every program of a launch one after another in NumPy (CPU tensors, CI). Triton reads the
 # variable when a kernel is decorated, so it is read once here, when dfanet_kernels.triton is imported. Under the
@@ -16,6 +17,13 @@ INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 # call of each new shape, which costs minutes of compiling on a cold Triton cache (see dwsep_conv.py). Never under
 # the interpreter, where timings mean nothing.
 AUTOTUNE = not INTERPRET and os.environ.get("DFANET_TRITON_AUTOTUNE", "1") != "0"
+
+
+def launchable(kernel):
+    """``kernel`` ready to launch inside a triton_op: through wrap_triton, so torch.compile and torch.export trace
+    the launch. Under the interpreter there is nothing to trace and the kernel is launched as it is (what torch 2.13's
+    wrap_triton does there too; torch 2.11's refuses Triton's InterpretedFunction with a RuntimeError)."""
+    return kernel if INTERPRET else wrap_triton(kernel)
 
 
 def empty_nhwc(like: torch.Tensor, shape) -> torch.Tensor:
@@ -65,7 +73,7 @@ def interpreter_tracing(t: torch.Tensor) -> bool:
     """True when ``t`` has no data to launch on under the interpreter (a fake or meta tensor).
 
     A triton_op's function doubles as its fake implementation. On a GPU a fake launch through wrap_triton is a
-    no-op, but under TRITON_INTERPRET=1 wrap_triton hands back the raw interpreted kernel, which would read the
+    no-op, but under TRITON_INTERPRET=1 `launchable` hands back the raw interpreted kernel, which would read the
     fake tensors' data. The launchers return their (correctly shaped, NHWC) output early instead, so shape and
     layout propagation can be tested without a GPU.
     """

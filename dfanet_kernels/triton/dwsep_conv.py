@@ -10,7 +10,7 @@ result never goes to memory.
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from ._common import (
     AUTOTUNE,
@@ -21,6 +21,7 @@ from ._common import (
     interpreter_dot_fp32,
     interpreter_tracing,
     is_nhwc,
+    launchable,
     static,
 )
 
@@ -239,10 +240,10 @@ def dwsep_conv_forward(
     )
     if config is None and AUTOTUNE:
         block_co, block_ci = channel_tiles(c, cout)
-        wrap_triton(_dwsep_conv_kernel)[grid](*args, **flags, BLOCK_CO=block_co, BLOCK_CI=block_ci)
+        launchable(_dwsep_conv_kernel)[grid](*args, **flags, BLOCK_CO=block_co, BLOCK_CI=block_ci)
     else:  # the kernel under the autotuner, launched with one config's tiles, warps and stages
         config = config or default_config(p, c, cout)
-        wrap_triton(_dwsep_conv_kernel.fn)[grid](
+        launchable(_dwsep_conv_kernel.fn)[grid](
             *args, **flags, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages
         )
     return out

@@ -16,7 +16,7 @@ tl.dot's minimum tile of 16.
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from ._common import (
     INTERPRET,
@@ -26,6 +26,7 @@ from ._common import (
     empty_nhwc,
     interpreter_tracing,
     is_nhwc,
+    launchable,
     pixel_block,
     static,
 )
@@ -190,13 +191,13 @@ def fc_attention_triton(
     block_hw = triton.next_power_of_2(min(pixel_block(block_c, _TILE_ELEMENTS), static(hw)))
     split = min(_MAX_SPLIT, triton.cdiv(static(hw), block_hw))
     partial = torch.empty((n * split, c), **f32)
-    wrap_triton(_pool_partial_kernel)[(n * split, triton.cdiv(c, block_c))](
+    launchable(_pool_partial_kernel)[(n * split, triton.cdiv(c, block_c))](
         x, partial, c, hw, w, split, *x.stride(), X_NHWC=is_nhwc(x), BLOCK_HW=block_hw, BLOCK_C=block_c,
     )
 
     hidden = torch.empty((n, k), **f32)
     fc_b = partial if fc_bias is None else fc_bias  # never read without a bias
-    wrap_triton(_fc_hidden_kernel)[(n, triton.cdiv(k, _BLOCK_K))](
+    launchable(_fc_hidden_kernel)[(n, triton.cdiv(k, _BLOCK_K))](
         partial, fc_weight, fc_b, hidden, c, k, hw, split,
         fc_weight.stride(0), fc_weight.stride(1), fc_b.stride(0),
         HAS_BIAS=fc_bias is not None, BLOCK_S=triton.next_power_of_2(split), BLOCK_K=_BLOCK_K,
@@ -206,14 +207,14 @@ def fc_attention_triton(
     scale = torch.empty((n, c), **f32)
     conv_b = hidden if conv_bias is None else conv_bias
     scale_block_c = channel_block(c, 32)
-    wrap_triton(_fc_scale_kernel)[(n, triton.cdiv(c, scale_block_c))](
+    launchable(_fc_scale_kernel)[(n, triton.cdiv(c, scale_block_c))](
         hidden, conv_weight, conv_b, scale, c, k,
         conv_weight.stride(0), conv_weight.stride(1), conv_b.stride(0),
         HAS_BIAS=conv_bias is not None, BLOCK_C=scale_block_c, BLOCK_K=_MATVEC_BLOCK,
     )
 
     block_p = pixel_block(block_c, _TILE_ELEMENTS)
-    wrap_triton(_scale_kernel)[(triton.cdiv(n * hw, block_p), triton.cdiv(c, block_c))](
+    launchable(_scale_kernel)[(triton.cdiv(n * hw, block_p), triton.cdiv(c, block_c))](
         x, scale, out, n * hw, c, hw, w, *x.stride(), X_NHWC=is_nhwc(x), BLOCK_P=block_p, BLOCK_C=block_c,
     )
     return out

@@ -13,7 +13,7 @@ inputs in one launch, in fp32 (DFANet's decoder adds at most four).
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import triton_op
 
 from ._common import (
     INTERPRET,
@@ -22,6 +22,7 @@ from ._common import (
     empty_nhwc,
     interpreter_tracing,
     is_nhwc,
+    launchable,
     pixel_block,
     static,
 )
@@ -175,7 +176,7 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
     block_c = channel_block(c, _MAX_BLOCK_C)
     block_p = pixel_block(block_c, _TILE_ELEMENTS)
     p = n * ho * wo
-    wrap_triton(_upsample_kernel)[(triton.cdiv(p, block_p), triton.cdiv(c, block_c))](
+    launchable(_upsample_kernel)[(triton.cdiv(p, block_p), triton.cdiv(c, block_c))](
         out, p, c, ho, wo, out.shape[1], c_off, *args,
         NUM_SOURCES=len(sources), SAME0=same[0], SAME1=same[1], SAME2=same[2], SAME3=same[3],
         ACCUMULATE=accumulate, SRC_NHWC=all(is_nhwc(t) for t in sources), BLOCK_P=block_p, BLOCK_C=block_c,
