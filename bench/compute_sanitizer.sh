@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SANITIZER=${COMPUTE_SANITIZER:-$(command -v compute-sanitizer || echo "${CUDA_HOME:-/usr/local/cuda}/bin/compute-sanitizer")}
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-python3}
 MEMCHECK_TESTS=${MEMCHECK_TESTS:-"not large and not dfanet and not compile and not graph and not stream"}
 RACECHECK_TESTS=${RACECHECK_TESTS:-"(dwsep_conv_matches_reference or fc_attention_matches_reference) and not large"}
 unset TRITON_INTERPRET

@@ -11,8 +11,11 @@
 # if a test fails); the script exits non-zero if any stage failed. Budget: 9 minutes at most (TOTAL_BUDGET).
 # Knobs (seconds): TOTAL_BUDGET (540), INSTALL_TIMEOUT, TEST_GPU_TIMEOUT, BENCH_TIMEOUT, BENCH_BUDGET,
 # TEST_REST_TIMEOUT; also
-# BENCH_ARGS (extra arguments for gpu_bench.py), SKIP_INSTALL=1 (already built) and SANITIZE=1 (also run
-# bench/compute_sanitizer.sh at the end, if time is left). A CPU rehearsal of the script's
+# BENCH_ARGS (extra arguments for gpu_bench.py), SKIP_INSTALL=1 (already built), SANITIZE=1 (also run
+# bench/compute_sanitizer.sh at the end, if time is left), PYTHON (default python3: on the GPU machines here the
+# one that holds CUDA torch), TORCH_CUDA_ARCH_LIST (default: this GPU's architecture alone, so the build compiles
+# each .cu file once) and TEST_WORKERS (pytest-xdist processes where it is installed; Triton compiles each kernel
+# variant on first use, and in parallel that stage takes a fraction of the time). A CPU rehearsal of the script's
 # logic: SKIP_INSTALL=1 BENCH_ARGS=--dry-run TEST_REST_TIMEOUT=5 OUT=/tmp/x bash bench/gpu_check.sh
 set -euo pipefail
 
@@ -27,6 +30,7 @@ unset TRITON_INTERPRET
 export PYTHONUNBUFFERED=1
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
+export PYTHON=${PYTHON:-python3}
 
 STAGES="$OUT_DIR/stages.tsv"
 printf 'stage\texit_code\tseconds\n' > "$STAGES"
@@ -74,7 +78,7 @@ stage environment 60 bash -c '
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv || true
   nvcc --version | tail -n 2 || true
   git -C "$0" log --oneline -1 || true
-  python -c "
+  "$PYTHON" -c "
 import sys, torch, triton
 gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"cuda\", torch.version.cuda,
@@ -87,10 +91,15 @@ sys.exit(0 if gpu else \"no CUDA device visible to torch\")
 if [ "${SKIP_INSTALL:-0}" = 1 ]; then
   echo "=== stage install: skipped (SKIP_INSTALL=1)"
 else
-  stage install "${INSTALL_TIMEOUT:-240}" python -m pip install --no-deps --no-build-isolation -e .
+  if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+    TORCH_CUDA_ARCH_LIST=$("$PYTHON" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())' \
+      2>/dev/null || true)
+    export TORCH_CUDA_ARCH_LIST  # empty (no GPU visible): setup.py's default list
+  fi
+  stage install "${INSTALL_TIMEOUT:-240}" "$PYTHON" -m pip install --no-deps --no-build-isolation -e .
 fi
 
-stage import 60 python -c '
+stage import 60 "$PYTHON" -c '
 import torch, dfanet_kernels as dk, dfanet
 dev = torch.device("cuda")
 print("backends on cuda:", dk.available_backends(dev))
@@ -108,18 +117,20 @@ for f in tests/test_triton_ops.py tests/test_cuda_graph.py tests/test_cuda_ops.p
 done
 IGNORE=()
 for f in "${GPU_TESTS[@]}"; do IGNORE+=("--ignore=$f"); done
-stage tests_gpu "${TEST_GPU_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider \
-  --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${GPU_TESTS[@]}"
+PARALLEL=()
+if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n "${TEST_WORKERS:-8}"); fi
+stage tests_gpu "${TEST_GPU_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 "$PYTHON" -m pytest -q -p no:cacheprovider \
+  "${PARALLEL[@]}" --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${GPU_TESTS[@]}"
 
 # The benchmark gets what is left but ~30 s; its --budget-s (no new model case after it) leaves ~90 s more of that
 # for the per-op rows and the report. It writes its JSON/Markdown after every case.
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-$(($(remaining) - 40))}
 BENCH_BUDGET=${BENCH_BUDGET:-$((BENCH_TIMEOUT > 120 ? BENCH_TIMEOUT - 90 : 30))}
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-stage bench "$BENCH_TIMEOUT" python bench/gpu_bench.py --out "$OUT_DIR" --budget-s "$BENCH_BUDGET" ${BENCH_ARGS:-}
+stage bench "$BENCH_TIMEOUT" "$PYTHON" bench/gpu_bench.py --out "$OUT_DIR" --budget-s "$BENCH_BUDGET" ${BENCH_ARGS:-}
 
-stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 python -m pytest -q -p no:cacheprovider \
-  --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests "${IGNORE[@]}"
+stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 "$PYTHON" -m pytest -q -p no:cacheprovider \
+  "${PARALLEL[@]}" --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests "${IGNORE[@]}"
 
 # compute-sanitizer (memcheck, racecheck) over the CUDA op tests: opt-in, as it needs minutes of its own.
 if [ "${SANITIZE:-0}" = 1 ]; then
