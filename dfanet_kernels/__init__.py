@@ -2,8 +2,9 @@
 
 Public API: :func:`dwsep_conv`, :func:`xception_block`, :func:`xception_block_cat` (a block that reads a
 concatenation without writing it), :func:`fc_attention`, :func:`upsample_concat`, :func:`upsample_add`,
-:func:`conv1x1`, :func:`conv3x3` (each with a ``backend=`` argument), :func:`available_backends`, and the
-BN-folding helpers in :mod:`dfanet_kernels.fold`.
+:func:`conv1x1`, :func:`conv3x3` (each with a ``backend=`` argument), :func:`available_backends`, the
+BN-folding helpers in :mod:`dfanet_kernels.fold`, and :class:`PreparedConv`, :class:`PreparedBlock`,
+:class:`PreparedAttention` (the weighted ops with their weights checked once, for repeated calls).
 """
 
 from . import _fake  # noqa: F401  (loads the compiled library and registers fake implementations)
@@ -21,10 +22,14 @@ from .ops import (
     xception_block,
     xception_block_cat,
 )
+from .prepared import PreparedAttention, PreparedBlock, PreparedConv
 
 __all__ = [
     "ALIGN_CORNERS",
     "BACKENDS",
+    "PreparedAttention",
+    "PreparedBlock",
+    "PreparedConv",
     "available_backends",
     "conv1x1",
     "conv3x3",

@@ -17,11 +17,15 @@ def tensor(name: str, t: object, *, ndim: int | None = None) -> torch.Tensor:
     return t
 
 
-def activation(name: str, t: object, *, min_hw: int = 1) -> torch.Tensor:
-    """A non-empty N x C x H x W floating tensor (any memory layout)."""
-    t = tensor(name, t, ndim=4)
+def floating(name: str, t: torch.Tensor) -> torch.Tensor:
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name}: expected a floating dtype {_names(FLOAT_DTYPES)}, got {t.dtype}")
+    return t
+
+
+def activation(name: str, t: object, *, min_hw: int = 1) -> torch.Tensor:
+    """A non-empty N x C x H x W floating tensor (any memory layout)."""
+    t = floating(name, tensor(name, t, ndim=4))
     if t.numel() == 0:
         raise ValueError(f"{name}: expected a non-empty N x C x H x W tensor, got shape {tuple(t.shape)}")
     h, w = t.shape[-2:]

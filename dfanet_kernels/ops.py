@@ -20,14 +20,16 @@ def conv_output_size(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def _kernel(backend: str, op: str, arg_name: str, t: torch.Tensor):
-    """The registered op that runs ``op`` on a compiled backend, after that backend's dtype check.
-
-    The C++ ops (``torch.ops.dfanet.<op>``) dispatch on device to the CPU or CUDA kernels; the Triton kernels are
-    separate ops named ``<op>_triton``.
-    """
-    _checks.dtype_for_backend(arg_name, t, backend, BACKEND_DTYPES[backend])
+def _op(backend: str, op: str):
+    """The registered op that runs ``op`` on a compiled backend: the C++ ops (``torch.ops.dfanet.<op>``) dispatch on
+    device to the CPU or CUDA kernels; the Triton kernels are separate ops named ``<op>_triton``."""
     return getattr(torch.ops.dfanet, f"{op}_triton" if backend == "triton" else op)
+
+
+def _check_backend_dtype(backend: str, arg_name: str, t: torch.Tensor) -> None:
+    """The dtype check of a compiled backend (the reference takes any floating dtype)."""
+    if backend != "reference":
+        _checks.dtype_for_backend(arg_name, t, backend, BACKEND_DTYPES[backend])
 
 
 def dwsep_conv(
@@ -74,18 +76,30 @@ def dwsep_conv(
     _checks.optional_like("residual", residual, x, "x", out_shape)
 
     chosen = backends.resolve(backend, x.device)
+    _check_backend_dtype(chosen, "x", x)
+    return _run_dwsep_conv(chosen, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out,
+                           residual)
+
+
+def _run_dwsep_conv(chosen, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out, residual):
+    """dwsep_conv on checked arguments, on backend ``chosen``."""
     if chosen == "reference":
         return reference.dwsep_conv(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out, residual)
-    op = _kernel(chosen, "dwsep_conv", "x", x)
-    return op(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, bool(act_in), bool(act_mid), bool(act_out), residual)
+    return _op(chosen, "dwsep_conv")(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, bool(act_in), bool(act_mid),
+                                     bool(act_out), residual)
 
 
-def _check_block_weights(c: int, ref: torch.Tensor, ref_name: str, dw_weights, pw_weights, pw_biases, stride,
-                         shortcut_weight, shortcut_bias) -> None:
-    """The weights of an Xception block whose input has ``c`` channels, against ``ref``'s dtype and device."""
+def _check_block_weights(c: int | None, ref: torch.Tensor | None, ref_name: str | None, dw_weights, pw_weights,
+                         pw_biases, stride, shortcut_weight, shortcut_bias) -> None:
+    """The weights of an Xception block whose input has ``c`` channels, against ``ref``'s dtype and device; with no
+    input to check against (``ref`` None: PreparedBlock), against dw_weights[0], which then gives ``c``."""
     for name, seq in (("dw_weights", dw_weights), ("pw_weights", pw_weights), ("pw_biases", pw_biases)):
         if not isinstance(seq, (list, tuple)) or len(seq) != 3:
             raise TypeError(f"{name}: expected a list of 3, got {seq!r:.80}")
+    if ref is None:
+        ref_name = "dw_weights[0]"
+        ref = _checks.floating(ref_name, _checks.tensor(ref_name, dw_weights[0], ndim=4))
+        c = ref.shape[0]
     channels = [c]
     for i in range(3):
         _checks.like(f"dw_weights[{i}]", dw_weights[i], ref, ref_name, (channels[i], 1, 3, 3))
@@ -140,16 +154,8 @@ def xception_block(
     _check_block_weights(x.shape[1], x, "x", dw_weights, pw_weights, pw_biases, stride, shortcut_weight,
                          shortcut_bias)
     chosen = backends.resolve(backend, x.device)
-    if chosen == "reference":
-        return reference.xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
-    if chosen != "cpu":  # the GPU backends have no block kernel: their dwsep_conv with the shortcut as residual
-        skip = x if shortcut_weight is None else reference.conv(x, shortcut_weight, shortcut_bias, stride)
-        y = x
-        for i in range(3):
-            y = dwsep_conv(y, dw_weights[i], None, pw_weights[i], pw_biases[i], stride if i == 0 else 1,
-                           act_in=True, residual=skip if i == 2 else None, backend=chosen)
-        return y
-    return _block_op([x], dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias, "x")
+    _check_backend_dtype(chosen, "x", x)
+    return _run_block(chosen, [x], dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
 
 
 def xception_block_cat(
@@ -181,39 +187,59 @@ def xception_block_cat(
         N x C_3 x Ho x Wo tensor, Ho x Wo from ``inputs[0]``'s H x W and the stride (channels_last on the compiled
         backends).
     """
-    size = _check_upsample_inputs(inputs, None)
+    _check_upsample_inputs(inputs, None)
     first = inputs[0]
     _check_block_weights(sum(t.shape[1] for t in inputs), first, "inputs[0]", dw_weights, pw_weights, pw_biases,
                          stride, shortcut_weight, shortcut_bias)
     chosen = backends.resolve(backend, first.device)
+    _check_backend_dtype(chosen, "inputs[0]", first)
+    return _run_block(chosen, list(inputs), dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
+
+
+def _run_block(chosen, inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias):
+    """xception_block_cat on checked arguments (``inputs`` a list), on backend ``chosen``."""
+    if chosen == "cpu":
+        return _op(chosen, "xception_block")(
+            inputs, dw_weights[0], pw_weights[0], pw_biases[0], dw_weights[1], pw_weights[1], pw_biases[1],
+            dw_weights[2], pw_weights[2], pw_biases[2], stride, shortcut_weight, shortcut_bias)
+    # No block kernel on the other backends: the concatenation is written, then read by three dwsep_conv.
+    x = inputs[0] if len(inputs) == 1 else _run_upsample(chosen, "upsample_concat", inputs, inputs[0].shape[-2:])
     if chosen == "reference":
-        return reference.xception_block_cat(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight,
-                                            shortcut_bias)
-    if chosen != "cpu":  # no block kernel on the GPU backends: the concatenation is written, then read
-        x = inputs[0] if len(inputs) == 1 else upsample_concat(inputs, size, backend=chosen)
-        return xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias,
-                              backend=chosen)
-    return _block_op(list(inputs), dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias,
-                     "inputs[0]")
+        return reference.xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
+    skip = x if shortcut_weight is None else reference.conv(x, shortcut_weight, shortcut_bias, stride)
+    for i in range(3):
+        x = _run_dwsep_conv(chosen, x, dw_weights[i], None, pw_weights[i], pw_biases[i], stride if i == 0 else 1,
+                            True, False, False, skip if i == 2 else None)
+    return x
 
 
-def _block_op(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias, arg_name):
-    op = _kernel("cpu", "xception_block", arg_name, inputs[0])
-    return op(inputs, dw_weights[0], pw_weights[0], pw_biases[0], dw_weights[1], pw_weights[1], pw_biases[1],
-              dw_weights[2], pw_weights[2], pw_biases[2], stride, shortcut_weight, shortcut_bias)
-
-
-def _conv(op: str, k: int, x, weight, bias, stride, relu, backend):
-    _checks.activation("x", x)
+def _check_conv_weights(k: int, c: int, ref: torch.Tensor, ref_name: str, weight, bias, stride) -> None:
+    """A k x k conv's weight, bias and stride for an input of ``c`` channels, against ``ref``'s dtype and device."""
     weight = _checks.tensor("weight", weight, ndim=4)
-    _checks.like("weight", weight, x, "x", (weight.shape[0], x.shape[1], k, k))
-    _checks.optional_like("bias", bias, x, "x", (weight.shape[0],))
+    _checks.like("weight", weight, ref, ref_name, (weight.shape[0], c, k, k))
+    _checks.optional_like("bias", bias, ref, ref_name, (weight.shape[0],))
     if isinstance(stride, bool) or stride not in (1, 2):
         raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
+
+
+def _conv(k: int, x, weight, bias, stride, relu, backend):
+    _checks.activation("x", x)
+    _check_conv_weights(k, x.shape[1], x, "x", weight, bias, stride)
     chosen = backends.resolve(backend, x.device)
+    _check_conv_dtype(chosen, "x", x)
+    return _run_conv(chosen, x, weight, bias, stride, relu)
+
+
+def _check_conv_dtype(chosen: str, arg_name: str, t: torch.Tensor) -> None:
+    if chosen == "cpu":  # the only backend with conv kernels of its own; the others run F.conv2d (any float dtype)
+        _check_backend_dtype(chosen, arg_name, t)
+
+
+def _run_conv(chosen, x, weight, bias, stride, relu):
+    """conv1x1 or conv3x3 (by the weight's size) on checked arguments, on backend ``chosen``."""
     if chosen != "cpu":  # reference, and the GPU backends (cuDNN through F.conv2d is what they would call anyway)
         return reference.conv(x, weight, bias, stride, relu)
-    return _kernel(chosen, op, "x", x)(x, weight, bias, stride, bool(relu))
+    return _op(chosen, "conv1x1" if weight.shape[-1] == 1 else "conv3x3")(x, weight, bias, stride, bool(relu))
 
 
 def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, relu: bool = False,
@@ -223,7 +249,7 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, st
 
     Args: x: N x C x H x W (any layout); weight: Cout x C x 1 x 1; bias: Cout or None; backend as for dwsep_conv.
     """
-    return _conv("conv1x1", 1, x, weight, bias, stride, relu, backend)
+    return _conv(1, x, weight, bias, stride, relu, backend)
 
 
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, relu: bool = False,
@@ -234,18 +260,18 @@ def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, st
 
     Args: x: N x C x H x W (any layout); weight: Cout x C x 3 x 3; bias: Cout or None; backend as for dwsep_conv.
     """
-    return _conv("conv3x3", 3, x, weight, bias, stride, relu, backend)
+    return _conv(3, x, weight, bias, stride, relu, backend)
 
 
-def _check_fc_attention(x, fc_weight, fc_bias, conv_weight, conv_bias) -> None:
-    _checks.activation("x", x)
-    c = x.shape[1]
+def _check_attention_weights(c: int, ref: torch.Tensor, ref_name: str, fc_weight, fc_bias, conv_weight,
+                             conv_bias) -> None:
+    """FC-attention weights for an input of ``c`` channels, against ``ref``'s dtype and device."""
     fc_weight = _checks.tensor("fc_weight", fc_weight, ndim=2)
     hidden = fc_weight.shape[0]
-    _checks.like("fc_weight", fc_weight, x, "x", (hidden, c))
-    _checks.optional_like("fc_bias", fc_bias, x, "x", (hidden,))
-    _checks.like("conv_weight", conv_weight, x, "x", (c, hidden, 1, 1))
-    _checks.optional_like("conv_bias", conv_bias, x, "x", (c,))
+    _checks.like("fc_weight", fc_weight, ref, ref_name, (hidden, c))
+    _checks.optional_like("fc_bias", fc_bias, ref, ref_name, (hidden,))
+    _checks.like("conv_weight", conv_weight, ref, ref_name, (c, hidden, 1, 1))
+    _checks.optional_like("conv_bias", conv_bias, ref, ref_name, (c,))
 
 
 def fc_attention(
@@ -267,11 +293,18 @@ def fc_attention(
         conv_weight: C x K x 1 x 1 (an ``nn.Conv2d(K, C, 1)`` weight, BN folded). conv_bias: C or None.
         backend: None (best for the device), "reference", "cpu", "triton" or "cuda".
     """
-    _check_fc_attention(x, fc_weight, fc_bias, conv_weight, conv_bias)
+    _checks.activation("x", x)
+    _check_attention_weights(x.shape[1], x, "x", fc_weight, fc_bias, conv_weight, conv_bias)
     chosen = backends.resolve(backend, x.device)
+    _check_backend_dtype(chosen, "x", x)
+    return _run_fc_attention(chosen, x, fc_weight, fc_bias, conv_weight, conv_bias)
+
+
+def _run_fc_attention(chosen, x, fc_weight, fc_bias, conv_weight, conv_bias):
+    """fc_attention on checked arguments, on backend ``chosen``."""
     if chosen == "reference":
         return reference.fc_attention(x, fc_weight, fc_bias, conv_weight, conv_bias)
-    return _kernel(chosen, "fc_attention", "x", x)(x, fc_weight, fc_bias, conv_weight, conv_bias)
+    return _op(chosen, "fc_attention")(x, fc_weight, fc_bias, conv_weight, conv_bias)
 
 
 def _check_upsample_inputs(inputs: Sequence[torch.Tensor], size) -> tuple[int, int]:
@@ -298,9 +331,8 @@ def upsample_concat(inputs: Sequence[torch.Tensor], size: Sequence[int], backend
     """
     size = _check_upsample_inputs(inputs, size)
     chosen = backends.resolve(backend, inputs[0].device)
-    if chosen == "reference":
-        return reference.upsample_concat(inputs, size)
-    return _kernel(chosen, "upsample_concat", "inputs", inputs[0])(list(inputs), list(size))
+    _check_backend_dtype(chosen, "inputs", inputs[0])
+    return _run_upsample(chosen, "upsample_concat", inputs, size)
 
 
 def upsample_add(inputs: Sequence[torch.Tensor], size: Sequence[int], backend: str | None = None) -> torch.Tensor:
@@ -311,6 +343,12 @@ def upsample_add(inputs: Sequence[torch.Tensor], size: Sequence[int], backend: s
         if t.shape[1] != channels:
             raise ValueError(f"inputs[{i}]: expected {channels} channels (those of inputs[0]), got {t.shape[1]}")
     chosen = backends.resolve(backend, inputs[0].device)
+    _check_backend_dtype(chosen, "inputs", inputs[0])
+    return _run_upsample(chosen, "upsample_add", inputs, size)
+
+
+def _run_upsample(chosen, op, inputs, size):
+    """upsample_concat or upsample_add (``op``) on checked arguments, on backend ``chosen``."""
     if chosen == "reference":
-        return reference.upsample_add(inputs, size)
-    return _kernel(chosen, "upsample_add", "inputs", inputs[0])(list(inputs), list(size))
+        return getattr(reference, op)(inputs, size)
+    return _op(chosen, op)(list(inputs), list(size))

@@ -1,0 +1,82 @@
+"""The weighted ops with their weights checked once, for a caller that runs the same weights on many inputs.
+
+A ``Prepared*`` object checks its weights when it is made -- the public op's checks, with the same errors naming the
+argument -- and picks the backend for their device. Calling it runs the op with no argument checks in Python: in
+DFANet's fused forward (57 op calls) those checks took ~1.1 ms, a quarter of the whole forward at 64 x 64 (1 thread,
+this VM). Meant for activations that the library's own ops made from checked inputs, as in ``dfanet.fused``, which
+checks the image at its first conv and prepares every layer when it folds the weights. A wrong activation still fails
+before any kernel runs: the compiled ops check every argument again (RuntimeError), and the reference backend is
+PyTorch's own convolutions."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from . import _checks, backends, ops
+
+
+class PreparedConv:
+    """``conv1x1`` or ``conv3x3`` (by the weight's size) of fixed weights: ``PreparedConv(weight, ...)(x)``.
+
+    Args: weight: Cout x C x 1 x 1 or Cout x C x 3 x 3; bias: Cout or None; stride: 1 or 2; relu; backend: as for
+    the public ops, resolved now for the weight's device (``.backend`` says which).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, relu: bool = False,
+                 backend: str | None = None):
+        weight = _checks.floating("weight", _checks.tensor("weight", weight, ndim=4))
+        k = weight.shape[-1]
+        if k not in (1, 3):
+            raise ValueError(f"weight: expected Cout x C x 1 x 1 or Cout x C x 3 x 3, got {tuple(weight.shape)}")
+        ops._check_conv_weights(k, weight.shape[1], weight, "weight", weight, bias, stride)
+        self.backend = backends.resolve(backend, weight.device)
+        ops._check_conv_dtype(self.backend, "weight", weight)
+        self.weight, self.bias, self.stride, self.relu = weight, bias, stride, bool(relu)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return ops._run_conv(self.backend, x, self.weight, self.bias, self.stride, self.relu)
+
+
+class PreparedBlock:
+    """``xception_block`` of fixed weights: ``block(x)``, or ``block.cat(inputs)`` for ``xception_block_cat``.
+
+    Args: as for :func:`dfanet_kernels.xception_block` after ``x``; the block's input channels are dw_weights[0]'s.
+    """
+
+    def __init__(self, dw_weights: Sequence[torch.Tensor], pw_weights: Sequence[torch.Tensor],
+                 pw_biases: Sequence[torch.Tensor | None], stride: int = 1, shortcut_weight: torch.Tensor | None = None,
+                 shortcut_bias: torch.Tensor | None = None, backend: str | None = None):
+        ops._check_block_weights(None, None, None, dw_weights, pw_weights, pw_biases, stride, shortcut_weight,
+                                 shortcut_bias)
+        self.backend = backends.resolve(backend, dw_weights[0].device)
+        ops._check_backend_dtype(self.backend, "dw_weights[0]", dw_weights[0])
+        self.weights = (tuple(dw_weights), tuple(pw_weights), tuple(pw_biases), stride, shortcut_weight,
+                        shortcut_bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return ops._run_block(self.backend, [x], *self.weights)
+
+    def cat(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The block of ``upsample_concat(inputs, inputs[0]'s H x W)``, the concatenation never written on the CPU."""
+        return ops._run_block(self.backend, list(inputs), *self.weights)
+
+
+class PreparedAttention:
+    """``fc_attention`` of fixed weights: ``PreparedAttention(fc_weight, ...)(x)``.
+
+    Args: as for :func:`dfanet_kernels.fc_attention` after ``x``; the input channels are fc_weight's columns.
+    """
+
+    def __init__(self, fc_weight: torch.Tensor, fc_bias: torch.Tensor | None, conv_weight: torch.Tensor,
+                 conv_bias: torch.Tensor | None, backend: str | None = None):
+        fc_weight = _checks.floating("fc_weight", _checks.tensor("fc_weight", fc_weight, ndim=2))
+        ops._check_attention_weights(fc_weight.shape[1], fc_weight, "fc_weight", fc_weight, fc_bias, conv_weight,
+                                     conv_bias)
+        self.backend = backends.resolve(backend, fc_weight.device)
+        ops._check_backend_dtype(self.backend, "fc_weight", fc_weight)
+        self.weights = (fc_weight, fc_bias, conv_weight, conv_bias)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return ops._run_fc_attention(self.backend, x, *self.weights)
