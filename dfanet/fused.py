@@ -1,7 +1,9 @@
 """DFANet's fused inference path: BN folded into the convolutions, the network run through dfanet_kernels' ops.
 
 Folding happens once and is redone whenever a parameter or buffer changes (load_state_dict, more training, an
-in-place edit, .to()): the cache is keyed on every tensor's version counter and storage.
+in-place edit, .to()) or the model's backend does: the cache is keyed on every tensor's version counter and storage.
+Every folded layer is one of dfanet_kernels' prepared ops, so its weights are checked when they are folded, not on
+each call: the image is checked by the first conv's public op, and every later input is made by the ops themselves.
 """
 
 from __future__ import annotations
@@ -20,73 +22,47 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class FoldedConv:
-    """A conv with BN folded in, plus its ReLU, run by the library's conv1x1 / conv3x3 (the CPU kernels, NHWC out;
-    F.conv2d, i.e. cuDNN, on the other backends)."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    stride: int = 1
-    relu: bool = False
-
-    @classmethod
-    def of(cls, block: ConvBNReLU, name: str) -> "FoldedConv":
-        weight, bias = dk.fold_conv_bn(block.conv, block.bn, name)
-        return cls(weight, bias, block.conv.stride[0], block.has_relu)
-
-    def run(self, x: torch.Tensor, backend: str | None) -> torch.Tensor:
-        conv = dk.conv1x1 if self.weight.shape[-1] == 1 else dk.conv3x3
-        return conv(x, self.weight, self.bias, self.stride, self.relu, backend=backend)
-
-
-@dataclass
-class FoldedSeparable:
-    dw_weight: torch.Tensor
-    pw_weight: torch.Tensor
-    pw_bias: torch.Tensor
-    stride: int
-
-
-@dataclass
-class FoldedBlock:
-    convs: tuple[FoldedSeparable, FoldedSeparable, FoldedSeparable]
-    shortcut: FoldedConv | None
-
-
-@dataclass
-class FoldedAttention:
-    fc_weight: torch.Tensor
-    fc_bias: torch.Tensor
-    conv_weight: torch.Tensor
-    conv_bias: torch.Tensor
-
-
-@dataclass
 class FoldedDFANet:
-    stem: FoldedConv
-    stages: list[list[list[FoldedBlock]]]  # [backbone][stage][block]
-    attention: list[FoldedAttention]
-    low_reduce: list[FoldedConv]
-    low_fuse: FoldedConv
-    high_reduce: list[FoldedConv]
-    classifier: FoldedConv
+    """Every layer with BN folded in, prepared for one backend; the convs run by the library's conv1x1 / conv3x3
+    (the CPU kernels, NHWC out; F.conv2d, i.e. cuDNN, on the other backends)."""
+
+    backend: str
+    stem: dk.PreparedConv
+    stages: list[list[list[dk.PreparedBlock]]]  # [backbone][stage][block]
+    attention: list[dk.PreparedAttention]
+    low_reduce: list[dk.PreparedConv]
+    low_fuse: dk.PreparedConv
+    high_reduce: list[dk.PreparedConv]
+    classifier: dk.PreparedConv
 
 
-def _fold_block(block: XceptionBlock, name: str) -> FoldedBlock:
-    convs = []
+def _fold_conv(block: ConvBNReLU, name: str, backend: str) -> dk.PreparedConv:
+    weight, bias = dk.fold_conv_bn(block.conv, block.bn, name)
+    return dk.PreparedConv(weight, bias, block.conv.stride[0], block.has_relu, backend)
+
+
+def _fold_block(block: XceptionBlock, name: str, backend: str) -> dk.PreparedBlock:
+    dw_weights, pw_weights, pw_biases = [], [], []
     for i, sep in enumerate((block.sep1, block.sep2, block.sep3), start=1):
         dk._checks.finite(f"{name}.sep{i}.depthwise weight", sep.depthwise.weight)
         pw_weight, pw_bias = dk.fold_bn(sep.pointwise.weight, None, sep.bn, f"{name}.sep{i}")
-        convs.append(FoldedSeparable(sep.depthwise.weight.detach().clone(), pw_weight, pw_bias, sep.stride))
-    shortcut = None if block.shortcut is None else FoldedConv.of(block.shortcut, f"{name}.shortcut")
-    return FoldedBlock(tuple(convs), shortcut)
+        dw_weights.append(sep.depthwise.weight.detach().clone())
+        pw_weights.append(pw_weight)
+        pw_biases.append(pw_bias)
+    shortcut = (None, None)
+    if block.shortcut is not None:
+        shortcut = dk.fold_conv_bn(block.shortcut.conv, block.shortcut.bn, f"{name}.shortcut")
+    return dk.PreparedBlock(dw_weights, pw_weights, pw_biases, block.sep1.stride, *shortcut, backend=backend)
 
 
 @torch.no_grad()
 def fold_model(model: "DFANet") -> FoldedDFANet:
-    """Fold every BatchNorm of ``model`` (eval statistics) into its conv; raises ValueError on non-finite weights."""
+    """Fold every BatchNorm of ``model`` (eval statistics) into its conv and prepare each layer for the backend of
+    ``model.backend`` on the weights' device; raises ValueError on non-finite weights."""
+    backend = dk.backends.resolve(model.backend, model.conv1.conv.weight.device)
     stages = [
-        [[_fold_block(b, f"backbones.{n}.stages.{i}.{j}") for j, b in enumerate(stage)] for i, stage in enumerate(bb.stages)]
+        [[_fold_block(b, f"backbones.{n}.stages.{i}.{j}", backend) for j, b in enumerate(stage)]
+         for i, stage in enumerate(bb.stages)]
         for n, bb in enumerate(model.backbones)
     ]
     attention = []
@@ -94,17 +70,19 @@ def fold_model(model: "DFANet") -> FoldedDFANet:
         conv_weight, conv_bias = dk.fold_conv_bn(bb.fca.conv, None, f"backbones.{n}.fca.conv")
         dk._checks.finite(f"backbones.{n}.fca.fc weight", bb.fca.fc.weight)
         dk._checks.finite(f"backbones.{n}.fca.fc bias", bb.fca.fc.bias)
-        attention.append(FoldedAttention(bb.fca.fc.weight.detach().clone(), bb.fca.fc.bias.detach().clone(), conv_weight, conv_bias))
+        attention.append(dk.PreparedAttention(bb.fca.fc.weight.detach().clone(), bb.fca.fc.bias.detach().clone(),
+                                              conv_weight, conv_bias, backend))
     dec = model.decoder
     classifier_weight, classifier_bias = dk.fold_conv_bn(dec.classifier, None, "decoder.classifier")
     return FoldedDFANet(
-        stem=FoldedConv.of(model.conv1, "conv1"),
+        backend=backend,
+        stem=_fold_conv(model.conv1, "conv1", backend),
         stages=stages,
         attention=attention,
-        low_reduce=[FoldedConv.of(m, f"decoder.low_reduce.{n}") for n, m in enumerate(dec.low_reduce)],
-        low_fuse=FoldedConv.of(dec.low_fuse, "decoder.low_fuse"),
-        high_reduce=[FoldedConv.of(m, f"decoder.high_reduce.{n}") for n, m in enumerate(dec.high_reduce)],
-        classifier=FoldedConv(classifier_weight, classifier_bias),
+        low_reduce=[_fold_conv(m, f"decoder.low_reduce.{n}", backend) for n, m in enumerate(dec.low_reduce)],
+        low_fuse=_fold_conv(dec.low_fuse, "decoder.low_fuse", backend),
+        high_reduce=[_fold_conv(m, f"decoder.high_reduce.{n}", backend) for n, m in enumerate(dec.high_reduce)],
+        classifier=dk.PreparedConv(classifier_weight, classifier_bias, backend=backend),
     )
 
 
@@ -120,32 +98,29 @@ class Concat:
 
 
 class FusedRunner:
-    """Computes each piece of DFANet.run with the fused ops on folded weights."""
+    """Computes each piece of DFANet.run with the prepared fused ops on folded weights."""
 
-    def __init__(self, folded: FoldedDFANet, backend: str | None):
+    def __init__(self, folded: FoldedDFANet):
         self.folded = folded
-        self.backend = backend
 
     def stem(self, x):
-        # The CPU conv3x3 reads the image in its own layout and writes NHWC: the one layout conversion of the network
-        # happens inside it. The GPU backends convert the image to channels_last first.
-        if dk.backends.resolve(self.backend, x.device) != "cpu":
+        # The model's one input from outside runs through the public, checked op: an image of the wrong dtype or
+        # device fails here with an error naming it. The CPU conv3x3 reads the image in its own layout and writes
+        # NHWC: the one layout conversion of the network happens inside it. The GPU backends convert it first.
+        stem = self.folded.stem
+        if stem.backend != "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.folded.stem.run(x, self.backend)
+        return dk.conv3x3(x, stem.weight, stem.bias, stem.stride, stem.relu, backend=stem.backend)
 
-    def _block(self, block: FoldedBlock, x: torch.Tensor | Concat) -> torch.Tensor:
+    def _block(self, block: dk.PreparedBlock, x: torch.Tensor | Concat) -> torch.Tensor:
         # One call per block: on the CPU the intermediate maps stay in cache (dfanet_kernels.xception_block), and a
         # Concat input is read by the kernel without being written (dfanet_kernels.xception_block_cat).
-        sc = block.shortcut
-        args = ([c.dw_weight for c in block.convs], [c.pw_weight for c in block.convs],
-                [c.pw_bias for c in block.convs], block.convs[0].stride,
-                None if sc is None else sc.weight, None if sc is None else sc.bias)
         if isinstance(x, Concat):
             if tuple(x.inputs[0].shape[-2:]) != x.size:  # not DFANet's case: the kernel resizes to inputs[0]'s size
-                x = dk.upsample_concat(x.inputs, x.size, backend=self.backend)
+                x = dk.upsample_concat(x.inputs, x.size, backend=block.backend)
             else:
-                return dk.xception_block_cat(list(x.inputs), *args, backend=self.backend)
-        return dk.xception_block(x, *args, backend=self.backend)
+                return block.cat(x.inputs)
+        return block(x)
 
     def stage(self, backbone, stage, x):
         for block in self.folded.stages[backbone][stage]:
@@ -157,26 +132,25 @@ class FusedRunner:
         # next backbone's first block): measured here (2 threads, 1024x1024) fc_attention on 192 ch at 64 x 64 takes
         # 0.33 ms, of which the scaled write is at most a copy pass, 0.18 ms: < 1% of the forward for all three
         # backbones, 3 MB each and off the memory peak, against per-sample scaled weights in two consumers.
-        a = self.folded.attention[backbone]
-        return dk.fc_attention(x, a.fc_weight, a.fc_bias, a.conv_weight, a.conv_bias, backend=self.backend)
+        return self.folded.attention[backbone](x)
 
     def concat(self, inputs, size):
         return Concat(tuple(inputs), tuple(size))
 
     def add(self, inputs, size):
-        return dk.upsample_add(inputs, tuple(size), backend=self.backend)
+        return dk.upsample_add(inputs, tuple(size), backend=self.folded.backend)
 
     def reduce_low(self, backbone, x):
-        return self.folded.low_reduce[backbone].run(x, self.backend)
+        return self.folded.low_reduce[backbone](x)
 
     def fuse_low(self, x):
-        return self.folded.low_fuse.run(x, self.backend)
+        return self.folded.low_fuse(x)
 
     def reduce_high(self, backbone, x):
-        return self.folded.high_reduce[backbone].run(x, self.backend)
+        return self.folded.high_reduce[backbone](x)
 
     def classify(self, x):
-        return self.folded.classifier.run(x, self.backend)
+        return self.folded.classifier(x)
 
 
 def _weights_signature(model: "DFANet") -> tuple:
@@ -195,13 +169,13 @@ def _weights_signature(model: "DFANet") -> tuple:
 
 
 def fused_runner(model: "DFANet") -> FusedRunner:
-    """The fused runner for ``model``'s current weights, folding them again only if they changed."""
+    """The fused runner for ``model``'s current weights and backend, folding again only if either changed."""
     if torch.compiler.is_compiling():  # traced once; guards, not version counters, protect compiled graphs
         cached = model._folded
         folded = cached[1] if cached is not None else fold_model(model)
     else:
-        signature = _weights_signature(model)
-        if model._folded is None or model._folded[0] != signature:
-            model._folded = (signature, fold_model(model))
+        key = (model.backend, _weights_signature(model))
+        if model._folded is None or model._folded[0] != key:
+            model._folded = (key, fold_model(model))
         folded = model._folded[1]
-    return FusedRunner(folded, model.backend)
+    return FusedRunner(folded)

@@ -104,6 +104,26 @@ def test_refolds_after_load_state_dict_training_and_inplace_edits():
         assert_logits_match(model(x), expected)
 
 
+def test_refolds_for_another_backend():
+    from dfanet.fused import fused_runner
+
+    model = make_model("B", fused=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first = model(x)
+        model.backend = "reference"
+        assert fused_runner(model).folded.backend == "reference"
+        assert_logits_match(model(x), first)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_fused_model_checks_the_image_against_its_weights(backend):
+    """The folded layers skip per-call checks; the image, the one input from outside, is checked by the first conv."""
+    model = make_model("B", fused=True, backend=backend)
+    with torch.no_grad(), pytest.raises(TypeError, match=r"weight: expected dtype torch.float64 \(that of x\)"):
+        model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+
+
 def test_same_state_dict_for_fused_and_unfused():
     fused, unfused = DFANet(fused=True), DFANet(fused=False)
     assert fused.state_dict().keys() == unfused.state_dict().keys()
