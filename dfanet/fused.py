@@ -9,6 +9,7 @@ each call: the image is checked by the first conv's public op, and every later i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import torch
@@ -153,19 +154,22 @@ class FusedRunner:
         return self.folded.classifier(x)
 
 
-def _weights_signature(model: "DFANet") -> tuple:
-    # Walks the module tree by hand: Module.parameters()/buffers() (named_modules with memo sets and name building)
-    # took ~2 ms per forward here, as much as several kernels; this walk reads the same tensors in ~0.2 ms.
-    signature = []
-    stack = [model]
-    while stack:
-        module = stack.pop()
-        for tensors in (module._parameters, module._buffers):
-            for t in tensors.values():
-                if t is not None:
-                    signature.append((t._version, t.data_ptr(), t.device))
-        stack.extend(m for m in module._modules.values() if m is not None)
-    return tuple(signature)
+_version, _device = attrgetter("_version"), attrgetter("device")
+
+
+def _weights_signature(model: "DFANet") -> tuple[list, list, list]:
+    """The version counter, storage address and device of every parameter and buffer of ``model``."""
+    # A hand-written walk and map() over attribute getters: Module.parameters()/buffers() (named_modules with memo
+    # sets and name building) took ~2 ms per forward here, a loop building a tuple per tensor ~0.85 ms, this ~0.45 ms.
+    tensors = []
+    modules = [model]
+    for module in modules:  # grows while it is walked
+        if module is not None:
+            tensors += module._parameters.values()
+            tensors += module._buffers.values()
+            modules += module._modules.values()
+    tensors = [t for t in tensors if t is not None]
+    return list(map(_version, tensors)), list(map(torch.Tensor.data_ptr, tensors)), list(map(_device, tensors))
 
 
 def fused_runner(model: "DFANet") -> FusedRunner:
