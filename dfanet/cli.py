@@ -153,12 +153,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     files = get_dataset(args.dataset).open(args.data_root, args.split)
-    ctx = distributed.setup(args.device)
-    try:
+    with distributed.session(args.device) as ctx:
         model = load_model(args.weights, args.variant, files.num_classes, args.backend).to(ctx.device)
         report = evaluate(model, files, ctx, workers=args.workers, warmup=args.warmup)
-    finally:
-        distributed.cleanup(ctx)
     if ctx.is_main:
         if args.out:
             write_report(report, Path(args.out), f"eval-{files.name}-{files.split}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -40,22 +42,24 @@ def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
     return device
 
 
-def setup(device: str | None) -> Context:
-    """Join the process group that torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), if any."""
+@contextmanager
+def session(device: str | None) -> Iterator[Context]:
+    """Join the process group that torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), if any, for the ``with`` body;
+    leave it after, whatever happens."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
+    joined = world_size > 1 and not dist.is_initialized()
+    if joined:
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Context(rank, world_size, local_rank, dev)
-
-
-def cleanup(ctx: Context) -> None:
-    if ctx.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+    try:
+        yield Context(rank, world_size, local_rank, dev)
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def all_reduce_sum(t: torch.Tensor, ctx: Context) -> torch.Tensor:

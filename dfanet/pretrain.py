@@ -147,11 +147,8 @@ def classification_loss(model: nn.Module, batch, device: torch.device) -> torch.
 
 def pretrain(cfg: PretrainConfig) -> Path:
     """Train the classifier; returns the path of the backbone weights (rank 0 writes them)."""
-    ctx = distributed.setup(cfg.device)
-    try:
+    with distributed.session(cfg.device) as ctx:
         return _pretrain(cfg, ctx)
-    finally:
-        distributed.cleanup(ctx)
 
 
 def _pretrain(cfg: PretrainConfig, ctx: distributed.Context) -> Path:

@@ -119,11 +119,8 @@ class TrainResult:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Train DFANet on ``cfg.dataset``; one process, or each of torchrun's processes."""
-    ctx = distributed.setup(cfg.device)
-    try:
+    with distributed.session(cfg.device) as ctx:
         return _train(cfg, ctx)
-    finally:
-        distributed.cleanup(ctx)
 
 
 def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:

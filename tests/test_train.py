@@ -1,6 +1,7 @@
 """dfanet train / eval / pretrain end to end on small synthetic data sets in the real layouts (CPU, variant B):
 learning to a high held-out mIoU, exact resume, surviving SIGKILL, torchrun + DDP, clear errors."""
 
+import contextlib
 import json
 import logging
 import os
@@ -262,7 +263,11 @@ def test_torchrun_two_processes_train_the_same_weights(data, tmp_path):
 def test_sync_bn_on_cpu_is_refused(data, tmp_path, monkeypatch, caplog):
     from dfanet import distributed
 
-    monkeypatch.setattr(distributed, "setup", lambda device: distributed.Context(0, 2, 0, torch.device("cpu")))
+    @contextlib.contextmanager
+    def two_process_session(device):
+        yield distributed.Context(0, 2, 0, torch.device("cpu"))
+
+    monkeypatch.setattr(distributed, "session", two_process_session)
     assert main(train_args(data, tmp_path, 2, "--sync-bn")) == 2
     assert "--sync-bn: SyncBatchNorm runs on CUDA only" in caplog.text
 
