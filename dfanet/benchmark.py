@@ -18,6 +18,7 @@ Entry point: :func:`run_comparison`; :class:`Comparison` keeps the built candida
 from __future__ import annotations
 
 import gc
+import importlib.util
 import os
 import shutil
 import sys
@@ -156,36 +157,30 @@ def _compile(ctx: _Context) -> Candidate:
                      run, _as_tensor, setup_s=seconds)
 
 
-def _onnxruntime(ctx: _Context) -> Candidate:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise Unavailable("onnxruntime is not installed (pip install onnxruntime)") from None
-    from .export import onnxruntime_runner
-
+def _from_onnx(ctx: _Context, runtime: str, make_runner: Callable, source: str) -> Candidate:
+    """The exported ONNX file run by another runtime (``runtime``, the package; ``make_runner`` from dfanet.export);
+    ``source`` ends the description and may name the ``{exporter}``."""
+    if importlib.util.find_spec(runtime) is None:
+        raise Unavailable(f"{runtime} is not installed (pip install {runtime})")
     exported = ctx.onnx()
     start = time.perf_counter()
-    session, description = onnxruntime_runner(exported.path, ctx.threads)
+    run, description = make_runner(exported.path, ctx.threads)
     x = ctx.x.numpy()
     setup = exported.seconds + time.perf_counter() - start
-    return Candidate("onnxruntime", f"{description}; unfused model, {exported.exporter} ONNX exporter",
-                     lambda: session(x), _as_tensor, setup_s=setup, torch_based=False)
+    return Candidate(runtime, f"{description}; {source.format(exporter=exported.exporter)}", lambda: run(x),
+                     _as_tensor, setup_s=setup, torch_based=False)
+
+
+def _onnxruntime(ctx: _Context) -> Candidate:
+    from .export import onnxruntime_runner
+
+    return _from_onnx(ctx, "onnxruntime", onnxruntime_runner, "unfused model, {exporter} ONNX exporter")
 
 
 def _openvino(ctx: _Context) -> Candidate:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        raise Unavailable("openvino is not installed (pip install openvino)") from None
     from .export import openvino_runner
 
-    exported = ctx.onnx()
-    start = time.perf_counter()
-    compiled, description = openvino_runner(exported.path, ctx.threads)
-    x = ctx.x.numpy()
-    setup = exported.seconds + time.perf_counter() - start
-    return Candidate("openvino", f"{description}; from the same ONNX file", lambda: compiled(x), _as_tensor,
-                     setup_s=setup, torch_based=False)
+    return _from_onnx(ctx, "openvino", openvino_runner, "from the same ONNX file")
 
 
 def _fused(ctx: _Context) -> Candidate:
