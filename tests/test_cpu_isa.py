@@ -64,6 +64,18 @@ def test_lone_same_size_add_keeps_negative_zero(every_isa):
 
 
 @needs_cpu_kernels
+@pytest.mark.parametrize("c, src, size", [(19, (33, 65), (131, 259)), (5, (4, 3), (17, 13)), (33, (9, 7), (5, 20))])
+def test_add_of_one_source_is_its_concat(every_isa, c, src, size):
+    """A one-source add (DFANet's final upsample of the logits) takes the concat's per-pixel path: the same values
+    as upsample_concat bit for bit, channel counts with a partial last vector (19, 5, 33) included."""
+    x = randn(1, c, *src, gen=torch.Generator().manual_seed(4))
+    out = dk.upsample_add([x], size, backend="cpu")
+    assert torch.equal(out, dk.upsample_concat([x], size, backend="cpu"))
+    # ATen's 4-tap blend rounds differently from the kernels' separable one: up to ~2e-5 here (as before this path).
+    assert_close(out, reference.upsample_add([x], size), 5e-5, 1e-5)
+
+
+@needs_cpu_kernels
 def test_bad_isa_names_the_variable(monkeypatch):
     monkeypatch.setenv("DFANET_CPU_ISA", "sse9")
     with pytest.raises(RuntimeError, match="DFANET_CPU_ISA: expected one of auto, avx512, avx2, scalar, got 'sse9'"):
