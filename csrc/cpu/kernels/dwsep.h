@@ -171,30 +171,21 @@ void depthwise_tile(const float* const rows[3], const float* w, int64_t ldw, con
 
 // ---------------------------------------------------------------------------------------------------------------
 // Pointwise micro-kernel: out[i][j] = act(bias[j] + sum_k a[i][k] * b[k][j]) (+ res[i][j]) for i < m (<= MR) and
-// j < ncols, (NV - 1) * L < ncols <= NV * L (only the last vector may be partial). a: MR rows of stride lda, readable
-// even past m; b: rows of stride ldb, NV vectors readable (zero padded); bias: NV vectors readable. res/out: rows of
-// stride ldo, only [i < m][j < ncols] touched.
+// j < ncols (<= NV * L). a: MR rows of stride lda, readable even past m; b: rows of stride ldb, NV vectors readable
+// (zero padded); bias: NV vectors readable. res/out: rows of stride ldo, only [i < m][j < ncols] touched.
 // ---------------------------------------------------------------------------------------------------------------
 
-// One accumulator vector's epilogue: ReLU, + residual, store (masked when `partial`).
-template <class V>
-void store_vector(typename V::T v, bool act_out, const float* res, float* out, bool partial, typename V::M mask) {
-  if (act_out) v = V::max0(v);
-  if (partial) {
-    if (res) v = V::add(v, V::loadm(res, mask));
-    V::storem(out, v, mask);
-  } else {
-    if (res) v = V::add(v, V::load(res));
-    V::store(out, v);
-  }
-}
-
-// Every loop over MR or NV below is unrolled by force (DFANET_UNROLL): the accumulators live in registers only if every
-// acc[i][j] is a compile-time index. GCC 12 unrolled some of these loops by its own measure and left others as
-// loops, which made acc[][] a stack array, written after the bias, read before the k loop, written again after it
-// and read by the epilogue: half of this kernel's samples at K = 12 (perf annotate, 12 -> 48 ch). Check with
-// objdump after a change: no zmm/ymm moves to or from (%rsp) in any pointwise_micro.
+// On the SIMD paths every loop over MR or NV below is unrolled by force (DFANET_UNROLL): the accumulators live in
+// registers only if every acc[i][j] is a compile-time index. GCC 12 unrolled some of these loops by its own measure
+// and left others as loops, which made acc[][] a stack array, written after the bias, read before the k loop,
+// written again after it and read by the epilogue: half of this kernel's samples at K = 12 (perf annotate,
+// 12 -> 48 ch). Check with objdump after a change: no zmm/ymm moves to or from (%rsp) in any pointwise_micro. Not on
+// the portable path, whose four-float structs GCC already keeps in registers: there forcing it halved the speed.
+#if defined(DFANET_SIMD_AVX512) || defined(DFANET_SIMD_AVX2)
 #define DFANET_UNROLL _Pragma("GCC unroll 16")
+#else
+#define DFANET_UNROLL
+#endif
 
 template <class V, int MR, int NV, int LD>
 void pointwise_micro(const float* a, int64_t lda_rt, int64_t m, int64_t K, const float* b, int64_t ldb,
@@ -222,16 +213,22 @@ void pointwise_micro(const float* a, int64_t lda_rt, int64_t m, int64_t K, const
       for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(ai, bk[j], acc[i][j]);
     }
   }
-  // No early exits here (a `break` also made acc[][] a stack array), and one mask, for each row's last vector.
-  const bool partial = ncols < NV * V::L;
-  const typename V::M last = V::mask(partial ? ncols - (NV - 1) * V::L : V::L);
+  // No early exits in these loops (a `break` also made acc[][] a stack array).
   DFANET_UNROLL
   for (int i = 0; i < MR; ++i) {
-    if (i < m) {
-      DFANET_UNROLL
-      for (int j = 0; j < NV; ++j) {
-        const int64_t o = i * ldo + j * V::L;
-        store_vector<V>(acc[i][j], act_out, res ? res + o : nullptr, out + o, j == NV - 1 && partial, last);
+    DFANET_UNROLL
+    for (int j = 0; j < NV; ++j) {
+      const int64_t cols = ncols - j * V::L;
+      if (i >= m || cols <= 0) continue;
+      T v = acc[i][j];
+      if (act_out) v = V::max0(v);
+      if (cols >= V::L) {
+        if (res) v = V::add(v, V::load(res + i * ldo + j * V::L));
+        V::store(out + i * ldo + j * V::L, v);
+      } else {
+        const typename V::M mk = V::mask(cols);
+        if (res) v = V::add(v, V::loadm(res + i * ldo + j * V::L, mk));
+        V::storem(out + i * ldo + j * V::L, v, mk);
       }
     }
   }
