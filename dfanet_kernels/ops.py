@@ -89,17 +89,17 @@ def _run_dwsep_conv(chosen, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, a
                                      bool(act_out), residual)
 
 
-def _check_block_weights(c: int | None, ref: torch.Tensor | None, ref_name: str | None, dw_weights, pw_weights,
-                         pw_biases, stride, shortcut_weight, shortcut_bias) -> None:
-    """The weights of an Xception block whose input has ``c`` channels, against ``ref``'s dtype and device; with no
-    input to check against (``ref`` None: PreparedBlock), against dw_weights[0], which then gives ``c``."""
+def _check_block_lists(dw_weights, pw_weights, pw_biases) -> None:
+    """An Xception block's three per-layer weight lists are lists of 3."""
     for name, seq in (("dw_weights", dw_weights), ("pw_weights", pw_weights), ("pw_biases", pw_biases)):
         if not isinstance(seq, (list, tuple)) or len(seq) != 3:
             raise TypeError(f"{name}: expected a list of 3, got {seq!r:.80}")
-    if ref is None:
-        ref_name = "dw_weights[0]"
-        ref = _checks.floating(ref_name, _checks.tensor(ref_name, dw_weights[0], ndim=4))
-        c = ref.shape[0]
+
+
+def _check_block_weights(c: int, ref: torch.Tensor, ref_name: str, dw_weights, pw_weights, pw_biases, stride,
+                         shortcut_weight, shortcut_bias) -> None:
+    """The weights of an Xception block whose input has ``c`` channels, against ``ref``'s dtype and device."""
+    _check_block_lists(dw_weights, pw_weights, pw_biases)
     channels = [c]
     for i in range(3):
         _checks.like(f"dw_weights[{i}]", dw_weights[i], ref, ref_name, (channels[i], 1, 3, 3))

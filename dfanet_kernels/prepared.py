@@ -48,10 +48,12 @@ class PreparedBlock:
     def __init__(self, dw_weights: Sequence[torch.Tensor], pw_weights: Sequence[torch.Tensor],
                  pw_biases: Sequence[torch.Tensor | None], stride: int = 1, shortcut_weight: torch.Tensor | None = None,
                  shortcut_bias: torch.Tensor | None = None, backend: str | None = None):
-        ops._check_block_weights(None, None, None, dw_weights, pw_weights, pw_biases, stride, shortcut_weight,
-                                 shortcut_bias)
-        self.backend = backends.resolve(backend, dw_weights[0].device)
-        ops._check_backend_dtype(self.backend, "dw_weights[0]", dw_weights[0])
+        ops._check_block_lists(dw_weights, pw_weights, pw_biases)
+        dw0 = _checks.floating("dw_weights[0]", _checks.tensor("dw_weights[0]", dw_weights[0], ndim=4))
+        ops._check_block_weights(dw0.shape[0], dw0, "dw_weights[0]", dw_weights, pw_weights, pw_biases, stride,
+                                 shortcut_weight, shortcut_bias)
+        self.backend = backends.resolve(backend, dw0.device)
+        ops._check_backend_dtype(self.backend, "dw_weights[0]", dw0)
         self.weights = (tuple(dw_weights), tuple(pw_weights), tuple(pw_biases), stride, shortcut_weight,
                         shortcut_bias)
 
