@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One short GPU session in one command: build the package (CUDA kernels included), run the test suite on the GPU
 # and the GPU benchmark. Needs only what the GPU machine has (torch with CUDA, Triton, nvcc, ninja, pytest); no
-# network. Stages: environment, install, import, tests_gpu, bench, tests_rest (see below for the order).
+# network. Stages: environment, install, import, tests_gpu, bench, sanitizer, tests_rest.
 # Results, logs and a stage summary go to $OUT (else bench/results):
 #   gpu_check.log      everything printed, with a timestamp per stage
 #   stages.tsv         stage, exit code, seconds
@@ -10,10 +10,9 @@
 # Every stage has a time limit and a failing stage does not stop the next one (the benchmark is worth having even
 # if a test fails); the script exits non-zero if any stage failed. Budget: 9 minutes at most (TOTAL_BUDGET).
 # Knobs (seconds): TOTAL_BUDGET (540), INSTALL_TIMEOUT, TEST_GPU_TIMEOUT, BENCH_TIMEOUT, BENCH_BUDGET,
-# TEST_REST_TIMEOUT; also
-# BENCH_ARGS (extra arguments for gpu_bench.py), SKIP_INSTALL=1 (already built), SANITIZE=1 (also run
-# bench/compute_sanitizer.sh at the end, if time is left), PYTHON (default python3: on the GPU machines here the
-# one that holds CUDA torch), TORCH_CUDA_ARCH_LIST (default: this GPU's architecture alone, so the build compiles
+# SANITIZER_TIMEOUT, TEST_REST_TIMEOUT; also SKIP_STAGES (names of stages not to run, e.g. "tests_rest"),
+# BENCH_ARGS (extra arguments for gpu_bench.py), SKIP_INSTALL=1 (already built), PYTHON (default python3: on the
+# GPU machines here the one that holds CUDA torch), TORCH_CUDA_ARCH_LIST (default: this GPU's architecture alone, so the build compiles
 # each .cu file once) and TEST_WORKERS (pytest-xdist processes where it is installed; Triton compiles each kernel
 # variant on first use, and in parallel that stage takes a fraction of the time). A CPU rehearsal of the script's
 # logic: SKIP_INSTALL=1 BENCH_ARGS=--dry-run TEST_REST_TIMEOUT=5 OUT=/tmp/x bash bench/gpu_check.sh
@@ -49,6 +48,11 @@ stage() {
   shift 2
   local left
   left=$(($(remaining) - 10))
+  if [[ " ${SKIP_STAGES:-} " == *" $name "* ]]; then
+    echo "=== stage $name: skipped (SKIP_STAGES)"
+    printf '%s\t%s\t%s\n' "$name" "skipped" 0 >> "$STAGES"
+    return 0
+  fi
   if [ "$left" -lt 60 ]; then
     echo "=== stage $name: NOT RUN, ${left}s of the ${TOTAL_BUDGET}s budget left"
     printf '%s\t%s\t%s\n' "$name" "not-run" 0 >> "$STAGES"
@@ -120,7 +124,7 @@ for f in "${GPU_TESTS[@]}"; do IGNORE+=("--ignore=$f"); done
 PARALLEL=()
 if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n "${TEST_WORKERS:-8}"); fi
 stage tests_gpu "${TEST_GPU_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 "$PYTHON" -m pytest -q -p no:cacheprovider \
-  "${PARALLEL[@]}" --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${GPU_TESTS[@]}"
+  "${PARALLEL[@]}" -r fE --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${GPU_TESTS[@]}"
 
 # The benchmark gets what is left but ~30 s; its --budget-s (no new model case after it) leaves ~90 s more of that
 # for the per-op rows and the report. It writes its JSON/Markdown after every case.
@@ -129,13 +133,11 @@ BENCH_BUDGET=${BENCH_BUDGET:-$((BENCH_TIMEOUT > 120 ? BENCH_TIMEOUT - 90 : 30))}
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
 stage bench "$BENCH_TIMEOUT" "$PYTHON" bench/gpu_bench.py --out "$OUT_DIR" --budget-s "$BENCH_BUDGET" ${BENCH_ARGS:-}
 
-stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 "$PYTHON" -m pytest -q -p no:cacheprovider \
-  "${PARALLEL[@]}" --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests "${IGNORE[@]}"
+# compute-sanitizer (memcheck, racecheck) over the CUDA op tests, before the CPU-side rest of tests/ (CI runs those).
+stage sanitizer "${SANITIZER_TIMEOUT:-150}" bash bench/compute_sanitizer.sh
 
-# compute-sanitizer (memcheck, racecheck) over the CUDA op tests: opt-in, as it needs minutes of its own.
-if [ "${SANITIZE:-0}" = 1 ]; then
-  stage sanitizer "${SANITIZER_TIMEOUT:-$(($(remaining) - 10))}" bash bench/compute_sanitizer.sh
-fi
+stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 "$PYTHON" -m pytest -q -p no:cacheprovider \
+  "${PARALLEL[@]}" -r fE --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests "${IGNORE[@]}"
 
 echo
 echo "=== summary ($((SECONDS - START))s total; results in $OUT_DIR)"
