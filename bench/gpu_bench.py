@@ -21,8 +21,10 @@ built.
 
 Timing: CUDA events. Model: each call synchronised (the latency of one forward, CPU launch overhead included),
 candidates interleaved in rounds with a rotating order, medians and p20/p80 after warm-up. Ops: events around
---op-inner back-to-back calls, median over rounds. Ratios are "candidate / fused_triton" (model) and
-"torch / triton" (ops): above 1 means the Triton path is faster.
+--op-inner back-to-back calls, median over rounds; the op reference is computed without TF32 (the torch timing
+keeps cuDNN's default). Ratios are "candidate / fused_triton" (model), "torch / triton" and "cuda / triton" (ops).
+Beside each time, the GPU time of the kernels it launched (torch.profiler, 3 calls): where events >> kernels the
+call is launch-bound (the GPU waits for the CPU); for the fused models, the heaviest kernels.
 
 Time budget (--budget-s): cases run in priority order and a case that would start after the budget is recorded
 as skipped, so a short GPU session always ends with a report. Output: gpu_bench.json and gpu_bench.md in --out
@@ -32,6 +34,7 @@ as skipped, so a short GPU session always ends with a report. Output: gpu_bench.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -127,6 +130,48 @@ def quantiles(values: list[float]) -> dict:
     t = torch.tensor(values, dtype=torch.float64)
     q = torch.quantile(t, torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64)).tolist()
     return {"p20_ms": q[0], "median_ms": q[1], "p80_ms": q[2], "n": len(values)}
+
+
+def kernel_profile(fn, calls: int = 3, top: int = 0) -> dict:
+    """GPU time of the kernels ``fn`` launches, from torch.profiler (CUPTI): ms and launches per call, and the
+    ``top`` kernels by time. Beside the CUDA-event time it tells a kernel-bound call (the two agree) from a
+    launch-bound one (events well above kernels: the GPU waits for the CPU). Empty without a GPU."""
+    if not torch.cuda.is_available():
+        return {}
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                fn()
+            torch.cuda.synchronize()
+        events = prof.events()
+    except Exception as err:  # the timings stand without it
+        return {"profile_error": f"{type(err).__name__}: {err}"[:200]}
+    per_name: dict[str, float] = {}
+    launches = 0
+    for e in events:
+        if e.device_type == DeviceType.CUDA:
+            per_name[e.name] = per_name.get(e.name, 0.0) + e.time_range.elapsed_us() / 1e3 / calls
+            launches += 1
+    result = {"kernel_ms": sum(per_name.values()), "launches": launches / calls}
+    if top:
+        ranked = sorted(per_name.items(), key=lambda kv: -kv[1])[:top]
+        result["top_kernels"] = [{"name": name[:120], "ms": ms} for name, ms in ranked]
+    return result
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """cuDNN convolutions in full fp32 (TF32 is their default): the reference an fp32 kernel is checked against."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
 
 
 def compare(out: torch.Tensor, expected: torch.Tensor) -> tuple[float, float]:
@@ -250,6 +295,7 @@ def run_model_case(args, device, size, batch, dtype_name, budget_left) -> dict:
             times[name].append(timer(timed[name]))
     for name in names:
         results[name].update(quantiles(times[name]))
+        results[name].update(kernel_profile(timed[name], top=8 if name.startswith("fused") else 0))
     if "fused_triton" in timed:
         ref = results["fused_triton"]["median_ms"]
         for name in names:
@@ -321,7 +367,8 @@ def run_op_case(args, device, size, batch, dtype_name) -> list[dict]:
     rows = []
     for name, (desc, fn) in op_cases(args.variant, batch, *size, dtype, device).items():
         row = {"op": name, "shapes": desc, "size": list(size), "batch": batch, "dtype": dtype_name, "impls": {}}
-        expected = fn("reference").float()
+        with exact_fp32():
+            expected = fn("reference").float()
         usable = []
         for impl in impls:
             try:
@@ -339,6 +386,9 @@ def run_op_case(args, device, size, batch, dtype_name) -> list[dict]:
                 times[impl].append(timer(lambda: fn(impl), inner=args.op_inner))
         for impl in usable:
             row["impls"][impl].update(quantiles(times[impl]))
+            row["impls"][impl].update(kernel_profile(lambda: fn(impl)))
+        if "triton" in usable and "cuda" in usable:
+            row["cuda_over_triton"] = row["impls"]["cuda"]["median_ms"] / row["impls"]["triton"]["median_ms"]
         if "triton" in usable and "reference" in usable:
             row["torch_over_triton"] = row["impls"]["reference"]["median_ms"] / row["impls"]["triton"]["median_ms"]
         rows.append(row)
@@ -399,28 +449,39 @@ def markdown(report: dict) -> str:
     for case in report["model"]:
         h, w = case["size"]
         lines += [f"## Model {h}x{w}, batch {case['batch']}, {case['dtype']}", "",
-                  "| candidate | median ms | p20–p80 ms | / fused_triton | setup s | rel err | status |",
-                  "|---|---:|---:|---:|---:|---:|---|"]
+                  "| candidate | median ms | p20–p80 ms | kernel ms | launches | / fused_triton | setup s | rel err | "
+                  "status |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for name, e in case["candidates"].items():
             ratio = f"{e['ratio_to_fused_triton']:.2f}" if "ratio_to_fused_triton" in e else "–"
             spread = f"{e['p20_ms']:.3f}–{e['p80_ms']:.3f}" if "p20_ms" in e else "–"
             rel = f"{e['rel_err']:.1e}" if "rel_err" in e else "–"
+            launches = f"{e['launches']:.0f}" if "launches" in e else "–"
             status = e["status"] + (f": {e['reason']}" if e.get("reason") else "")
-            lines.append(f"| {name} | {_ms(e, 'median_ms')} | {spread} | {ratio} | {e.get('setup_s', '–')} | {rel} | "
-                         f"{status} |")
+            lines.append(f"| {name} | {_ms(e, 'median_ms')} | {spread} | {_ms(e, 'kernel_ms')} | {launches} | "
+                         f"{ratio} | {e.get('setup_s', '–')} | {rel} | {status} |")
         lines.append("")
+        for name, e in case["candidates"].items():
+            if e.get("top_kernels"):
+                lines += [f"Heaviest kernels of {name} (ms per forward): "
+                          + "; ".join(f"`{k['name'][:60]}` {k['ms']:.3f}" for k in e["top_kernels"]), ""]
     if report["ops"]:
-        lines += ["## Ops (ms per call)", "",
-                  "| op | shapes | input | batch | dtype | triton | torch | cuda | torch / triton |",
-                  "|---|---|---|---:|---|---:|---:|---:|---:|"]
+        lines += ["## Ops (ms per call: events, and in brackets the GPU time of its kernels)", "",
+                  "| op | shapes | input | batch | dtype | triton | torch | cuda | torch / triton | cuda / triton |",
+                  "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
         for r in report["ops"]:
             cells = []
             for impl in ("triton", "reference", "cuda"):
                 e = r["impls"].get(impl)
-                cells.append("–" if e is None else _ms(e, "median_ms") if e["status"] == "ok" else e["status"])
-            ratio = f"{r['torch_over_triton']:.2f}" if "torch_over_triton" in r else "–"
+                if e is None:
+                    cells.append("–")
+                elif e["status"] != "ok":
+                    cells.append(e["status"])
+                else:
+                    cells.append(_ms(e, "median_ms") + (f" ({e['kernel_ms']:.3f})" if "kernel_ms" in e else ""))
+            ratios = [f"{r[key]:.2f}" if key in r else "–" for key in ("torch_over_triton", "cuda_over_triton")]
             lines.append(f"| {r['op']} | {r['shapes']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {r['dtype']} | "
-                         f"{' | '.join(cells)} | {ratio} |")
+                         f"{' | '.join(cells)} | {' | '.join(ratios)} |")
         lines.append("")
     if report["skipped_cases"]:
         lines += ["## Not run", ""] + [f"- {s}" for s in report["skipped_cases"]] + [""]

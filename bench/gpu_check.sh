@@ -11,6 +11,7 @@
 # if a test fails); the script exits non-zero if any stage failed. Budget: 9 minutes at most (TOTAL_BUDGET).
 # Knobs (seconds): TOTAL_BUDGET (540), INSTALL_TIMEOUT, TEST_GPU_TIMEOUT, BENCH_TIMEOUT, BENCH_BUDGET,
 # SANITIZER_TIMEOUT, TEST_REST_TIMEOUT; also SKIP_STAGES (names of stages not to run, e.g. "tests_rest"),
+# TESTS_GPU_K (a pytest -k expression selecting among the GPU tests),
 # BENCH_ARGS (extra arguments for gpu_bench.py), SKIP_INSTALL=1 (already built), PYTHON (default python3: on the
 # GPU machines here the one that holds CUDA torch), TORCH_CUDA_ARCH_LIST (default: this GPU's architecture alone, so the build compiles
 # each .cu file once) and TEST_WORKERS (pytest-xdist processes where it is installed; Triton compiles each kernel
@@ -123,8 +124,10 @@ IGNORE=()
 for f in "${GPU_TESTS[@]}"; do IGNORE+=("--ignore=$f"); done
 PARALLEL=()
 if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n "${TEST_WORKERS:-8}"); fi
+SELECT=()
+if [ -n "${TESTS_GPU_K:-}" ]; then SELECT=(-k "$TESTS_GPU_K"); fi
 stage tests_gpu "${TEST_GPU_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 "$PYTHON" -m pytest -q -p no:cacheprovider \
-  "${PARALLEL[@]}" -r fE --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${GPU_TESTS[@]}"
+  "${PARALLEL[@]}" -r fE --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${SELECT[@]}" "${GPU_TESTS[@]}"
 
 # The benchmark gets what is left but ~30 s; its --budget-s (no new model case after it) leaves ~90 s more of that
 # for the per-op rows and the report. It writes its JSON/Markdown after every case.

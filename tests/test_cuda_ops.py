@@ -232,7 +232,7 @@ def test_direct_op_calls_check_device_and_dtype():
         torch.ops.dfanet.dwsep_conv(x, dw.cpu(), None, pw, None, 1, False, False, False, None)
     with pytest.raises(RuntimeError, match="the cuda backend takes float32, float16 or bfloat16"):
         torch.ops.dfanet.dwsep_conv(x.double(), dw.double(), None, pw.double(), None, 1, False, False, False, None)
-    with pytest.raises(RuntimeError, match=r"dw_weight: expected shape \(4, 1, 3, 3\)"):
+    with pytest.raises(RuntimeError, match=r"dw_weight: expected shape \[4, 1, 3, 3\]"):
         torch.ops.dfanet.dwsep_conv(x, dw[:3], None, pw, None, 1, False, False, False, None)
     with pytest.raises(RuntimeError, match=r"inputs\[1\]: expected dtype"):
         torch.ops.dfanet.upsample_add([x, x.half()], [7, 7])

@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent(
     BOOLS = {"ACT_IN", "ACT_MID", "ACT_OUT", "HAS_DW_BIAS", "HAS_PW_BIAS", "HAS_RESIDUAL", "SAME0", "SAME1",
              "SAME2", "SAME3", "ACCUMULATE"}
 
-    def compile_(kernel, dtype, constexprs, arch, f32_ptrs=(), num_warps=4, num_stages=3):
+    def compile_(kernel, dtype, constexprs, arch, f32_ptrs=(), num_warps=4, num_stages=3, scales="fp32"):
         fn = kernel.fn if hasattr(kernel, "configs") else kernel  # the JITFunction under an Autotuner
         sig = {}
         for name in fn.arg_names:
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent(
             elif name.endswith("_ptr") or name in ("p0", "p1", "p2", "p3"):  # the upsample's sources
                 sig[name] = "*" + dtype
             elif name[:2] in ("fh", "fw"):
-                sig[name] = "fp32"
+                sig[name] = scales
             else:
                 sig[name] = "i32"
         k = triton.compile(ASTSource(fn, sig, dict(constexprs)), target=GPUTarget("cuda", arch, 32),
@@ -66,7 +66,7 @@ SCRIPT = textwrap.dedent(
             assert "mma" in k.asm["ptx"], "fp16/bf16 dot must run on tensor cores"
     # The other kernels have nothing architecture- or dtype-specific beyond their loads: sm_90, fp16 (bf16 for
     # the pool), fp32 for the upsample (7 s: four inlined sources; its general-layout path only differs in the
-    # offsets, as in the kernels above).
+    # offsets, as in the kernels above); its float scales also as fp64, the type Inductor gives Python floats.
     for nhwc in (True, False):
         compile_(F._pool_partial_kernel, "bf16", dict(X_NHWC=nhwc, BLOCK_HW=64, BLOCK_C=64), 90,
                  f32_ptrs=("part_ptr",))
@@ -76,6 +76,7 @@ SCRIPT = textwrap.dedent(
     compile_(F._fc_scale_kernel, "fp16", dict(HAS_BIAS=True, BLOCK_C=32, BLOCK_K=128), 90,
              f32_ptrs=("hidden_ptr", "scale_ptr"))
     compile_(U._upsample_kernel, "fp32", dict(SRC_NHWC=True, BLOCK_P=128, BLOCK_C=32), 90)
+    compile_(U._upsample_kernel, "fp16", dict(SRC_NHWC=True, BLOCK_P=128, BLOCK_C=32), 90, scales="fp64")
     print("compiled")
     """
 )

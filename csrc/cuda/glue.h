@@ -4,13 +4,18 @@
 
 #include <ATen/ATen.h>
 
-#include "../cpu/common.h"  // nhwc / empty_nhwc: the NHWC layout helpers both backends use
 #include "launchers.h"
 
 namespace dfanet::cuda {
 
-using cpu::empty_nhwc;
-using cpu::nhwc;
+// NHWC storage for an N x C x H x W tensor (a no-op when it already is): the layout every kernel reads.
+inline at::Tensor nhwc(const at::Tensor& t) { return t.contiguous(at::MemoryFormat::ChannelsLast); }
+
+// A kernel's output: channels_last, on like's device, in like's dtype (torch's caching allocator; the CPU backend's
+// own pool is for CPU float32 alone).
+inline at::Tensor empty_nhwc(at::IntArrayRef shape, const at::Tensor& like) {
+  return at::empty(shape, like.options().memory_format(at::MemoryFormat::ChannelsLast));
+}
 
 // `t` (whose dtype and device the other arguments were checked against) is a CUDA tensor of a dtype the kernels
 // take; returns that dtype for the launcher.

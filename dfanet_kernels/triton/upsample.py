@@ -64,9 +64,10 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w
         at = _pixel_offsets(n, oh, ow, H, W, C, s_n, s_h, s_w, NHWC)
         val = tl.load(src_ptr + at[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
     else:
-        # PyTorch's area_pixel_compute_source_index in fp32; trunc == floor because src >= 0 after the clamp.
-        hr = tl.maximum(scale_h * (oh.to(tl.float32) + 0.5) - 0.5, 0.0)
-        wr = tl.maximum(scale_w * (ow.to(tl.float32) + 0.5) - 0.5, 0.0)
+        # PyTorch's area_pixel_compute_source_index in fp32; trunc == floor because src >= 0 after the clamp. The
+        # scales are cast because Inductor (torch.compile) passes Python floats as fp64, Triton's launcher as fp32.
+        hr = tl.maximum(tl.cast(scale_h, tl.float32) * (oh.to(tl.float32) + 0.5) - 0.5, 0.0)
+        wr = tl.maximum(tl.cast(scale_w, tl.float32) * (ow.to(tl.float32) + 0.5) - 0.5, 0.0)
         h0 = tl.minimum(hr.to(tl.int64), H - 1)
         w0 = tl.minimum(wr.to(tl.int64), W - 1)
         h1 = h0 + (h0 < H - 1).to(tl.int64)
