@@ -123,23 +123,32 @@ done
 IGNORE=()
 for f in "${GPU_TESTS[@]}"; do IGNORE+=("--ignore=$f"); done
 PARALLEL=()
-if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n "${TEST_WORKERS:-8}"); fi
+TEST_THREADS=$(nproc)
+if "$PYTHON" -c "import xdist" 2>/dev/null; then
+  PARALLEL=(-n "${TEST_WORKERS:-8}")
+  # The references run in float64 on the CPU: each worker gets its share of the cores, as OpenMP threads of a dozen
+  # workers contending for 16 cores turned one 240-channel reference into 40 s (GPU run of 2026-11-26).
+  TEST_THREADS=$((TEST_THREADS / ${TEST_WORKERS:-8} > 0 ? TEST_THREADS / ${TEST_WORKERS:-8} : 1))
+fi
 SELECT=()
 if [ -n "${TESTS_GPU_K:-}" ]; then SELECT=(-k "$TESTS_GPU_K"); fi
-stage tests_gpu "${TEST_GPU_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 "$PYTHON" -m pytest -q -p no:cacheprovider \
+stage tests_gpu "${TEST_GPU_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 OMP_NUM_THREADS="$TEST_THREADS" \
+  "$PYTHON" -m pytest -q -p no:cacheprovider \
   "${PARALLEL[@]}" -r fE --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${SELECT[@]}" "${GPU_TESTS[@]}"
 
-# The benchmark gets what is left but ~30 s; its --budget-s (no new model case after it) leaves ~90 s more of that
-# for the per-op rows and the report. It writes its JSON/Markdown after every case.
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-$(($(remaining) - 40))}
+# The benchmark gets what is left but the sanitizer's share and ~40 s; its --budget-s (no new model case after it)
+# leaves ~90 s more of that for the per-op rows and the report. It writes its JSON/Markdown after every case.
+SANITIZER_TIMEOUT=${SANITIZER_TIMEOUT:-90}  # 31 s on an H200 (2026-11-26)
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-$(($(remaining) - SANITIZER_TIMEOUT - 40))}
 BENCH_BUDGET=${BENCH_BUDGET:-$((BENCH_TIMEOUT > 120 ? BENCH_TIMEOUT - 90 : 30))}
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
 stage bench "$BENCH_TIMEOUT" "$PYTHON" bench/gpu_bench.py --out "$OUT_DIR" --budget-s "$BENCH_BUDGET" ${BENCH_ARGS:-}
 
 # compute-sanitizer (memcheck, racecheck) over the CUDA op tests, before the CPU-side rest of tests/ (CI runs those).
-stage sanitizer "${SANITIZER_TIMEOUT:-150}" bash bench/compute_sanitizer.sh
+stage sanitizer "$SANITIZER_TIMEOUT" bash bench/compute_sanitizer.sh
 
-stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 "$PYTHON" -m pytest -q -p no:cacheprovider \
+stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 OMP_NUM_THREADS="$TEST_THREADS" \
+  "$PYTHON" -m pytest -q -p no:cacheprovider \
   "${PARALLEL[@]}" -r fE --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests "${IGNORE[@]}"
 
 echo
