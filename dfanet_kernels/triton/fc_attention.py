@@ -20,6 +20,8 @@ from torch.library import triton_op
 
 from ._common import (
     INTERPRET,
+    TILE_ELEMENTS,
+    TILE_WARPS,
     channel_block,
     check_activation,
     check_same,
@@ -36,11 +38,10 @@ from ._common import (
 # ---------------------------------------------------------------------------------------------------------------
 # All four kernels are memory/latency bound (DFANet A: C <= 192, K = 1000, at most 64 x 64 pixels per sample
 # at 1024 x 1024 input), so tile sizes follow from the shapes instead of autotuning.
-_MAX_BLOCK_C = 64 if not INTERPRET else 256  # channel tile of the pool and scale kernels
-_TILE_ELEMENTS = 4096 if not INTERPRET else 16384  # values per [pixels, channels] tile (16 KB fp32 on a GPU)
+_MAX_BLOCK_C = 64 if not INTERPRET else 256  # channel tile of the pool and scale kernels (TILE_ELEMENTS values)
 _MAX_SPLIT = 32  # pool programs per (sample, channel tile): 32 x 3 tiles x batch 1 = 96 programs on 132 SMs
 _BLOCK_K = 64  # hidden units per program of the first mat-vec (1000 -> 16 programs per sample)
-_MATVEC_BLOCK = 128  # reduction tile of both mat-vecs
+_MATVEC_BLOCK = 128  # reduction tile of both mat-vecs (TILE_WARPS warps: 4 spilled the weight tile)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -161,6 +162,13 @@ def _scale_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # Host launcher and registration
 # ---------------------------------------------------------------------------------------------------------------
+def tiles(c: int, hw: int) -> tuple[int, int]:
+    """(BLOCK_HW, BLOCK_C) of the pool kernel over C channels and HW pixels per sample; the scale kernel takes
+    pixel_block(BLOCK_C, TILE_ELEMENTS) pixels. Both launch TILE_WARPS warps."""
+    block_c = channel_block(c, _MAX_BLOCK_C)
+    return triton.next_power_of_2(min(pixel_block(block_c, TILE_ELEMENTS), static(hw))), block_c
+
+
 @triton_op("dfanet::fc_attention_triton", mutates_args=())
 def fc_attention_triton(
     x: torch.Tensor,
@@ -187,12 +195,12 @@ def fc_attention_triton(
     if interpreter_tracing(x):
         return out
 
-    block_c = channel_block(c, _MAX_BLOCK_C)
-    block_hw = triton.next_power_of_2(min(pixel_block(block_c, _TILE_ELEMENTS), static(hw)))
+    block_hw, block_c = tiles(c, hw)
     split = min(_MAX_SPLIT, triton.cdiv(static(hw), block_hw))
     partial = torch.empty((n * split, c), **f32)
     launchable(_pool_partial_kernel)[(n * split, triton.cdiv(c, block_c))](
         x, partial, c, hw, w, split, *x.stride(), X_NHWC=is_nhwc(x), BLOCK_HW=block_hw, BLOCK_C=block_c,
+        num_warps=TILE_WARPS,
     )
 
     hidden = torch.empty((n, k), **f32)
@@ -201,7 +209,7 @@ def fc_attention_triton(
         partial, fc_weight, fc_b, hidden, c, k, hw, split,
         fc_weight.stride(0), fc_weight.stride(1), fc_b.stride(0),
         HAS_BIAS=fc_bias is not None, BLOCK_S=triton.next_power_of_2(split), BLOCK_K=_BLOCK_K,
-        BLOCK_C=channel_block(c, _MATVEC_BLOCK),
+        BLOCK_C=channel_block(c, _MATVEC_BLOCK), num_warps=TILE_WARPS,
     )
 
     scale = torch.empty((n, c), **f32)
@@ -210,11 +218,12 @@ def fc_attention_triton(
     launchable(_fc_scale_kernel)[(n, triton.cdiv(c, scale_block_c))](
         hidden, conv_weight, conv_b, scale, c, k,
         conv_weight.stride(0), conv_weight.stride(1), conv_b.stride(0),
-        HAS_BIAS=conv_bias is not None, BLOCK_C=scale_block_c, BLOCK_K=_MATVEC_BLOCK,
+        HAS_BIAS=conv_bias is not None, BLOCK_C=scale_block_c, BLOCK_K=_MATVEC_BLOCK, num_warps=TILE_WARPS,
     )
 
-    block_p = pixel_block(block_c, _TILE_ELEMENTS)
+    block_p = pixel_block(block_c, TILE_ELEMENTS)
     launchable(_scale_kernel)[(triton.cdiv(n * hw, block_p), triton.cdiv(c, block_c))](
         x, scale, out, n * hw, c, hw, w, *x.stride(), X_NHWC=is_nhwc(x), BLOCK_P=block_p, BLOCK_C=block_c,
+        num_warps=TILE_WARPS,
     )
     return out

@@ -17,6 +17,8 @@ from torch.library import triton_op
 
 from ._common import (
     INTERPRET,
+    TILE_ELEMENTS,
+    TILE_WARPS,
     channel_block,
     check_activation,
     empty_nhwc,
@@ -33,9 +35,8 @@ from ._common import (
 # Sources summed by one launch; more inputs chain launches that accumulate into the output (one more read and
 # write of it per MAX_SOURCES inputs). Four covers DFANet's decoder ([low] + three high-level maps).
 MAX_SOURCES = 4
-# Bandwidth-bound gathers: tiles of ~4096 values (16 KB fp32) keep enough loads in flight per SM; no autotuning
-# because the best tile follows from the channel count. The interpreter prefers few, large programs.
-_TILE_ELEMENTS = 4096 if not INTERPRET else 16384
+# Bandwidth-bound gathers: tiles of _common.TILE_ELEMENTS values; no autotuning because the tile follows from the
+# channel count. The interpreter prefers few, large programs.
 _MAX_BLOCK_C = 64 if not INTERPRET else 256
 
 
@@ -45,6 +46,7 @@ _MAX_BLOCK_C = 64 if not INTERPRET else 256
 @triton.jit
 def _pixel_offsets(n, h, w, H, W, C, s_n, s_h, s_w, NHWC: tl.constexpr):
     """Element offsets of pixels (n, h, w) of a source: dense NHWC from C alone (vectorisable), else strided."""
+    n, h, w = n.to(tl.int64), h.to(tl.int64), w.to(tl.int64)  # element offsets can pass 2**31
     if NHWC:
         off = ((n * H + h) * W + w) * C
     else:
@@ -68,10 +70,10 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w
         # scales are cast because Inductor (torch.compile) passes Python floats as fp64, Triton's launcher as fp32.
         hr = tl.maximum(tl.cast(scale_h, tl.float32) * (oh.to(tl.float32) + 0.5) - 0.5, 0.0)
         wr = tl.maximum(tl.cast(scale_w, tl.float32) * (ow.to(tl.float32) + 0.5) - 0.5, 0.0)
-        h0 = tl.minimum(hr.to(tl.int64), H - 1)
-        w0 = tl.minimum(wr.to(tl.int64), W - 1)
-        h1 = h0 + (h0 < H - 1).to(tl.int64)
-        w1 = w0 + (w0 < W - 1).to(tl.int64)
+        h0 = tl.minimum(hr.to(tl.int32), H - 1)
+        w0 = tl.minimum(wr.to(tl.int32), W - 1)
+        h1 = h0 + (h0 < H - 1).to(tl.int32)
+        w1 = w0 + (w0 < W - 1).to(tl.int32)
         lh1 = hr - h0.to(tl.float32)
         lw1 = wr - w0.to(tl.float32)
         lh0 = 1.0 - lh1
@@ -112,7 +114,9 @@ def _upsample_kernel(
     SRC_NHWC: tl.constexpr,  # every source dense channels_last: offsets from C alone
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    offs_p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    # Pixel indices in int32 (the launcher checks P < 2**31): a division by a runtime int64 is a long software
+    # routine, and with a 1-channel-per-lane layout (C not a multiple of 16) every lane repeats it for 32 pixels.
+    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < P
     ow = offs_p % WO
     oh = (offs_p // WO) % HO
@@ -129,7 +133,7 @@ def _upsample_kernel(
         acc += _bilinear_tile(p3, n, oh, ow, offs_c, mask, C, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3, SAME3, SRC_NHWC)
 
     # offs_p = (n * HO + oh) * WO + ow: the dense NHWC output's pixel index.
-    o_ptrs = out_ptr + offs_p[:, None] * C_TOTAL + (C_OFF + offs_c)[None, :]
+    o_ptrs = out_ptr + offs_p.to(tl.int64)[:, None] * C_TOTAL + (C_OFF + offs_c)[None, :]
     if ACCUMULATE:
         acc += tl.load(o_ptrs, mask=mask, other=0.0).to(tl.float32)
     tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -165,6 +169,12 @@ def _source_args(t: torch.Tensor, ho: int, wo: int) -> list:
     return [t, h, w, *t.stride(), static(h) / static(ho), static(w) / static(wo)]
 
 
+def tiles(c: int) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_C) of a launch over C channels; num_warps is TILE_WARPS."""
+    block_c = channel_block(c, _MAX_BLOCK_C)
+    return pixel_block(block_c, TILE_ELEMENTS), block_c
+
+
 def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumulate: bool) -> None:
     """out[:, c_off:c_off + C] (=|+=) sum of ``sources`` resized to out's size; all sources have C channels."""
     n, _, ho, wo = out.shape
@@ -174,13 +184,14 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
     for t in padded:
         args += _source_args(t, ho, wo)
     same = [bool(t.shape[2] == ho and t.shape[3] == wo) for t in padded]
-    block_c = channel_block(c, _MAX_BLOCK_C)
-    block_p = pixel_block(block_c, _TILE_ELEMENTS)
+    block_p, block_c = tiles(c)
     p = n * ho * wo
+    torch._check(p < 2**31, lambda: f"size: at most 2**31 - 1 output pixels (N * H * W), got {p}")
     launchable(_upsample_kernel)[(triton.cdiv(p, block_p), triton.cdiv(c, block_c))](
         out, p, c, ho, wo, out.shape[1], c_off, *args,
         NUM_SOURCES=len(sources), SAME0=same[0], SAME1=same[1], SAME2=same[2], SAME3=same[3],
         ACCUMULATE=accumulate, SRC_NHWC=all(is_nhwc(t) for t in sources), BLOCK_P=block_p, BLOCK_C=block_c,
+        num_warps=TILE_WARPS,
     )
 
 
