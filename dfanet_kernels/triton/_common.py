@@ -98,11 +98,20 @@ def interpreter_tracing(t: torch.Tensor) -> bool:
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
+def check(cond, message) -> None:
+    """``torch._check(cond, message)`` with a fast path for a plain True: the symbolic-shape machinery behind
+    torch._check costs microseconds per call and a launch makes ~20 checks. A SymBool (under tracing) or a failed
+    check still goes through torch._check."""
+    if cond is True:
+        return
+    torch._check(cond, message)
+
+
 def check_activation(t: torch.Tensor, name: str) -> None:
-    torch._check(t.dim() == 4, lambda: f"{name}: expected a 4-D N x C x H x W tensor, got {t.dim()}-D")
-    torch._check(t.numel() > 0, lambda: f"{name}: expected a non-empty tensor, got shape {tuple(t.shape)}")
-    torch._check(t.dtype in DTYPES, lambda: f"{name}: the triton backend takes float32/float16/bfloat16, got {t.dtype}")
-    torch._check(
+    check(t.dim() == 4, lambda: f"{name}: expected a 4-D N x C x H x W tensor, got {t.dim()}-D")
+    check(t.numel() > 0, lambda: f"{name}: expected a non-empty tensor, got shape {tuple(t.shape)}")
+    check(t.dtype in DTYPES, lambda: f"{name}: the triton backend takes float32/float16/bfloat16, got {t.dtype}")
+    check(
         t.device.type in ("cuda", "meta") or (INTERPRET and t.device.type == "cpu"),
         lambda: f"{name}: the triton backend takes CUDA tensors (CPU only under TRITON_INTERPRET=1), got {t.device}",
     )
@@ -112,6 +121,6 @@ def check_same(t: torch.Tensor | None, ref: torch.Tensor, name: str, shape) -> N
     """``t`` (if given) has exactly ``shape`` and ``ref``'s device and dtype."""
     if t is None:
         return
-    torch._check(tuple(t.shape) == tuple(shape), lambda: f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
-    torch._check(t.device == ref.device, lambda: f"{name}: expected device {ref.device}, got {t.device}")
-    torch._check(t.dtype == ref.dtype, lambda: f"{name}: expected dtype {ref.dtype}, got {t.dtype}")
+    check(tuple(t.shape) == tuple(shape), lambda: f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    check(t.device == ref.device, lambda: f"{name}: expected device {ref.device}, got {t.device}")
+    check(t.dtype == ref.dtype, lambda: f"{name}: expected dtype {ref.dtype}, got {t.dtype}")

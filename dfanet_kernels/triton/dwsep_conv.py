@@ -7,6 +7,8 @@ loads, fp32) and feeds it straight to ``tl.dot`` with the matching slice of the 
 result never goes to memory.
 """
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -15,6 +17,7 @@ from torch.library import triton_op
 from ._common import (
     AUTOTUNE,
     INTERPRET,
+    check,
     check_activation,
     check_same,
     empty_nhwc,
@@ -57,7 +60,11 @@ _INTERPRET_MAX_CHANNEL_TILE = 64
 
 def channel_tiles(c: int, cout: int, interpret: bool = INTERPRET) -> tuple[int, int]:
     """(BLOCK_CO, BLOCK_CI) for C input and Cout output channels (see the tuning notes above)."""
-    c, cout = static(c), static(cout)
+    return _channel_tiles(static(c), static(cout), interpret)
+
+
+@functools.lru_cache(maxsize=None)  # per launch otherwise: Python ints, few distinct layers
+def _channel_tiles(c: int, cout: int, interpret: bool) -> tuple[int, int]:
     if interpret:
         return (max(16, min(triton.next_power_of_2(cout), _INTERPRET_MAX_CHANNEL_TILE)),
                 max(16, min(triton.next_power_of_2(c), _INTERPRET_MAX_CHANNEL_TILE)))
@@ -72,7 +79,12 @@ def _size_class(p: int) -> int:
 
 def default_config(p: int, c: int, cout: int) -> triton.Config:
     """All three tiles, warps and stages for P output pixels, C -> Cout channels, without autotuning."""
-    pixels = _INTERPRET_CONFIG if INTERPRET else CONFIGS[_size_class(p)]
+    return _default_config(_size_class(p), static(c), static(cout))
+
+
+@functools.lru_cache(maxsize=None)
+def _default_config(size_class: int, c: int, cout: int) -> triton.Config:
+    pixels = _INTERPRET_CONFIG if INTERPRET else CONFIGS[size_class]
     block_co, block_ci = channel_tiles(c, cout)
     return triton.Config({**pixels.kwargs, "BLOCK_CO": block_co, "BLOCK_CI": block_ci},
                          num_warps=pixels.num_warps, num_stages=pixels.num_stages)
@@ -205,11 +217,11 @@ def dwsep_conv_forward(
     n, c, h, w = x.shape
     check_same(dw_weight, x, "dw_weight", (c, 1, 3, 3))
     check_same(dw_bias, x, "dw_bias", (c,))
-    torch._check(pw_weight.dim() == 4, lambda: f"pw_weight: expected Cout x C x 1 x 1, got {tuple(pw_weight.shape)}")
+    check(pw_weight.dim() == 4, lambda: f"pw_weight: expected Cout x C x 1 x 1, got {tuple(pw_weight.shape)}")
     cout = pw_weight.shape[0]
     check_same(pw_weight, x, "pw_weight", (cout, c, 1, 1))
     check_same(pw_bias, x, "pw_bias", (cout,))
-    torch._check(stride in (1, 2), lambda: f"stride: expected 1 or 2, got {stride}")
+    check(stride in (1, 2), lambda: f"stride: expected 1 or 2, got {stride}")
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     check_same(residual, x, "residual", (n, cout, ho, wo))
     out = empty_nhwc(x, (n, cout, ho, wo))

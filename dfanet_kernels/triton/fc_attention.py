@@ -23,6 +23,7 @@ from ._common import (
     TILE_ELEMENTS,
     TILE_WARPS,
     channel_block,
+    check,
     check_activation,
     check_same,
     empty_nhwc,
@@ -183,7 +184,7 @@ def fc_attention_triton(
     """
     check_activation(x, "x")
     n, c, h, w = x.shape
-    torch._check(fc_weight.dim() == 2, lambda: f"fc_weight: expected K x C, got {tuple(fc_weight.shape)}")
+    check(fc_weight.dim() == 2, lambda: f"fc_weight: expected K x C, got {tuple(fc_weight.shape)}")
     k = fc_weight.shape[0]
     check_same(fc_weight, x, "fc_weight", (k, c))
     check_same(fc_bias, x, "fc_bias", (k,))

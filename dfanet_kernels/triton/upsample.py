@@ -20,6 +20,7 @@ from ._common import (
     TILE_ELEMENTS,
     TILE_WARPS,
     channel_block,
+    check,
     check_activation,
     empty_nhwc,
     interpreter_tracing,
@@ -144,19 +145,19 @@ def _upsample_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 def _check(inputs: list[torch.Tensor], size: list[int], same_channels: bool) -> tuple[int, int]:
     """The checks of csrc/checks.h check_upsample; returns the output (H, W)."""
-    torch._check(len(inputs) > 0, lambda: "inputs: expected at least one tensor")
-    torch._check(
+    check(len(inputs) > 0, lambda: "inputs: expected at least one tensor")
+    check(
         len(size) == 2 and size[0] > 0 and size[1] > 0, lambda: f"size: expected two positive ints, got {size}"
     )
     first = inputs[0]
     for i, t in enumerate(inputs):
         check_activation(t, f"inputs[{i}]")
-        torch._check(t.device == first.device, lambda: f"inputs[{i}]: expected device {first.device}, got {t.device}")
-        torch._check(t.dtype == first.dtype, lambda: f"inputs[{i}]: expected dtype {first.dtype}, got {t.dtype}")
-        torch._check(
+        check(t.device == first.device, lambda: f"inputs[{i}]: expected device {first.device}, got {t.device}")
+        check(t.dtype == first.dtype, lambda: f"inputs[{i}]: expected dtype {first.dtype}, got {t.dtype}")
+        check(
             t.shape[0] == first.shape[0], lambda: f"inputs[{i}]: expected batch {first.shape[0]}, got {t.shape[0]}"
         )
-        torch._check(
+        check(
             not same_channels or t.shape[1] == first.shape[1],
             lambda: f"inputs[{i}]: expected {first.shape[1]} channels, got {t.shape[1]}",
         )
@@ -186,7 +187,7 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
     same = [bool(t.shape[2] == ho and t.shape[3] == wo) for t in padded]
     block_p, block_c = tiles(c)
     p = n * ho * wo
-    torch._check(p < 2**31, lambda: f"size: at most 2**31 - 1 output pixels (N * H * W), got {p}")
+    check(p < 2**31, lambda: f"size: at most 2**31 - 1 output pixels (N * H * W), got {p}")
     launchable(_upsample_kernel)[(triton.cdiv(p, block_p), triton.cdiv(c, block_c))](
         out, p, c, ho, wo, out.shape[1], c_off, *args,
         NUM_SOURCES=len(sources), SAME0=same[0], SAME1=same[1], SAME2=same[2], SAME3=same[3],
