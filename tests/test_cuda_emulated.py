@@ -33,7 +33,7 @@ DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 # output, plus (tensor-core path) of the depthwise result feeding the pointwise product.
 TOLERANCES = {torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 2e-2}
 
-LAUNCH = re.compile(r"(\w+(?:<[\w:]+>)?)<<<(.*?)>>>\((.*?)\);", re.S)
+LAUNCH = re.compile(r"(\w+(?:<[\w:, ]+>)?)<<<(.*?)>>>\((.*?)\);", re.S)
 
 
 CUDA_INCLUDE = cuda_toolkit.include_dir()
@@ -123,8 +123,9 @@ def _randn(*shape, dtype, scale=1.0, gen):
 
 
 # (N, C, H, W, Cout, stride, act_in, act_mid, act_out, dw_bias, pw_bias, residual, dtype): the FMA path (fp32, and
-# fp16/bf16 with C or Cout < 16), the tensor-core path (fp16/bf16 with C, Cout >= 16), 1 and 2 K-chunks, 1 and 2
-# output-channel tiles, several pixel tiles, 1x1 images, odd sizes at stride 2.
+# fp16/bf16 with C or Cout < 16) with each of its tile widths (Cout 1 and 3: 16 channels, 17: 32, 70: two of 64),
+# the tensor-core path (fp16/bf16 with C, Cout >= 16), 1 and 2 K-chunks, 1 and 2 output-channel tiles, several
+# pixel tiles, 1x1 images, odd sizes at stride 2.
 DWSEP_CASES = [
     (1, 1, 1, 1, 1, 1, False, False, False, False, False, False, torch.float32),
     (2, 3, 7, 5, 17, 2, True, False, False, True, False, True, torch.float32),

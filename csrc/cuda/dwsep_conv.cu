@@ -1,5 +1,5 @@
 // Fused depthwise-separable convolution on the GPU, NHWC.
-// A block owns a tile of kTileM output pixels x kTileN output channels and walks the input channels in chunks of
+// A block owns a tile of kTileM output pixels x 16-64 output channels and walks the input channels in chunks of
 // kTileK: it writes the depthwise 3x3 result of the chunk for its pixels into shared memory, stages the matching
 // pointwise weights beside it and multiplies the two, so the depthwise result never goes to global memory.
 // fp16/bf16 multiply on tensor cores (WMMA, fp32 accumulation); fp32 and narrow layers take an FMA path.
@@ -14,7 +14,7 @@ namespace dfanet::cuda {
 namespace {
 
 constexpr int kTileM = 64;  // output pixels per tile
-constexpr int kTileN = 64;  // output channels per tile
+constexpr int kTileN = 64;  // output channels per tile of the tensor-core path (the FMA path's follows Cout)
 // Input channels per chunk = one warp: each thread stages one channel, so its 9 depthwise weights stay in registers
 // while consecutive lanes read consecutive channels of x (coalesced).
 constexpr int kTileK = 32;
@@ -97,54 +97,69 @@ __device__ void store_output(const DwsepConvParams& p, int64_t m, int64_t n, flo
   static_cast<T*>(p.out)[o] = from_float<T>(acc);
 }
 
-// Tiles are numbered output-channel-fastest, so blocks running at the same time share their x reads in L2.
-__host__ __device__ inline int64_t num_tiles(const DwsepConvParams& p) {
-  return ceil_div(p.N * p.Ho * p.Wo, kTileM) * ceil_div(p.Cout, kTileN);
+// Tiles of tile_n output channels, numbered output-channel-fastest, so blocks running at the same time share their
+// x reads in L2.
+__host__ __device__ inline int64_t num_tiles(const DwsepConvParams& p, int tile_n = kTileN) {
+  return ceil_div(p.N * p.Ho * p.Wo, kTileM) * ceil_div(p.Cout, tile_n);
 }
 
-// ---- FMA path: 16 x 16 threads, each accumulating 4 pixels x 4 output channels in registers.
+// ---- FMA path: 16 x 16 threads, each accumulating 4 pixels x kCols output channels in registers: a tile of
+// 16 * kCols output channels. kCols follows Cout (1: up to 16, 2: up to 32, else 4), so a 12- or 24-channel layer
+// does not multiply 64 columns of which most are padding (DFANet's first block of each stage has 12-48 outputs).
 
 constexpr int kFmaThreads = 256;
 
-template <typename T>
+template <int kCols>
+constexpr int kFmaTileN = 16 * kCols;
+
+inline int fma_cols(int64_t cout) { return cout <= 16 ? 1 : cout <= 32 ? 2 : 4; }
+
+template <typename T, int kCols>
 __global__ void __launch_bounds__(kFmaThreads) dwsep_conv_fma_kernel(const DwsepConvParams p) {
+  constexpr int kTileNCols = kFmaTileN<kCols>;
   __shared__ PixelTable table;
   // [k][pixel] and [k][out channel]: the product loop reads rows; +1 keeps the staging writes (one channel per lane,
   // so a warp writes down a column) on distinct banks.
   __shared__ float dw_tile[kTileK][kTileM + 1];
-  __shared__ float pw_tile[kTileK][kTileN + 1];
+  __shared__ float pw_tile[kTileK][kTileNCols + 1];
   constexpr int kRowStep = kFmaThreads / kTileK;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int lane_k = threadIdx.x % kTileK, row0 = threadIdx.x / kTileK;
   const T* pw_weight = static_cast<const T*>(p.pw_weight);
-  const int64_t M = p.N * p.Ho * p.Wo, n_tiles = ceil_div(p.Cout, kTileN);
+  const int64_t M = p.N * p.Ho * p.Wo, n_tiles = ceil_div(p.Cout, kTileNCols);
 
-  for (int64_t tile = blockIdx.x; tile < num_tiles(p); tile += gridDim.x) {
-    const int64_t m0 = (tile / n_tiles) * kTileM, n0 = (tile % n_tiles) * kTileN;
+  for (int64_t tile = blockIdx.x; tile < num_tiles(p, kTileNCols); tile += gridDim.x) {
+    const int64_t m0 = (tile / n_tiles) * kTileM, n0 = (tile % n_tiles) * kTileNCols;
     // The previous tile last read the table before its final chunk's second barrier, so no barrier is needed here.
     fill_pixel_table(table, p, m0, M);
-    float acc[4][4] = {};
+    float acc[4][kCols] = {};
     for (int64_t c0 = 0; c0 < p.C; c0 += kTileK) {
       const int64_t c = c0 + lane_k;
       const DwChannel ch = load_dw_channel<T>(p, c);
       __syncthreads();  // the table is written; the previous chunk's products are done with the tiles
-      for (int i = row0; i < kTileM; i += kRowStep) dw_tile[lane_k][i] = depthwise_at<T>(p, table, i, c, ch);
-      for (int j = row0; j < kTileN; j += kRowStep) {
+      // A fixed, unrolled trip count (row0 < kRowStep): the loads of all this thread's pixels are in flight
+      // together, not one pixel's nine at a time.
+#pragma unroll
+      for (int r = 0; r < kTileM / kRowStep; ++r) {
+        const int i = row0 + r * kRowStep;
+        dw_tile[lane_k][i] = depthwise_at<T>(p, table, i, c, ch);
+      }
+      for (int j = row0; j < kTileNCols; j += kRowStep) {
         const int64_t n = n0 + j;
         pw_tile[lane_k][j] = (n < p.Cout && ch.valid) ? to_float(pw_weight[n * p.C + c]) : 0.f;
       }
       __syncthreads();
       const int k_end = static_cast<int>(p.C - c0 < kTileK ? p.C - c0 : kTileK);
       for (int k = 0; k < k_end; ++k) {
-        float a[4], b[4];
+        float a[4], b[kCols];
 #pragma unroll
         for (int i = 0; i < 4; ++i) a[i] = dw_tile[k][ty + 16 * i];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) b[j] = pw_tile[k][tx + 16 * j];
+        for (int j = 0; j < kCols; ++j) b[j] = pw_tile[k][tx + 16 * j];
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
 #pragma unroll
-          for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+          for (int j = 0; j < kCols; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
         }
       }
     }
@@ -153,7 +168,7 @@ __global__ void __launch_bounds__(kFmaThreads) dwsep_conv_fma_kernel(const Dwsep
       const int64_t m = m0 + ty + 16 * i;
       if (m >= M) continue;
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
+      for (int j = 0; j < kCols; ++j) {
         const int64_t n = n0 + tx + 16 * j;  // consecutive tx: consecutive output channels, coalesced stores
         if (n < p.Cout) store_output<T>(p, m, n, acc[i][j]);
       }
@@ -249,11 +264,22 @@ cudaError_t has_sm80(bool* yes) {
 }
 
 // fp32 always takes the FMA path; fp16/bf16 take tensor cores on sm_80+ where the layer is wide enough.
+template <typename T, int kCols>
+cudaError_t launch_fma(const DwsepConvParams& p, cudaStream_t stream) {
+  dwsep_conv_fma_kernel<T, kCols><<<grid_size(num_tiles(p, kFmaTileN<kCols>), 1), kFmaThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t launch_typed(const DwsepConvParams& p, cudaStream_t stream) {
-  const unsigned grid = grid_size(num_tiles(p), 1);
-  dwsep_conv_fma_kernel<T><<<grid, kFmaThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  switch (fma_cols(p.Cout)) {
+    case 1:
+      return launch_fma<T, 1>(p, stream);
+    case 2:
+      return launch_fma<T, 2>(p, stream);
+    default:
+      return launch_fma<T, 4>(p, stream);
+  }
 }
 
 template <typename T>
