@@ -7,6 +7,7 @@ computes what ``dfanet_kernels.reference`` computes; compiled backends return ch
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -21,9 +22,38 @@ def conv_output_size(size: int, stride: int) -> int:
 
 
 def _op(backend: str, op: str):
-    """The registered op that runs ``op`` on a compiled backend: the C++ ops (``torch.ops.dfanet.<op>``) dispatch on
-    device to the CPU or CUDA kernels; the Triton kernels are separate ops named ``<op>_triton``."""
-    return getattr(torch.ops.dfanet, f"{op}_triton" if backend == "triton" else op)
+    """What runs ``op`` on a compiled backend: the C++ ops (``torch.ops.dfanet.<op>``) dispatch on device to the CPU
+    or CUDA kernels; the Triton kernels are separate ops named ``<op>_triton``, whose launchers plain eager calls
+    reach directly (see _plain_eager)."""
+    return _triton_entry(op) if backend == "triton" else getattr(torch.ops.dfanet, op)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_entry(op: str):
+    from . import triton as triton_backend
+
+    registered, launcher = getattr(torch.ops.dfanet, f"{op}_triton"), triton_backend.LAUNCHERS[op]
+
+    def call(*args):
+        return launcher(*args) if _plain_eager(args) else registered(*args)
+
+    return call
+
+
+def _plain_eager(args) -> bool:
+    """Whether a call can skip the op dispatcher: nothing traces it (torch.compile, torch.export, make_fx, jit
+    tracing, functorch transforms, torch function or dispatch modes) and no tensor argument needs a gradient (the
+    op raises on backward; a launcher would return a tensor without history). There the op would only forward to
+    its launcher, at ~20 us a call."""
+    if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() or torch._C._get_tracing_state()
+            or torch._C._is_torch_function_mode_enabled() or torch._C._functorch.peek_interpreter_stack() is not None):
+        return False
+    if torch.is_grad_enabled():
+        for arg in args:
+            for t in arg if isinstance(arg, list) else (arg,):
+                if isinstance(t, torch.Tensor) and t.requires_grad:
+                    return False
+    return True
 
 
 def _check_backend_dtype(backend: str, arg_name: str, t: torch.Tensor) -> None:

@@ -302,6 +302,38 @@ def test_meta_output_has_the_real_outputs_shape_dtype_and_nhwc_strides(op):
     assert (meta.shape, meta.dtype, meta.stride()) == (real.shape, real.dtype, real.stride())
 
 
+def _profiled_names(fn) -> set[str]:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events()}
+
+
+def test_plain_eager_calls_run_the_launcher_and_others_the_registered_op():
+    """dfanet_kernels.ops skips the op dispatcher (as costly as the launcher) on plain calls; a call that needs a
+    gradient or is traced goes through the registered op, which torch.compile/torch.export see."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from dfanet_kernels import ops
+
+    args = dw_args(2, 5, 6, 7, 9, 2)
+    with torch.no_grad():
+        via_op = torch.ops.dfanet.dwsep_conv_triton(args["x"], args["dw_weight"], args["dw_bias"], args["pw_weight"],
+                                                    args["pw_bias"], 2, True, False, False, args["residual"])
+        plain = _profiled_names(lambda: dk.dwsep_conv(**args, act_in=True, backend="triton"))
+        direct = dk.dwsep_conv(**args, act_in=True, backend="triton")
+    assert "dfanet::dwsep_conv_triton" not in plain
+    torch.testing.assert_close(direct, via_op, atol=0, rtol=0)
+
+    args["x"] = args["x"].clone().requires_grad_()
+    wants_grad = _profiled_names(lambda: dk.dwsep_conv(**args, act_in=True, backend="triton"))
+    assert "dfanet::dwsep_conv_triton" in wants_grad
+    with FakeTensorMode():
+        assert not ops._plain_eager(())
+    assert ops._plain_eager(())
+
+
 @needs_cuda
 @pytest.mark.parametrize("op", OPS)
 def test_full_opcheck_on_cuda(op):

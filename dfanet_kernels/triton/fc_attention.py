@@ -170,8 +170,7 @@ def tiles(c: int, hw: int) -> tuple[int, int]:
     return triton.next_power_of_2(min(pixel_block(block_c, TILE_ELEMENTS), static(hw))), block_c
 
 
-@triton_op("dfanet::fc_attention_triton", mutates_args=())
-def fc_attention_triton(
+def fc_attention_forward(
     x: torch.Tensor,
     fc_weight: torch.Tensor,
     fc_bias: torch.Tensor | None,
@@ -228,3 +227,7 @@ def fc_attention_triton(
         num_warps=TILE_WARPS,
     )
     return out
+
+
+# The op (its schema from the type hints); fc_attention_forward itself stays a plain function for eager calls.
+fc_attention_triton = triton_op("dfanet::fc_attention_triton", mutates_args=())(fc_attention_forward)

@@ -196,8 +196,7 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
     )
 
 
-@triton_op("dfanet::upsample_concat_triton", mutates_args=())
-def upsample_concat_triton(inputs: list[torch.Tensor], size: list[int]) -> torch.Tensor:
+def upsample_concat_forward(inputs: list[torch.Tensor], size: list[int]) -> torch.Tensor:
     """``cat([bilinear(t, size) for t in inputs], dim=1)`` as NHWC, each input read once; checked in ops.py."""
     ho, wo = _check(inputs, size, same_channels=False)
     out = empty_nhwc(inputs[0], (inputs[0].shape[0], sum(t.shape[1] for t in inputs), ho, wo))
@@ -210,8 +209,7 @@ def upsample_concat_triton(inputs: list[torch.Tensor], size: list[int]) -> torch
     return out
 
 
-@triton_op("dfanet::upsample_add_triton", mutates_args=())
-def upsample_add_triton(inputs: list[torch.Tensor], size: list[int]) -> torch.Tensor:
+def upsample_add_forward(inputs: list[torch.Tensor], size: list[int]) -> torch.Tensor:
     """``sum(bilinear(t, size) for t in inputs)`` as NHWC in one pass (per MAX_SOURCES inputs); checked in ops.py."""
     ho, wo = _check(inputs, size, same_channels=True)
     out = empty_nhwc(inputs[0], (inputs[0].shape[0], inputs[0].shape[1], ho, wo))
@@ -220,3 +218,8 @@ def upsample_add_triton(inputs: list[torch.Tensor], size: list[int]) -> torch.Te
     for i in range(0, len(inputs), MAX_SOURCES):
         _launch(out, list(inputs[i:i + MAX_SOURCES]), 0, accumulate=i > 0)
     return out
+
+
+# The ops (schemas from the type hints); the *_forward functions stay plain functions for eager calls.
+upsample_concat_triton = triton_op("dfanet::upsample_concat_triton", mutates_args=())(upsample_concat_forward)
+upsample_add_triton = triton_op("dfanet::upsample_add_triton", mutates_args=())(upsample_add_forward)
