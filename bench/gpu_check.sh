@@ -11,7 +11,7 @@
 # if a test fails); the script exits non-zero if any stage failed. Budget: 9 minutes at most (TOTAL_BUDGET).
 # Knobs (seconds): TOTAL_BUDGET (540), INSTALL_TIMEOUT, TEST_GPU_TIMEOUT, BENCH_TIMEOUT, BENCH_BUDGET,
 # SANITIZER_TIMEOUT, TEST_REST_TIMEOUT; also SKIP_STAGES (names of stages not to run, e.g. "tests_rest"),
-# TESTS_GPU_K (a pytest -k expression selecting among the GPU tests),
+# TESTS_GPU_K (a pytest -k expression selecting among the GPU tests), WHEELS (see below),
 # BENCH_ARGS (extra arguments for gpu_bench.py), SKIP_INSTALL=1 (already built), PYTHON (default python3: on the
 # GPU machines here the one that holds CUDA torch), TORCH_CUDA_ARCH_LIST (default: this GPU's architecture alone, so the build compiles
 # each .cu file once) and TEST_WORKERS (pytest-xdist processes where it is installed; Triton compiles each kernel
@@ -31,6 +31,13 @@ export PYTHONUNBUFFERED=1
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export PYTHON=${PYTHON:-python3}
+# Wheels of what the machine lacks and cannot download (the GPU image here has no cityscapesscripts, which the
+# training tests import): WHEELS=<folder of .whl files>, installed without dependencies into a temporary folder.
+if [ -n "${WHEELS:-}" ]; then
+  SITE=$(mktemp -d)
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl
+  export PYTHONPATH="$PYTHONPATH:$SITE"
+fi
 
 STAGES="$OUT_DIR/stages.tsv"
 printf 'stage\texit_code\tseconds\n' > "$STAGES"
