@@ -1,0 +1,98 @@
+"""bench/gpu_bench.py, the GPU benchmark: its report and helpers here, the whole script in its CPU dry run.
+
+The benchmark itself only means something on a GPU (bench/gpu_check.sh runs it there); these tests keep the
+script from breaking in between, so a short GPU session never ends with a traceback instead of a report.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_bench.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report() -> dict:
+    machine = dict(device="NVIDIA H200", torch="2.11.0", torch_cuda="13.0", triton="3.6.0", cudnn=91900,
+                   git_commit="abc1234", date_utc="2026-11-26T23:47:14+00:00", cudnn_allow_tf32=True,
+                   triton_autotune="0")
+    candidates = {
+        "compile": {"status": "skipped", "reason": "--compile-mode none"},
+        "eager_nchw": {"status": "ok", "median_ms": 18.978, "p20_ms": 18.372, "p80_ms": 19.369, "kernel_ms": 3.113,
+                       "launches": 639.0, "setup_s": 0.0, "rel_err": 0.0, "ratio_to_fused_triton": 0.544},
+        "fused_triton": {"status": "ok", "median_ms": 34.872, "p20_ms": 34.127, "p80_ms": 35.183, "kernel_ms": 8.715,
+                         "launches": 203.0, "setup_s": 29.853, "rel_err": 1.4e-3, "ratio_to_fused_triton": 1.0,
+                         "top_kernels": [{"name": "_upsample_kernel", "ms": 5.533},
+                                         {"name": "_dwsep_conv_kernel", "ms": 2.821}]},
+    }
+    ops = [{"op": "upsample_add_output", "shapes": "19 ch 256x256 -> 1024x1024", "size": [1024, 1024], "batch": 1,
+            "dtype": "fp32", "torch_over_triton": 0.035, "cuda_over_triton": 0.058,
+            "impls": {"triton": {"status": "ok", "median_ms": 5.32, "kernel_ms": 5.291},
+                      "reference": {"status": "ok", "median_ms": 0.185, "kernel_ms": 0.181},
+                      "cuda": {"status": "error", "reason": "RuntimeError: boom"}}}]
+    return {"config": {"variant": "A"}, "machine": machine, "elapsed_s": 67.0, "skipped_cases": ["model x: budget"],
+            "model": [{"size": [1024, 1024], "batch": 1, "dtype": "fp32", "candidates": candidates}], "ops": ops}
+
+
+def test_report_shows_times_kernel_times_launches_and_ratios():
+    text = _load().markdown(_report())
+    assert "| fused_triton | 34.872 | 34.127–35.183 | 8.715 | 203 | 1.00 | 29.853 | 1.4e-03 | ok |" in text
+    assert "| compile | – | – | – | – | – | – | – | skipped: --compile-mode none |" in text
+    assert "Heaviest kernels of fused_triton (ms per forward): `_upsample_kernel` 5.533; `_dwsep_conv_kernel` 2.821" \
+        in text
+    assert "Heaviest kernels of eager_nchw" not in text
+    assert ("| upsample_add_output | 19 ch 256x256 -> 1024x1024 | 1024x1024 | 1 | fp32 | 5.320 (5.291) | "
+            "0.185 (0.181) | error | 0.04 | 0.06 |") in text
+    assert "- model x: budget" in text
+
+
+def test_exact_fp32_turns_tf32_off_and_restores_it():
+    bench = _load()
+    saved = torch.backends.cudnn.allow_tf32
+    try:
+        for before in (True, False):
+            torch.backends.cudnn.allow_tf32 = before
+            with bench.exact_fp32():
+                assert torch.backends.cudnn.allow_tf32 is False
+            assert torch.backends.cudnn.allow_tf32 is before
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_kernel_profile_is_empty_without_a_gpu_and_counts_launches_with_one():
+    bench = _load()
+    if not torch.cuda.is_available():
+        assert bench.kernel_profile(lambda: torch.ones(3) * 2) == {}
+        return
+    x = torch.ones(1024, device="cuda")
+    result = bench.kernel_profile(lambda: (x * 2) + 1, calls=3, top=2)
+    assert result["launches"] == 2 and result["kernel_ms"] > 0 and len(result["top_kernels"]) == 2
+
+
+def test_dry_run_writes_a_report_with_every_case(tmp_path):
+    """The whole script on the CPU (Triton under its interpreter, 32x32, one round): every model candidate it can
+    build there matches eager and every op row is timed."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(tmp_path)], capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_bench.json").read_text())
+    (case,) = report["model"]
+    statuses = {name: entry["status"] for name, entry in case["candidates"].items()}
+    assert statuses["fused_triton"] == statuses["eager_nchw"] == statuses["eager_cl"] == "ok", statuses
+    assert len(report["ops"]) == 7
+    assert all(row["impls"]["triton"]["status"] == "ok" for row in report["ops"])
+    assert (tmp_path / "gpu_bench.md").read_text().startswith("# DFANet GPU benchmark (A)")
