@@ -13,10 +13,11 @@
 # SANITIZER_TIMEOUT, TEST_REST_TIMEOUT; also SKIP_STAGES (names of stages not to run, e.g. "tests_rest"),
 # TESTS_GPU_K (a pytest -k expression selecting among the GPU tests), WHEELS (see below),
 # BENCH_ARGS (extra arguments for gpu_bench.py), SKIP_INSTALL=1 (already built), PYTHON (default python3: on the
-# GPU machines here the one that holds CUDA torch), TORCH_CUDA_ARCH_LIST (default: this GPU's architecture alone, so the build compiles
-# each .cu file once) and TEST_WORKERS (pytest-xdist processes where it is installed; Triton compiles each kernel
-# variant on first use, and in parallel that stage takes a fraction of the time). A CPU rehearsal of the script's
-# logic: SKIP_INSTALL=1 BENCH_ARGS=--dry-run TEST_REST_TIMEOUT=5 OUT=/tmp/x bash bench/gpu_check.sh
+# GPU machines here the one that holds CUDA torch), TORCH_CUDA_ARCH_LIST (default: this GPU's architecture alone,
+# so the build compiles each .cu file once) and TEST_WORKERS (pytest-xdist processes where it is installed; Triton
+# compiles each kernel variant on first use, and in parallel that stage takes a fraction of the time). A CPU
+# rehearsal of the script's logic: SKIP_INSTALL=1 BENCH_ARGS=--dry-run TEST_REST_TIMEOUT=5 OUT=/tmp/x bash
+# bench/gpu_check.sh
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -95,12 +95,11 @@ SCRIPT = textwrap.dedent(
     # Tiles as the launchers choose them, for a channel count the vector accesses cannot use (19: DFANet's
     # classes, the case that spilled) and for 192 with the alignment Triton sees at launch.
     for c, aligned in ((19, ()), (192, ("C", "C_TOTAL", "C_OFF"))):
-        block_hw, block_c = F.tiles(c, 64 * 64)
+        block_hw, block_p, block_c = F.tiles(c, 64 * 64)
         for nhwc in (True, False):
             compile_(F._pool_partial_kernel, "bf16", dict(X_NHWC=nhwc, BLOCK_HW=block_hw, BLOCK_C=block_c), 90,
                      f32_ptrs=("part_ptr",), num_warps=TILE_WARPS, aligned=aligned)
-            compile_(F._scale_kernel, "fp16", dict(X_NHWC=nhwc, BLOCK_P=F.pixel_block(block_c, F.TILE_ELEMENTS),
-                                                   BLOCK_C=block_c), 90,
+            compile_(F._scale_kernel, "fp16", dict(X_NHWC=nhwc, BLOCK_P=block_p, BLOCK_C=block_c), 90,
                      f32_ptrs=("scale_ptr",), num_warps=TILE_WARPS, aligned=aligned)
         block_p, block_c = U.tiles(c)
         compile_(U._upsample_kernel, "fp32", dict(SRC_NHWC=True, BLOCK_P=block_p, BLOCK_C=block_c), 90,

@@ -163,11 +163,12 @@ def _scale_kernel(
 # ---------------------------------------------------------------------------------------------------------------
 # Host launcher and registration
 # ---------------------------------------------------------------------------------------------------------------
-def tiles(c: int, hw: int) -> tuple[int, int]:
-    """(BLOCK_HW, BLOCK_C) of the pool kernel over C channels and HW pixels per sample; the scale kernel takes
-    pixel_block(BLOCK_C, TILE_ELEMENTS) pixels. Both launch TILE_WARPS warps."""
+def tiles(c: int, hw: int) -> tuple[int, int, int]:
+    """(BLOCK_HW of the pool kernel, BLOCK_P of the scale kernel, BLOCK_C of both) over C channels and HW pixels per
+    sample; both launch TILE_WARPS warps."""
     block_c = channel_block(c, _MAX_BLOCK_C)
-    return triton.next_power_of_2(min(pixel_block(block_c, TILE_ELEMENTS), static(hw))), block_c
+    block_p = pixel_block(block_c, TILE_ELEMENTS)
+    return triton.next_power_of_2(min(block_p, static(hw))), block_p, block_c
 
 
 def fc_attention_forward(
@@ -195,7 +196,7 @@ def fc_attention_forward(
     if interpreter_tracing(x):
         return out
 
-    block_hw, block_c = tiles(c, hw)
+    block_hw, block_p, block_c = tiles(c, hw)
     split = min(_MAX_SPLIT, triton.cdiv(static(hw), block_hw))
     partial = torch.empty((n * split, c), **f32)
     launchable(_pool_partial_kernel)[(n * split, triton.cdiv(c, block_c))](
@@ -221,7 +222,6 @@ def fc_attention_forward(
         HAS_BIAS=conv_bias is not None, BLOCK_C=scale_block_c, BLOCK_K=_MATVEC_BLOCK, num_warps=TILE_WARPS,
     )
 
-    block_p = pixel_block(block_c, TILE_ELEMENTS)
     launchable(_scale_kernel)[(triton.cdiv(n * hw, block_p), triton.cdiv(c, block_c))](
         x, scale, out, n * hw, c, hw, w, *x.stride(), X_NHWC=is_nhwc(x), BLOCK_P=block_p, BLOCK_C=block_c,
         num_warps=TILE_WARPS,
