@@ -19,6 +19,11 @@ implementation: F.relu, depthwise conv2d, 1x1 conv2d, add; mean, linear, linear,
 add), both called through dfanet_kernels' public functions on channels_last inputs, plus the CUDA backend where
 built.
 
+Per layer: every distinct op call one fused forward makes (recorded with a dispatch mode, with the model's own
+activations as inputs), on the same implementations, timed as CUDA-graph replays: the GPU time of the kernels, the
+measure for "is the CUDA kernel as fast as the Triton one at every layer", which event times at batch 1 cannot
+answer because the CPU's launch cost hides the kernels.
+
 Timing: CUDA events. Model: each call synchronised (the latency of one forward, CPU launch overhead included),
 candidates interleaved in rounds with a rotating order, medians and p20/p80 after warm-up. Ops: events around
 --op-inner back-to-back calls, median over rounds; the op reference is computed without TF32 (the torch timing
@@ -37,6 +42,7 @@ import argparse
 import contextlib
 import copy
 import datetime
+import functools
 import json
 import os
 import platform
@@ -76,8 +82,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--autotune", action="store_true",
                    help="autotune the Triton dwsep_conv tiles (DFANET_TRITON_AUTOTUNE=1): minutes of compiling on a "
                         "cold Triton cache; by default the tiles follow from the shape")
-    p.add_argument("--skip-ops", action="store_true", help="only the whole-model comparison")
-    p.add_argument("--skip-model", action="store_true", help="only the per-op comparison")
+    p.add_argument("--skip-ops", action="store_true", help="no per-op comparison")
+    p.add_argument("--skip-model", action="store_true", help="no whole-model comparison")
+    p.add_argument("--skip-layers", action="store_true",
+                   help="no per-layer table (every distinct op call of one forward, GPU time from CUDA graphs)")
     p.add_argument("--dry-run", action="store_true",
                    help="CPU smoke test: Triton interpreter, 32x32, batch 1, fp32, 1 round (unless overridden)")
     args = p.parse_args(argv)
@@ -356,33 +364,45 @@ def op_cases(variant: str, batch: int, height: int, width: int, dtype, device):
     return cases
 
 
-@torch.no_grad()
-def run_op_case(args, device, size, batch, dtype_name) -> list[dict]:
+def op_impls(device) -> list[str]:
+    """The implementations an op is timed with: Triton, the torch sequence it replaces, CUDA where built."""
     import dfanet_kernels as dk
 
+    return ["triton", "reference"] + (["cuda"] if device.type == "cuda" and "cuda" in dk.available_backends(device)
+                                      else [])
+
+
+def check_impls(fn, impls: list[str], dtype_name: str) -> tuple[dict, list[str]]:
+    """Each implementation's first output (compiling / autotuning) against the torch sequence without TF32:
+    impl -> {status, rel_err or reason}, and the implementations that matched (the ones to time)."""
+    with exact_fp32():
+        expected = fn("reference").float()
+    results, usable = {}, []
+    for impl in impls:
+        try:
+            rel, _ = compare(fn(impl), expected)
+        except Exception as err:
+            results[impl] = {"status": "error", "reason": f"{type(err).__name__}: {err}"[:300]}
+            continue
+        tolerance = 1e-4 if dtype_name == "fp32" else 2e-2
+        if impl == "reference" and dtype_name == "fp32":  # the torch sequence keeps cuDNN's TF32 default
+            tolerance = TOLERANCE["fp32"]
+        ok = rel <= tolerance
+        results[impl] = {"status": "ok" if ok else "mismatch", "rel_err": rel}
+        if ok:
+            usable.append(impl)
+    return results, usable
+
+
+@torch.no_grad()
+def run_op_case(args, device, size, batch, dtype_name) -> list[dict]:
     dtype = DTYPES[dtype_name]
-    impls = ["triton", "reference"] + (["cuda"] if device.type == "cuda" and "cuda" in dk.available_backends(device)
-                                       else [])
+    impls = op_impls(device)
     timer = Timer(device)
     rows = []
     for name, (desc, fn) in op_cases(args.variant, batch, *size, dtype, device).items():
-        row = {"op": name, "shapes": desc, "size": list(size), "batch": batch, "dtype": dtype_name, "impls": {}}
-        with exact_fp32():
-            expected = fn("reference").float()
-        usable = []
-        for impl in impls:
-            try:
-                rel, _ = compare(fn(impl), expected)  # first call: compiles / autotunes
-            except Exception as err:
-                row["impls"][impl] = {"status": "error", "reason": f"{type(err).__name__}: {err}"[:300]}
-                continue
-            tolerance = 1e-4 if dtype_name == "fp32" else 2e-2
-            if impl == "reference" and dtype_name == "fp32":  # the torch sequence keeps cuDNN's TF32 default
-                tolerance = TOLERANCE["fp32"]
-            ok = rel <= tolerance
-            row["impls"][impl] = {"status": "ok" if ok else "mismatch", "rel_err": rel}
-            if ok:
-                usable.append(impl)
+        row = {"op": name, "shapes": desc, "size": list(size), "batch": batch, "dtype": dtype_name}
+        row["impls"], usable = check_impls(fn, impls, dtype_name)
         times = {impl: [] for impl in usable}
         for r in range(args.op_rounds):
             for impl in usable[r % len(usable):] + usable[:r % len(usable)] if usable else []:
@@ -396,6 +416,134 @@ def run_op_case(args, device, size, batch, dtype_name) -> list[dict]:
             row["torch_over_triton"] = row["impls"]["reference"]["median_ms"] / row["impls"]["triton"]["median_ms"]
         rows.append(row)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per layer: every distinct op call of one fused forward
+# ---------------------------------------------------------------------------------------------------------------
+def record_op_calls(model, x) -> list[tuple[str, tuple]]:
+    """(op, arguments) of every dfanet op one forward of ``model`` calls, in order; op without its backend suffix.
+    A dispatch mode sees the Triton ops too: their plain eager shortcut steps aside while one is active."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "dfanet":
+                self.calls.append((func._opname.removesuffix("_triton"), args))
+            return func(*args, **(kwargs or {}))
+
+    with Recorder() as recorder:
+        model(x)
+    return recorder.calls
+
+
+def _signature(value):
+    """What makes two calls the same layer: shapes, strides and dtypes of the tensors, and every other argument."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape), value.stride(), value.dtype
+    if isinstance(value, (list, tuple)):
+        return tuple(_signature(v) for v in value)
+    return value
+
+
+def describe_call(op: str, args: tuple) -> str:
+    """The layer in the words of the op rows: channels, map size, stride."""
+    if op == "dwsep_conv":
+        x, pw_weight, stride, residual = args[0], args[3], args[5], args[9]
+        return (f"{x.shape[1]}->{pw_weight.shape[0]} ch, {x.shape[2]}x{x.shape[3]}, stride {stride}"
+                + (", +residual" if residual is not None else ""))
+    if op == "fc_attention":
+        x, fc_weight = args[0], args[1]
+        return f"{x.shape[1]} ch, {x.shape[2]}x{x.shape[3]}, K={fc_weight.shape[0]}"
+    inputs, size = args
+    return " + ".join(f"{t.shape[1]}@{t.shape[2]}x{t.shape[3]}" for t in inputs) + f" -> {size[0]}x{size[1]}"
+
+
+def distinct_layers(calls: list[tuple[str, tuple]]) -> list[dict]:
+    """The distinct calls in order of first use, each with how many times one forward makes it."""
+    layers: dict = {}
+    for op, args in calls:
+        key = (op, _signature(args))
+        if key in layers:
+            layers[key]["calls"] += 1
+        else:
+            layers[key] = {"op": op, "args": args, "calls": 1}
+    return list(layers.values())
+
+
+def graph_timer(fn, inner: int):
+    """A callable returning ms per call of ``fn``, replayed from a CUDA graph of ``inner`` back-to-back calls: the
+    GPU time of its kernels (and the gaps between them) without the CPU's launch cost, which at batch 1 would
+    otherwise hide the kernels (Triton's launch path costs more than many of its kernels)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up outside the graph: compiling, the allocator
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(inner):
+            fn()
+    timer = Timer(torch.device("cuda"))
+    return lambda: timer(graph.replay) / inner
+
+
+def layer_timer(fn, device: torch.device, inner: int):
+    """ms per call of ``fn``: from CUDA-graph replays on a GPU, perf_counter around ``inner`` calls on the CPU."""
+    if device.type == "cuda":
+        return graph_timer(fn, inner)
+    timer = Timer(device)
+    return lambda: timer(fn, inner)
+
+
+@torch.no_grad()
+def run_layer_case(args, device, size, batch, dtype_name) -> dict:
+    """Every distinct op call of one forward of the fused model at this input, timed on each implementation. The
+    calls are recorded from the Triton model; the CUDA model makes the same ones."""
+    import dfanet_kernels as dk
+    from dfanet import DFANet
+    from dfanet.testing import randomize_batchnorm
+
+    public = {"dwsep_conv": dk.dwsep_conv, "fc_attention": dk.fc_attention, "upsample_concat": dk.upsample_concat,
+              "upsample_add": dk.upsample_add}
+    dtype = DTYPES[dtype_name]
+    torch.manual_seed(0)
+    model = DFANet(num_classes=19, variant=args.variant, fused=True, backend="triton")
+    randomize_batchnorm(model)
+    model.eval().to(device, dtype)
+    x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(device, dtype)
+    layers = distinct_layers(record_op_calls(model, x))
+    impls = op_impls(device)
+    rows, totals = [], {impl: 0.0 for impl in impls}
+    for layer in layers:
+        op, call_args = layer["op"], layer["args"]
+
+        def fn(impl, op=op, call_args=call_args):
+            return public[op](*call_args, backend=impl)
+
+        row = {"op": op, "shapes": describe_call(op, call_args), "calls": layer["calls"]}
+        row["impls"], usable = check_impls(fn, impls, dtype_name)
+        timers = {impl: layer_timer(functools.partial(fn, impl), device, args.op_inner) for impl in usable}
+        times = {impl: [] for impl in timers}
+        for r in range(args.op_rounds):
+            for impl in usable[r % len(usable):] + usable[:r % len(usable)] if usable else []:
+                times[impl].append(timers[impl]())
+        for impl in usable:
+            row["impls"][impl].update(quantiles(times[impl]))
+            totals[impl] += layer["calls"] * row["impls"][impl]["median_ms"]
+        if "triton" in usable and "cuda" in usable:
+            row["cuda_over_triton"] = row["impls"]["cuda"]["median_ms"] / row["impls"]["triton"]["median_ms"]
+        rows.append(row)
+        del timers  # the graphs hold their outputs
+    complete = {impl for impl in impls if all(r["impls"][impl]["status"] == "ok" for r in rows)}
+    return {"size": list(size), "batch": batch, "dtype": dtype_name, "rows": rows,
+            "totals_ms": {impl: ms for impl, ms in totals.items() if impl in complete},
+            "timing": "CUDA-graph replays" if device.type == "cuda" else "perf_counter (CPU dry run)"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -486,10 +634,40 @@ def markdown(report: dict) -> str:
             lines.append(f"| {r['op']} | {r['shapes']} | {r['size'][0]}x{r['size'][1]} | {r['batch']} | {r['dtype']} | "
                          f"{' | '.join(cells)} | {' | '.join(ratios)} |")
         lines.append("")
+    for case in report.get("layers", []):
+        lines += _layer_table(case)
     if report["skipped_cases"]:
         lines += ["## Not run", ""] + [f"- {s}" for s in report["skipped_cases"]] + [""]
     lines.append(f"Total {report['elapsed_s']:.0f} s.")
     return "\n".join(lines) + "\n"
+
+
+def _layer_table(case: dict) -> list[str]:
+    h, w = case["size"]
+    impls = ("triton", "reference", "cuda")
+    lines = [f"## Layers of one fused forward: {h}x{w}, batch {case['batch']}, {case['dtype']}", "",
+             f"Every distinct op call of the model (calls: how many times one forward makes it), us per call: medians "
+             f"of {case['timing']}, i.e. the GPU time of the kernels without the CPU's launch cost. torch = the "
+             f"unfused sequence the op replaces (cuDNN, TF32 on).", "",
+             "| op | shapes | calls | triton us | torch us | cuda us | cuda / triton |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in case["rows"]:
+        cells = []
+        for impl in impls:
+            e = r["impls"].get(impl)
+            cells.append("–" if e is None else e["status"] if e["status"] != "ok" else f"{e['median_ms'] * 1e3:.1f}")
+        ratio = f"{r['cuda_over_triton']:.2f}" if "cuda_over_triton" in r else "–"
+        lines.append(f"| {r['op']} | {r['shapes']} | {r['calls']} | {' | '.join(cells)} | {ratio} |")
+    totals = case["totals_ms"]
+    cells = [f"{totals[impl]:.3f} ms" if impl in totals else "–" for impl in impls]
+    ratio = f"{totals['cuda'] / totals['triton']:.2f}" if "cuda" in totals and "triton" in totals else "–"
+    calls = sum(r["calls"] for r in case["rows"])
+    lines += [f"| all, per forward | | {calls} | {' | '.join(cells)} | {ratio} |", ""]
+    compared = [r["cuda_over_triton"] for r in case["rows"] if "cuda_over_triton" in r]
+    if compared:
+        lines += [f"CUDA as fast as Triton or faster on {sum(v <= 1 for v in compared)} of {len(compared)} layers.",
+                  ""]
+    return lines
 
 
 def write(report: dict, out: Path) -> None:
@@ -515,38 +693,40 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     report = {"config": {k: v for k, v in vars(args).items()}, "machine": machine_info(device), "model": [],
-              "ops": [], "skipped_cases": [], "elapsed_s": 0.0}
+              "ops": [], "layers": [], "skipped_cases": [], "elapsed_s": 0.0}
     log(f"{report['machine']['device']}; writing to {out}")
-    # Batch 1 first (the latency case the fused path is for), then the larger batches.
-    cases = [(b, s, d) for b in args.batches for s in args.sizes for d in args.dtypes]
-    if not args.skip_model:
-        for batch, size, dtype_name in cases:
-            label = f"model {size[0]}x{size[1]} batch {batch} {dtype_name}"
-            if budget_left() <= 0:
-                report["skipped_cases"].append(f"{label}: time budget (--budget-s {args.budget_s:g}) used up")
-                continue
-            log(label)
-            t0 = time.perf_counter()
-            report["model"].append(run_model_case(args, device, size, batch, dtype_name, budget_left))
-            report["model"][-1]["wall_s"] = round(time.perf_counter() - t0, 1)
-            report["elapsed_s"] = time.perf_counter() - start
-            write(report, out)  # after every case: a killed run still leaves its results
-    if not args.skip_ops:
-        for batch, size, dtype_name in cases:
-            label = f"ops {size[0]}x{size[1]} batch {batch} {dtype_name}"
-            if budget_left() <= -60:  # the ops take seconds: they may use a minute past the model's budget
-                report["skipped_cases"].append(f"{label}: time budget used up")
-                continue
-            log(label)
-            report["ops"] += run_op_case(args, device, size, batch, dtype_name)
-            report["elapsed_s"] = time.perf_counter() - start
-            write(report, out)
+    # Case by case, batch 1 first (the latency case the fused path is for): its model, op and layer tables come
+    # before any larger batch's, so a short session ends with the complete batch-1 picture.
+    sections = [(name, run) for name, run, skip in (
+        ("model", lambda *case: run_model_case(*case, budget_left), args.skip_model),
+        ("ops", run_op_case, args.skip_ops),
+        ("layers", run_layer_case, args.skip_layers)) if not skip]
+    for batch in args.batches:
+        for size in args.sizes:
+            for dtype_name in args.dtypes:
+                for section, run in sections:
+                    label = f"{section} {size[0]}x{size[1]} batch {batch} {dtype_name}"
+                    # No new model case after the budget; op and layer tables take seconds: a minute more for them.
+                    if budget_left() <= (0 if section == "model" else -60):
+                        report["skipped_cases"].append(f"{label}: time budget (--budget-s {args.budget_s:g}) used up")
+                        continue
+                    log(label)
+                    t0 = time.perf_counter()
+                    result = run(args, device, size, batch, dtype_name)
+                    if section == "ops":
+                        report["ops"] += result
+                    else:
+                        result["wall_s"] = round(time.perf_counter() - t0, 1)
+                        report[section].append(result)
+                    report["elapsed_s"] = time.perf_counter() - start
+                    write(report, out)  # after every case: a killed run still leaves its results
     report["elapsed_s"] = time.perf_counter() - start
     write(report, out)
     log(f"done in {report['elapsed_s']:.0f} s: {out / 'gpu_bench.md'}")
     print(markdown(report))
     bad = [name for case in report["model"] for name, e in case["candidates"].items() if e["status"] == "mismatch"]
-    bad += [f"{r['op']}:{i}" for r in report["ops"] for i, e in r["impls"].items() if e["status"] != "ok"]
+    rows = report["ops"] + [r for case in report["layers"] for r in case["rows"]]
+    bad += [f"{r['op']} {r['shapes']}:{i}" for r in rows for i, e in r["impls"].items() if e["status"] != "ok"]
     if bad:
         log(f"mismatching or failing: {bad}")
     return 1 if bad else 0

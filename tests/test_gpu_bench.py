@@ -43,8 +43,19 @@ def _report() -> dict:
             "impls": {"triton": {"status": "ok", "median_ms": 5.32, "kernel_ms": 5.291},
                       "reference": {"status": "ok", "median_ms": 0.185, "kernel_ms": 0.181},
                       "cuda": {"status": "error", "reason": "RuntimeError: boom"}}}]
+    layer_rows = [
+        {"op": "dwsep_conv", "shapes": "240->12 ch, 256x256, stride 2", "calls": 1, "cuda_over_triton": 2.8,
+         "impls": {"triton": {"status": "ok", "median_ms": 0.077}, "reference": {"status": "ok", "median_ms": 0.043},
+                   "cuda": {"status": "ok", "median_ms": 0.2156}}},
+        {"op": "upsample_add", "shapes": "19@256x256 -> 1024x1024", "calls": 2, "cuda_over_triton": 0.06,
+         "impls": {"triton": {"status": "ok", "median_ms": 5.291}, "reference": {"status": "mismatch"},
+                   "cuda": {"status": "ok", "median_ms": 0.304}}},
+    ]
+    layers = [{"size": [1024, 1024], "batch": 1, "dtype": "fp32", "rows": layer_rows, "timing": "CUDA-graph replays",
+               "totals_ms": {"triton": 10.659, "cuda": 0.8236}}]
     return {"config": {"variant": "A"}, "machine": machine, "elapsed_s": 67.0, "skipped_cases": ["model x: budget"],
-            "model": [{"size": [1024, 1024], "batch": 1, "dtype": "fp32", "candidates": candidates}], "ops": ops}
+            "model": [{"size": [1024, 1024], "batch": 1, "dtype": "fp32", "candidates": candidates}], "ops": ops,
+            "layers": layers}
 
 
 def test_report_shows_times_kernel_times_launches_and_ratios():
@@ -57,6 +68,11 @@ def test_report_shows_times_kernel_times_launches_and_ratios():
     assert ("| upsample_add_output | 19 ch 256x256 -> 1024x1024 | 1024x1024 | 1 | fp32 | 5.320 (5.291) | "
             "0.185 (0.181) | error | 0.04 | 0.06 |") in text
     assert "- model x: budget" in text
+    assert "## Layers of one fused forward: 1024x1024, batch 1, fp32" in text
+    assert "| dwsep_conv | 240->12 ch, 256x256, stride 2 | 1 | 77.0 | 43.0 | 215.6 | 2.80 |" in text
+    assert "| upsample_add | 19@256x256 -> 1024x1024 | 2 | 5291.0 | mismatch | 304.0 | 0.06 |" in text
+    assert "| all, per forward | | 3 | 10.659 ms | – | 0.824 ms | 0.08 |" in text
+    assert "CUDA as fast as Triton or faster on 1 of 2 layers." in text
 
 
 def test_exact_fp32_turns_tf32_off_and_restores_it():
@@ -95,4 +111,25 @@ def test_dry_run_writes_a_report_with_every_case(tmp_path):
     assert statuses["fused_triton"] == statuses["eager_nchw"] == statuses["eager_cl"] == "ok", statuses
     assert len(report["ops"]) == 7
     assert all(row["impls"]["triton"]["status"] == "ok" for row in report["ops"])
+    # Every distinct op call of one forward, each op kind among them, all timed and summed per forward.
+    (layers,) = report["layers"]
+    assert {row["op"] for row in layers["rows"]} == {"dwsep_conv", "fc_attention", "upsample_concat", "upsample_add"}
+    assert all(row["impls"][impl]["status"] == "ok" for row in layers["rows"] for impl in ("triton", "reference"))
+    total = sum(row["calls"] * row["impls"]["triton"]["median_ms"] for row in layers["rows"])
+    assert abs(layers["totals_ms"]["triton"] - total) <= 1e-9 * total
     assert (tmp_path / "gpu_bench.md").read_text().startswith("# DFANet GPU benchmark (A)")
+
+
+def test_distinct_layers_counts_repeated_calls_and_separates_shapes_strides_and_layouts():
+    bench = _load()
+    x = torch.zeros(1, 8, 5, 7)
+    w = torch.zeros(4, 8, 1, 1)
+
+    def call(t, stride=1):
+        return ("dwsep_conv", (t, None, None, w, None, stride, True, False, False, None))
+
+    calls = [call(x), call(x.clone()), call(x, stride=2), call(x.to(memory_format=torch.channels_last)),
+             call(torch.zeros(1, 8, 5, 8)), call(x)]
+    layers = bench.distinct_layers(calls)
+    assert [layer["calls"] for layer in layers] == [3, 1, 1, 1]
+    assert bench.describe_call(*calls[2]) == "8->4 ch, 5x7, stride 2"
