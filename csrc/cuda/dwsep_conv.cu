@@ -19,6 +19,9 @@ constexpr int kTileN = 64;  // output channels per tile of the tensor-core path 
 // while consecutive lanes read consecutive channels of x (coalesced).
 constexpr int kTileK = 32;
 
+// Tile pixels whose depthwise loads are issued together (see stage_depthwise).
+constexpr int kStagingGroup = 2;
+
 // Below this many input or output channels the zero padding of a 16x16x16 WMMA tile wastes most of the multiply.
 constexpr int64_t kMinTensorCoreChannels = 16;
 
@@ -64,27 +67,53 @@ __device__ DwChannel load_dw_channel(const DwsepConvParams& p, int64_t c) {
   return ch;
 }
 
-// act_mid(dw3x3(act_in(x)) + b) of tile pixel i, channel c; 0 outside the tile or past C.
+// The nine input values (act_in applied) under tile pixel i's 3x3 window in channel c; 0 for padding, for a channel
+// past C and for a pixel past the last one (whose rows of the product are never stored).
 template <typename T>
-__device__ float depthwise_at(const DwsepConvParams& p, const PixelTable& t, int i, int64_t c, const DwChannel& ch) {
+__device__ void load_taps(const DwsepConvParams& p, const PixelTable& t, int i, int64_t c, bool channel_ok,
+                          float (&taps)[9]) {
   const int64_t base = t.base[i];
-  if (base < 0 || !ch.valid) return 0.f;
-  const T* x = static_cast<const T*>(p.x) + base + c;
-  float acc = ch.b;
+  const bool pixel_ok = base >= 0 && channel_ok;
+  const T* x = static_cast<const T*>(p.x) + (pixel_ok ? base + c : 0);
 #pragma unroll
   for (int kh = 0; kh < 3; ++kh) {
     const int ih = t.ih0[i] + kh;
-    if (ih < 0 || ih >= p.H) continue;
+    const bool row_ok = pixel_ok && ih >= 0 && ih < p.H;
 #pragma unroll
     for (int kw = 0; kw < 3; ++kw) {
       const int iw = t.iw0[i] + kw;
-      if (iw < 0 || iw >= p.W) continue;
-      float v = to_float(x[(ih * p.W + iw) * p.C]);
-      if (p.act_in) v = relu(v);
-      acc += v * ch.w[kh * 3 + kw];
+      const bool ok = row_ok && iw >= 0 && iw < p.W;  // a predicated load, not a branch
+      const float v = ok ? to_float(x[(static_cast<int64_t>(ih) * p.W + iw) * p.C]) : 0.f;
+      taps[kh * 3 + kw] = p.act_in ? relu(v) : v;
     }
   }
+}
+
+// act_mid(dw3x3 + b) of one pixel's taps.
+__device__ __forceinline__ float depthwise(const DwsepConvParams& p, const float (&taps)[9], const DwChannel& ch) {
+  float acc = ch.b;
+#pragma unroll
+  for (int k = 0; k < 9; ++k) acc = fmaf(taps[k], ch.w[k], acc);
   return p.act_mid ? relu(acc) : acc;
+}
+
+// Depthwise results of channel c at tile pixels row0, row0 + step, ... (kPixels of them), handed to store(i, v).
+// The loads of kGroup pixels are issued before their first multiply: written pixel by pixel (branches around the
+// padding, the multiplies right after each pixel's loads), ptxas waited for every three loads (sm_90 SASS), and a
+// chunk's staging was a chain of round trips to memory. kStagingGroup pixels (18 loads) at a time keep every
+// kernel within 128 registers without spills on sm_80-sm_90 (4 spilled the 16-bit kernels, 8 needed 160 registers).
+template <typename T, int kPixels, int kGroup, typename Store>
+__device__ void stage_depthwise(const DwsepConvParams& p, const PixelTable& t, int row0, int step, int64_t c,
+                                const DwChannel& ch, Store store) {
+  static_assert(kPixels % kGroup == 0, "whole groups");
+#pragma unroll
+  for (int g = 0; g < kPixels; g += kGroup) {
+    float taps[kGroup][9];
+#pragma unroll
+    for (int r = 0; r < kGroup; ++r) load_taps<T>(p, t, row0 + (g + r) * step, c, ch.valid, taps[r]);
+#pragma unroll
+    for (int r = 0; r < kGroup; ++r) store(row0 + (g + r) * step, depthwise(p, taps[r], ch));
+  }
 }
 
 // act_out(acc + pw_bias) + residual, stored at output pixel m, channel n.
@@ -108,6 +137,9 @@ __host__ __device__ inline int64_t num_tiles(const DwsepConvParams& p, int tile_
 // does not multiply 64 columns of which most are padding (DFANet's first block of each stage has 12-48 outputs).
 
 constexpr int kFmaThreads = 256;
+// At most 128 registers a thread, so two blocks fit an SM: DFANet's batch-1 layers have only 1-2 tiles per SM
+// (e.g. 240->12 at 128x128: 256 tiles on 132 SMs), so the grid, not registers, sets their occupancy.
+constexpr int kMinBlocksPerSm = 2;
 
 template <int kCols>
 constexpr int kFmaTileN = 16 * kCols;
@@ -115,7 +147,7 @@ constexpr int kFmaTileN = 16 * kCols;
 inline int fma_cols(int64_t cout) { return cout <= 16 ? 1 : cout <= 32 ? 2 : 4; }
 
 template <typename T, int kCols>
-__global__ void __launch_bounds__(kFmaThreads) dwsep_conv_fma_kernel(const DwsepConvParams p) {
+__global__ void __launch_bounds__(kFmaThreads, kMinBlocksPerSm) dwsep_conv_fma_kernel(const DwsepConvParams p) {
   constexpr int kTileNCols = kFmaTileN<kCols>;
   __shared__ PixelTable table;
   // [k][pixel] and [k][out channel]: the product loop reads rows; +1 keeps the staging writes (one channel per lane,
@@ -137,13 +169,8 @@ __global__ void __launch_bounds__(kFmaThreads) dwsep_conv_fma_kernel(const Dwsep
       const int64_t c = c0 + lane_k;
       const DwChannel ch = load_dw_channel<T>(p, c);
       __syncthreads();  // the table is written; the previous chunk's products are done with the tiles
-      // A fixed, unrolled trip count (row0 < kRowStep): the loads of all this thread's pixels are in flight
-      // together, not one pixel's nine at a time.
-#pragma unroll
-      for (int r = 0; r < kTileM / kRowStep; ++r) {
-        const int i = row0 + r * kRowStep;
-        dw_tile[lane_k][i] = depthwise_at<T>(p, table, i, c, ch);
-      }
+      stage_depthwise<T, kTileM / kRowStep, kStagingGroup>(p, table, row0, kRowStep, c, ch,
+                                                          [&](int i, float v) { dw_tile[lane_k][i] = v; });
       for (int j = row0; j < kTileNCols; j += kRowStep) {
         const int64_t n = n0 + j;
         pw_tile[lane_k][j] = (n < p.Cout && ch.valid) ? to_float(pw_weight[n * p.C + c]) : 0.f;
@@ -179,9 +206,10 @@ __global__ void __launch_bounds__(kFmaThreads) dwsep_conv_fma_kernel(const Dwsep
 // ---- Tensor-core path (fp16/bf16, sm_80+): 4 warps in 2 x 2, each 32 x 32 outputs = 2 x 2 WMMA 16x16x16 tiles.
 
 constexpr int kWmmaThreads = 128;
+constexpr int kWmmaMinBlocksPerSm = 4;  // the FMA path's 512 threads an SM at <= 128 registers
 
 template <typename T>
-__global__ void __launch_bounds__(kWmmaThreads) dwsep_conv_wmma_kernel(const DwsepConvParams p) {
+__global__ void __launch_bounds__(kWmmaThreads, kWmmaMinBlocksPerSm) dwsep_conv_wmma_kernel(const DwsepConvParams p) {
 #if __CUDA_ARCH__ >= 800  // bf16 WMMA needs sm_80; the launcher sends older GPUs to the FMA path
   using namespace nvcuda;
   // Row pitches: multiples of 8 halves / 4 floats as WMMA requires, keeping every fragment 32-byte aligned
@@ -213,9 +241,8 @@ __global__ void __launch_bounds__(kWmmaThreads) dwsep_conv_wmma_kernel(const Dws
       const int64_t c = c0 + lane_k;
       const DwChannel ch = load_dw_channel<T>(p, c);
       __syncthreads();  // the table is written; the previous chunk's fragments are loaded
-      for (int i = row0; i < kTileM; i += kRowStep) {
-        a_tile[i * kLdAB + lane_k] = from_float<T>(depthwise_at<T>(p, table, i, c, ch));
-      }
+      stage_depthwise<T, kTileM / kRowStep, kStagingGroup>(
+          p, table, row0, kRowStep, c, ch, [&](int i, float v) { a_tile[i * kLdAB + lane_k] = from_float<T>(v); });
       for (int j = row0; j < kTileN; j += kRowStep) {
         const int64_t n = n0 + j;
         b_tile[j * kLdAB + lane_k] = (n < p.Cout && ch.valid) ? pw_weight[n * p.C + c] : from_float<T>(0.f);
