@@ -1,7 +1,8 @@
 """Compile checks of the CUDA backend for machines without a GPU or a CUDA build of torch.
 
 - The kernels (csrc/cuda/*.cu) include CUDA headers only, so nvcc builds them here in seconds, with the flags of the
-  real build (setup.py + torch.utils.cpp_extension): C++17, torch's no-implicit-half-conversion defines, sm_80+sm_90.
+  real build (setup.py + torch.utils.cpp_extension): C++17, torch's no-implicit-half-conversion defines, sm_80+sm_90;
+  ptxas must not spill registers in any kernel.
 - The torch glue (csrc/cuda/*_glue.cpp) gets a syntax-only g++ pass against torch's own headers. A CPU wheel ships
   c10/cuda/*.h but not the one header CMake generates for them (c10/cuda/impl/cuda_cmake_macros.h, which only
   defines C10_CUDA_BUILD_SHARED_LIBS), so the test stands that one in; the glue avoids ATen/cuda/CUDAContext.h, which
@@ -57,6 +58,9 @@ def test_cuda_sources_compile(tmp_path):
     commands = [
         [NVCC, "-c", "-std=c++17", *TORCH_NVCC_DEFINES, "--expt-relaxed-constexpr",
          "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+         # No kernel may spill registers or use local memory: the tile sizes and launch bounds are chosen so that
+         # none does, and a change that makes ptxas spill (a slow kernel that still passes every test) fails here.
+         "-Xptxas=-warn-spills,-warn-lmem-usage,-Werror",
          str(src), "-o", str(tmp_path / f"{src.stem}.o")]
         for src in CUDA_SOURCES
     ]

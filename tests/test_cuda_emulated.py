@@ -51,7 +51,9 @@ def _emulated(text: str) -> str:
     return '#include "emu.h"\n' + text.replace("__CUDA_ARCH__ >= 800", "1")
 
 
-def _build(out_dir: Path, sanitize: str) -> Path:
+def _build(out_dir: Path, sanitize: str, int64_indices: bool) -> Path:
+    """The emulator runner; ``int64_indices`` sends the upsample kernel down its 64-bit index path (taken on a GPU
+    only past 2**30 elements, which no test can afford)."""
     out_dir.mkdir()
     common, capped = re.subn(r"kMaxBlocks = \d+", "kMaxBlocks = 3", (CUDA_DIR / "common.cuh").read_text())
     assert capped == 1
@@ -59,8 +61,12 @@ def _build(out_dir: Path, sanitize: str) -> Path:
     shutil.copy(CUDA_DIR / "launchers.h", out_dir)
     sources = [EMU_DIR / "runner.cpp"]
     for cu in sorted(CUDA_DIR.glob("*.cu")):
+        text = cu.read_text()
+        if int64_indices and cu.stem == "upsample":
+            text, lowered = re.subn(r"kInt32IndexLimit = [^;]+;", "kInt32IndexLimit = 0;", text)
+            assert lowered == 1
         sources.append(out_dir / f"{cu.stem}.cpp")
-        sources[-1].write_text(_emulated(cu.read_text()))
+        sources[-1].write_text(_emulated(text))
     flags = ["-std=c++20", "-O1", "-g1", "-pthread", f"-fsanitize={sanitize}", "-fno-sanitize-recover=all"]
     flags += [f"-I{out_dir}", f"-I{EMU_DIR}", f"-I{CUDA_INCLUDE}"]
 
@@ -82,8 +88,9 @@ def _build(out_dir: Path, sanitize: str) -> Path:
 def runners(tmp_path_factory):
     base = tmp_path_factory.mktemp("cuda_emu")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        asan = pool.submit(_build, base / "asan", "address,undefined")
-        tsan = pool.submit(_build, base / "tsan", "thread")
+        # The TSan build also covers the 64-bit index path: every upsample case runs on both.
+        asan = pool.submit(_build, base / "asan", "address,undefined", False)
+        tsan = pool.submit(_build, base / "tsan", "thread", True)
         return {"asan": asan.result(), "tsan": tsan.result()}
 
 
@@ -213,9 +220,10 @@ def _upsample_case(exe, tmp_path, case, seed=0):
     _close(got.permute(0, 3, 1, 2), fn([t.double() for t in inputs], size), dtype)
 
 
+@pytest.mark.parametrize("runner", ["asan", "tsan"], ids=["int32-indices", "int64-indices"])
 @pytest.mark.parametrize("case", UPSAMPLE_CASES, ids=lambda c: f"{'add' if c[0] else 'concat'}-{len(c[3])}-{c[2]}")
-def test_upsample_emulated(runners, tmp_path, case):
-    _upsample_case(runners["asan"], tmp_path, case)
+def test_upsample_emulated(runners, tmp_path, case, runner):
+    _upsample_case(runners[runner], tmp_path, case)
 
 
 @pytest.mark.parametrize("add", [False, True], ids=["concat", "add"])
