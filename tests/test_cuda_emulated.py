@@ -52,21 +52,20 @@ def _emulated(text: str) -> str:
 
 
 def _build(out_dir: Path, sanitize: str, int64_indices: bool) -> Path:
-    """The emulator runner; ``int64_indices`` sends the upsample kernel down its 64-bit index path (taken on a GPU
-    only past 2**30 elements, which no test can afford)."""
+    """The emulator runner; ``int64_indices`` sends the kernels that choose their index width down the 64-bit path
+    (taken on a GPU only past 2**30 elements, which no test can afford)."""
     out_dir.mkdir()
     common, capped = re.subn(r"kMaxBlocks = \d+", "kMaxBlocks = 3", (CUDA_DIR / "common.cuh").read_text())
     assert capped == 1
+    if int64_indices:
+        common, lowered = re.subn(r"kInt32IndexLimit = [^;]+;", "kInt32IndexLimit = 0;", common)
+        assert lowered == 1
     (out_dir / "common.cuh").write_text(common)
     shutil.copy(CUDA_DIR / "launchers.h", out_dir)
     sources = [EMU_DIR / "runner.cpp"]
     for cu in sorted(CUDA_DIR.glob("*.cu")):
-        text = cu.read_text()
-        if int64_indices and cu.stem == "upsample":
-            text, lowered = re.subn(r"kInt32IndexLimit = [^;]+;", "kInt32IndexLimit = 0;", text)
-            assert lowered == 1
         sources.append(out_dir / f"{cu.stem}.cpp")
-        sources[-1].write_text(_emulated(text))
+        sources[-1].write_text(_emulated(cu.read_text()))
     flags = ["-std=c++20", "-O1", "-g1", "-pthread", f"-fsanitize={sanitize}", "-fno-sanitize-recover=all"]
     flags += [f"-I{out_dir}", f"-I{EMU_DIR}", f"-I{CUDA_INCLUDE}"]
 
@@ -88,7 +87,7 @@ def _build(out_dir: Path, sanitize: str, int64_indices: bool) -> Path:
 def runners(tmp_path_factory):
     base = tmp_path_factory.mktemp("cuda_emu")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        # The TSan build also covers the 64-bit index path: every upsample case runs on both.
+        # The TSan build also covers the 64-bit index paths: every upsample and fc_attention case runs on both.
         asan = pool.submit(_build, base / "asan", "address,undefined", False)
         tsan = pool.submit(_build, base / "tsan", "thread", True)
         return {"asan": asan.result(), "tsan": tsan.result()}
@@ -169,12 +168,15 @@ def test_dwsep_conv_emulated(runners, tmp_path, case):
     _dwsep_case(runners["asan"], tmp_path, case)
 
 
-# (N, H, W, C, K, fc_bias, conv_bias, dtype); K = 0 leaves scale = relu(conv_bias).
+# (N, H, W, C, K, fc_bias, conv_bias, dtype); K = 0 leaves scale = relu(conv_bias). The pooling splits the pixels
+# into ceil(HW / 128) parts, at most 32: 1 part, 2 (143 pixels), 12 (1480) and 32 (4355, capped).
 FC_CASES = [
     (2, 5, 7, 40, 70, True, True, torch.float32),
     (3, 1, 1, 3, 1000, False, False, torch.float16),
     (1, 9, 9, 33, 0, False, True, torch.bfloat16),
     (1, 13, 11, 17, 100, True, False, torch.float32),
+    (1, 37, 40, 33, 50, True, True, torch.float16),
+    (2, 65, 67, 5, 7, False, True, torch.float32),
 ]
 
 
@@ -193,9 +195,10 @@ def _fc_case(exe, tmp_path, case, seed=0):
     _close(got, reference.fc_attention(d(x), d(fcw), d(fcb), d(convw), d(convb)), dtype)
 
 
+@pytest.mark.parametrize("runner", ["asan", "tsan"], ids=["int32-indices", "int64-indices"])
 @pytest.mark.parametrize("case", FC_CASES, ids=str)
-def test_fc_attention_emulated(runners, tmp_path, case):
-    _fc_case(runners["asan"], tmp_path, case)
+def test_fc_attention_emulated(runners, tmp_path, case, runner):
+    _fc_case(runners[runner], tmp_path, case)
 
 
 # (add, N, (Ho, Wo), [(C, H, W), ...], dtype): up- and down-sampling, a source already at the size (copied), 1x1

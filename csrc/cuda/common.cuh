@@ -14,6 +14,11 @@ namespace dfanet::cuda {
 // Grid-stride loops cover any size, so grids stop growing here: enough blocks to fill an H100 many times over.
 constexpr int64_t kMaxBlocks = 8192;
 
+// Kernels whose cost is index arithmetic (one thread per output value) use 32-bit indices when every element offset
+// is below this, as DFANet's always are: 64-bit division is emulated in software. The margin keeps a grid-stride
+// step past the last element (at most kMaxBlocks x 1024 threads, 2^23) from overflowing.
+constexpr int64_t kInt32IndexLimit = int64_t{1} << 30;
+
 __host__ __device__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 inline unsigned grid_size(int64_t work_items, int64_t items_per_block) {

@@ -1,6 +1,6 @@
 // FC-attention channel scaling on the GPU, NHWC: pool -> two mat-vecs -> ReLU -> scale every pixel.
-// Four small launches on one stream; only the fp32 pooled (N x C), hidden (N x K) and scale (N x C) vectors are
-// materialised, in the caller's workspace.
+// Four small launches on one stream; only fp32 vectors are materialised, in the caller's workspace: the pooling's
+// partial sums (N x splits x C, see fc_attention_pool_splits), hidden (N x K) and scale (N x C).
 #include "common.cuh"
 #include "launchers.h"
 
@@ -13,36 +13,42 @@ constexpr int kPoolRows = 8;
 constexpr int kMatvecThreads = 256;
 constexpr int kScaleThreads = 256;
 
-// pooled[n][c] = mean over the HW pixels of x[n][.][c], accumulated in fp32.
+// partial[n][s][c] = sum of x[n][i][c] over split s's pixels i (every splits-th group of kPoolRows), in fp32.
 template <typename T>
-__global__ void __launch_bounds__(32 * kPoolRows) mean_pool_kernel(const T* __restrict__ x, float* __restrict__ pooled,
-                                                                   int64_t N, int64_t HW, int64_t C) {
-  __shared__ float partial[kPoolRows][32];
+__global__ void __launch_bounds__(32 * kPoolRows)
+    pool_partial_kernel(const T* __restrict__ x, float* __restrict__ partial, int64_t N, int64_t HW, int64_t C,
+                        int64_t splits) {
+  __shared__ float rows[kPoolRows][32];
   const int lane = threadIdx.x, row = threadIdx.y;
   const int64_t c_blocks = ceil_div(C, 32);
-  for (int64_t b = blockIdx.x; b < N * c_blocks; b += gridDim.x) {
-    const int64_t n = b / c_blocks, c = (b % c_blocks) * 32 + lane;
+  for (int64_t b = blockIdx.x; b < N * c_blocks * splits; b += gridDim.x) {
+    const int64_t s = b % splits, rest = b / splits;
+    const int64_t n = rest / c_blocks, c = (rest % c_blocks) * 32 + lane;
     float sum = 0.f;
     if (c < C) {
-      for (int64_t i = row; i < HW; i += kPoolRows) sum += to_float(x[(n * HW + i) * C + c]);
+      const T* xc = x + n * HW * C + c;
+#pragma unroll 4
+      for (int64_t i = s * kPoolRows + row; i < HW; i += splits * kPoolRows) sum += to_float(xc[i * C]);
     }
-    partial[row][lane] = sum;
+    rows[row][lane] = sum;
     __syncthreads();
     if (row == 0 && c < C) {
       float total = 0.f;
 #pragma unroll
-      for (int r = 0; r < kPoolRows; ++r) total += partial[r][lane];
-      pooled[n * C + c] = total / static_cast<float>(HW);
+      for (int r = 0; r < kPoolRows; ++r) total += rows[r][lane];
+      partial[(n * splits + s) * C + c] = total;
     }
-    __syncthreads();  // partial is rewritten by the next block-iteration
+    __syncthreads();  // rows is rewritten by the next block-iteration
   }
 }
 
-// out[n][r] = act(bias[r] + sum_k W[r][k] * v[n][k]): W is R x K row-major, v and out fp32.
+// out[n][r] = act(bias[r] + sum_k W[r][k] * v[n][k]): W is R x K row-major, out fp32, and v[n][k] = v_scale times
+// the sum over s of parts[n][s][k] (the pooling's partial sums and 1 / HW; one part and 1 for the second mat-vec).
 template <typename T>
-__global__ void __launch_bounds__(kMatvecThreads) matvec_kernel(const T* __restrict__ W, const T* __restrict__ bias,
-                                                                const float* __restrict__ v, float* __restrict__ out,
-                                                                int64_t N, int64_t R, int64_t K, bool relu_out) {
+__global__ void __launch_bounds__(kMatvecThreads)
+    matvec_kernel(const T* __restrict__ W, const T* __restrict__ bias, const float* __restrict__ parts,
+                  int64_t num_parts, float v_scale, float* __restrict__ out, int64_t N, int64_t R, int64_t K,
+                  bool relu_out) {
   constexpr int kWarps = kMatvecThreads / 32;
   const int lane = threadIdx.x % 32;
   // o is the same for the whole warp, so every lane takes part in the shuffles below.
@@ -50,9 +56,13 @@ __global__ void __launch_bounds__(kMatvecThreads) matvec_kernel(const T* __restr
        o += static_cast<int64_t>(gridDim.x) * kWarps) {
     const int64_t n = o / R, r = o % R;
     const T* w = W + r * K;
-    const float* vn = v + n * K;
+    const float* vn = parts + n * num_parts * K;
     float sum = 0.f;
-    for (int64_t k = lane; k < K; k += 32) sum = fmaf(to_float(w[k]), vn[k], sum);
+    for (int64_t k = lane; k < K; k += 32) {
+      float v = vn[k];
+      for (int64_t s = 1; s < num_parts; ++s) v += vn[s * K + k];  // the block's warps share these in L1
+      sum = fmaf(to_float(w[k]), v * v_scale, sum);
+    }
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
     if (lane == 0) {
@@ -63,34 +73,46 @@ __global__ void __launch_bounds__(kMatvecThreads) matvec_kernel(const T* __restr
 }
 
 // out[n][i][c] = x[n][i][c] * scale[n][c] over the N x HW x C elements.
-template <typename T>
-__global__ void __launch_bounds__(kScaleThreads) scale_kernel(const T* __restrict__ x, const float* __restrict__ scale,
-                                                              T* __restrict__ out, int64_t N, int64_t HW, int64_t C) {
-  const int64_t total = N * HW * C, per_sample = HW * C;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * kScaleThreads + threadIdx.x; e < total;
-       e += static_cast<int64_t>(gridDim.x) * kScaleThreads) {
-    const int64_t n = e / per_sample, c = e % C;
-    out[e] = from_float<T>(to_float(x[e]) * scale[n * C + c]);
+template <typename T, typename Index>
+__global__ void __launch_bounds__(kScaleThreads)
+    scale_kernel(const T* __restrict__ x, const float* __restrict__ scale, T* __restrict__ out, Index total,
+                 Index per_sample, Index C) {
+  const Index step = static_cast<Index>(gridDim.x) * kScaleThreads;
+  for (Index e = static_cast<Index>(blockIdx.x) * kScaleThreads + static_cast<Index>(threadIdx.x); e < total;
+       e += step) {
+    out[e] = from_float<T>(to_float(x[e]) * scale[(e / per_sample) * C + e % C]);
   }
+}
+
+template <typename T, typename Index>
+void launch_scale(const T* x, const float* scale, T* out, int64_t N, int64_t HW, int64_t C, cudaStream_t stream) {
+  scale_kernel<T, Index><<<grid_size(N * HW * C, kScaleThreads), kScaleThreads, 0, stream>>>(
+      x, scale, out, static_cast<Index>(N * HW * C), static_cast<Index>(HW * C), static_cast<Index>(C));
 }
 
 template <typename T>
 cudaError_t launch_typed(const FcAttentionParams& p, cudaStream_t stream) {
   const T* x = static_cast<const T*>(p.x);
-  float* pooled = p.workspace;
-  float* hidden = pooled + p.N * p.C;
+  const int64_t splits = fc_attention_pool_splits(p.HW);
+  float* partial = p.workspace;
+  float* hidden = partial + p.N * splits * p.C;
   float* scale = hidden + p.N * p.K;
-  mean_pool_kernel<T><<<grid_size(p.N * ceil_div(p.C, 32), 1), dim3(32, kPoolRows), 0, stream>>>(x, pooled, p.N,
-                                                                                                     p.HW, p.C);
+  pool_partial_kernel<T><<<grid_size(p.N * ceil_div(p.C, 32) * splits, 1), dim3(32, kPoolRows), 0, stream>>>(
+      x, partial, p.N, p.HW, p.C, splits);
   constexpr int kWarps = kMatvecThreads / 32;
   if (p.K > 0) {  // an empty hidden layer leaves scale = relu(conv_bias)
     matvec_kernel<T><<<grid_size(p.N * p.K, kWarps), kMatvecThreads, 0, stream>>>(
-        static_cast<const T*>(p.fc_weight), static_cast<const T*>(p.fc_bias), pooled, hidden, p.N, p.K, p.C, false);
+        static_cast<const T*>(p.fc_weight), static_cast<const T*>(p.fc_bias), partial, splits,
+        1.f / static_cast<float>(p.HW), hidden, p.N, p.K, p.C, false);
   }
   matvec_kernel<T><<<grid_size(p.N * p.C, kWarps), kMatvecThreads, 0, stream>>>(
-      static_cast<const T*>(p.conv_weight), static_cast<const T*>(p.conv_bias), hidden, scale, p.N, p.C, p.K, true);
-  scale_kernel<T><<<grid_size(p.N * p.HW * p.C, kScaleThreads), kScaleThreads, 0, stream>>>(
-      x, scale, static_cast<T*>(p.out), p.N, p.HW, p.C);
+      static_cast<const T*>(p.conv_weight), static_cast<const T*>(p.conv_bias), hidden, 1, 1.f, scale, p.N, p.C,
+      p.K, true);
+  if (p.N * p.HW * p.C < kInt32IndexLimit) {
+    launch_scale<T, int32_t>(x, scale, static_cast<T*>(p.out), p.N, p.HW, p.C, stream);
+  } else {
+    launch_scale<T, int64_t>(x, scale, static_cast<T*>(p.out), p.N, p.HW, p.C, stream);
+  }
   return cudaGetLastError();
 }
 

@@ -22,9 +22,9 @@ at::Tensor fc_attention_cuda(const at::Tensor& x_in, const at::Tensor& fc_weight
   const at::Tensor convw = conv_weight.contiguous();  // C x K
   const at::Tensor fcb = fc_bias ? fc_bias->contiguous() : at::Tensor();
   const at::Tensor convb = conv_bias ? conv_bias->contiguous() : at::Tensor();
-  const int64_t N = x.size(0), C = x.size(1), K = fcw.size(0);
+  const int64_t N = x.size(0), C = x.size(1), HW = x.size(2) * x.size(3), K = fcw.size(0);
   at::Tensor out = empty_nhwc(x.sizes(), x);
-  at::Tensor workspace = at::empty({fc_attention_workspace_floats(N, C, K)}, x.options().dtype(at::kFloat));
+  at::Tensor workspace = at::empty({fc_attention_workspace_floats(N, HW, C, K)}, x.options().dtype(at::kFloat));
 
   FcAttentionParams p{};
   p.x = x.const_data_ptr();
@@ -35,7 +35,7 @@ at::Tensor fc_attention_cuda(const at::Tensor& x_in, const at::Tensor& fc_weight
   p.out = out.mutable_data_ptr();
   p.workspace = workspace.mutable_data_ptr<float>();
   p.N = N;
-  p.HW = x.size(2) * x.size(3);
+  p.HW = HW;
   p.C = C;
   p.K = K;
   p.dtype = dtype;

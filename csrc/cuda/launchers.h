@@ -39,12 +39,21 @@ struct FcAttentionParams {
   const void* conv_weight;  // C x K (C x K x 1 x 1)
   const void* conv_bias;    // C, or nullptr
   void* out;                // N x HW x C
-  float* workspace;         // fc_attention_workspace_floats(N, C, K) floats of scratch
+  float* workspace;         // fc_attention_workspace_floats(N, HW, C, K) floats of scratch
   int64_t N, HW, C, K;
   DType dtype;
 };
-// Scratch for the pooled (N x C), hidden (N x K) and scale (N x C) vectors, all fp32.
-inline int64_t fc_attention_workspace_floats(int64_t N, int64_t C, int64_t K) { return N * (2 * C + K); }
+// Pooling splits the HW pixels of a sample into this many parts, summed by separate blocks (one block per 32
+// channels alone would give a 192-channel batch-1 map 6 blocks on a GPU of 132 SMs): about 128 pixels each, at
+// most 32 parts. Their partial sums are added, in a fixed order, where the first mat-vec reads them.
+inline int64_t fc_attention_pool_splits(int64_t HW) {
+  const int64_t splits = (HW + 127) / 128;
+  return splits < 32 ? splits : 32;
+}
+// Scratch for the partial sums (N x splits x C), hidden (N x K) and scale (N x C) vectors, all fp32.
+inline int64_t fc_attention_workspace_floats(int64_t N, int64_t HW, int64_t C, int64_t K) {
+  return N * (fc_attention_pool_splits(HW) * C + K + C);
+}
 cudaError_t launch_fc_attention(const FcAttentionParams& p, cudaStream_t stream);
 
 // Bilinear resize to Ho x Wo (align_corners=False, PyTorch's source-index rule; a source already at Ho x Wo is

@@ -15,9 +15,6 @@ namespace {
 constexpr int kThreads = 256;
 // Sources travel in the kernel's parameters; DFANet merges 2 to 4, more than 8 take one extra pass per 8.
 constexpr int kMaxSourcesPerLaunch = 8;
-// 32-bit indices when every element offset is below this: the limit leaves room for a grid-stride step past the
-// last element (at most kMaxBlocks * kThreads = 2^21) without overflowing.
-constexpr int64_t kInt32IndexLimit = int64_t{1} << 30;
 
 struct SourceArgs {
   const void* data;  // N x H x W x C

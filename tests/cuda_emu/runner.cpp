@@ -111,7 +111,7 @@ int main(int argc, char** argv) {
     p.fc_bias = in.optional_array(fc_bias, p.K);
     p.conv_weight = in.array(p.C * p.K);
     p.conv_bias = in.optional_array(conv_bias, p.C);
-    workspace = nan_buffer(fc_attention_workspace_floats(p.N, p.C, p.K) * sizeof(float));
+    workspace = nan_buffer(fc_attention_workspace_floats(p.N, p.HW, p.C, p.K) * sizeof(float));
     p.workspace = reinterpret_cast<float*>(workspace.get());
     out = nan_buffer(out_count * in.elem);
     p.out = out.get();
