@@ -171,7 +171,10 @@ __global__ void __launch_bounds__(kFmaThreads, kMinBlocksPerSm) dwsep_conv_fma_k
       __syncthreads();  // the table is written; the previous chunk's products are done with the tiles
       stage_depthwise<T, kTileM / kRowStep, kStagingGroup>(p, table, row0, kRowStep, c, ch,
                                                           [&](int i, float v) { dw_tile[lane_k][i] = v; });
-      for (int j = row0; j < kTileNCols; j += kRowStep) {
+      // A fixed trip count, unrolled: the weight loads are in flight together, as the depthwise ones.
+#pragma unroll
+      for (int r = 0; r < kTileNCols / kRowStep; ++r) {
+        const int j = row0 + r * kRowStep;
         const int64_t n = n0 + j;
         pw_tile[lane_k][j] = (n < p.Cout && ch.valid) ? to_float(pw_weight[n * p.C + c]) : 0.f;
       }
@@ -243,7 +246,9 @@ __global__ void __launch_bounds__(kWmmaThreads, kWmmaMinBlocksPerSm) dwsep_conv_
       __syncthreads();  // the table is written; the previous chunk's fragments are loaded
       stage_depthwise<T, kTileM / kRowStep, kStagingGroup>(
           p, table, row0, kRowStep, c, ch, [&](int i, float v) { a_tile[i * kLdAB + lane_k] = from_float<T>(v); });
-      for (int j = row0; j < kTileN; j += kRowStep) {
+#pragma unroll 8  // 16 in flight spilled the bf16 kernel on sm_80
+      for (int r = 0; r < kTileN / kRowStep; ++r) {
+        const int j = row0 + r * kRowStep;
         const int64_t n = n0 + j;
         b_tile[j * kLdAB + lane_k] = (n < p.Cout && ch.valid) ? pw_weight[n * p.C + c] : from_float<T>(0.f);
       }
