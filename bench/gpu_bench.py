@@ -19,10 +19,10 @@ implementation: F.relu, depthwise conv2d, 1x1 conv2d, add; mean, linear, linear,
 add), both called through dfanet_kernels' public functions on channels_last inputs, plus the CUDA backend where
 built.
 
-Per layer: every distinct op call one fused forward makes (recorded with a dispatch mode, with the model's own
-activations as inputs), on the same implementations, timed as CUDA-graph replays: the GPU time of the kernels, the
-measure for "is the CUDA kernel as fast as the Triton one at every layer", which event times at batch 1 cannot
-answer because the CPU's launch cost hides the kernels.
+Per layer (batch 1): every distinct op call one fused forward makes (recorded with a dispatch mode, with the
+model's own activations as inputs), on the same implementations, timed as CUDA-graph replays: the GPU time of the
+kernels, the measure for "is the CUDA kernel as fast as the Triton one at every layer", which event times at batch
+1 cannot answer because the CPU's launch cost hides the kernels.
 
 Timing: CUDA events. Model: each call synchronised (the latency of one forward, CPU launch overhead included),
 candidates interleaved in rounds with a rotating order, medians and p20/p80 after warm-up. Ops: events around
@@ -636,6 +636,8 @@ def markdown(report: dict) -> str:
         lines.append("")
     for case in report.get("layers", []):
         lines += _layer_table(case)
+    if report.get("errors"):
+        lines += ["## Failed", ""] + [f"- {e}" for e in report["errors"]] + [""]
     if report["skipped_cases"]:
         lines += ["## Not run", ""] + [f"- {s}" for s in report["skipped_cases"]] + [""]
     lines.append(f"Total {report['elapsed_s']:.0f} s.")
@@ -693,7 +695,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     report = {"config": {k: v for k, v in vars(args).items()}, "machine": machine_info(device), "model": [],
-              "ops": [], "layers": [], "skipped_cases": [], "elapsed_s": 0.0}
+              "ops": [], "layers": [], "skipped_cases": [], "errors": [], "elapsed_s": 0.0}
     log(f"{report['machine']['device']}; writing to {out}")
     # Case by case, batch 1 first (the latency case the fused path is for): its model, op and layer tables come
     # before any larger batch's, so a short session ends with the complete batch-1 picture.
@@ -701,18 +703,26 @@ def main(argv=None) -> int:
         ("model", lambda *case: run_model_case(*case, budget_left), args.skip_model),
         ("ops", run_op_case, args.skip_ops),
         ("layers", run_layer_case, args.skip_layers)) if not skip]
+    errors = report["errors"]
     for batch in args.batches:
         for size in args.sizes:
             for dtype_name in args.dtypes:
                 for section, run in sections:
                     label = f"{section} {size[0]}x{size[1]} batch {batch} {dtype_name}"
+                    if section == "layers" and batch != 1:  # the latency question; and 3 graphs per layer
+                        continue
                     # No new model case after the budget; op and layer tables take seconds: a minute more for them.
                     if budget_left() <= (0 if section == "model" else -60):
                         report["skipped_cases"].append(f"{label}: time budget (--budget-s {args.budget_s:g}) used up")
                         continue
                     log(label)
                     t0 = time.perf_counter()
-                    result = run(args, device, size, batch, dtype_name)
+                    try:
+                        result = run(args, device, size, batch, dtype_name)
+                    except Exception as err:  # one broken section must not cost a GPU session the others
+                        errors.append(f"{label}: {type(err).__name__}: {err}".splitlines()[0][:300])
+                        log(f"  {errors[-1]}\n{traceback.format_exc(limit=5)}")
+                        continue
                     if section == "ops":
                         report["ops"] += result
                     else:
@@ -727,6 +737,7 @@ def main(argv=None) -> int:
     bad = [name for case in report["model"] for name, e in case["candidates"].items() if e["status"] == "mismatch"]
     rows = report["ops"] + [r for case in report["layers"] for r in case["rows"]]
     bad += [f"{r['op']} {r['shapes']}:{i}" for r in rows for i, e in r["impls"].items() if e["status"] != "ok"]
+    bad += errors
     if bad:
         log(f"mismatching or failing: {bad}")
     return 1 if bad else 0

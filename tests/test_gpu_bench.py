@@ -133,3 +133,22 @@ def test_distinct_layers_counts_repeated_calls_and_separates_shapes_strides_and_
     layers = bench.distinct_layers(calls)
     assert [layer["calls"] for layer in layers] == [3, 1, 1, 1]
     assert bench.describe_call(*calls[2]) == "8->4 ch, 5x7, stride 2"
+
+
+def test_a_failing_section_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch):
+    """One broken table must not cost a GPU session the others: the error is reported and the exit code is 1."""
+    bench = _load()
+    for name in ("TRITON_INTERPRET", "DFANET_TRITON_AUTOTUNE"):  # main() sets them; restored after the test
+        monkeypatch.setenv(name, os.environ.get(name, ""))
+
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    op_row = {"op": "x", "shapes": "y", "size": [32, 32], "batch": 1, "dtype": "fp32", "impls": {}}
+    monkeypatch.setattr(bench, "run_layer_case", broken)
+    monkeypatch.setattr(bench, "run_op_case", lambda *args: [op_row])
+    assert bench.main(["--dry-run", "--skip-model", "--out", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "gpu_bench.json").read_text())
+    assert report["errors"] == ["layers 32x32 batch 1 fp32: RuntimeError: boom"]
+    assert report["ops"] == [op_row]
+    assert "## Failed\n\n- layers 32x32 batch 1 fp32: RuntimeError: boom" in (tmp_path / "gpu_bench.md").read_text()
