@@ -134,6 +134,16 @@ class Timer:
         return (time.perf_counter() - t0) * 1e3 / inner
 
 
+def interleaved(timers: dict, rounds: int) -> dict[str, list[float]]:
+    """name -> the ms each of ``rounds`` rounds measured, every timer (a callable returning ms) once a round, in
+    a rotating order: drift (clocks, temperature, other load) spreads over all candidates alike."""
+    names, times = list(timers), {name: [] for name in timers}
+    for r in range(rounds if names else 0):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(timers[name]())
+    return times
+
+
 def quantiles(values: list[float]) -> dict:
     t = torch.tensor(values, dtype=torch.float64)
     q = torch.quantile(t, torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64)).tolist()
@@ -297,10 +307,7 @@ def run_model_case(args, device, size, batch, dtype_name, budget_left) -> dict:
                 fn()
         results[name] = entry
     names = list(timed)
-    times = {name: [] for name in names}
-    for r in range(args.rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:  # rotating order
-            times[name].append(timer(timed[name]))
+    times = interleaved({name: functools.partial(timer, fn) for name, fn in timed.items()}, args.rounds)
     for name in names:
         results[name].update(quantiles(times[name]))
         results[name].update(kernel_profile(timed[name], top=8 if name.startswith("fused") else 0))
@@ -403,10 +410,8 @@ def run_op_case(args, device, size, batch, dtype_name) -> list[dict]:
     for name, (desc, fn) in op_cases(args.variant, batch, *size, dtype, device).items():
         row = {"op": name, "shapes": desc, "size": list(size), "batch": batch, "dtype": dtype_name}
         row["impls"], usable = check_impls(fn, impls, dtype_name)
-        times = {impl: [] for impl in usable}
-        for r in range(args.op_rounds):
-            for impl in usable[r % len(usable):] + usable[:r % len(usable)] if usable else []:
-                times[impl].append(timer(lambda: fn(impl), inner=args.op_inner))
+        times = interleaved({impl: functools.partial(timer, functools.partial(fn, impl), args.op_inner)
+                             for impl in usable}, args.op_rounds)
         for impl in usable:
             row["impls"][impl].update(quantiles(times[impl]))
             row["impls"][impl].update(kernel_profile(lambda: fn(impl)))
@@ -529,10 +534,7 @@ def run_layer_case(args, device, size, batch, dtype_name) -> dict:
         row = {"op": op, "shapes": describe_call(op, call_args), "calls": layer["calls"]}
         row["impls"], usable = check_impls(fn, impls, dtype_name)
         timers = {impl: layer_timer(functools.partial(fn, impl), device, args.op_inner) for impl in usable}
-        times = {impl: [] for impl in timers}
-        for r in range(args.op_rounds):
-            for impl in usable[r % len(usable):] + usable[:r % len(usable)] if usable else []:
-                times[impl].append(timers[impl]())
+        times = interleaved(timers, args.op_rounds)
         for impl in usable:
             row["impls"][impl].update(quantiles(times[impl]))
             totals[impl] += layer["calls"] * row["impls"][impl]["median_ms"]

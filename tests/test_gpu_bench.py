@@ -152,3 +152,16 @@ def test_a_failing_section_is_reported_and_the_rest_still_runs(tmp_path, monkeyp
     assert report["errors"] == ["layers 32x32 batch 1 fp32: RuntimeError: boom"]
     assert report["ops"] == [op_row]
     assert "## Failed\n\n- layers 32x32 batch 1 fp32: RuntimeError: boom" in (tmp_path / "gpu_bench.md").read_text()
+
+
+def test_interleaved_times_every_timer_once_a_round_in_a_rotating_order():
+    bench = _load()
+    order = []
+
+    def timer(name):
+        return lambda: order.append(name) or float(len(order))
+
+    times = bench.interleaved({name: timer(name) for name in "abc"}, rounds=3)
+    assert order == list("abcbcacab")
+    assert times == {"a": [1.0, 6.0, 8.0], "b": [2.0, 4.0, 9.0], "c": [3.0, 5.0, 7.0]}
+    assert bench.interleaved({}, rounds=3) == {}
