@@ -25,27 +25,40 @@ constexpr int kStagingGroup = 2;
 // Below this many input or output channels the zero padding of a 16x16x16 WMMA tile wastes most of the multiply.
 constexpr int64_t kMinTensorCoreChannels = 16;
 
-// Where each output pixel of a tile reads x: filled once per tile, read for every chunk.
+// Where each output pixel of a tile reads x: filled once per tile, read for every chunk. With the window's offset
+// and the validity of its nine taps worked out here, a tap costs an add, a bit test and a predicated load per chunk
+// (it was ~18 instructions of 64-bit index math and bounds checks, most of the staging's issue slots; sm_90 SASS).
 struct PixelTable {
-  int64_t base[kTileM];  // offset of the pixel's sample in x; -1 past the last pixel
-  int ih0[kTileM];       // top-left input row / column of its 3x3 window (-1 at the top / left edge)
-  int iw0[kTileM];
+  int64_t origin[kTileM];  // element offset in x of the window's top-left tap, channel 0 (may lie before x: padding)
+  unsigned taps[kTileM];   // bit kh * 3 + kw: that tap lies inside the image; 0 for a pixel past the last one
 };
 
 __device__ void fill_pixel_table(PixelTable& t, const DwsepConvParams& p, int64_t m0, int64_t M) {
   for (int i = threadIdx.x; i < kTileM; i += blockDim.x) {
     const int64_t m = m0 + i;
+    unsigned taps = 0;
+    int64_t origin = 0;
     if (m < M) {
       const int64_t ow = m % p.Wo, rest = m / p.Wo;
       const int64_t oh = rest % p.Ho, n = rest / p.Ho;
-      t.base[i] = n * p.H * p.W * p.C;
-      t.ih0[i] = static_cast<int>(oh * p.stride - 1);
-      t.iw0[i] = static_cast<int>(ow * p.stride - 1);
-    } else {
-      t.base[i] = -1;
+      const int64_t ih0 = oh * p.stride - 1, iw0 = ow * p.stride - 1;
+      origin = ((n * p.H + ih0) * p.W + iw0) * p.C;
+      for (int kh = 0; kh < 3; ++kh) {
+        for (int kw = 0; kw < 3; ++kw) {
+          const bool inside = ih0 + kh >= 0 && ih0 + kh < p.H && iw0 + kw >= 0 && iw0 + kw < p.W;
+          taps |= static_cast<unsigned>(inside) << (kh * 3 + kw);
+        }
+      }
     }
+    t.origin[i] = origin;
+    t.taps[i] = taps;
   }
 }
+
+// Element distances from a window's top-left tap to its other rows and columns (NHWC x), fixed per launch.
+struct TapStrides {
+  int64_t row, col;  // W * C, C
+};
 
 // One channel's depthwise weights and bias; zero for the padding channels past C.
 struct DwChannel {
@@ -68,23 +81,22 @@ __device__ DwChannel load_dw_channel(const DwsepConvParams& p, int64_t c) {
 }
 
 // The nine input values (act_in applied) under tile pixel i's 3x3 window in channel c; 0 for padding, for a channel
-// past C and for a pixel past the last one (whose rows of the product are never stored).
+// past C (whose weights and bias are 0 too, so its depthwise result is 0) and for a pixel past the last one (whose
+// depthwise result is then act_mid(bias), harmless: its rows of the product are never stored).
 template <typename T>
-__device__ void load_taps(const DwsepConvParams& p, const PixelTable& t, int i, int64_t c, bool channel_ok,
-                          float (&taps)[9]) {
-  const int64_t base = t.base[i];
-  const bool pixel_ok = base >= 0 && channel_ok;
-  const T* x = static_cast<const T*>(p.x) + (pixel_ok ? base + c : 0);
+__device__ void load_taps(const DwsepConvParams& p, const PixelTable& t, const TapStrides& d, int i, int64_t c,
+                          bool channel_ok, float (&taps)[9]) {
+  const unsigned inside = channel_ok ? t.taps[i] : 0u;
+  const int64_t origin = t.origin[i] + c;
+  const T* x = static_cast<const T*>(p.x);
 #pragma unroll
   for (int kh = 0; kh < 3; ++kh) {
-    const int ih = t.ih0[i] + kh;
-    const bool row_ok = pixel_ok && ih >= 0 && ih < p.H;
 #pragma unroll
     for (int kw = 0; kw < 3; ++kw) {
-      const int iw = t.iw0[i] + kw;
-      const bool ok = row_ok && iw >= 0 && iw < p.W;  // a predicated load, not a branch
-      const float v = ok ? to_float(x[(static_cast<int64_t>(ih) * p.W + iw) * p.C]) : 0.f;
-      taps[kh * 3 + kw] = p.act_in ? relu(v) : v;
+      const int k = kh * 3 + kw;
+      // A predicated load, not a branch: the loads of a group of pixels issue back to back.
+      const float v = (inside >> k) & 1u ? to_float(x[origin + kh * d.row + kw * d.col]) : 0.f;
+      taps[k] = p.act_in ? relu(v) : v;
     }
   }
 }
@@ -103,14 +115,14 @@ __device__ __forceinline__ float depthwise(const DwsepConvParams& p, const float
 // chunk's staging was a chain of round trips to memory. kStagingGroup pixels (18 loads) at a time keep every
 // kernel within 128 registers without spills on sm_80-sm_90 (4 spilled the 16-bit kernels, 8 needed 160 registers).
 template <typename T, int kPixels, int kGroup, typename Store>
-__device__ void stage_depthwise(const DwsepConvParams& p, const PixelTable& t, int row0, int step, int64_t c,
-                                const DwChannel& ch, Store store) {
+__device__ void stage_depthwise(const DwsepConvParams& p, const PixelTable& t, const TapStrides& d, int row0,
+                                int step, int64_t c, const DwChannel& ch, Store store) {
   static_assert(kPixels % kGroup == 0, "whole groups");
 #pragma unroll
   for (int g = 0; g < kPixels; g += kGroup) {
     float taps[kGroup][9];
 #pragma unroll
-    for (int r = 0; r < kGroup; ++r) load_taps<T>(p, t, row0 + (g + r) * step, c, ch.valid, taps[r]);
+    for (int r = 0; r < kGroup; ++r) load_taps<T>(p, t, d, row0 + (g + r) * step, c, ch.valid, taps[r]);
 #pragma unroll
     for (int r = 0; r < kGroup; ++r) store(row0 + (g + r) * step, depthwise(p, taps[r], ch));
   }
@@ -158,6 +170,7 @@ __global__ void __launch_bounds__(kFmaThreads, kMinBlocksPerSm) dwsep_conv_fma_k
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int lane_k = threadIdx.x % kTileK, row0 = threadIdx.x / kTileK;
   const T* pw_weight = static_cast<const T*>(p.pw_weight);
+  const TapStrides strides{p.W * p.C, p.C};
   const int64_t M = p.N * p.Ho * p.Wo, n_tiles = ceil_div(p.Cout, kTileNCols);
 
   for (int64_t tile = blockIdx.x; tile < num_tiles(p, kTileNCols); tile += gridDim.x) {
@@ -169,7 +182,7 @@ __global__ void __launch_bounds__(kFmaThreads, kMinBlocksPerSm) dwsep_conv_fma_k
       const int64_t c = c0 + lane_k;
       const DwChannel ch = load_dw_channel<T>(p, c);
       __syncthreads();  // the table is written; the previous chunk's products are done with the tiles
-      stage_depthwise<T, kTileM / kRowStep, kStagingGroup>(p, table, row0, kRowStep, c, ch,
+      stage_depthwise<T, kTileM / kRowStep, kStagingGroup>(p, table, strides, row0, kRowStep, c, ch,
                                                           [&](int i, float v) { dw_tile[lane_k][i] = v; });
       // A fixed trip count, unrolled: the weight loads are in flight together, as the depthwise ones.
 #pragma unroll
@@ -228,6 +241,7 @@ __global__ void __launch_bounds__(kWmmaThreads, kWmmaMinBlocksPerSm) dwsep_conv_
   const int warp_m = (warp / 2) * 32, warp_n = (warp % 2) * 32;
   const int lane_k = threadIdx.x % kTileK, row0 = threadIdx.x / kTileK;
   const T* pw_weight = static_cast<const T*>(p.pw_weight);
+  const TapStrides strides{p.W * p.C, p.C};
   const int64_t M = p.N * p.Ho * p.Wo, n_tiles = ceil_div(p.Cout, kTileN);
 
   for (int64_t tile = blockIdx.x; tile < num_tiles(p); tile += gridDim.x) {
@@ -245,7 +259,8 @@ __global__ void __launch_bounds__(kWmmaThreads, kWmmaMinBlocksPerSm) dwsep_conv_
       const DwChannel ch = load_dw_channel<T>(p, c);
       __syncthreads();  // the table is written; the previous chunk's fragments are loaded
       stage_depthwise<T, kTileM / kRowStep, kStagingGroup>(
-          p, table, row0, kRowStep, c, ch, [&](int i, float v) { a_tile[i * kLdAB + lane_k] = from_float<T>(v); });
+          p, table, strides, row0, kRowStep, c, ch,
+          [&](int i, float v) { a_tile[i * kLdAB + lane_k] = from_float<T>(v); });
 #pragma unroll 8  // 16 in flight spilled the bf16 kernel on sm_80
       for (int r = 0; r < kTileN / kRowStep; ++r) {
         const int j = row0 + r * kRowStep;
