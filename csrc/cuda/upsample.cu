@@ -1,11 +1,10 @@
 // Bilinear upsample + concat / + add on the GPU, NHWC, in one pass over the output.
 // align_corners=False with PyTorch's source-index rule (src = (dst + 0.5) * in / out - 0.5, clamped at 0), the same
 // fp32 arithmetic as PyTorch's CUDA kernel; a source already at the output size is copied exactly.
-// One thread per output value, consecutive threads on consecutive channels: every store is coalesced whatever the
-// channel count (the 19 classes included, which left 13 of 32 lanes idle with a warp per pixel), and a pixel's
-// bilinear taps are recomputed per channel, a few float operations. Index arithmetic is 32-bit wherever every offset
-// fits (DFANet's always do): 64-bit division is emulated in software, and with it a warp spent more time on a
-// pixel's coordinates than on its memory traffic.
+// A thread per kChannelsPerThread channels of a pixel, consecutive threads on consecutive channel groups: no idle
+// lanes whatever the channel count (a warp per pixel left 13 of 32 lanes idle at 19 classes). Index arithmetic is
+// 32-bit wherever every offset fits (DFANet's always do): 64-bit division is emulated in software, and with it a
+// warp spent more time on a pixel's coordinates than on its memory traffic.
 #include "common.cuh"
 #include "launchers.h"
 
@@ -13,6 +12,10 @@ namespace dfanet::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+// Consecutive output channels of one pixel per thread: the pixel's coordinates and bilinear taps, ~100 instructions
+// per source, are worked out once for all of them (with one value per thread the kernel was bound by instruction
+// issue, not memory; review of sm_90 SASS).
+constexpr int kChannelsPerThread = 4;
 // Sources travel in the kernel's parameters; DFANet merges 2 to 4, more than 8 take one extra pass per 8.
 constexpr int kMaxSourcesPerLaunch = 8;
 
@@ -45,43 +48,86 @@ __device__ AxisTap<Index> axis_tap(Index dst, Index in, float scale) {
   return AxisTap<Index>{i0, i0 + (i0 < in - 1 ? 1 : 0), 1.f - w1, w1};
 }
 
-// Source s resized to the output grid: its channel c at output pixel (n, oh, ow).
+// Where and how much output pixel (n, oh, ow) reads from one source: its value at channel c is then a few loads
+// and multiplies. Worked out once per pixel and source, not per channel.
 template <typename T, typename Index>
-__device__ float sample(const SourceArgs& s, Index n, Index oh, Index ow, Index c, Index Ho, Index Wo) {
-  const Index C = static_cast<Index>(s.C), H = static_cast<Index>(s.H), W = static_cast<Index>(s.W);
-  const T* plane = static_cast<const T*>(s.data) + n * H * W * C + c;
-  // A bilinear weight of 0 times an inf neighbour would give NaN: the same size is a plain copy instead.
-  if (H == Ho && W == Wo) return to_float(plane[(oh * W + ow) * C]);
-  const AxisTap<Index> th = axis_tap(oh, H, s.scale_h), tw = axis_tap(ow, W, s.scale_w);
-  const T* row0 = plane + th.i0 * W * C;
-  const T* row1 = plane + th.i1 * W * C;
-  return th.w0 * (tw.w0 * to_float(row0[tw.i0 * C]) + tw.w1 * to_float(row0[tw.i1 * C])) +
-         th.w1 * (tw.w0 * to_float(row1[tw.i0 * C]) + tw.w1 * to_float(row1[tw.i1 * C]));
-}
+struct SourceTaps {
+  const T* row0;  // the two source rows (channel 0 of column 0); row0 alone when copying
+  const T* row1;
+  Index col0, col1;  // the two columns' element offsets in a row
+  float h0, h1, w0, w1;
+  bool copy;
+
+  SourceTaps() = default;
+  __device__ SourceTaps(const SourceArgs& s, Index n, Index oh, Index ow, Index Ho, Index Wo) {
+    const Index C = static_cast<Index>(s.C), H = static_cast<Index>(s.H), W = static_cast<Index>(s.W);
+    const T* plane = static_cast<const T*>(s.data) + n * H * W * C;
+    // A bilinear weight of 0 times an inf neighbour would give NaN: the same size is a plain copy instead.
+    copy = H == Ho && W == Wo;
+    const AxisTap<Index> th = copy ? AxisTap<Index>{oh, oh, 1.f, 0.f} : axis_tap(oh, H, s.scale_h);
+    const AxisTap<Index> tw = copy ? AxisTap<Index>{ow, ow, 1.f, 0.f} : axis_tap(ow, W, s.scale_w);
+    row0 = plane + th.i0 * W * C;
+    row1 = plane + th.i1 * W * C;
+    col0 = tw.i0 * C;
+    col1 = tw.i1 * C;
+    h0 = th.w0;
+    h1 = th.w1;
+    w0 = tw.w0;
+    w1 = tw.w1;
+  }
+
+  __device__ float operator()(Index c) const {
+    if (copy) return to_float(row0[col0 + c]);
+    return h0 * (w0 * to_float(row0[col0 + c]) + w1 * to_float(row0[col1 + c])) +
+           h1 * (w0 * to_float(row1[col0 + c]) + w1 * to_float(row1[col1 + c]));
+  }
+};
 
 // Output channels [c_begin, c_begin + c_count) of every pixel from the group's sources: their concatenation, or
-// their sum (added to what the output holds when `accumulate`, i.e. after a first group of 8).
+// their sum (added to what the output holds when `accumulate`, i.e. after a first group of 8). A thread writes
+// kChannelsPerThread consecutive channels of one pixel.
 template <typename T, typename Index>
 __global__ void __launch_bounds__(kThreads)
     upsample_kernel(const SourceGroup g, T* __restrict__ out, Index Ho, Index Wo, Index Cout, Index c_begin,
                     Index c_count, Index total, bool add, bool accumulate) {
+  const Index groups = (c_count + kChannelsPerThread - 1) / kChannelsPerThread;  // per pixel
   const Index step = static_cast<Index>(gridDim.x) * kThreads;
   for (Index e = static_cast<Index>(blockIdx.x) * kThreads + static_cast<Index>(threadIdx.x); e < total; e += step) {
-    const Index pix = e / c_count, c = c_begin + (e - pix * c_count);
+    const Index pix = e / groups, first = (e - pix * groups) * kChannelsPerThread;
     const Index ow = pix % Wo, rest = pix / Wo;
     const Index oh = rest % Ho, n = rest / Ho;
-    T* o = out + pix * Cout + c;
+    const Index c0 = c_begin + first;
+    const int count = static_cast<int>(c_count - first < kChannelsPerThread ? c_count - first : kChannelsPerThread);
+    T* o = out + pix * Cout + c0;
     if (add) {
       // Summed left to right as the reference does; starting from the first term, not 0.f, keeps a lone input's
       // -0.0 (0.f + -0.f is +0.f).
-      int s = 0;
-      float sum = accumulate ? to_float(*o) : sample<T>(g.s[s++], n, oh, ow, c, Ho, Wo);
-      for (; s < g.count; ++s) sum += sample<T>(g.s[s], n, oh, ow, c, Ho, Wo);
-      *o = from_float<T>(sum);
+      float sum[kChannelsPerThread] = {};
+      for (int s = 0; s < g.count; ++s) {
+        const SourceTaps<T, Index> taps(g.s[s], n, oh, ow, Ho, Wo);
+#pragma unroll
+        for (int j = 0; j < kChannelsPerThread; ++j) {
+          if (j >= count) break;
+          const float v = taps(c0 + j);
+          sum[j] = s > 0 ? sum[j] + v : accumulate ? to_float(o[j]) + v : v;
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < kChannelsPerThread; ++j) {
+        if (j < count) o[j] = from_float<T>(sum[j]);
+      }
     } else {
-      int s = 0;  // the source that holds output channel c
-      while (s + 1 < g.count && c >= static_cast<Index>(g.s[s + 1].channel_offset)) ++s;
-      *o = from_float<T>(sample<T>(g.s[s], n, oh, ow, c - static_cast<Index>(g.s[s].channel_offset), Ho, Wo));
+      int s = -1;  // the source whose taps `taps` holds
+      SourceTaps<T, Index> taps;
+#pragma unroll
+      for (int j = 0; j < kChannelsPerThread; ++j) {
+        if (j >= count) break;
+        const Index c = c0 + j;
+        int t = s < 0 ? 0 : s;  // the source that holds output channel c: a thread's channels may span two
+        while (t + 1 < g.count && c >= static_cast<Index>(g.s[t + 1].channel_offset)) ++t;
+        if (t != s) taps = SourceTaps<T, Index>(g.s[s = t], n, oh, ow, Ho, Wo);
+        o[j] = from_float<T>(taps(c - static_cast<Index>(g.s[s].channel_offset)));
+      }
     }
   }
 }
@@ -111,7 +157,7 @@ cudaError_t launch_typed(const UpsampleParams& p, cudaStream_t stream) {
       channel_offset += src.C;
     }
     const int64_t c_count = p.add ? p.Cout : channel_offset - c_begin;
-    const int64_t total = p.N * p.Ho * p.Wo * c_count;
+    const int64_t total = p.N * p.Ho * p.Wo * ceil_div(c_count, kChannelsPerThread);
     upsample_kernel<T, Index><<<grid_size(total, kThreads), kThreads, 0, stream>>>(
         g, static_cast<T*>(p.out), static_cast<Index>(p.Ho), static_cast<Index>(p.Wo), static_cast<Index>(p.Cout),
         static_cast<Index>(c_begin), static_cast<Index>(c_count), static_cast<Index>(total), p.add,
