@@ -169,7 +169,8 @@ def test_dwsep_conv_emulated(runners, tmp_path, case):
 
 
 # (N, H, W, C, K, fc_bias, conv_bias, dtype); K = 0 leaves scale = relu(conv_bias). The pooling splits the pixels
-# into ceil(HW / 128) parts, at most 32: 1 part, 2 (143 pixels), 12 (1480) and 32 (4355, capped).
+# into ceil(HW / 128) parts, at most 32: 1 part, 2 (143 pixels), 12 (1480) and 32 (4355, capped). The mat-vecs
+# stage their vector in chunks of 1024: C = 1030 and K = 1100 take two.
 FC_CASES = [
     (2, 5, 7, 40, 70, True, True, torch.float32),
     (3, 1, 1, 3, 1000, False, False, torch.float16),
@@ -177,6 +178,8 @@ FC_CASES = [
     (1, 13, 11, 17, 100, True, False, torch.float32),
     (1, 37, 40, 33, 50, True, True, torch.float16),
     (2, 65, 67, 5, 7, False, True, torch.float32),
+    (2, 2, 3, 1030, 9, True, True, torch.float32),
+    (1, 3, 5, 7, 1100, True, False, torch.bfloat16),
 ]
 
 

@@ -9,8 +9,9 @@ namespace {
 
 // Pooling: 32 channels (one per lane, coalesced over NHWC) x kPoolRows pixel rows summing in parallel.
 constexpr int kPoolRows = 8;
-// Mat-vecs: one warp per output element, 8 warps a block.
+// Mat-vecs: one warp per output element, 8 warps a block, the vector staged in shared memory in chunks.
 constexpr int kMatvecThreads = 256;
+constexpr int kVecChunk = 1024;
 constexpr int kScaleThreads = 256;
 
 // partial[n][s][c] = sum of x[n][i][c] over split s's pixels i (every splits-th group of kPoolRows), in fp32.
@@ -44,30 +45,43 @@ __global__ void __launch_bounds__(32 * kPoolRows)
 
 // out[n][r] = act(bias[r] + sum_k W[r][k] * v[n][k]): W is R x K row-major, out fp32, and v[n][k] = v_scale times
 // the sum over s of parts[n][s][k] (the pooling's partial sums and 1 / HW; one part and 1 for the second mat-vec).
+// A block computes kWarps rows of one sample, a warp per row; v is summed once per block into shared memory,
+// kVecChunk values at a time (summed per row, every warp re-read all the partial sums).
 template <typename T>
 __global__ void __launch_bounds__(kMatvecThreads)
     matvec_kernel(const T* __restrict__ W, const T* __restrict__ bias, const float* __restrict__ parts,
                   int64_t num_parts, float v_scale, float* __restrict__ out, int64_t N, int64_t R, int64_t K,
                   bool relu_out) {
   constexpr int kWarps = kMatvecThreads / 32;
+  __shared__ float v_chunk[kVecChunk];
   const int lane = threadIdx.x % 32;
-  // o is the same for the whole warp, so every lane takes part in the shuffles below.
-  for (int64_t o = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32; o < N * R;
-       o += static_cast<int64_t>(gridDim.x) * kWarps) {
-    const int64_t n = o / R, r = o % R;
-    const T* w = W + r * K;
+  const int64_t row_groups = ceil_div(R, kWarps);
+  // b is the same for the whole block, so every thread reaches the barriers; r past R idles through them.
+  for (int64_t b = blockIdx.x; b < N * row_groups; b += gridDim.x) {
+    const int64_t n = b / row_groups, r = (b % row_groups) * kWarps + threadIdx.x / 32;
     const float* vn = parts + n * num_parts * K;
     float sum = 0.f;
-    for (int64_t k = lane; k < K; k += 32) {
-      float v = vn[k];
-      for (int64_t s = 1; s < num_parts; ++s) v += vn[s * K + k];  // the block's warps share these in L1
-      sum = fmaf(to_float(w[k]), v * v_scale, sum);
+    for (int64_t k0 = 0; k0 < K; k0 += kVecChunk) {
+      const int len = static_cast<int>(K - k0 < kVecChunk ? K - k0 : kVecChunk);
+      __syncthreads();  // the previous chunk (or block-iteration) is done with v_chunk
+      for (int i = threadIdx.x; i < len; i += kMatvecThreads) {
+        float v = vn[k0 + i];
+#pragma unroll 8
+        for (int64_t s = 1; s < num_parts; ++s) v += vn[s * K + k0 + i];
+        v_chunk[i] = v * v_scale;
+      }
+      __syncthreads();
+      if (r < R) {
+        const T* w = W + r * K + k0;
+        for (int k = lane; k < len; k += 32) sum = fmaf(to_float(w[k]), v_chunk[k], sum);
+      }
     }
+    // r is the same for the whole warp, so every lane takes part in the shuffles.
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
-    if (lane == 0) {
+    if (lane == 0 && r < R) {
       if (bias) sum += to_float(bias[r]);
-      out[o] = relu_out ? relu(sum) : sum;
+      out[n * R + r] = relu_out ? relu(sum) : sum;
     }
   }
 }
@@ -101,11 +115,11 @@ cudaError_t launch_typed(const FcAttentionParams& p, cudaStream_t stream) {
       x, partial, p.N, p.HW, p.C, splits);
   constexpr int kWarps = kMatvecThreads / 32;
   if (p.K > 0) {  // an empty hidden layer leaves scale = relu(conv_bias)
-    matvec_kernel<T><<<grid_size(p.N * p.K, kWarps), kMatvecThreads, 0, stream>>>(
+    matvec_kernel<T><<<grid_size(p.N * ceil_div(p.K, kWarps), 1), kMatvecThreads, 0, stream>>>(
         static_cast<const T*>(p.fc_weight), static_cast<const T*>(p.fc_bias), partial, splits,
         1.f / static_cast<float>(p.HW), hidden, p.N, p.K, p.C, false);
   }
-  matvec_kernel<T><<<grid_size(p.N * p.C, kWarps), kMatvecThreads, 0, stream>>>(
+  matvec_kernel<T><<<grid_size(p.N * ceil_div(p.C, kWarps), 1), kMatvecThreads, 0, stream>>>(
       static_cast<const T*>(p.conv_weight), static_cast<const T*>(p.conv_bias), hidden, 1, 1.f, scale, p.N, p.C,
       p.K, true);
   if (p.N * p.HW * p.C < kInt32IndexLimit) {
