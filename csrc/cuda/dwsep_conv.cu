@@ -222,7 +222,9 @@ __global__ void __launch_bounds__(kFmaThreads, kMinBlocksPerSm) dwsep_conv_fma_k
 // ---- Tensor-core path (fp16/bf16, sm_80+): 4 warps in 2 x 2, each 32 x 32 outputs = 2 x 2 WMMA 16x16x16 tiles.
 
 constexpr int kWmmaThreads = 128;
-constexpr int kWmmaMinBlocksPerSm = 4;  // the FMA path's 512 threads an SM at <= 128 registers
+// <= 128 registers, as the FMA path: 4 blocks an SM by registers; by shared memory (28.7 KB a block) 3 fit on
+// sm_86/89 (100 KB an SM), 4 or more on sm_80/90.
+constexpr int kWmmaMinBlocksPerSm = 4;
 
 template <typename T>
 __global__ void __launch_bounds__(kWmmaThreads, kWmmaMinBlocksPerSm) dwsep_conv_wmma_kernel(const DwsepConvParams p) {
