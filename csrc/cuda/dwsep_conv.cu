@@ -20,7 +20,7 @@ constexpr int kTileN = 64;  // output channels per tile of the tensor-core path 
 constexpr int kTileK = 32;
 
 // Tile pixels whose depthwise loads are issued together (see stage_depthwise).
-constexpr int kStagingGroup = 2;
+constexpr int kStagingGroup = 4;
 
 // Below this many input or output channels the zero padding of a 16x16x16 WMMA tile wastes most of the multiply.
 constexpr int64_t kMinTensorCoreChannels = 16;
@@ -112,8 +112,8 @@ __device__ __forceinline__ float depthwise(const DwsepConvParams& p, const float
 // Depthwise results of channel c at tile pixels row0, row0 + step, ... (kPixels of them), handed to store(i, v).
 // The loads of kGroup pixels are issued before their first multiply: written pixel by pixel (branches around the
 // padding, the multiplies right after each pixel's loads), ptxas waited for every three loads (sm_90 SASS), and a
-// chunk's staging was a chain of round trips to memory. kStagingGroup pixels (18 loads) at a time keep every
-// kernel within 128 registers without spills on sm_80-sm_90 (4 spilled the 16-bit kernels, 8 needed 160 registers).
+// chunk's staging was a chain of round trips to memory. kStagingGroup = 4 pixels (36 loads) at a time: the most
+// that keeps every kernel within 128 registers without spills on sm_80-sm_90 (8 spills; ptxas -v).
 template <typename T, int kPixels, int kGroup, typename Store>
 __device__ void stage_depthwise(const DwsepConvParams& p, const PixelTable& t, const TapStrides& d, int row0,
                                 int step, int64_t c, const DwChannel& ch, Store store) {
