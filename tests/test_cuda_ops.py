@@ -19,8 +19,8 @@ from dfanet import DFANet
 from dfanet_kernels import backends, reference
 
 from . import op_cases
-from .utils import assert_close, in_layout, randomize_batchnorm
 from .op_cases import DTYPE_IDS, DTYPES, dw_expected, fc_expected
+from .utils import assert_close, in_layout, randomize_batchnorm
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 DEVICE = torch.device("cuda")
@@ -117,7 +117,7 @@ def test_dwsep_conv_half_precision_at_model_shapes(shape, dtype, atol, rtol):
 # ------------------------------------------------------------------------------------------------------------------
 # fc_attention
 # ------------------------------------------------------------------------------------------------------------------
-# (N, C, H, W, K): K = 1000 as in DFANet; 1 x 1 maps; 250 x 250 pools 62500 pixels per channel.
+# (N, C, H, W, K): K = 1000 as in DFANet; 1 x 1 maps; 250 x 250 pools 62500 pixels per channel (in 32 parts).
 FC_SHAPES = [
     pytest.param((1, 1, 1, 1, 1), id="1x1x1x1x1"),
     pytest.param((3, 3, 7, 33, 5), id="3x3x7x33x5"),
@@ -125,6 +125,7 @@ FC_SHAPES = [
     pytest.param((3, 48, 33, 1, 40), id="3x48x33x1x40"),
     pytest.param((3, 240, 1, 7, 1000), id="3x240x1x7x1000"),
     pytest.param((1, 240, 250, 250, 1000), id="large-1x240x250x250x1000"),
+    pytest.param((2, 1030, 5, 3, 1100), id="2x1030x5x3x1100"),  # both mat-vecs stage their vector in two chunks
 ]
 
 
