@@ -58,7 +58,6 @@ struct SourceTaps {
   float h0, h1, w0, w1;
   bool copy;
 
-  SourceTaps() = default;
   __device__ SourceTaps(const SourceArgs& s, Index n, Index oh, Index ow, Index Ho, Index Wo) {
     const Index C = static_cast<Index>(s.C), H = static_cast<Index>(s.H), W = static_cast<Index>(s.W);
     const T* plane = static_cast<const T*>(s.data) + n * H * W * C;
@@ -76,16 +75,36 @@ struct SourceTaps {
     w1 = tw.w1;
   }
 
-  __device__ float operator()(Index c) const {
-    if (copy) return to_float(row0[col0 + c]);
-    return h0 * (w0 * to_float(row0[col0 + c]) + w1 * to_float(row0[col1 + c])) +
-           h1 * (w0 * to_float(row1[col0 + c]) + w1 * to_float(row1[col1 + c]));
+  // Channels c + j of the source, j < kChannelsPerThread, into v; from j = count on, a repeat of channel c (keeps
+  // every read inside the source: those values are not stored). All the loads issue before the first blend: with a
+  // value per channel behind a branch, each channel's loads waited for the previous channel's (sm_90 SASS).
+  __device__ void values(Index c, int count, float (&v)[kChannelsPerThread]) const {
+    Index at[kChannelsPerThread];
+#pragma unroll
+    for (int j = 0; j < kChannelsPerThread; ++j) at[j] = c + (j < count ? j : 0);
+    if (copy) {
+#pragma unroll
+      for (int j = 0; j < kChannelsPerThread; ++j) v[j] = to_float(row0[col0 + at[j]]);
+      return;
+    }
+    float v00[kChannelsPerThread], v01[kChannelsPerThread], v10[kChannelsPerThread], v11[kChannelsPerThread];
+#pragma unroll
+    for (int j = 0; j < kChannelsPerThread; ++j) {
+      v00[j] = to_float(row0[col0 + at[j]]);
+      v01[j] = to_float(row0[col1 + at[j]]);
+      v10[j] = to_float(row1[col0 + at[j]]);
+      v11[j] = to_float(row1[col1 + at[j]]);
+    }
+#pragma unroll
+    for (int j = 0; j < kChannelsPerThread; ++j) {
+      v[j] = h0 * (w0 * v00[j] + w1 * v01[j]) + h1 * (w0 * v10[j] + w1 * v11[j]);
+    }
   }
 };
 
 // Output channels [c_begin, c_begin + c_count) of every pixel from the group's sources: their concatenation, or
 // their sum (added to what the output holds when `accumulate`, i.e. after a first group of 8). A thread writes
-// kChannelsPerThread consecutive channels of one pixel.
+// kChannelsPerThread consecutive channels of one pixel (`count` of them in a pixel's last, partial group).
 template <typename T, typename Index>
 __global__ void __launch_bounds__(kThreads)
     upsample_kernel(const SourceGroup g, T* __restrict__ out, Index Ho, Index Wo, Index Cout, Index c_begin,
@@ -99,17 +118,16 @@ __global__ void __launch_bounds__(kThreads)
     const Index c0 = c_begin + first;
     const int count = static_cast<int>(c_count - first < kChannelsPerThread ? c_count - first : kChannelsPerThread);
     T* o = out + pix * Cout + c0;
+    float v[kChannelsPerThread];
     if (add) {
       // Summed left to right as the reference does; starting from the first term, not 0.f, keeps a lone input's
       // -0.0 (0.f + -0.f is +0.f).
-      float sum[kChannelsPerThread] = {};
+      float sum[kChannelsPerThread];
       for (int s = 0; s < g.count; ++s) {
-        const SourceTaps<T, Index> taps(g.s[s], n, oh, ow, Ho, Wo);
+        SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).values(c0, count, v);
 #pragma unroll
         for (int j = 0; j < kChannelsPerThread; ++j) {
-          if (j >= count) break;
-          const float v = taps(c0 + j);
-          sum[j] = s > 0 ? sum[j] + v : accumulate ? to_float(o[j]) + v : v;
+          sum[j] = s > 0 ? sum[j] + v[j] : accumulate ? to_float(o[j < count ? j : 0]) + v[j] : v[j];
         }
       }
 #pragma unroll
@@ -117,16 +135,19 @@ __global__ void __launch_bounds__(kThreads)
         if (j < count) o[j] = from_float<T>(sum[j]);
       }
     } else {
-      int s = -1;  // the source whose taps `taps` holds
-      SourceTaps<T, Index> taps;
+      // The sources that hold channels [c0, c0 + count): one, or several where a source ends inside the group.
+      int s = 0;
+      while (s + 1 < g.count && c0 >= static_cast<Index>(g.s[s + 1].channel_offset)) ++s;
+      for (int j = 0; j < count; ++s) {
+        const Index offset = static_cast<Index>(g.s[s].channel_offset), c = c0 + j;
+        const Index end = s + 1 < g.count ? static_cast<Index>(g.s[s + 1].channel_offset) : c0 + count;
+        const int here = static_cast<int>(end - c < count - j ? end - c : count - j);
+        SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).values(c - offset, here, v);
 #pragma unroll
-      for (int j = 0; j < kChannelsPerThread; ++j) {
-        if (j >= count) break;
-        const Index c = c0 + j;
-        int t = s < 0 ? 0 : s;  // the source that holds output channel c: a thread's channels may span two
-        while (t + 1 < g.count && c >= static_cast<Index>(g.s[t + 1].channel_offset)) ++t;
-        if (t != s) taps = SourceTaps<T, Index>(g.s[s = t], n, oh, ow, Ho, Wo);
-        o[j] = from_float<T>(taps(c - static_cast<Index>(g.s[s].channel_offset)));
+        for (int i = 0; i < kChannelsPerThread; ++i) {
+          if (i < here) o[j + i] = from_float<T>(v[i]);
+        }
+        j += here;
       }
     }
   }
