@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+from .stopped import Stopped
 from .variants import VARIANTS
 
 
@@ -209,7 +210,10 @@ def add_common_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads per process")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line. The options of train, eval and pretrain, whose defaults come from modules that import
+    torch, are added only when ``command`` is that command (or None: all of them), so that ``dfanet --help`` and the
+    light commands' parsing start in a tenth of a second rather than two."""
     parser = argparse.ArgumentParser(prog="dfanet", description="DFANet real-time segmentation with fused kernels.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -241,16 +245,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_predict)
 
-    from .data import DATASETS
-    from .pretrain import PretrainConfig
-    from .train import TrainConfig
-
-    defaults = TrainConfig()
     p = sub.add_parser("train", help="train DFANet on Cityscapes or CamVid with the paper's recipe (one process, "
                                      "or one per GPU under torchrun)",
                        description="Train DFANet with the paper's recipe: SGD (momentum 0.9, weight decay 1e-5), "
                                    "poly(0.9) learning rate from 0.2 at batch 48, flip + rescale [0.75, 1.75] + "
                                    "crop. Multi-GPU: torchrun --nproc_per_node N -m dfanet train ...")
+    if command in (None, "train"):
+        add_train_options(p)
+    p = sub.add_parser("eval", help="mIoU, per-class IoU and FPS of trained weights on a data set split",
+                       description="Evaluate as the paper does: whole images at full resolution, no test-time "
+                                   "augmentation, the fused model in eval. Prints a Markdown table; --out also "
+                                   "writes it and a JSON report.")
+    if command in (None, "eval"):
+        add_eval_options(p)
+    p = sub.add_parser("pretrain", help="pretrain the Xception backbone on an ImageFolder (the paper's ImageNet recipe)",
+                       description="Train Xception A/B as a classifier on <data-root>/<class>/<image>: Nesterov SGD "
+                                   "(momentum 0.9, weight decay 4e-5), lr 0.3 at batch 256, x0.1 after 30 of 60 "
+                                   "epochs, random 224x224 crops and flips. Writes <out>/backbone.pt for "
+                                   "dfanet train --backbone.")
+    if command in (None, "pretrain"):
+        add_pretrain_options(p)
+    return parser
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    from .data import DATASETS
+    from .train import TrainConfig
+
+    defaults = TrainConfig()
     add_common_options(p, defaults)
     p.add_argument("--dataset", default=defaults.dataset, choices=list(DATASETS))
     p.add_argument("--split", default=defaults.split, help="training split (default %(default)s)")
@@ -274,10 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fused-op backend for the final evaluation")
     p.set_defaults(func=cmd_train, parser=p)
 
-    p = sub.add_parser("eval", help="mIoU, per-class IoU and FPS of trained weights on a data set split",
-                       description="Evaluate as the paper does: whole images at full resolution, no test-time "
-                                   "augmentation, the fused model in eval. Prints a Markdown table; --out also "
-                                   "writes it and a JSON report.")
+
+def add_eval_options(p: argparse.ArgumentParser) -> None:
+    from .data import DATASETS
+
     p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON file of settings")
     p.add_argument("--dataset", default="cityscapes", choices=list(DATASETS))
     p.add_argument("--data-root", default=None)
@@ -292,12 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="untimed forward passes before timing (default 3)")
     p.set_defaults(func=cmd_eval, parser=p)
 
+
+def add_pretrain_options(p: argparse.ArgumentParser) -> None:
+    from .pretrain import PretrainConfig
+
     defaults = PretrainConfig()
-    p = sub.add_parser("pretrain", help="pretrain the Xception backbone on an ImageFolder (the paper's ImageNet recipe)",
-                       description="Train Xception A/B as a classifier on <data-root>/<class>/<image>: Nesterov SGD "
-                                   "(momentum 0.9, weight decay 4e-5), lr 0.3 at batch 256, x0.1 after 30 of 60 "
-                                   "epochs, random 224x224 crops and flips. Writes <out>/backbone.pt for "
-                                   "dfanet train --backbone.")
     add_common_options(p, defaults)
     p.add_argument("--epochs", type=int, default=defaults.epochs)
     p.add_argument("--lr-step-epochs", type=int, default=defaults.lr_step_epochs,
@@ -307,12 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-root", default=None,
                    help="an ImageFolder with the same classes: single-crop top-1 accuracy at the end")
     p.set_defaults(func=cmd_pretrain, parser=p)
-    return parser
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse ``argv``; with --config, parse again with the file's settings as defaults (so flags override them)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The command is the first word that is not an option (the only top-level option, -v, takes no value).
+    parser = build_parser(command=next((a for a in argv if not a.startswith("-")), ""))
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         values = config_defaults(args.parser, load_config(args.config), args.config)
@@ -322,8 +344,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .engine import Stopped
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         args = parse_args(argv)

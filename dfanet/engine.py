@@ -18,6 +18,7 @@ from torch import nn
 
 from . import checkpoint
 from .distributed import Context, all_reduce_sum, unwrap
+from .stopped import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +35,6 @@ class NonFiniteLossError(FloatingPointError):
     def __init__(self, iteration: int, loss: float, lr: float):
         super().__init__(f"loss is {loss} at iteration {iteration} (lr {lr:.4g}): {DIVERGED}")
         self.iteration = iteration
-
-
-class Stopped(Exception):
-    """Training stopped on a signal after saving a checkpoint; ``exit_code`` is the shell's 128 + signal number."""
-
-    def __init__(self, signum: int, iteration: int, path: Path):
-        super().__init__(f"stopped by {signal.Signals(signum).name} after iteration {iteration}; checkpoint {path}; "
-                         "continue with --resume auto")
-        self.exit_code = 128 + signum
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

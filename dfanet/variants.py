@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dfanet_kernels import conv_output_size
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -46,6 +44,8 @@ def get_variant(name: str) -> Variant:
 def feature_map_sizes(height: int, width: int, levels: int = 7) -> list[tuple[int, int]]:
     """The input size, then the map size after each of `levels` stride-2 steps (conv1 halves the input, then every
     encoder stage of every backbone halves again): entry k is the 1/2**k map, rounded as the model's 3x3 convs do."""
+    from dfanet_kernels import conv_output_size  # here, not at the top: the command line's parser imports this module
+
     sizes = [(height, width)]
     for _ in range(levels):
         sizes.append(tuple(conv_output_size(s, 2) for s in sizes[-1]))

@@ -14,12 +14,24 @@ from dfanet.cli import main
 from dfanet.palette import palette
 
 
-@pytest.mark.parametrize("command", [[], ["summary"], ["bench"], ["predict"]])
+@pytest.mark.parametrize("command", [[], ["summary"], ["bench"], ["predict"], ["train"], ["eval"], ["pretrain"]])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
     assert exit_info.value.code == 0
-    assert "usage: dfanet" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "usage: dfanet" in out
+    if command in (["train"], ["pretrain"]):  # the options built only for their own command are there
+        assert "--batch-size" in out and "--data-root" in out
+
+
+def test_help_does_not_import_torch():
+    """`dfanet --help` answers at once: building the parser imports neither torch nor the training modules."""
+    code = ("import sys\nfrom dfanet.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'dfanet.train', 'dfanet.data') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_console_script_is_installed():
