@@ -205,13 +205,17 @@ def test_fc_attention_emulated(runners, tmp_path, case, runner):
 
 
 # (add, N, (Ho, Wo), [(C, H, W), ...], dtype): up- and down-sampling, a source already at the size (copied), 1x1
-# sources and targets, more than 8 sources (a second launch that continues the concat / accumulates the sum).
+# sources and targets, more than 8 sources (a second launch that continues the concat / accumulates the sum), a
+# thread's 4 channels spanning sources; channel counts all multiples of 4 take the vector path.
 UPSAMPLE_CASES = [
     (False, 2, (9, 11), [(3, 4, 5), (17, 9, 11), (2, 1, 1)], torch.float32),
     (True, 1, (9, 11), [(5, 3, 3), (5, 9, 11), (5, 13, 17)], torch.float16),
     (False, 1, (1, 1), [(4, 3, 2), (1, 1, 1)], torch.bfloat16),
     (False, 1, (6, 5), [(c, 2 + c % 3, 3) for c in range(1, 10)], torch.float32),
     (True, 2, (7, 3), [(33, 1 + i, 2 + i % 2) for i in range(10)], torch.bfloat16),
+    (False, 2, (9, 11), [(8, 9, 11), (4, 4, 5), (12, 1, 1)], torch.float32),
+    (True, 1, (9, 7), [(8, 9, 7), (8, 3, 2), (8, 5, 4)], torch.float16),
+    (True, 2, (5, 3), [(4, 1 + i, 2 + i % 2) for i in range(10)], torch.bfloat16),
 ]
 
 
@@ -232,14 +236,15 @@ def test_upsample_emulated(runners, tmp_path, case, runner):
     _upsample_case(runners[runner], tmp_path, case)
 
 
+@pytest.mark.parametrize("channels", [4, 3], ids=["vector", "scalar"])
 @pytest.mark.parametrize("add", [False, True], ids=["concat", "add"])
-def test_same_size_input_is_copied_bit_exactly_emulated(runners, tmp_path, add):
+def test_same_size_input_is_copied_bit_exactly_emulated(runners, tmp_path, add, channels):
     """No 0 * neighbour term (0 * inf is NaN) and no 0.f + x (it turns -0.0 into +0.0): a lone input at the target
     size comes through bit for bit, as the reference returns it."""
-    x = torch.randn(1, 4, 5, 6)
+    x = torch.randn(1, channels, 5, 6)
     x[0, 1, 2, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
-    got = _run(runners["asan"], tmp_path, "upsample", torch.float32, [add, 1, 5, 6, 1, 4, 5, 6], [_nhwc(x)],
-               (1, 5, 6, 4))
+    got = _run(runners["asan"], tmp_path, "upsample", torch.float32, [add, 1, 5, 6, 1, channels, 5, 6], [_nhwc(x)],
+               (1, 5, 6, channels))
     assert torch.equal(got.permute(0, 3, 1, 2).contiguous().view(torch.int32), x.view(torch.int32))
 
 

@@ -31,6 +31,35 @@ struct SourceGroup {
   int count;
 };
 
+// kChannelsPerThread values in one aligned access (16 bytes of fp32, 8 of fp16/bf16), where every channel count
+// and offset is a multiple of 4 and every tensor aligned to it (launch_indexed checks): a quarter of the load and
+// store instructions.
+template <typename T>
+struct Vec4 {
+  using type = uint2;
+};
+template <>
+struct Vec4<float> {
+  using type = float4;
+};
+
+template <typename T>
+__device__ __forceinline__ void load4(const T* p, float (&v)[kChannelsPerThread]) {
+  const typename Vec4<T>::type raw = *reinterpret_cast<const typename Vec4<T>::type*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int j = 0; j < kChannelsPerThread; ++j) v[j] = to_float(e[j]);
+}
+
+template <typename T>
+__device__ __forceinline__ void store4(T* p, const float (&v)[kChannelsPerThread]) {
+  typename Vec4<T>::type raw;
+  T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+  for (int j = 0; j < kChannelsPerThread; ++j) e[j] = from_float<T>(v[j]);
+  *reinterpret_cast<typename Vec4<T>::type*>(p) = raw;
+}
+
 // The two source indices and weights of output index `dst` along one axis.
 template <typename Index>
 struct AxisTap {
@@ -75,29 +104,37 @@ struct SourceTaps {
     w1 = tw.w1;
   }
 
-  // Channels c + j of the source, j < kChannelsPerThread, into v; from j = count on, a repeat of channel c (keeps
-  // every read inside the source: those values are not stored). All the loads issue before the first blend: with a
-  // value per channel behind a branch, each channel's loads waited for the previous channel's (sm_90 SASS).
+  // Channels c + j of the source, j < kChannelsPerThread, into v: as one aligned vector per source pixel where
+  // kVector, else value by value, from j = count on a repeat of channel c (keeps every read inside the source: those
+  // values are not stored). All the loads issue before the first blend: with a value per channel behind a branch,
+  // each channel's loads waited for the previous channel's (sm_90 SASS).
+  template <bool kVector>
   __device__ void values(Index c, int count, float (&v)[kChannelsPerThread]) const {
-    Index at[kChannelsPerThread];
-#pragma unroll
-    for (int j = 0; j < kChannelsPerThread; ++j) at[j] = c + (j < count ? j : 0);
-    if (copy) {
-#pragma unroll
-      for (int j = 0; j < kChannelsPerThread; ++j) v[j] = to_float(row0[col0 + at[j]]);
-      return;
-    }
     float v00[kChannelsPerThread], v01[kChannelsPerThread], v10[kChannelsPerThread], v11[kChannelsPerThread];
+    if constexpr (kVector) {
+      load4(row0 + col0 + c, v00);
+      if (!copy) {
+        load4(row0 + col1 + c, v01);
+        load4(row1 + col0 + c, v10);
+        load4(row1 + col1 + c, v11);
+      }
+    } else {
+      Index at[kChannelsPerThread];
 #pragma unroll
-    for (int j = 0; j < kChannelsPerThread; ++j) {
-      v00[j] = to_float(row0[col0 + at[j]]);
-      v01[j] = to_float(row0[col1 + at[j]]);
-      v10[j] = to_float(row1[col0 + at[j]]);
-      v11[j] = to_float(row1[col1 + at[j]]);
+      for (int j = 0; j < kChannelsPerThread; ++j) at[j] = c + (j < count ? j : 0);
+#pragma unroll
+      for (int j = 0; j < kChannelsPerThread; ++j) {
+        v00[j] = to_float(row0[col0 + at[j]]);
+        if (!copy) {
+          v01[j] = to_float(row0[col1 + at[j]]);
+          v10[j] = to_float(row1[col0 + at[j]]);
+          v11[j] = to_float(row1[col1 + at[j]]);
+        }
+      }
     }
 #pragma unroll
     for (int j = 0; j < kChannelsPerThread; ++j) {
-      v[j] = h0 * (w0 * v00[j] + w1 * v01[j]) + h1 * (w0 * v10[j] + w1 * v11[j]);
+      v[j] = copy ? v00[j] : h0 * (w0 * v00[j] + w1 * v01[j]) + h1 * (w0 * v10[j] + w1 * v11[j]);
     }
   }
 };
@@ -105,7 +142,7 @@ struct SourceTaps {
 // Output channels [c_begin, c_begin + c_count) of every pixel from the group's sources: their concatenation, or
 // their sum (added to what the output holds when `accumulate`, i.e. after a first group of 8). A thread writes
 // kChannelsPerThread consecutive channels of one pixel (`count` of them in a pixel's last, partial group).
-template <typename T, typename Index>
+template <typename T, typename Index, bool kVector>
 __global__ void __launch_bounds__(kThreads)
     upsample_kernel(const SourceGroup g, T* __restrict__ out, Index Ho, Index Wo, Index Cout, Index c_begin,
                     Index c_count, Index total, bool add, bool accumulate) {
@@ -123,17 +160,33 @@ __global__ void __launch_bounds__(kThreads)
       // Summed left to right as the reference does; starting from the first term, not 0.f, keeps a lone input's
       // -0.0 (0.f + -0.f is +0.f).
       float sum[kChannelsPerThread];
-      for (int s = 0; s < g.count; ++s) {
-        SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).values(c0, count, v);
+      if (accumulate) {
+        if constexpr (kVector) {
+          load4(o, sum);
+        } else {
 #pragma unroll
-        for (int j = 0; j < kChannelsPerThread; ++j) {
-          sum[j] = s > 0 ? sum[j] + v[j] : accumulate ? to_float(o[j < count ? j : 0]) + v[j] : v[j];
+          for (int j = 0; j < kChannelsPerThread; ++j) sum[j] = to_float(o[j < count ? j : 0]);
         }
       }
+      for (int s = 0; s < g.count; ++s) {
+        SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).template values<kVector>(c0, count, v);
 #pragma unroll
-      for (int j = 0; j < kChannelsPerThread; ++j) {
-        if (j < count) o[j] = from_float<T>(sum[j]);
+        for (int j = 0; j < kChannelsPerThread; ++j) sum[j] = s > 0 || accumulate ? sum[j] + v[j] : v[j];
       }
+      if constexpr (kVector) {
+        store4(o, sum);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kChannelsPerThread; ++j) {
+          if (j < count) o[j] = from_float<T>(sum[j]);
+        }
+      }
+    } else if constexpr (kVector) {  // the group lies in one source
+      int s = 0;
+      while (s + 1 < g.count && c0 >= static_cast<Index>(g.s[s + 1].channel_offset)) ++s;
+      SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).template values<true>(
+          c0 - static_cast<Index>(g.s[s].channel_offset), count, v);
+      store4(o, v);
     } else {
       // The sources that hold channels [c0, c0 + count): one, or several where a source ends inside the group.
       int s = 0;
@@ -142,7 +195,7 @@ __global__ void __launch_bounds__(kThreads)
         const Index offset = static_cast<Index>(g.s[s].channel_offset), c = c0 + j;
         const Index end = s + 1 < g.count ? static_cast<Index>(g.s[s + 1].channel_offset) : c0 + count;
         const int here = static_cast<int>(end - c < count - j ? end - c : count - j);
-        SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).values(c - offset, here, v);
+        SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).template values<false>(c - offset, here, v);
 #pragma unroll
         for (int i = 0; i < kChannelsPerThread; ++i) {
           if (i < here) o[j + i] = from_float<T>(v[i]);
@@ -162,7 +215,20 @@ bool fits_int32(const UpsampleParams& p) {
   return true;
 }
 
-template <typename T, typename Index>
+// Whether every thread's channel group can be one aligned vector access (see Vec4).
+template <typename T>
+bool vectorizable(const UpsampleParams& p) {
+  const auto aligned = [](const void* ptr) {
+    return reinterpret_cast<uintptr_t>(ptr) % (kChannelsPerThread * sizeof(T)) == 0;
+  };
+  if (p.Cout % kChannelsPerThread || !aligned(p.out)) return false;
+  for (int64_t i = 0; i < p.num_sources; ++i) {
+    if (p.sources[i].C % kChannelsPerThread || !aligned(p.sources[i].data)) return false;
+  }
+  return true;
+}
+
+template <typename T, typename Index, bool kVector>
 cudaError_t launch_typed(const UpsampleParams& p, cudaStream_t stream) {
   int64_t channel_offset = 0;
   for (int64_t first = 0; first < p.num_sources; first += kMaxSourcesPerLaunch) {
@@ -179,7 +245,7 @@ cudaError_t launch_typed(const UpsampleParams& p, cudaStream_t stream) {
     }
     const int64_t c_count = p.add ? p.Cout : channel_offset - c_begin;
     const int64_t total = p.N * p.Ho * p.Wo * ceil_div(c_count, kChannelsPerThread);
-    upsample_kernel<T, Index><<<grid_size(total, kThreads), kThreads, 0, stream>>>(
+    upsample_kernel<T, Index, kVector><<<grid_size(total, kThreads), kThreads, 0, stream>>>(
         g, static_cast<T*>(p.out), static_cast<Index>(p.Ho), static_cast<Index>(p.Wo), static_cast<Index>(p.Cout),
         static_cast<Index>(c_begin), static_cast<Index>(c_count), static_cast<Index>(total), p.add,
         /*accumulate=*/first > 0);
@@ -187,12 +253,17 @@ cudaError_t launch_typed(const UpsampleParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+template <typename T, typename Index>
+cudaError_t launch_indexed(const UpsampleParams& p, cudaStream_t stream) {
+  return vectorizable<T>(p) ? launch_typed<T, Index, true>(p, stream) : launch_typed<T, Index, false>(p, stream);
+}
+
 }  // namespace
 
 cudaError_t launch_upsample(const UpsampleParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto type) {
     using T = typename decltype(type)::type;
-    return fits_int32(p) ? launch_typed<T, int32_t>(p, stream) : launch_typed<T, int64_t>(p, stream);
+    return fits_int32(p) ? launch_indexed<T, int32_t>(p, stream) : launch_indexed<T, int64_t>(p, stream);
   });
 }
 
