@@ -194,7 +194,8 @@ def add_common_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     p.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="clip the gradient norm to NORM")
     p.add_argument("--amp", action="store_true", help="mixed precision (fp16 autocast + loss scaling; CUDA only)")
-    p.add_argument("--out", default=defaults.out, help="folder for checkpoints, weights and reports (default %(default)s)")
+    p.add_argument("--out", default=defaults.out,
+                   help="folder for checkpoints, weights and reports (default %(default)s)")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue from this checkpoint, or 'auto': the latest in --out (start fresh if none)")
     p.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, metavar="N",
@@ -245,26 +246,28 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("train", help="train DFANet on Cityscapes or CamVid with the paper's recipe (one process, "
-                                     "or one per GPU under torchrun)",
-                       description="Train DFANet with the paper's recipe: SGD (momentum 0.9, weight decay 1e-5), "
-                                   "poly(0.9) learning rate from 0.2 at batch 48, flip + rescale [0.75, 1.75] + "
-                                   "crop. Multi-GPU: torchrun --nproc_per_node N -m dfanet train ...")
-    if command in (None, "train"):
-        add_train_options(p)
-    p = sub.add_parser("eval", help="mIoU, per-class IoU and FPS of trained weights on a data set split",
-                       description="Evaluate as the paper does: whole images at full resolution, no test-time "
-                                   "augmentation, the fused model in eval. Prints a Markdown table; --out also "
-                                   "writes it and a JSON report.")
-    if command in (None, "eval"):
-        add_eval_options(p)
-    p = sub.add_parser("pretrain", help="pretrain the Xception backbone on an ImageFolder (the paper's ImageNet recipe)",
-                       description="Train Xception A/B as a classifier on <data-root>/<class>/<image>: Nesterov SGD "
-                                   "(momentum 0.9, weight decay 4e-5), lr 0.3 at batch 256, x0.1 after 30 of 60 "
-                                   "epochs, random 224x224 crops and flips. Writes <out>/backbone.pt for "
-                                   "dfanet train --backbone.")
-    if command in (None, "pretrain"):
-        add_pretrain_options(p)
+    # The training commands' options need modules that import torch: built only for the command being parsed.
+    training_commands = {
+        "train": ("train DFANet on Cityscapes or CamVid with the paper's recipe (one process, or one per GPU under "
+                  "torchrun)",
+                  "Train DFANet with the paper's recipe: SGD (momentum 0.9, weight decay 1e-5), poly(0.9) learning "
+                  "rate from 0.2 at batch 48, flip + rescale [0.75, 1.75] + crop. Multi-GPU: torchrun "
+                  "--nproc_per_node N -m dfanet train ...",
+                  add_train_options),
+        "eval": ("mIoU, per-class IoU and FPS of trained weights on a data set split",
+                 "Evaluate as the paper does: whole images at full resolution, no test-time augmentation, the fused "
+                 "model in eval. Prints a Markdown table; --out also writes it and a JSON report.",
+                 add_eval_options),
+        "pretrain": ("pretrain the Xception backbone on an ImageFolder (the paper's ImageNet recipe)",
+                     "Train Xception A/B as a classifier on <data-root>/<class>/<image>: Nesterov SGD (momentum 0.9, "
+                     "weight decay 4e-5), lr 0.3 at batch 256, x0.1 after 30 of 60 epochs, random 224x224 crops and "
+                     "flips. Writes <out>/backbone.pt for dfanet train --backbone.",
+                     add_pretrain_options),
+    }
+    for name, (help_text, description, add_options) in training_commands.items():
+        p = sub.add_parser(name, help=help_text, description=description)
+        if command in (None, name):
+            add_options(p)
     return parser
 
 
