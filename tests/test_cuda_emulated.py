@@ -2,8 +2,9 @@
 execution model (tests/cuda_emu/emu.h) and are compared with dfanet_kernels.reference.
 
 This is how CI without a GPU executes the kernels' indexing, tiling, barriers, WMMA tile layout and epilogues.
-The emulator build has ASan/UBSan (any access outside an input, output or workspace array aborts) and a TSan build
-checks for shared-memory races between barriers. It does not replace the GPU run (tests/test_cuda_ops.py): it has
+The emulator build has ASan/UBSan (any access outside an input, output or workspace array aborts), a second one
+takes the kernels' 64-bit index paths (used on a GPU only past 2**30 elements), and a TSan build checks for
+shared-memory races between barriers. It does not replace the GPU run (tests/test_cuda_ops.py): it has
 no real warps, memory model, timing or tensor-core rounding, and the torch glue (csrc/cuda/*_glue.cpp) is not in it.
 The grid cap (kMaxBlocks) is lowered to 3 so that every grid-stride loop goes round more than once.
 """
@@ -87,10 +88,11 @@ def _build(out_dir: Path, sanitize: str, int64_indices: bool) -> Path:
 def runners(tmp_path_factory):
     base = tmp_path_factory.mktemp("cuda_emu")
     with ThreadPoolExecutor(max_workers=2) as pool:
-        # The TSan build also covers the 64-bit index paths: every upsample and fc_attention case runs on both.
-        asan = pool.submit(_build, base / "asan", "address,undefined", False)
-        tsan = pool.submit(_build, base / "tsan", "thread", True)
-        return {"asan": asan.result(), "tsan": tsan.result()}
+        # asan64: the 64-bit index paths under ASan/UBSan too; every upsample and fc_attention case runs on both.
+        builds = {"asan": ("address,undefined", False), "asan64": ("address,undefined", True),
+                  "tsan": ("thread", False)}
+        futures = {name: pool.submit(_build, base / name, *flags) for name, flags in builds.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 def _bytes(t: torch.Tensor) -> bytes:
@@ -198,7 +200,7 @@ def _fc_case(exe, tmp_path, case, seed=0):
     _close(got, reference.fc_attention(d(x), d(fcw), d(fcb), d(convw), d(convb)), dtype)
 
 
-@pytest.mark.parametrize("runner", ["asan", "tsan"], ids=["int32-indices", "int64-indices"])
+@pytest.mark.parametrize("runner", ["asan", "asan64"], ids=["int32-indices", "int64-indices"])
 @pytest.mark.parametrize("case", FC_CASES, ids=str)
 def test_fc_attention_emulated(runners, tmp_path, case, runner):
     _fc_case(runners[runner], tmp_path, case)
@@ -230,7 +232,7 @@ def _upsample_case(exe, tmp_path, case, seed=0):
     _close(got.permute(0, 3, 1, 2), fn([t.double() for t in inputs], size), dtype)
 
 
-@pytest.mark.parametrize("runner", ["asan", "tsan"], ids=["int32-indices", "int64-indices"])
+@pytest.mark.parametrize("runner", ["asan", "asan64"], ids=["int32-indices", "int64-indices"])
 @pytest.mark.parametrize("case", UPSAMPLE_CASES, ids=lambda c: f"{'add' if c[0] else 'concat'}-{len(c[3])}-{c[2]}")
 def test_upsample_emulated(runners, tmp_path, case, runner):
     _upsample_case(runners[runner], tmp_path, case)
