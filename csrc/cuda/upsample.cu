@@ -181,26 +181,27 @@ __global__ void __launch_bounds__(kThreads)
           if (j < count) o[j] = from_float<T>(sum[j]);
         }
       }
-    } else if constexpr (kVector) {  // the group lies in one source
-      int s = 0;
-      while (s + 1 < g.count && c0 >= static_cast<Index>(g.s[s + 1].channel_offset)) ++s;
-      SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).template values<true>(
-          c0 - static_cast<Index>(g.s[s].channel_offset), count, v);
-      store4(o, v);
     } else {
-      // The sources that hold channels [c0, c0 + count): one, or several where a source ends inside the group.
+      // The source that holds channel c0. With kVector the whole group lies in it; else a source may end inside
+      // the group, and the next one holds the rest.
       int s = 0;
       while (s + 1 < g.count && c0 >= static_cast<Index>(g.s[s + 1].channel_offset)) ++s;
-      for (int j = 0; j < count; ++s) {
-        const Index offset = static_cast<Index>(g.s[s].channel_offset), c = c0 + j;
-        const Index end = s + 1 < g.count ? static_cast<Index>(g.s[s + 1].channel_offset) : c0 + count;
-        const int here = static_cast<int>(end - c < count - j ? end - c : count - j);
-        SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).template values<false>(c - offset, here, v);
+      if constexpr (kVector) {
+        SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).template values<true>(
+            c0 - static_cast<Index>(g.s[s].channel_offset), count, v);
+        store4(o, v);
+      } else {
+        for (int j = 0; j < count; ++s) {
+          const Index offset = static_cast<Index>(g.s[s].channel_offset), c = c0 + j;
+          const Index end = s + 1 < g.count ? static_cast<Index>(g.s[s + 1].channel_offset) : c0 + count;
+          const int here = static_cast<int>(end - c < count - j ? end - c : count - j);
+          SourceTaps<T, Index>(g.s[s], n, oh, ow, Ho, Wo).template values<false>(c - offset, here, v);
 #pragma unroll
-        for (int i = 0; i < kChannelsPerThread; ++i) {
-          if (i < here) o[j + i] = from_float<T>(v[i]);
+          for (int i = 0; i < kChannelsPerThread; ++i) {
+            if (i < here) o[j + i] = from_float<T>(v[i]);
+          }
+          j += here;
         }
-        j += here;
       }
     }
   }
