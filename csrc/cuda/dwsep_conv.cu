@@ -26,8 +26,9 @@ constexpr int kStagingGroup = 4;
 constexpr int64_t kMinTensorCoreChannels = 16;
 
 // Where each output pixel of a tile reads x: filled once per tile, read for every chunk. With the window's offset
-// and the validity of its nine taps worked out here, a tap costs an add, a bit test and a predicated load per chunk
-// (it was ~18 instructions of 64-bit index math and bounds checks, most of the staging's issue slots; sm_90 SASS).
+// and the validity of its nine taps worked out here, a tap costs ~8 instructions per chunk (a bit test, its 64-bit
+// address, a predicated load) instead of ~18 of index math and bounds checks, most of the staging's issue slots
+// (sm_90 SASS).
 struct PixelTable {
   int64_t origin[kTileM];  // element offset in x of the window's top-left tap, channel 0 (may lie before x: padding)
   unsigned taps[kTileM];   // bit kh * 3 + kw: that tap lies inside the image; 0 for a pixel past the last one
