@@ -46,6 +46,14 @@ def like(name: str, t: object, ref: torch.Tensor, ref_name: str, shape: Sequence
     return t
 
 
+def weight_4d(name: str, t: object) -> torch.Tensor:
+    """A 4-D Cout x ... conv weight with at least one output channel (torch's conv2d refuses none)."""
+    t = tensor(name, t, ndim=4)
+    if t.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one output channel, got shape {tuple(t.shape)}")
+    return t
+
+
 def optional_like(name: str, t: object, ref: torch.Tensor, ref_name: str, shape: Sequence[int]) -> None:
     if t is not None:
         like(name, t, ref, ref_name, shape)

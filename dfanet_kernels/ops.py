@@ -96,7 +96,7 @@ def dwsep_conv(
     n, c, h, w = x.shape
     _checks.like("dw_weight", dw_weight, x, "x", (c, 1, 3, 3))
     _checks.optional_like("dw_bias", dw_bias, x, "x", (c,))
-    pw_weight = _checks.tensor("pw_weight", pw_weight, ndim=4)
+    pw_weight = _checks.weight_4d("pw_weight", pw_weight)
     cout = pw_weight.shape[0]
     _checks.like("pw_weight", pw_weight, x, "x", (cout, c, 1, 1))
     _checks.optional_like("pw_bias", pw_bias, x, "x", (cout,))
@@ -133,7 +133,7 @@ def _check_block_weights(c: int, ref: torch.Tensor, ref_name: str, dw_weights, p
     channels = [c]
     for i in range(3):
         _checks.like(f"dw_weights[{i}]", dw_weights[i], ref, ref_name, (channels[i], 1, 3, 3))
-        pw = _checks.tensor(f"pw_weights[{i}]", pw_weights[i], ndim=4)
+        pw = _checks.weight_4d(f"pw_weights[{i}]", pw_weights[i])
         _checks.like(f"pw_weights[{i}]", pw, ref, ref_name, (pw.shape[0], channels[i], 1, 1))
         channels.append(pw.shape[0])
         _checks.optional_like(f"pw_biases[{i}]", pw_biases[i], ref, ref_name, (channels[-1],))
@@ -245,7 +245,7 @@ def _run_block(chosen, inputs, dw_weights, pw_weights, pw_biases, stride, shortc
 
 def _check_conv_weights(k: int, c: int, ref: torch.Tensor, ref_name: str, weight, bias, stride) -> None:
     """A k x k conv's weight, bias and stride for an input of ``c`` channels, against ``ref``'s dtype and device."""
-    weight = _checks.tensor("weight", weight, ndim=4)
+    weight = _checks.weight_4d("weight", weight)
     _checks.like("weight", weight, ref, ref_name, (weight.shape[0], c, k, k))
     _checks.optional_like("bias", bias, ref, ref_name, (weight.shape[0],))
     if isinstance(stride, bool) or stride not in (1, 2):

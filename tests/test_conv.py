@@ -60,6 +60,15 @@ def test_opcheck_cpu_op(op, k):
         (dk.conv3x3, dict(weight=torch.randn(6, 4)), ValueError, r"weight: expected a 4-D tensor"),
         (dk.conv1x1, dict(bias=torch.randn(7)), ValueError, r"bias: expected shape \(6,\)"),
         (dk.conv3x3, dict(stride=3), ValueError, r"stride: expected 1 or 2, got 3"),
+        (dk.conv1x1, dict(weight=torch.randn(6, 5, 1, 1)), ValueError, r"weight: expected shape \(6, 4, 1, 1\)"),
+        (dk.conv1x1, dict(weight=torch.randn(0, 4, 1, 1), bias=None), ValueError,
+         r"weight: expected at least one output channel, got shape \(0, 4, 1, 1\)"),
+        (dk.conv3x3, dict(weight=torch.randn(6, 4, 3, 3).double()), TypeError,
+         r"weight: expected dtype torch.float32 \(that of x\), got torch.float64"),
+        (dk.conv3x3, dict(weight=torch.randn(6, 4, 3, 3, device="meta")), ValueError,
+         r"weight: expected device cpu \(that of x\), got meta"),
+        (dk.conv1x1, dict(x=torch.randint(0, 9, (1, 4, 9, 9))), TypeError, r"x: expected a floating dtype"),
+        (dk.conv3x3, dict(x=torch.randn(1, 4, 0, 9)), ValueError, r"x: expected a non-empty"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(op, change, error, message, backend):

@@ -81,6 +81,8 @@ def test_opcheck_cpu_op(op):
         ([torch.randn(1, 2, 3)], (4, 4), ValueError, r"inputs\[0\]: expected a 4-D tensor"),
         ([torch.randn(1, 2, 3, 3), torch.randn(2, 2, 3, 3)], (4, 4), ValueError, r"inputs\[1\]: expected batch size 1"),
         ([torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3).double()], (4, 4), TypeError, r"inputs\[1\]: expected dtype"),
+        ([torch.randn(1, 2, 3, 3), torch.randn(1, 2, 3, 3, device="meta")], (4, 4), ValueError,
+         r"inputs\[1\]: expected device cpu \(that of inputs\[0\]\), got meta"),
         ([torch.randn(1, 2, 3, 3)], (4,), TypeError, r"size: expected a pair of ints"),
         ([torch.randn(1, 2, 3, 3)], (0, 4), ValueError, r"size: expected H and W >= 1"),
         ([torch.randn(1, 2, 3, 3)], (4.0, 4), TypeError, r"size: expected a pair of ints"),
