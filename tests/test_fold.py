@@ -35,16 +35,36 @@ def test_fold_without_bn_returns_the_conv_weights():
     assert not weight.requires_grad
 
 
-@pytest.mark.parametrize("where", ["weight", "running_var", "running_mean", "bn_weight"])
+@pytest.mark.parametrize("where", ["weight", "bias", "running_var", "running_mean", "bn_weight", "bn_bias"])
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
 def test_non_finite_weights_are_caught(where, bad):
-    conv, bn = make()
-    target = {"weight": conv.weight, "running_var": bn.running_var, "running_mean": bn.running_mean,
-              "bn_weight": bn.weight}[where]
+    conv, bn = make(bias=True)
+    target = {"weight": conv.weight, "bias": conv.bias, "running_var": bn.running_var,
+              "running_mean": bn.running_mean, "bn_weight": bn.weight, "bn_bias": bn.bias}[where]
     with torch.no_grad():
         target.view(-1)[3] = bad
-    with pytest.raises(ValueError, match="enc2.block0: .*expected finite values|enc2.block0 .*expected finite values"):
+    with pytest.raises(ValueError, match="enc2.block0 .*expected finite values"):
         dk.fold_conv_bn(conv, bn, name="enc2.block0")
+
+
+@pytest.mark.parametrize("where", ["weight", "bias"])
+def test_non_finite_weights_without_bn_are_caught(where):
+    conv = nn.Conv2d(3, 4, 1)
+    with torch.no_grad():
+        getattr(conv, where).view(-1)[1] = math.nan
+    with pytest.raises(ValueError, match=f"head {where}: expected finite values"):
+        dk.fold_conv_bn(conv, None, name="head")
+
+
+def test_fold_that_overflows_is_caught():
+    """Finite inputs whose folded product is not: weight 1e38 times a BN scale of 1e3 overflows fp32."""
+    conv, bn = make()
+    with torch.no_grad():
+        conv.weight.view(-1)[5] = 1e38
+        bn.weight.fill_(1e3)
+        bn.running_var.fill_(1.0)
+    with pytest.raises(ValueError, match="layer folded weight: expected finite values"):
+        dk.fold_conv_bn(conv, bn, name="layer")
 
 
 def test_feature_count_mismatch_is_caught():

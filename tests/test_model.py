@@ -1,5 +1,7 @@
 """DFANet: shapes at any size, fused == unfused in eval, training at batch 1, refolding, bad input."""
 
+from operator import attrgetter
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -130,11 +132,25 @@ def test_same_state_dict_for_fused_and_unfused():
     unfused.load_state_dict(fused.state_dict())
 
 
-def test_non_finite_weights_fail_at_fold_time_naming_the_layer():
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("backbones.1.stages.2.0.sep2.bn.running_var", r"backbones\.1\.stages\.2\.0\.sep2 BN running_var"),
+        ("backbones.1.stages.2.0.sep2.depthwise.weight", r"backbones\.1\.stages\.2\.0\.sep2\.depthwise weight"),
+        ("backbones.2.stages.0.0.shortcut.conv.weight", r"backbones\.2\.stages\.0\.0\.shortcut weight"),
+        ("backbones.0.fca.fc.weight", r"backbones\.0\.fca\.fc weight"),
+        ("backbones.2.fca.fc.bias", r"backbones\.2\.fca\.fc bias"),
+        ("backbones.0.fca.conv.weight", r"backbones\.0\.fca\.conv weight"),
+        ("decoder.low_fuse.bn.bias", r"decoder\.low_fuse BN bias"),
+        ("decoder.classifier.weight", r"decoder\.classifier weight"),
+        ("conv1.conv.weight", r"conv1 weight"),
+    ],
+)
+def test_non_finite_weights_fail_at_fold_time_naming_the_layer(where, message):
     model = make_model("B", fused=True)
     with torch.no_grad():
-        model.backbones[1].stages[2][0].sep2.bn.running_var[0] = float("nan")
-    with pytest.raises(ValueError, match=r"backbones\.1\.stages\.2\.0\.sep2 BN running_var: expected finite"):
+        attrgetter(where)(model).view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match=message + ": expected finite"):
         model(torch.randn(1, 3, 64, 64))
 
 
@@ -144,6 +160,7 @@ def test_non_finite_weights_fail_at_fold_time_naming_the_layer():
         (torch.randn(3, 64, 64), ValueError, r"x: expected an N x 3 x H x W image batch, got shape \(3, 64, 64\)"),
         (torch.randn(1, 4, 64, 64), ValueError, r"x: expected an N x 3 x H x W"),
         (torch.randn(1, 3, 31, 64), ValueError, r"x: expected H and W >= 32, got 31 x 64"),
+        (torch.randn(2, 3, 64, 20), ValueError, r"x: expected H and W >= 32, got 64 x 20"),
         (torch.randint(0, 255, (1, 3, 64, 64), dtype=torch.uint8), TypeError, r"x: expected a floating dtype"),
         ([1, 2, 3], TypeError, r"x: expected a torch.Tensor"),
     ],
