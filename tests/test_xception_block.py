@@ -5,9 +5,15 @@ import pytest
 import torch
 
 import dfanet_kernels as dk
-from dfanet_kernels import reference
+from dfanet.layers import XceptionBlock
+from dfanet_kernels import backends, reference
 
-from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
+from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn, randomize_batchnorm
+
+# Backends whose results are compared with the reference here: the Triton kernels too when they run (under
+# TRITON_INTERPRET=1 without a GPU), composed into a block by dfanet_kernels.ops.
+TESTED_BACKENDS = CHECKED_BACKENDS + (["triton"] if backends.unavailable_reason("triton", torch.device("cpu")) is None
+                                      else [])
 
 # (N, C0, C1, C2, C3, H, W, stride, projection): the model's blocks (8/240 -> 12, 12, 48 strided; 48 -> 12, 12, 48;
 # 48 -> 48, 48, 192), 1 x 1 maps, odd widths and channel counts, wide channels (run-time tile stride), and bands of
@@ -22,6 +28,8 @@ SHAPES = [
     (1, 320, 33, 330, 40, 6, 7, 2, True),
     (4, 6, 4, 4, 6, 3, 2, 1, False),
     (1, 5, 7, 7, 5, 2, 3, 2, True),
+    (3, 8, 12, 12, 48, 7, 9, 2, True),  # stride 2, N > 1: bands of strided rows that cross an image boundary
+    (2, 240, 12, 12, 48, 5, 31, 2, True),
 ]
 
 # fp32: three convs in a row, each summing 9 + C products in another order than the reference (and the ReLU
@@ -56,8 +64,9 @@ def test_matches_reference_on_every_path(every_isa, shape):
 @needs_cpu_kernels
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_layouts_and_threads(layout, threads):
-    args = make_args(2, 12, 12, 12, 12, 37, 21, 1, False, seed=1)
+@pytest.mark.parametrize("stride, projection", [(1, False), (2, True)], ids=["s1-identity", "s2-projection"])
+def test_layouts_and_threads(layout, threads, stride, projection):
+    args = make_args(2, 12, 12, 12, 12, 37, 21, stride, projection, seed=1)
     args["x"] = in_layout(args["x"], layout)
     args["pw_biases"][1] = None
     previous = torch.get_num_threads()
@@ -69,14 +78,28 @@ def test_layouts_and_threads(layout, threads):
     assert_close(out, reference.xception_block(**args), ATOL, RTOL)
 
 
-def test_reference_is_the_dwsep_composition():
-    args = make_args(1, 4, 5, 6, 7, 9, 8, 2, True, seed=2)
-    skip = reference.conv(args["x"], args["shortcut_weight"], args["shortcut_bias"], 2)
-    y = args["x"]
-    for i in range(3):
-        y = dk.dwsep_conv(y, args["dw_weights"][i], None, args["pw_weights"][i], args["pw_biases"][i],
-                          2 if i == 0 else 1, act_in=True, residual=skip if i == 2 else None, backend="reference")
-    assert_close(dk.xception_block(**args, backend="reference"), y, 0, 0)
+@pytest.mark.parametrize("n, c, widths, h, w, stride", [(1, 4, (5, 6, 7), 9, 8, 2), (2, 6, (5, 7, 6), 11, 13, 1)],
+                         ids=["s2-projection", "s1-identity"])
+def test_reference_is_the_models_block(n, c, widths, h, w, stride):
+    """The spec every backend is judged against equals the model's own layer (dfanet.layers.XceptionBlock, BN in
+    eval) once BN is folded into its weights: an independent definition, not a copy of the reference's loop."""
+    torch.manual_seed(2)
+    block = XceptionBlock(c, widths, stride)
+    for m in block.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            randomize_batchnorm(m)
+    block.eval()
+    seps = (block.sep1, block.sep2, block.sep3)
+    folded = [dk.fold_bn(sep.pointwise.weight, None, sep.bn) for sep in seps]
+    shortcut = (None, None) if block.shortcut is None else dk.fold_conv_bn(block.shortcut.conv, block.shortcut.bn)
+    x = torch.randn(n, c, h, w)
+    with torch.no_grad():
+        expected = block(x)
+        out = reference.xception_block(x, [sep.depthwise.weight for sep in seps], [f[0] for f in folded],
+                                       [f[1] for f in folded], stride, *shortcut)
+    assert (block.shortcut is None) == (shortcut[0] is None)
+    # fp32, the same convolutions with BN's scale folded into the weights: one reassociated multiply per weight.
+    assert_close(out, expected, 1e-5, 1e-5)
 
 
 @needs_cpu_kernels
@@ -98,6 +121,10 @@ def test_opcheck_cpu_op():
         (dict(shortcut_weight=None, shortcut_bias=None), ValueError, r"shortcut_weight: None \(identity\) needs"),
         (dict(shortcut_weight=torch.randn(6, 5, 1, 1)), ValueError, r"shortcut_weight: expected shape \(6, 4, 1, 1\)"),
         (dict(shortcut_bias=torch.randn(6).double()), TypeError, r"shortcut_bias: expected dtype torch.float32"),
+        (dict(dw_weights=[torch.randn(4, 1, 3, 3, device="meta")] + [torch.randn(5, 1, 3, 3)] * 2), ValueError,
+         r"dw_weights\[0\]: expected device cpu \(that of x\), got meta"),
+        (dict(pw_weights=[torch.randn(5, 4, 1, 1), torch.randn(0, 5, 1, 1), torch.randn(6, 5, 1, 1)]), ValueError,
+         r"pw_weights\[1\]: expected at least one output channel"),
     ],
 )
 def test_bad_input_raises_naming_the_argument(change, error, message, backend):
@@ -206,12 +233,12 @@ def test_cat_layouts_and_threads(layout, threads):
     assert_close(out, reference.xception_block_cat(**args), ATOL, RTOL)
 
 
-@pytest.mark.parametrize("backend", CHECKED_BACKENDS)
-def test_cat_of_one_input_is_the_block(backend):
-    args = make_cat_args(2, [(6, 9, 8)], 5, 5, 6, 1, False, seed=4)
+@pytest.mark.parametrize("backend", TESTED_BACKENDS)
+@pytest.mark.parametrize("stride, projection", [(1, False), (2, True)], ids=["s1-identity", "s2-projection"])
+def test_cat_of_one_input_is_the_block(backend, stride, projection):
+    args = make_cat_args(2, [(6, 9, 7)], 5, 5, 6, stride, projection, seed=4)
     x = args.pop("inputs")[0]
-    out = dk.xception_block_cat([x], **args, backend=backend)
-    assert torch.equal(out, dk.xception_block(x, **args, backend=backend))
+    assert_close(dk.xception_block_cat([x], **args, backend=backend), reference.xception_block(x, **args), ATOL, RTOL)
 
 
 @needs_cpu_kernels
@@ -238,6 +265,8 @@ def test_opcheck_cpu_op_with_a_concatenation():
          r"dw_weights\[0\]: expected shape \(8, 1, 3, 3\)"),
         (dict(shortcut_weight=torch.randn(6, 4, 1, 1)), ValueError, r"shortcut_weight: expected shape \(6, 9, 1, 1\)"),
         (dict(shortcut_weight=None, shortcut_bias=None), ValueError, r"shortcut_weight: None \(identity\) needs"),
+        (dict(inputs=[torch.randn(1, 4, 9, 9), torch.randn(1, 5, 3, 3, device="meta")]), ValueError,
+         r"inputs\[1\]: expected device cpu \(that of inputs\[0\]\), got meta"),
     ],
 )
 def test_cat_bad_input_raises_naming_the_argument(change, error, message, backend):
