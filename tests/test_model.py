@@ -198,12 +198,13 @@ def test_fused_model_compiles_and_exports_with_the_custom_ops():
 
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
 def test_fused_runner_concat_is_read_by_the_next_stage(backend):
-    """FusedRunner.concat returns a stand-in that stage() reads (xception_block_cat): bit for bit the same as staging
-    the written concatenation, also when asked for a size other than inputs[0]'s (then it is written first)."""
+    """FusedRunner.concat returns a stand-in that stage() reads (xception_block_cat); the stage's result equals the
+    unfused modules' on the written concatenation, also at a size other than inputs[0]'s (then it is written first)."""
     from dfanet.fused import Concat, fused_runner
+    from dfanet.model import EagerRunner
 
     model = make_model("B", backend=backend, fused=True)
-    runner = fused_runner(model)
+    runner, eager = fused_runner(model), EagerRunner(model)
     gen = torch.Generator().manual_seed(3)
     c2, _, c4 = model.variant.stage_channels
     inputs = [torch.randn(2, c2, 15, 22, generator=gen), torch.randn(2, c4, 4, 6, generator=gen)]
@@ -211,5 +212,7 @@ def test_fused_runner_concat_is_read_by_the_next_stage(backend):
         for size in [(15, 22), (16, 21)]:
             lazy = runner.concat(inputs, size)
             assert isinstance(lazy, Concat)
-            expected = runner.stage(1, 0, dk.upsample_concat(inputs, size, backend=backend))
-            assert torch.equal(runner.stage(1, 0, lazy), expected)
+            fused, unfused = runner.stage(1, 0, lazy), eager.stage(1, 0, eager.concat(inputs, size))
+            # BN folded and sums reassociated over one stage's blocks: a few 1e-7 of the feature scale (fp32).
+            assert fused.shape == unfused.shape
+            assert (fused - unfused).abs().max() <= 1e-5 * unfused.abs().max()
