@@ -71,3 +71,42 @@ def up_inputs(case, n, layout, dtype=torch.float32, same_channels=False, seed=0,
     inputs = [in_layout(rand(n, channels if same_channels else c, h, w, gen=gen, device=device, dtype=dtype), layout)
               for c, h, w in specs]
     return inputs, size
+
+
+# (N, [(C_k, H_k, W_k) of each input], C1, C2, C3, stride, projection): an Xception block (or, with several inputs,
+# a block reading a concatenation) at odd sizes: stride 2 on odd H and W with N > 1, the identity shortcut, a
+# 1 x 1 map, and the model's 48@H x W + 192@H/4 x W/4 aggregation input.
+BLOCK_CASES = [
+    (2, [(8, 13, 11)], 12, 12, 48, 2, True),
+    (3, [(12, 9, 7)], 12, 12, 12, 1, False),
+    (1, [(5, 1, 1)], 7, 7, 9, 2, True),
+    (2, [(48, 11, 13), (192, 3, 4)], 12, 12, 48, 2, True),
+]
+
+
+def block_case_id(case):
+    n, specs, c1, c2, c3, stride, projection = case
+    return f"n{n}-" + "+".join(f"{c}@{h}x{w}" for c, h, w in specs) + f"-s{stride}-{'proj' if projection else 'id'}"
+
+
+def block_args(n, specs, c1, c2, c3, stride, projection, *, device, dtype=torch.float32, seed=0):
+    """Arguments of xception_block_cat (``inputs`` plus the block's weights)."""
+    gen = torch.Generator().manual_seed(seed)
+    c = [sum(ck for ck, _, _ in specs), c1, c2, c3]
+    return dict(
+        inputs=[rand(n, ck, h, w, gen=gen, device=device, dtype=dtype) for ck, h, w in specs],
+        dw_weights=[rand(c[i], 1, 3, 3, gen=gen, device=device, scale=1 / 3, dtype=dtype) for i in range(3)],
+        pw_weights=[rand(c[i + 1], c[i], 1, 1, gen=gen, device=device, scale=c[i] ** -0.5, dtype=dtype)
+                    for i in range(3)],
+        pw_biases=[rand(c[i + 1], gen=gen, device=device, dtype=dtype) for i in range(3)],
+        stride=stride,
+        shortcut_weight=rand(c3, c[0], 1, 1, gen=gen, device=device, scale=c[0] ** -0.5, dtype=dtype)
+        if projection else None,
+        shortcut_bias=rand(c3, gen=gen, device=device, dtype=dtype) if projection else None,
+    )
+
+
+def block_expected(args):
+    converted = {k: [f64(t) for t in v] if isinstance(v, list) else f64(v) if isinstance(v, torch.Tensor) else v
+                 for k, v in args.items()}
+    return reference.xception_block_cat(**converted)

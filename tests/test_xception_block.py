@@ -6,14 +6,18 @@ import torch
 
 import dfanet_kernels as dk
 from dfanet.layers import XceptionBlock
-from dfanet_kernels import backends, reference
+from dfanet_kernels import reference
 
-from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn, randomize_batchnorm
-
-# Backends whose results are compared with the reference here: the Triton kernels too when they run (under
-# TRITON_INTERPRET=1 without a GPU), composed into a block by dfanet_kernels.ops.
-TESTED_BACKENDS = CHECKED_BACKENDS + (["triton"] if backends.unavailable_reason("triton", torch.device("cpu")) is None
-                                      else [])
+from .utils import (
+    CHECKED_BACKENDS,
+    LAYOUTS,
+    RUNNABLE_BACKENDS,
+    assert_close,
+    in_layout,
+    needs_cpu_kernels,
+    randn,
+    randomize_batchnorm,
+)
 
 # (N, C0, C1, C2, C3, H, W, stride, projection): the model's blocks (8/240 -> 12, 12, 48 strided; 48 -> 12, 12, 48;
 # 48 -> 48, 48, 192), 1 x 1 maps, odd widths and channel counts, wide channels (run-time tile stride), and bands of
@@ -233,7 +237,7 @@ def test_cat_layouts_and_threads(layout, threads):
     assert_close(out, reference.xception_block_cat(**args), ATOL, RTOL)
 
 
-@pytest.mark.parametrize("backend", TESTED_BACKENDS)
+@pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
 @pytest.mark.parametrize("stride, projection", [(1, False), (2, True)], ids=["s1-identity", "s2-projection"])
 def test_cat_of_one_input_is_the_block(backend, stride, projection):
     args = make_cat_args(2, [(6, 9, 7)], 5, 5, 6, stride, projection, seed=4)

@@ -16,6 +16,11 @@ HAS_CPU_KERNELS = "cpu" in dk.available_backends("cpu")
 needs_cpu_kernels = pytest.mark.skipif(not HAS_CPU_KERNELS, reason="compiled CPU kernels not built")
 # Backends whose argument checks the bad-input tests run through.
 CHECKED_BACKENDS = ["reference"] + (["cpu"] if HAS_CPU_KERNELS else [])
+# Backends whose results the op tests compare on CPU tensors: also Triton's kernels, under TRITON_INTERPRET=1
+# (tests/conftest.py sets it without a GPU; test_backends.py fails if an installed Triton is unavailable).
+RUNNABLE_BACKENDS = CHECKED_BACKENDS + (
+    ["triton"] if dk.backends.unavailable_reason("triton", torch.device("cpu")) is None else []
+)
 
 
 def in_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
