@@ -146,11 +146,15 @@ DWSEP_CASES = [
 ]
 
 
-def _dwsep_case(exe, tmp_path, case, seed=0):
+def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False):
+    """Runs one dwsep_conv case; with ``nan_input`` one input value is NaN and the output must have NaN exactly
+    where the reference has (NaN passes through each ReLU, as in torch.relu) and match it elsewhere."""
     n, c, h, w, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res, dtype = case
     gen = torch.Generator().manual_seed(seed)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     x = _randn(n, c, h, w, dtype=dtype, gen=gen)
+    if nan_input:
+        x[n - 1, c // 2, h // 2, w // 2] = float("nan")
     dw = _randn(c, 1, 3, 3, dtype=dtype, scale=1 / 3, gen=gen)
     dwb = _randn(c, dtype=dtype, gen=gen) if has_dwb else None
     pw = _randn(cout, c, 1, 1, dtype=dtype, scale=c**-0.5, gen=gen)
@@ -162,12 +166,24 @@ def _dwsep_case(exe, tmp_path, case, seed=0):
     got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout)).permute(0, 3, 1, 2)
     d = lambda t: None if t is None else t.double()  # noqa: E731
     expected = reference.dwsep_conv(d(x), d(dw), d(dwb), d(pw), d(pwb), stride, act_in, act_mid, act_out, d(res))
+    if nan_input:
+        assert expected.isnan().any() and torch.equal(got.isnan(), expected.isnan())
+        got, expected = got.nan_to_num(0.0), expected.nan_to_num(0.0)
     _close(got, expected, dtype)
 
 
 @pytest.mark.parametrize("case", DWSEP_CASES, ids=lambda c: f"{c[:6]}-{str(c[-1])[6:]}")
 def test_dwsep_conv_emulated(runners, tmp_path, case):
     _dwsep_case(runners["asan"], tmp_path, case)
+
+
+@pytest.mark.parametrize("flag", ["act_in", "act_mid", "act_out"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fma", "tensor-core"])
+def test_dwsep_conv_relu_keeps_nan_emulated(runners, tmp_path, flag, dtype):
+    """relu(NaN) = NaN at each ReLU point and on both paths (fmaxf(NaN, 0) would give 0 and pass every other case)."""
+    acts = [f == flag for f in ("act_in", "act_mid", "act_out")]
+    case = (1, 24, 7, 6, 32, 1, *acts, True, True, False, dtype)  # C, Cout >= 16: the tensor-core path in fp16
+    _dwsep_case(runners["asan"], tmp_path, case, nan_input=True)
 
 
 # (N, H, W, C, K, fc_bias, conv_bias, dtype); K = 0 leaves scale = relu(conv_bias). The pooling splits the pixels

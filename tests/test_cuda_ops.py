@@ -99,6 +99,17 @@ def test_dwsep_conv_activations_change_the_result(dtype):
         assert (dk.dwsep_conv(**args, **{flag: True}, backend="cuda").float() - plain).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("flag", ["act_in", "act_mid", "act_out"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16-tc"])
+def test_dwsep_conv_relu_keeps_nan_like_torch(flag, dtype):
+    """A NaN input must not come out as a finite number (fmaxf(NaN, 0) would make relu(NaN) = 0)."""
+    args = dw_args(1, 24, 32, 7, 6, 1, dtype=dtype, residual=False, seed=5)
+    args["x"][0, 12, 3, 3] = float("nan")
+    out = dk.dwsep_conv(**args, **{flag: True}, backend="cuda").cpu()
+    expected = dw_expected(args, **{flag: True})
+    assert expected.isnan().any() and torch.equal(out.isnan(), expected.isnan())
+
+
 def test_dwsep_conv_with_no_output_channels_is_empty():
     args = dw_args(2, 5, 0, 7, 6, 2, residual=False)
     out = torch.ops.dfanet.dwsep_conv(args["x"], args["dw_weight"], args["dw_bias"], args["pw_weight"],
