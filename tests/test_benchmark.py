@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from dfanet.bench_report import CandidateResult, Report, attach_ratios
-from dfanet.benchmark import build_model, parse_candidates, run_comparison, time_interleaved
+from dfanet.benchmark import (
+    build_model,
+    parse_candidates,
+    run_comparison,
+    time_interleaved,
+)
 
 
 def test_build_model_is_seeded_eval_and_leaves_global_rng_alone():

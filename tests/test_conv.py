@@ -6,7 +6,14 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
+from .utils import (
+    CHECKED_BACKENDS,
+    LAYOUTS,
+    assert_close,
+    in_layout,
+    needs_cpu_kernels,
+    randn,
+)
 
 # (N, C, Cout, H, W): the decoder's 48/32/192 -> 32 and 32 -> 19, conv1's 3 -> 8, odd and tiny ones, wide C.
 SHAPES_1X1 = [(1, 48, 32, 33, 65), (2, 32, 19, 7, 9), (1, 192, 32, 8, 16), (1, 1, 1, 1, 1), (3, 320, 17, 5, 6)]

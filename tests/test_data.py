@@ -16,7 +16,16 @@ from dfanet.data import (
 )
 from dfanet.predict import MEAN, STD
 
-from .synthetic import BUILDING, CAR, EGO_VEHICLE, ROAD, TRAIN_IDS, cityscapes_mask_path, make_camvid, make_cityscapes
+from .synthetic import (
+    BUILDING,
+    CAR,
+    EGO_VEHICLE,
+    ROAD,
+    TRAIN_IDS,
+    cityscapes_mask_path,
+    make_camvid,
+    make_cityscapes,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,14 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
+from .utils import (
+    CHECKED_BACKENDS,
+    LAYOUTS,
+    assert_close,
+    in_layout,
+    needs_cpu_kernels,
+    randn,
+)
 
 # (N, C, Cout, H, W): tiny, odd, wide/narrow, and the model's channel counts (12, 17, 48, 240).
 SHAPES = [

@@ -6,7 +6,15 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
+from .utils import (
+    CHECKED_BACKENDS,
+    LAYOUTS,
+    RUNNABLE_BACKENDS,
+    assert_close,
+    in_layout,
+    needs_cpu_kernels,
+    randn,
+)
 
 # (N, C, H, W, K): K is the hidden width (1000 in DFANet).
 SHAPES = [(1, 1, 1, 1, 1), (3, 3, 7, 7, 10), (1, 17, 33, 65, 1000), (3, 48, 1, 250, 37), (1, 240, 65, 33, 1000),
@@ -23,7 +31,7 @@ def make_args(n, c, h, w, k, *, bias=True, seed=0):
         x=randn(n, c, h, w, gen=gen),
         fc_weight=randn(k, c, gen=gen, scale=c**-0.5),
         fc_bias=randn(k, gen=gen) if bias else None,
-        conv_weight=randn(c, k, 1, 1, gen=gen, scale=k**-0.5),
+        conv_weight=randn(c, k, 1, 1, gen=gen, scale=max(k, 1) ** -0.5),
         conv_bias=randn(c, gen=gen) if bias else None,
     )
 
@@ -41,6 +49,15 @@ def test_matches_reference(shape, layout, bias):
 
 
 @needs_cpu_kernels
+@pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
+def test_empty_hidden_layer_scales_by_relu_conv_bias(backend):
+    """K = 0: the mat-vecs are empty sums, so the scale is relu(conv_bias) (and 0 without a bias)."""
+    args = make_args(2, 17, 5, 3, 0, seed=5)
+    assert_close(dk.fc_attention(**args, backend=backend), reference.fc_attention(**args), ATOL, RTOL)
+    args["conv_bias"] = None
+    assert torch.equal(dk.fc_attention(**args, backend=backend), torch.zeros_like(args["x"]))
+
+
 def test_scale_is_per_sample():
     """Each sample is scaled by its own pooled vector: swapping samples swaps outputs."""
     args = make_args(2, 6, 5, 5, 8, seed=4)

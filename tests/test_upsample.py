@@ -6,7 +6,15 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .utils import CHECKED_BACKENDS, LAYOUTS, assert_close, in_layout, needs_cpu_kernels, randn
+from .utils import (
+    CHECKED_BACKENDS,
+    LAYOUTS,
+    RUNNABLE_BACKENDS,
+    assert_close,
+    in_layout,
+    needs_cpu_kernels,
+    randn,
+)
 
 # Each case: output size and the (C, H, W) of each input: upsampling by 4 and by odd factors, an input already at
 # the output size (copied), downsampling, 1 x 1 sources and targets.
@@ -51,10 +59,14 @@ def test_add_matches_reference(case, layout, n):
     assert_close(out, reference.upsample_add(inputs, size), ATOL, RTOL)
 
 
-@needs_cpu_kernels
-def test_input_at_target_size_is_copied_exactly():
-    x = torch.randn(2, 5, 9, 11)
-    assert torch.equal(dk.upsample_concat([x], (9, 11), backend="cpu"), x)
+@pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
+@pytest.mark.parametrize("op", [dk.upsample_concat, dk.upsample_add])
+def test_input_at_target_size_is_copied_bit_exactly(op, backend):
+    """No 0 * neighbour term: inf, NaN and -0.0 come through unchanged, as in the reference (which returns x)."""
+    x = torch.randn(2, 5, 9, 11, generator=torch.Generator().manual_seed(5))
+    x[0, 0, 0, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
+    out = op([x], (9, 11), backend=backend)
+    assert torch.equal(out.view(torch.int32), x.view(torch.int32))
 
 
 def test_align_corners_convention_is_half_pixel():
