@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import dfanet_kernels as dk
 from dfanet import DFANet
 
-from .utils import needs_cpu_kernels, randomize_batchnorm
+from .utils import FP16_MODEL_TOLERANCE, assert_logits_close, needs_cpu_kernels, randomize_batchnorm
 
 FUSED_BACKENDS = [b for b in ("cpu", "reference") if b in dk.available_backends("cpu")]
 
@@ -216,3 +216,19 @@ def test_fused_runner_concat_is_read_by_the_next_stage(backend):
             # BN folded and sums reassociated over one stage's blocks: a few 1e-7 of the feature scale (fp32).
             assert fused.shape == unfused.shape
             assert (fused - unfused).abs().max() <= 1e-5 * unfused.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_model_stays_near_fp32(dtype):
+    """The measurement behind FP16_MODEL_TOLERANCE (used by the GPU model tests): on the reference backend the fp16
+    model is well inside it, and the check is tight enough to tell bf16 (8 mantissa bits) apart."""
+    model = make_model("A", fused=True, backend="reference")
+    x = torch.randn(2, 3, 256, 512, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        expected = model(x)
+        out = model.to(dtype)(x.to(dtype))
+    if dtype == torch.float16:
+        assert_logits_close(out, expected, **FP16_MODEL_TOLERANCE)
+    else:
+        with pytest.raises(AssertionError, match="mean"):
+            assert_logits_close(out, expected, **FP16_MODEL_TOLERANCE)

@@ -48,3 +48,24 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol
     assert actual.shape == expected.shape, f"shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     assert torch.isfinite(actual).all(), f"non-finite output at {torch.nonzero(~torch.isfinite(actual))[:5].tolist()}"
     torch.testing.assert_close(actual.float(), expected.float(), atol=atol, rtol=rtol)
+
+
+# A half-precision model against another path (fp16 rounds every layer's output, ~45 layers): DFANet A at 256 x 512,
+# batch 2, fp16 vs fp32 on the CPU (reference backend, 2026-11-27) differs by at most 2.0e-3 and on average 3.6e-4
+# of the logit scale, argmax agreeing on 99.96% of pixels. Two fp16 paths may each be that far from fp32.
+FP16_MODEL_TOLERANCE = dict(max_rel=2e-2, mean_rel=2e-3, argmax=0.99)
+
+
+def assert_logits_close(out: torch.Tensor, expected: torch.Tensor, max_rel: float, mean_rel: float,
+                        argmax: float) -> None:
+    """Model logits: max and mean |difference| relative to the largest |expected| logit, and the fraction of
+    pixels whose argmax class agrees (a dropped bias late in the network shifts the mean, not only the tail)."""
+    out, expected = out.float().cpu(), expected.float().cpu()
+    assert out.shape == expected.shape, f"shape {tuple(out.shape)} != {tuple(expected.shape)}"
+    assert torch.isfinite(out).all()
+    scale = expected.abs().max()
+    diff = (out - expected).abs()
+    assert diff.max() <= max_rel * scale, f"max |diff| {diff.max() / scale:.2e} of the logit scale"
+    assert diff.mean() <= mean_rel * scale, f"mean |diff| {diff.mean() / scale:.2e} of the logit scale"
+    agreement = (out.argmax(1) == expected.argmax(1)).float().mean()
+    assert agreement >= argmax, f"argmax agrees on {agreement:.4f} of pixels"
