@@ -75,18 +75,31 @@ SCRIPT = textwrap.dedent(
         assert spilled == 0 or spills_allowed, (fn.__name__, dtype, constexprs, num_warps, f"{spilled} B local memory")
         return k
 
-    # dwsep_conv (5-7 s per compile here): every dtype on sm_90 with the biggest tiles of any config; on sm_80
-    # (less shared memory) fp32, whose dot stages the most in shared memory, and fp16 with the 2-stage config.
-    # The dense NHWC path everywhere (the model's), the general-layout path once.
-    cases = [(90, dtype, D.CONFIGS[2], 128, 32, True) for dtype in ("fp32", "fp16", "bf16")]
-    cases += [(80, "fp32", D.CONFIGS[2], 128, 32, True), (80, "fp16", D.CONFIGS[3], 128, 16, False)]
-    for arch, dtype, config, block_co, block_ci, nhwc in cases:
-        ce = dict(X_NHWC=nhwc, RES_NHWC=nhwc, IS_FP32=dtype == "fp32", DOT_FP32=False,
-                  BLOCK_CO=block_co, BLOCK_CI=block_ci, **config.kwargs)
-        # The tl.dot kernel runs at the 255-register cap and its big tiles spill 8-128 bytes (Triton 3.6, sm_90);
-        # whether smaller tiles pay off is for a GPU to measure, so spills are not asserted away here.
+    # dwsep_conv (3-7 s per compile here), with DFANet's channel counts as the launcher passes them: not multiples
+    # of 16 (C = 24, Cout = 96), so alignment comes only from the C_VEC/CO_VEC hints (4 values for fp32, 8 for
+    # fp16/bf16).
+    # - Batch 1 at 1024 x 1024, the tiles default_config picks for 24 -> 96 at 128 x 128 (the largest accumulator
+    #   of any batch-1 layer), every dtype on sm_90: no spills (4 warps spilled 40 B before it took 8).
+    # - The biggest tiles of any config (128 x 128, size class 2: batch >= 4), every dtype on sm_90; on sm_80 (less
+    #   shared memory) fp32, whose dot stages the most in shared memory, and fp16 with the 2-stage config. These
+    #   run at the 255-register cap and may spill 8-48 B: whether smaller tiles pay off is for a GPU to measure.
+    # - The dense NHWC path everywhere (the model's); the general-layout path and 64-bit indices once.
+    vec = dict(fp32=4, fp16=8, bf16=8)
+    batch1 = D.default_config(128 * 128, 24, 96)
+    cases = [(90, dtype, batch1, True, False, False) for dtype in ("fp32", "fp16", "bf16")]
+    cases += [(90, dtype, D.default_config(8 * 128 * 128, 24, 96), True, False, True)
+              for dtype in ("fp32", "fp16", "bf16")]
+    cases += [(80, "fp32", D.default_config(8 * 128 * 128, 24, 96), True, False, True),
+              (80, "fp16", triton.Config({**D.CONFIGS[3].kwargs, "BLOCK_CO": 128, "BLOCK_CI": 16},
+                                         num_warps=D.CONFIGS[3].num_warps, num_stages=D.CONFIGS[3].num_stages),
+               False, True, True)]
+    for arch, dtype, config, nhwc, idx64, spills_allowed in cases:
+        # As a launch specialises them: the unit strides of contiguous weights and biases are constants, and
+        # torch's allocations are 16-byte aligned (no int argument is a multiple of 16 here).
+        ce = dict(X_NHWC=nhwc, RES_NHWC=nhwc, IS_FP32=dtype == "fp32", DOT_FP32=False, C_VEC=vec[dtype],
+                  CO_VEC=vec[dtype], IDX64=idx64, sdw_w=1, sdw_b=1, spw_i=1, spw_b=1, **config.kwargs)
         k = compile_(D._dwsep_conv_kernel, dtype, ce, arch, num_warps=config.num_warps, num_stages=config.num_stages,
-                     spills_allowed=True)
+                     aligned=("out_ptr",), spills_allowed=spills_allowed)
         if dtype != "fp32":
             assert "mma" in k.asm["ptx"], "fp16/bf16 dot must run on tensor cores"
     # The other kernels have nothing architecture- or dtype-specific beyond their loads: sm_90, fp16 (bf16 for

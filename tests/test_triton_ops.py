@@ -104,6 +104,38 @@ def test_dwsep_conv_mixed_layouts(x_layout, residual_layout):
     check(dk.dwsep_conv(**args, act_in=True, backend="triton"), dw_expected(args, act_in=True), 1e-5, 1e-5)
 
 
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+def test_dwsep_conv_with_int64_indices(monkeypatch, layout):
+    """The 64-bit index path, taken only where an offset reaches 2**31 (too big to test), forced on a small case."""
+    from dfanet_kernels.triton import dwsep_conv as module
+
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
+    args = dw_args(2, 24, 40, 9, 7, 2, seed=6)
+    args["x"] = in_layout(args["x"], layout)
+    check(dk.dwsep_conv(**args, act_in=True, backend="triton"), dw_expected(args, act_in=True), 1e-5, 1e-5)
+
+
+@pytest.mark.parametrize(
+    "channels, dtype, width",
+    [(12, torch.float32, 4), (24, torch.float32, 4), (6, torch.float32, 2), (19, torch.float32, 1),
+     (12, torch.float16, 4), (24, torch.bfloat16, 8), (192, torch.float16, 8), (1, torch.float16, 1)],
+)
+def test_vector_width_divides_the_channels_within_16_bytes(channels, dtype, width):
+    from dfanet_kernels.triton._common import vector_width
+
+    assert vector_width(channels, torch.empty(0, dtype=dtype)) == width
+
+
+def test_needs_int64_at_offsets_past_int32():
+    from dfanet_kernels.triton._common import needs_int64
+
+    assert not needs_int64(torch.empty(2**15 - 1, 2**16, device="meta"), None)
+    assert needs_int64(None, torch.empty(2**15 + 1, 2**16, device="meta"))
+    # A view's reach, not its element count: every fourth column, 2**30 elements spanning 2**32.
+    view = torch.empty(2**14, 2**18, device="meta")[:, ::4]
+    assert view.numel() == 2**30 and needs_int64(view)
+
+
 @pytest.mark.parametrize("flag", ["act_in", "act_mid", "act_out"])
 def test_dwsep_conv_relu_keeps_nan_like_torch(flag):
     """A NaN input must not come out as a finite number (max.f32 would make relu(NaN) = 0)."""

@@ -46,6 +46,24 @@ def is_nhwc(t: torch.Tensor) -> bool:
     return bool(t.is_contiguous(memory_format=torch.channels_last))
 
 
+def vector_width(channels: int, like: torch.Tensor) -> int:
+    """The largest power of two dividing ``channels`` (the innermost NHWC size) that keeps an access within 16 bytes:
+    4 for fp32 and 8 for fp16/bf16 at DFANet's channel counts (all multiples of 4, not all of 16)."""
+    width, channels = 1, static(channels)
+    while channels % (2 * width) == 0 and 2 * width * like.element_size() <= 16:
+        width *= 2
+    return width
+
+
+def needs_int64(*tensors: torch.Tensor | None) -> bool:
+    """Whether an element offset into any of ``tensors`` (the largest: the sum of (size - 1) * stride) may reach
+    2**31, so that the kernels must index in int64."""
+    for t in tensors:
+        if t is not None and sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) >= 2**31 - 1:
+            return True
+    return False
+
+
 # [pixels, channels] tiles of the bandwidth-bound kernels (upsample, pool, scale): 2048 values over 8 warps, 8 per
 # thread. At 32 per thread (4096 values, 4 warps) a channel count that is not a multiple of 16 (no vector accesses:
 # one channel per lane, and each lane redoes the index math of 32 pixels) made ptxas spill 4.4 KB per thread (Triton

@@ -25,7 +25,9 @@ from ._common import (
     interpreter_tracing,
     is_nhwc,
     launchable,
+    needs_int64,
     static,
+    vector_width,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -35,7 +37,8 @@ from ._common import (
 # every tile dimension >= 16, so they are padded with masks:
 # - BLOCK_CO = next power of two of Cout, 16..128: one Cout tile computes the depthwise result once for all outputs
 #   up to 128 (Cout = 192 takes two tiles, i.e. the depthwise result twice, instead of a 256-wide fp32 accumulator).
-# - BLOCK_CI = 16 where C % 32 is 1..16 (C = 12, 48, 144, 240: no masked lanes in the depthwise loop), else 32.
+# - BLOCK_CI = 16 where C % 32 is 1..16 (C = 48, 144, 240: no masked lanes in the depthwise loop; C = 12 masks 4
+#   of 16 instead of 20 of 32), else 32.
 # The pixel tile (BLOCK_P, warps, stages) is picked per size class of P = N * Ho * Wo: DFANet's maps are small at
 # batch 1 (16 x 16 pixels in backbone 3's enc4 at 1024 x 1024 input: 32-pixel tiles keep enough programs for the
 # SMs) and large at batch 8 (8 x 256 x 256 in enc2: 128-pixel tiles). With DFANET_TRITON_AUTOTUNE=1 (the default on
@@ -53,6 +56,8 @@ CONFIGS = [
     triton.Config({"BLOCK_P": 128}, num_warps=8, num_stages=1),  # size class 2
     triton.Config({"BLOCK_P": 64}, num_warps=4, num_stages=2),
 ]
+# Output tiles of at least this many values (BLOCK_P x BLOCK_CO) take 8 warps: fewer accumulator values a thread.
+_PIXELS_X_CHANNELS_PER_8_WARPS = 8192
 # The interpreter runs programs one after another: big tiles, few programs.
 _INTERPRET_CONFIG = triton.Config({"BLOCK_P": 128}, num_warps=4, num_stages=1)
 _INTERPRET_MAX_CHANNEL_TILE = 64
@@ -86,8 +91,11 @@ def default_config(p: int, c: int, cout: int) -> triton.Config:
 def _default_config(size_class: int, c: int, cout: int) -> triton.Config:
     pixels = _INTERPRET_CONFIG if INTERPRET else CONFIGS[size_class]
     block_co, block_ci = channel_tiles(c, cout)
+    # A 64 x 128 fp32 accumulator over 4 warps is 64 values a thread and spilled (Cout = 96 at 128 x 128 pixels:
+    # 255 registers + 40 B, sm_90, Triton 3.9); over 8 warps it fits in 206 registers.
+    warps = max(pixels.num_warps, 8 if pixels.kwargs["BLOCK_P"] * block_co >= _PIXELS_X_CHANNELS_PER_8_WARPS else 4)
     return triton.Config({**pixels.kwargs, "BLOCK_CO": block_co, "BLOCK_CI": block_ci},
-                         num_warps=pixels.num_warps, num_stages=pixels.num_stages)
+                         num_warps=warps if not INTERPRET else pixels.num_warps, num_stages=pixels.num_stages)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -117,12 +125,23 @@ def _dwsep_conv_kernel(
     ACT_IN, ACT_MID, ACT_OUT, HAS_DW_BIAS, HAS_PW_BIAS, HAS_RESIDUAL,
     X_NHWC: tl.constexpr, RES_NHWC: tl.constexpr,  # dense channels_last: offsets from C alone
     IS_FP32: tl.constexpr, DOT_FP32: tl.constexpr,
+    C_VEC: tl.constexpr, CO_VEC: tl.constexpr,  # powers of two dividing C and COUT (see _common.vector_width)
+    IDX64: tl.constexpr,  # some element offset reaches 2**31 (see _common.needs_int64)
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
+    # Restated as multiples of their vector widths, which Triton's alignment analysis then knows (it sees only
+    # "divisible by 16 or not"): DFANet's 8, 12 and 24 channels get 16-byte NHWC accesses instead of one load per
+    # value and per pixel (and the register pressure of that many addresses, which spilled).
+    C = (C // C_VEC) * C_VEC
+    COUT = (COUT // CO_VEC) * CO_VEC
     pid_p = tl.program_id(0)
     pid_co = tl.program_id(1)
-    # int64 pixel indices: N * H * W * C overflows int32 for large batches/images.
-    offs_p = pid_p.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    # int32 pixel indices unless an offset needs 64 bits: the divisions by WO and HO below are a few instructions
+    # in int32 but a ~80-instruction software routine each in int64.
+    if IDX64:
+        offs_p = pid_p.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    else:
+        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < P
     ow = offs_p % WO
     oh = (offs_p // WO) % HO
@@ -249,6 +268,7 @@ def dwsep_conv_forward(
         HAS_DW_BIAS=dw_bias is not None, HAS_PW_BIAS=pw_bias is not None, HAS_RESIDUAL=residual is not None,
         X_NHWC=is_nhwc(x), RES_NHWC=residual is None or is_nhwc(residual),
         IS_FP32=x.dtype == torch.float32, DOT_FP32=interpreter_dot_fp32(x.dtype),
+        C_VEC=vector_width(c, x), CO_VEC=vector_width(cout, x), IDX64=needs_int64(x, out, residual),
     )
     if config is None and AUTOTUNE:
         block_co, block_ci = channel_tiles(c, cout)
