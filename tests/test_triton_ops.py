@@ -15,6 +15,7 @@ if not torch.cuda.is_available():
 os.environ.setdefault("DFANET_TRITON_AUTOTUNE", "0")
 
 import itertools  # noqa: E402
+import re  # noqa: E402
 from functools import partial  # noqa: E402
 
 import pytest  # noqa: E402
@@ -177,6 +178,23 @@ def test_dwsep_conv_every_gpu_tuning_config(shape, config_index):
     out = module.dwsep_conv_forward(a["x"], a["dw_weight"], a["dw_bias"], a["pw_weight"], a["pw_bias"], stride,
                                     True, False, True, a["residual"], config=tiles)
     check(out, dw_expected(a, act_in=True, act_out=True), 1e-5, 1e-5)
+
+
+@pytest.mark.parametrize("op", ["dwsep_conv", "fc_attention", "upsample_add"])
+def test_other_dtypes_are_rejected_naming_the_argument(op):
+    """float64 (or an integer type) never reaches a kernel: the public op names the argument and the dtypes."""
+    gen = torch.Generator().manual_seed(1)
+    if op == "dwsep_conv":
+        args = {k: v.double() if isinstance(v, torch.Tensor) else v for k, v in dw_args(1, 4, 3, 5, 5, 1).items()}
+        call = lambda: dk.dwsep_conv(**args, backend="triton")  # noqa: E731
+    elif op == "fc_attention":
+        args = {k: v.double() for k, v in fc_args(1, 4, 5, 5, 7).items()}
+        call = lambda: dk.fc_attention(**args, backend="triton")  # noqa: E731
+    else:
+        call = lambda: dk.upsample_add([rand(1, 2, 3, 3, gen=gen).double()], (5, 5), backend="triton")  # noqa: E731
+    name = "inputs" if op == "upsample_add" else "x"
+    with pytest.raises(TypeError, match=rf"{re.escape(name)}: backend 'triton' takes dtype float32/float16/bfloat16"):
+        call()
 
 
 def test_dwsep_conv_direct_op_call_with_bad_shape_raises():
@@ -426,16 +444,18 @@ def no_tf32():
 
 @torch.no_grad()
 @pytest.mark.usefixtures("no_tf32")
-def test_dfanet_b_on_triton_matches_reference_backend():
+@pytest.mark.parametrize("batch, size", [(1, (64, 64)), (2, (67, 45))], ids=["1x64x64", "2x67x45"])
+def test_dfanet_b_on_triton_matches_reference_backend(batch, size):
     """The whole fused forward (every op family, the model's shapes and flags) vs the same folded weights on the
-    reference backend. 64 x 64 is about 10 s under the interpreter (~200 launches)."""
+    reference backend; 67 x 45 makes every stride-2 layer see odd sizes. 64 x 64 is about 10 s under the
+    interpreter (~200 launches)."""
     from dfanet import DFANet
 
     torch.manual_seed(0)
     model = DFANet(num_classes=5, variant="B", fused=True, backend="triton")
     randomize_batchnorm(model)
     model.eval().to(DEVICE)
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(8)).to(DEVICE)
+    x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(8)).to(DEVICE)
     out = model(x)
     model.backend = "reference"
     expected = model(x)
