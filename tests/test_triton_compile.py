@@ -103,8 +103,8 @@ SCRIPT = textwrap.dedent(
         if dtype != "fp32":
             assert "mma" in k.asm["ptx"], "fp16/bf16 dot must run on tensor cores"
     # The other kernels have nothing architecture- or dtype-specific beyond their loads: sm_90, fp16 (bf16 for
-    # the pool), fp32 for the upsample (7 s: four inlined sources; its general-layout path only differs in the
-    # offsets, as in the kernels above); its float scales also as fp64, the type Inductor gives Python floats.
+    # the pool), fp32 for the upsample (four inlined sources); its general-layout path with 64-bit offsets and
+    # float scales as fp64 (the type Inductor gives Python floats) once.
     # Tiles as the launchers choose them, for a channel count the vector accesses cannot use (19: DFANet's
     # classes, the case that spilled) and for 192 with the alignment Triton sees at launch.
     for c, aligned in ((19, ()), (192, ("C", "C_TOTAL", "C_OFF"))):
@@ -114,10 +114,10 @@ SCRIPT = textwrap.dedent(
                      f32_ptrs=("part_ptr",), num_warps=TILE_WARPS, aligned=aligned)
             compile_(F._scale_kernel, "fp16", dict(X_NHWC=nhwc, BLOCK_P=block_p, BLOCK_C=block_c), 90,
                      f32_ptrs=("scale_ptr",), num_warps=TILE_WARPS, aligned=aligned)
-        block_p, block_c = U.tiles(c)
-        compile_(U._upsample_kernel, "fp32", dict(SRC_NHWC=True, BLOCK_P=block_p, BLOCK_C=block_c), 90,
+        block_w, block_c = U.tiles(c, 1024)
+        compile_(U._upsample_kernel, "fp32", dict(SRC_NHWC=True, IDX64=False, BLOCK_W=block_w, BLOCK_C=block_c), 90,
                  num_warps=TILE_WARPS, aligned=aligned)
-    compile_(U._upsample_kernel, "fp16", dict(SRC_NHWC=True, BLOCK_P=block_p, BLOCK_C=block_c), 90,
+    compile_(U._upsample_kernel, "fp16", dict(SRC_NHWC=False, IDX64=True, BLOCK_W=block_w, BLOCK_C=block_c), 90,
              num_warps=TILE_WARPS, scales="fp64")
     compile_(F._fc_hidden_kernel, "fp16", dict(HAS_BIAS=True, BLOCK_S=32, BLOCK_K=64, BLOCK_C=128), 90,
              f32_ptrs=("part_ptr", "hidden_ptr"), num_warps=TILE_WARPS)

@@ -283,6 +283,20 @@ def test_upsample_mixed_layouts(op):
     check(getattr(dk, op)(inputs, (13, 7), backend="triton"), expected, 1e-5, 1e-5)
 
 
+@pytest.mark.parametrize("nhwc", [True, False], ids=["nhwc", "mixed-layouts"])
+@pytest.mark.parametrize("op", ["upsample_concat", "upsample_add"])
+def test_upsample_with_int64_indices(monkeypatch, op, nhwc):
+    """The 64-bit index path, taken only where an offset reaches 2**31 (too big to test), forced on small cases."""
+    from dfanet_kernels.triton import upsample as module
+
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
+    gen = torch.Generator().manual_seed(8)
+    inputs = [in_layout(rand(2, 5, *hw, gen=gen), "channels_last" if nhwc or i == 0 else "strided")
+              for i, hw in enumerate([(4, 3), (13, 7), (7, 7)])]
+    expected = getattr(reference, op)([f64(t) for t in inputs], (13, 7))
+    check(getattr(dk, op)(inputs, (13, 7), backend="triton"), expected, 1e-5, 1e-5)
+
+
 @pytest.mark.parametrize("op", ["upsample_concat", "upsample_add"])
 def test_input_at_target_size_is_copied_bit_exactly(op):
     """No 0 * neighbour term: inf, NaN and -0.0 come through unchanged, as in the reference (which returns x)."""

@@ -4,10 +4,10 @@ align_corners=False with PyTorch's source-index rule: ``src = (dst + 0.5) * in /
 upper neighbour clamped at ``in - 1``. An input already at the target size is copied exactly (no 0 * neighbour
 term, so inf/NaN and -0.0 pass through as they do in the reference).
 
-One kernel serves both ops: a program computes a [BLOCK_P pixels, BLOCK_C channels] tile of the NHWC output as the
-sum of up to MAX_SOURCES resized sources and writes it once. ``upsample_concat`` launches it once per input, each
-writing its own channel slice (every output value is still written once); ``upsample_add`` sums up to MAX_SOURCES
-inputs in one launch, in fp32 (DFANet's decoder adds at most four).
+One kernel serves both ops: a program computes a [BLOCK_W pixels of one row, BLOCK_C channels] tile of the NHWC
+output as the sum of up to MAX_SOURCES resized sources and writes it once. ``upsample_concat`` launches it once per
+input, each writing its own channel slice (every output value is still written once); ``upsample_add`` sums up to
+MAX_SOURCES inputs in one launch, in fp32 (DFANet's decoder adds at most four).
 """
 
 import torch
@@ -26,6 +26,7 @@ from ._common import (
     interpreter_tracing,
     is_nhwc,
     launchable,
+    needs_int64,
     pixel_block,
     static,
 )
@@ -45,9 +46,10 @@ _MAX_BLOCK_C = 64 if not INTERPRET else 256
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _pixel_offsets(n, h, w, H, W, C, s_n, s_h, s_w, NHWC: tl.constexpr):
+def _pixel_offsets(n, h, w, H, W, C, s_n, s_h, s_w, NHWC: tl.constexpr, IDX64: tl.constexpr):
     """Element offsets of pixels (n, h, w) of a source: dense NHWC from C alone (vectorisable), else strided."""
-    n, h, w = n.to(tl.int64), h.to(tl.int64), w.to(tl.int64)  # element offsets can pass 2**31
+    if IDX64:
+        n, h, w = n.to(tl.int64), h.to(tl.int64), w.to(tl.int64)
     if NHWC:
         off = ((n * H + h) * W + w) * C
     else:
@@ -57,18 +59,20 @@ def _pixel_offsets(n, h, w, H, W, C, s_n, s_h, s_w, NHWC: tl.constexpr):
 
 @triton.jit
 def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w, scale_h, scale_w, SAME,
-                   NHWC: tl.constexpr):
-    """fp32 [BLOCK_P, BLOCK_C] tile of one source resized to the output grid, at output pixels (n, oh, ow)."""
+                   NHWC: tl.constexpr, IDX64: tl.constexpr):
+    """fp32 [BLOCK_W, BLOCK_C] tile of one source resized to the output grid, at output pixels (n, oh, ow): n and
+    oh are the program's row (scalars), ow its BLOCK_W columns."""
     if NHWC:
         cols = offs_c[None, :]
     else:
         cols = offs_c[None, :] * s_c
     if SAME:
-        at = _pixel_offsets(n, oh, ow, H, W, C, s_n, s_h, s_w, NHWC)
+        at = _pixel_offsets(n, oh, ow, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
         val = tl.load(src_ptr + at[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
     else:
         # PyTorch's area_pixel_compute_source_index in fp32; trunc == floor because src >= 0 after the clamp. The
         # scales are cast because Inductor (torch.compile) passes Python floats as fp64, Triton's launcher as fp32.
+        # The vertical taps and weights are the row's, computed once per program.
         hr = tl.maximum(tl.cast(scale_h, tl.float32) * (oh.to(tl.float32) + 0.5) - 0.5, 0.0)
         wr = tl.maximum(tl.cast(scale_w, tl.float32) * (ow.to(tl.float32) + 0.5) - 0.5, 0.0)
         h0 = tl.minimum(hr.to(tl.int32), H - 1)
@@ -79,10 +83,10 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w
         lw1 = wr - w0.to(tl.float32)
         lh0 = 1.0 - lh1
         lw0 = 1.0 - lw1
-        at_a = _pixel_offsets(n, h0, w0, H, W, C, s_n, s_h, s_w, NHWC)
-        at_b = _pixel_offsets(n, h0, w1, H, W, C, s_n, s_h, s_w, NHWC)
-        at_c = _pixel_offsets(n, h1, w0, H, W, C, s_n, s_h, s_w, NHWC)
-        at_d = _pixel_offsets(n, h1, w1, H, W, C, s_n, s_h, s_w, NHWC)
+        at_a = _pixel_offsets(n, h0, w0, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
+        at_b = _pixel_offsets(n, h0, w1, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
+        at_c = _pixel_offsets(n, h1, w0, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
+        at_d = _pixel_offsets(n, h1, w1, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
         a = tl.load(src_ptr + at_a[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         b = tl.load(src_ptr + at_b[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         c = tl.load(src_ptr + at_c[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
@@ -90,7 +94,7 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w
         # The reference's order of operations: h0 * (w0 * a + w1 * b) + h1 * (w0 * c + w1 * d).
         top = lw0[:, None] * a + lw1[:, None] * b
         bottom = lw0[:, None] * c + lw1[:, None] * d
-        val = lh0[:, None] * top + lh1[:, None] * bottom
+        val = lh0 * top + lh1 * bottom
     return val
 
 
@@ -98,13 +102,13 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w
 # vector width: C, C_TOTAL, C_OFF through the dense NHWC offsets. Pixel-axis sizes, the source count and the
 # general-layout strides are not.
 @triton.jit(do_not_specialize=[
-    "P", "HO", "WO", "NUM_SOURCES",
+    "HO", "WO", "NUM_SOURCES",
     "H0", "W0", "sn0", "sc0", "sh0", "sw0", "H1", "W1", "sn1", "sc1", "sh1", "sw1",
     "H2", "W2", "sn2", "sc2", "sh2", "sw2", "H3", "W3", "sn3", "sc3", "sh3", "sw3",
 ])
 def _upsample_kernel(
     out_ptr,  # dense NHWC with C_TOTAL channels; this launch writes channels [C_OFF, C_OFF + C)
-    P, C, HO, WO, C_TOTAL, C_OFF,
+    C, HO, WO, C_TOTAL, C_OFF,
     p0, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0,
     p1, H1, W1, sn1, sc1, sh1, sw1, fh1, fw1,
     p2, H2, W2, sn2, sc2, sh2, sw2, fh2, fw2,
@@ -113,28 +117,34 @@ def _upsample_kernel(
     # resized mix (the uniform branches cost nothing measurable).
     NUM_SOURCES, SAME0, SAME1, SAME2, SAME3, ACCUMULATE,
     SRC_NHWC: tl.constexpr,  # every source dense channels_last: offsets from C alone
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    IDX64: tl.constexpr,  # some element offset reaches 2**31 (see _common.needs_int64)
+    BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    # Pixel indices in int32 (the launcher checks P < 2**31): a division by a runtime int64 is a long software
-    # routine, and with a 1-channel-per-lane layout (C not a multiple of 16) every lane repeats it for 32 pixels.
-    offs_p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    mask_p = offs_p < P
-    ow = offs_p % WO
-    oh = (offs_p // WO) % HO
-    n = offs_p // (WO * HO)
-    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    mask = mask_p[:, None] & (offs_c < C)[None, :]
+    # A program computes BLOCK_W consecutive pixels of one output row x BLOCK_C channels. The row (n, oh) is a
+    # scalar: its division and the vertical taps are done once, not per pixel (a flattened pixel index made each
+    # lane divide by WO and HO for every pixel it held).
+    row = tl.program_id(0)  # n * HO + oh
+    n = row // HO
+    oh = row - n * HO
+    ow = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (ow < WO)[:, None] & (offs_c < C)[None, :]
 
-    acc = _bilinear_tile(p0, n, oh, ow, offs_c, mask, C, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, SAME0, SRC_NHWC)
+    acc = _bilinear_tile(p0, n, oh, ow, offs_c, mask, C, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, SAME0, SRC_NHWC,
+                         IDX64)
     if NUM_SOURCES > 1:
-        acc += _bilinear_tile(p1, n, oh, ow, offs_c, mask, C, H1, W1, sn1, sc1, sh1, sw1, fh1, fw1, SAME1, SRC_NHWC)
+        acc += _bilinear_tile(p1, n, oh, ow, offs_c, mask, C, H1, W1, sn1, sc1, sh1, sw1, fh1, fw1, SAME1, SRC_NHWC,
+                              IDX64)
     if NUM_SOURCES > 2:
-        acc += _bilinear_tile(p2, n, oh, ow, offs_c, mask, C, H2, W2, sn2, sc2, sh2, sw2, fh2, fw2, SAME2, SRC_NHWC)
+        acc += _bilinear_tile(p2, n, oh, ow, offs_c, mask, C, H2, W2, sn2, sc2, sh2, sw2, fh2, fw2, SAME2, SRC_NHWC,
+                              IDX64)
     if NUM_SOURCES > 3:
-        acc += _bilinear_tile(p3, n, oh, ow, offs_c, mask, C, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3, SAME3, SRC_NHWC)
+        acc += _bilinear_tile(p3, n, oh, ow, offs_c, mask, C, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3, SAME3, SRC_NHWC,
+                              IDX64)
 
-    # offs_p = (n * HO + oh) * WO + ow: the dense NHWC output's pixel index.
-    o_ptrs = out_ptr + offs_p.to(tl.int64)[:, None] * C_TOTAL + (C_OFF + offs_c)[None, :]
+    if IDX64:
+        row = row.to(tl.int64)
+    o_ptrs = out_ptr + ((row * WO + ow) * C_TOTAL)[:, None] + (C_OFF + offs_c)[None, :]
     if ACCUMULATE:
         acc += tl.load(o_ptrs, mask=mask, other=0.0).to(tl.float32)
     tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -170,10 +180,11 @@ def _source_args(t: torch.Tensor, ho: int, wo: int) -> list:
     return [t, h, w, *t.stride(), static(h) / static(ho), static(w) / static(wo)]
 
 
-def tiles(c: int) -> tuple[int, int]:
-    """(BLOCK_P, BLOCK_C) of a launch over C channels; num_warps is TILE_WARPS."""
+def tiles(c: int, wo: int) -> tuple[int, int]:
+    """(BLOCK_W, BLOCK_C) of a launch over C channels and output rows WO pixels wide; num_warps is TILE_WARPS.
+    A row segment no wider than the row (at least 16 pixels), so narrow maps do not mask most of a tile."""
     block_c = channel_block(c, _MAX_BLOCK_C)
-    return pixel_block(block_c, TILE_ELEMENTS), block_c
+    return min(pixel_block(block_c, TILE_ELEMENTS), max(16, triton.next_power_of_2(static(wo)))), block_c
 
 
 def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumulate: bool) -> None:
@@ -185,14 +196,15 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
     for t in padded:
         args += _source_args(t, ho, wo)
     same = [bool(t.shape[2] == ho and t.shape[3] == wo) for t in padded]
-    block_p, block_c = tiles(c)
-    p = n * ho * wo
-    check(p < 2**31, lambda: f"size: at most 2**31 - 1 output pixels (N * H * W), got {p}")
-    launchable(_upsample_kernel)[(triton.cdiv(p, block_p), triton.cdiv(c, block_c))](
-        out, p, c, ho, wo, out.shape[1], c_off, *args,
+    block_w, block_c = tiles(c, wo)
+    # CUDA grids: up to 2**31 - 1 programs along x (the rows), 65535 along y and z.
+    check(n * ho < 2**31, lambda: f"size: at most 2**31 - 1 output rows (N * H), got {n * ho}")
+    check(triton.cdiv(wo, block_w) <= 65535, lambda: f"size: output width {wo} is more than this kernel tiles")
+    launchable(_upsample_kernel)[(n * ho, triton.cdiv(wo, block_w), triton.cdiv(c, block_c))](
+        out, c, ho, wo, out.shape[1], c_off, *args,
         NUM_SOURCES=len(sources), SAME0=same[0], SAME1=same[1], SAME2=same[2], SAME3=same[3],
-        ACCUMULATE=accumulate, SRC_NHWC=all(is_nhwc(t) for t in sources), BLOCK_P=block_p, BLOCK_C=block_c,
-        num_warps=TILE_WARPS,
+        ACCUMULATE=accumulate, SRC_NHWC=all(is_nhwc(t) for t in sources), IDX64=needs_int64(out, *sources),
+        BLOCK_W=block_w, BLOCK_C=block_c, num_warps=TILE_WARPS,
     )
 
 
