@@ -74,7 +74,8 @@ def extensions():
     sources = ["csrc/ops.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     if not _want_cuda():
         print(f"dfanet_kernels: building CPU kernels ({len(sources)} sources)")
-        return [CppExtension("dfanet_kernels._C", sources, extra_compile_args={"cxx": cxx_flags}, extra_link_args=link_flags)]
+        return [CppExtension("dfanet_kernels._C", sources, extra_compile_args={"cxx": cxx_flags},
+                             extra_link_args=link_flags)]
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0+PTX")
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     print(

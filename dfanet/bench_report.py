@@ -29,7 +29,8 @@ def quantiles(values, qs=(20, 50, 80)) -> tuple[float, ...]:
 class CandidateResult:
     name: str
     description: str
-    status: str  # "ok"; "skipped" (runtime missing); "error" (failed to build or run); "mismatch" (wrong output, not timed)
+    # "ok"; "skipped" (runtime missing); "error" (failed to build or run); "mismatch" (wrong output, not timed)
+    status: str
     reason: str | None = None
     times_ms: list[float] = field(default_factory=list)  # one per round, in round order
     setup_s: float | None = None  # building it: ONNX export + session, or torch.compile's compile (first call)
@@ -172,8 +173,9 @@ class Report:
         for r in sorted((r for r in self.results if r.timed), key=lambda r: r.median_ms):
             paired = "–" if r.paired_ratio is None else f"{r.paired_ratio[0]:.2f}–{r.paired_ratio[2]:.2f}x"
             lines.append(
-                f"| {r.name} | {r.median_ms:.1f} | {r.p20_ms:.1f}–{r.p80_ms:.1f} | {_fmt(r.ratio_to_fused, '.2f', 'x')} "
-                f"| {paired} | {_fmt(r.rel_err, '.1e')} | {_fmt(r.peak_mib, '.0f')} | {_fmt(r.setup_s, '.1f')} |"
+                f"| {r.name} | {r.median_ms:.1f} | {r.p20_ms:.1f}–{r.p80_ms:.1f} "
+                f"| {_fmt(r.ratio_to_fused, '.2f', 'x')} | {paired} | {_fmt(r.rel_err, '.1e')} "
+                f"| {_fmt(r.peak_mib, '.0f')} | {_fmt(r.setup_s, '.1f')} |"
             )
         lines.append("")
         best, speedup = self.best_baseline, self.fused_vs_best
@@ -237,7 +239,8 @@ class Report:
         colours = ["tab:orange" if r.name == REFERENCE else "tab:blue" for r in timed]
         ax.barh([r.name for r in timed], medians, xerr=errors, color=colours, capsize=3)
         for i, r in enumerate(timed):
-            label = f" {r.median_ms:.1f} ms" + ("" if r.ratio_to_fused is None else f"  ({r.ratio_to_fused:.2f}x fused)")
+            ratio = "" if r.ratio_to_fused is None else f"  ({r.ratio_to_fused:.2f}x fused)"
+            label = f" {r.median_ms:.1f} ms" + ratio
             ax.text(r.p80_ms, i, label, va="center", fontsize=8)
         ax.set_xlim(0, max((r.p80_ms for r in timed), default=1) * 1.45)
         ax.set_xlabel("median ms per forward (whiskers p20–p80); ratio = time / fused time")
@@ -253,7 +256,8 @@ class Report:
         """Write ``<stem>.md``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir``; returns the paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"markdown": out / f"{self.stem}.md", "json": out / f"{self.stem}.json", "plot": out / f"{self.stem}.png"}
+        paths = {"markdown": out / f"{self.stem}.md", "json": out / f"{self.stem}.json",
+                 "plot": out / f"{self.stem}.png"}
         paths["markdown"].write_text(self.to_markdown())
         paths["json"].write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         self.write_plot(paths["plot"])

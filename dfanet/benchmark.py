@@ -123,7 +123,8 @@ class _Context:
                 except (RuntimeError, ValueError) as err:
                     self._onnx_error = str(err)
                 else:
-                    _log(f"exported with the {self._onnx.exporter} exporter in {self._onnx.seconds:.1f} s", self.verbose)
+                    onnx = self._onnx
+                    _log(f"exported with the {onnx.exporter} exporter in {onnx.seconds:.1f} s", self.verbose)
         if self._onnx_error is not None:
             raise RuntimeError(f"ONNX export failed: {self._onnx_error}")  # an error, not a missing runtime
         return self._onnx

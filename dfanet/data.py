@@ -33,7 +33,8 @@ _ORDER, _AUGMENT = 0, 1
 def cityscapes_classes() -> tuple[str, ...]:
     from cityscapesscripts.helpers.labels import labels
 
-    return tuple(l.name for l in sorted(labels, key=lambda l: l.trainId) if 0 <= l.trainId < IGNORE_INDEX)
+    return tuple(label.name for label in sorted(labels, key=lambda label: label.trainId)
+                 if 0 <= label.trainId < IGNORE_INDEX)
 
 
 class LabelMap:
@@ -63,7 +64,8 @@ def cityscapes_label_map() -> LabelMap:
     from cityscapesscripts.helpers.labels import labels
 
     # The license plate's id is -1; written to an 8-bit PNG it reads as 255. Every non-train class is ignored.
-    return LabelMap({l.id % 256: l.trainId if 0 <= l.trainId < IGNORE_INDEX else IGNORE_INDEX for l in labels})
+    return LabelMap({label.id % 256: label.trainId if 0 <= label.trainId < IGNORE_INDEX else IGNORE_INDEX
+                     for label in labels})
 
 
 def camvid_label_map() -> LabelMap:

@@ -164,7 +164,8 @@ class DFANet(nn.Module):
             features = []
             for i in range(3):
                 if i == 0:
-                    inp = stem if previous is None else runner.concat([previous[0], previous[3]], previous[0].shape[-2:])
+                    inp = (stem if previous is None
+                           else runner.concat([previous[0], previous[3]], previous[0].shape[-2:]))
                 else:
                     own = features[-1]
                     inp = own if previous is None else runner.concat([own, previous[i]], own.shape[-2:])
@@ -197,4 +198,5 @@ class DFANet(nn.Module):
         return load_backbone_state(self, path)
 
     def extra_repr(self) -> str:
-        return f"variant={self.variant.name!r}, num_classes={self.num_classes}, fused={self.fused}, backend={self.backend!r}"
+        return (f"variant={self.variant.name!r}, num_classes={self.num_classes}, fused={self.fused}, "
+                f"backend={self.backend!r}")

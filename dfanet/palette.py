@@ -10,7 +10,7 @@ def palette(num_classes: int) -> np.ndarray:
     """A num_classes x 3 uint8 colour table: Cityscapes' colours first, then fixed pseudo-random ones."""
     from cityscapesscripts.helpers.labels import labels
 
-    colors = [label.color for label in sorted(labels, key=lambda l: l.trainId) if 0 <= label.trainId < 255]
+    colors = [label.color for label in sorted(labels, key=lambda label: label.trainId) if 0 <= label.trainId < 255]
     rng = np.random.default_rng(0)
     while len(colors) < num_classes:
         colors.append(tuple(int(c) for c in rng.integers(0, 256, 3)))

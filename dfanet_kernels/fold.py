@@ -45,7 +45,9 @@ def fold_bn(
 
 
 @torch.no_grad()
-def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None, name: str = "conv") -> tuple[torch.Tensor, torch.Tensor | None]:
+def fold_conv_bn(
+    conv: nn.Conv2d, bn: nn.BatchNorm2d | None, name: str = "conv"
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The (weight, bias) of ``bn(conv(x))`` as one conv; with ``bn=None`` the conv's own, checked for finiteness."""
     if bn is not None:
         return fold_bn(conv.weight, conv.bias, bn, name)

@@ -114,7 +114,8 @@ def dwsep_conv(
 def _run_dwsep_conv(chosen, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out, residual):
     """dwsep_conv on checked arguments, on backend ``chosen``."""
     if chosen == "reference":
-        return reference.dwsep_conv(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out, residual)
+        return reference.dwsep_conv(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out,
+                                    residual)
     return _op(chosen, "dwsep_conv")(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, bool(act_in), bool(act_mid),
                                      bool(act_out), residual)
 

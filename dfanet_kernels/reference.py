@@ -87,7 +87,8 @@ def attention_scale(
     conv_weight: torch.Tensor,
     conv_bias: torch.Tensor | None,
 ) -> torch.Tensor:
-    """The N x C channel scale of FC attention: ``relu(conv_weight @ (fc_weight @ mean_hw(x) + fc_bias) + conv_bias)``."""
+    """The N x C channel scale of FC attention:
+    ``relu(conv_weight @ (fc_weight @ mean_hw(x) + fc_bias) + conv_bias)``."""
     pooled = x.mean(dim=(2, 3))
     hidden = F.linear(pooled, fc_weight, fc_bias)
     return F.relu(F.linear(hidden, conv_weight.flatten(1), conv_bias))

@@ -17,7 +17,8 @@ from .utils import (
 
 # (N, C, Cout, H, W): the decoder's 48/32/192 -> 32 and 32 -> 19, conv1's 3 -> 8, odd and tiny ones, wide C.
 SHAPES_1X1 = [(1, 48, 32, 33, 65), (2, 32, 19, 7, 9), (1, 192, 32, 8, 16), (1, 1, 1, 1, 1), (3, 320, 17, 5, 6)]
-SHAPES_3X3 = [(1, 3, 8, 64, 96), (2, 3, 8, 33, 65), (1, 5, 19, 9, 7), (1, 3, 8, 1, 1), (1, 3, 8, 2, 2), (1, 1, 33, 4, 9)]
+SHAPES_3X3 = [(1, 3, 8, 64, 96), (2, 3, 8, 33, 65), (1, 5, 19, 9, 7), (1, 3, 8, 1, 1), (1, 3, 8, 2, 2),
+              (1, 1, 33, 4, 9)]
 
 # fp32: C (1x1) or 9 C (3x3) products summed in another order than oneDNN's.
 ATOL, RTOL = 2e-5, 1e-5
@@ -32,7 +33,8 @@ def make_args(n, c, cout, h, w, k, seed=0, bias=True):
 @needs_cpu_kernels
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("op, k, shape", [("conv1x1", 1, s) for s in SHAPES_1X1] + [("conv3x3", 3, s) for s in SHAPES_3X3],
+@pytest.mark.parametrize("op, k, shape",
+                         [("conv1x1", 1, s) for s in SHAPES_1X1] + [("conv3x3", 3, s) for s in SHAPES_3X3],
                          ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else str(v))
 def test_matches_reference_on_every_path(every_isa, op, k, shape, stride, relu):
     x, w, b = make_args(*shape, k)

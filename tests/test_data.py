@@ -49,8 +49,8 @@ def test_cityscapes_label_table_comes_from_cityscapesscripts():
     from cityscapesscripts.helpers.labels import labels
 
     label_map = get_dataset("cityscapes").label_map()
-    ids = np.array([[l.id % 256 for l in labels]], dtype=np.uint8)
-    expected = [l.trainId if 0 <= l.trainId < 255 else 255 for l in labels]
+    ids = np.array([[label.id % 256 for label in labels]], dtype=np.uint8)
+    expected = [label.trainId if 0 <= label.trainId < 255 else 255 for label in labels]
     assert label_map(ids, "x.png")[0].tolist() == expected
 
 

@@ -25,7 +25,8 @@ def test_weights_land_in_all_three_backbones(classifier_file):
     ours = model.state_dict()
     assert torch.equal(ours["conv1.0.weight"], clf.conv1[0].weight)
     for n in range(3):
-        assert torch.equal(ours[f"backbones.{n}.stages.2.3.sep2.pointwise.weight"], clf.stages[2][3].sep2.pointwise.weight)
+        assert torch.equal(ours[f"backbones.{n}.stages.2.3.sep2.pointwise.weight"],
+                           clf.stages[2][3].sep2.pointwise.weight)
         assert torch.equal(ours[f"backbones.{n}.fca.fc.weight"], clf.fc.weight)
     # Backbone 1 sees exactly the classifier's inputs, so all of it loads; later backbones' first blocks see
     # concatenated inputs (more channels) and keep their initialisation.
