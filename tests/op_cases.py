@@ -110,3 +110,19 @@ def block_expected(args):
     converted = {k: [f64(t) for t in v] if isinstance(v, list) else f64(v) if isinstance(v, torch.Tensor) else v
                  for k, v in args.items()}
     return reference.xception_block_cat(**converted)
+
+
+def check_block(case, backend, device, check):
+    """xception_block_cat (and, for one input, xception_block and PreparedBlock) of ``case`` on ``backend`` against
+    the float64 reference; ``check(out, expected, atol, rtol)`` is the calling test file's output check.
+
+    fp32: three convs in a row (plus a resize), each summing 9 + C products in another order than the float64
+    reference: a few ulp times sqrt(terms) per conv on O(1) values, far below 5e-5 after three (as on the CPU)."""
+    args = block_args(*case, device=device)
+    inputs = args.pop("inputs")
+    expected = block_expected({"inputs": inputs, **args})
+    check(dk.xception_block_cat(inputs, **args, backend=backend), expected, 5e-5, 2e-5)
+    if len(inputs) == 1:
+        check(dk.xception_block(inputs[0], **args, backend=backend), expected, 5e-5, 2e-5)
+        block = dk.PreparedBlock(**args, backend=backend)
+        assert torch.equal(block(inputs[0]), dk.xception_block(inputs[0], **args, backend=backend))

@@ -28,7 +28,6 @@ rand = partial(op_cases.rand, device=DEVICE)
 dw_args = partial(op_cases.dw_args, device=DEVICE)
 fc_args = partial(op_cases.fc_args, device=DEVICE)
 up_inputs = partial(op_cases.up_inputs, device=DEVICE)
-block_args = partial(op_cases.block_args, device=DEVICE)
 
 # The glue makes every layout NHWC before it dispatches on dtype: each layout in fp32, each 16-bit dtype in one.
 LAYOUT_DTYPES = [
@@ -218,18 +217,9 @@ def test_upsample_align_corners_convention_is_half_pixel():
 # ------------------------------------------------------------------------------------------------------------------
 # xception_block / xception_block_cat: composed from the ops above by dfanet_kernels.ops
 # ------------------------------------------------------------------------------------------------------------------
-# fp32: three convs in a row (plus a resize), each summing 9 + C products in another order than the float64
-# reference: a few ulp times sqrt(terms) per conv on O(1) values, far below 5e-5 after three (as on the CPU).
 @pytest.mark.parametrize("case", op_cases.BLOCK_CASES, ids=op_cases.block_case_id)
 def test_xception_block_matches_reference(case):
-    args = block_args(*case)
-    inputs = args.pop("inputs")
-    expected = op_cases.block_expected({"inputs": inputs, **args})
-    check(dk.xception_block_cat(inputs, **args, backend="cuda"), expected, 5e-5, 2e-5)
-    if len(inputs) == 1:
-        check(dk.xception_block(inputs[0], **args, backend="cuda"), expected, 5e-5, 2e-5)
-        block = dk.PreparedBlock(**args, backend="cuda")
-        assert torch.equal(block(inputs[0]), dk.xception_block(inputs[0], **args, backend="cuda"))
+    op_cases.check_block(case, "cuda", DEVICE, check)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ rand = partial(op_cases.rand, device=DEVICE)
 dw_args = partial(op_cases.dw_args, device=DEVICE)
 fc_args = partial(op_cases.fc_args, device=DEVICE)
 up_inputs = partial(op_cases.up_inputs, device=DEVICE)
-block_args = partial(op_cases.block_args, device=DEVICE)
 UNAVAILABLE = backends.unavailable_reason("triton", DEVICE)
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"triton backend unavailable: {UNAVAILABLE}")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -315,18 +314,9 @@ def test_upsample_align_corners_convention_is_half_pixel():
 # ------------------------------------------------------------------------------------------------------------------
 # xception_block / xception_block_cat: composed from the ops above by dfanet_kernels.ops
 # ------------------------------------------------------------------------------------------------------------------
-# fp32: three convs in a row (plus a resize), each summing 9 + C products in another order than the float64
-# reference: a few ulp times sqrt(terms) per conv on O(1) values, far below 5e-5 after three (as on the CPU).
 @pytest.mark.parametrize("case", op_cases.BLOCK_CASES, ids=op_cases.block_case_id)
 def test_xception_block_matches_reference(case):
-    args = block_args(*case)
-    inputs = args.pop("inputs")
-    expected = op_cases.block_expected({"inputs": inputs, **args})
-    check(dk.xception_block_cat(inputs, **args, backend="triton"), expected, 5e-5, 2e-5)
-    if len(inputs) == 1:
-        check(dk.xception_block(inputs[0], **args, backend="triton"), expected, 5e-5, 2e-5)
-        block = dk.PreparedBlock(**args, backend="triton")
-        assert torch.equal(block(inputs[0]), dk.xception_block(inputs[0], **args, backend="triton"))
+    op_cases.check_block(case, "triton", DEVICE, check)
 
 
 # ------------------------------------------------------------------------------------------------------------------
