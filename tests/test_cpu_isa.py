@@ -44,7 +44,12 @@ def test_fc_attention(every_isa, shape):
 def test_upsample(every_isa, case):
     up_tests.test_concat_matches_reference(case, "strided", 3)
     up_tests.test_add_matches_reference(case, "channels_last", 1)
-    up_tests.test_input_at_target_size_is_copied_exactly()
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("op", [dk.upsample_concat, dk.upsample_add], ids=["concat", "add"])
+def test_upsample_of_a_same_size_input_is_a_bit_exact_copy(every_isa, op):
+    up_tests.test_input_at_target_size_is_copied_bit_exactly(op, "cpu")
 
 
 @needs_cpu_kernels
