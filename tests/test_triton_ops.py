@@ -106,12 +106,14 @@ def test_dwsep_conv_mixed_layouts(x_layout, residual_layout):
 
 @pytest.mark.parametrize("layout", ["channels_last", "strided"])
 def test_dwsep_conv_with_int64_indices(monkeypatch, layout):
-    """The 64-bit index path, taken only where an offset reaches 2**31 (too big to test), forced on a small case."""
+    """The 64-bit index path, taken only where an offset reaches 2**31 (too big to test), forced on a small case:
+    x and the residual in one layout (dense NHWC or strided), Cout over two output-channel tiles."""
     from dfanet_kernels.triton import dwsep_conv as module
 
     monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
-    args = dw_args(2, 24, 40, 9, 7, 2, seed=6)
+    args = dw_args(2, 24, 70, 9, 7, 2, seed=6)
     args["x"] = in_layout(args["x"], layout)
+    args["residual"] = in_layout(args["residual"], layout)
     check(dk.dwsep_conv(**args, act_in=True, backend="triton"), dw_expected(args, act_in=True), 1e-5, 1e-5)
 
 
@@ -294,6 +296,24 @@ def test_upsample_with_int64_indices(monkeypatch, op, nhwc):
               for i, hw in enumerate([(4, 3), (13, 7), (7, 7)])]
     expected = getattr(reference, op)([f64(t) for t in inputs], (13, 7))
     check(getattr(dk, op)(inputs, (13, 7), backend="triton"), expected, 1e-5, 1e-5)
+
+
+@pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
+def test_upsample_over_several_row_and_channel_tiles(monkeypatch, int64):
+    """16 x 16 tiles (a GPU's are larger, the interpreter's cover whole rows): rows of 40 pixels take three width
+    tiles, 20 and 37 channels two and three channel tiles, at a concatenation offset and with batch 2; the add
+    of five inputs takes a second, accumulating launch."""
+    from dfanet_kernels.triton import upsample as module
+
+    monkeypatch.setattr(module, "tiles", lambda c, wo: (16, 16))
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: int64)
+    gen = torch.Generator().manual_seed(9)
+    cat = [rand(2, 20, 13, 40, gen=gen), in_layout(rand(2, 37, 5, 17, gen=gen), "strided")]
+    check(dk.upsample_concat(cat, (13, 40), backend="triton"),
+          reference.upsample_concat([f64(t) for t in cat], (13, 40)), 1e-5, 1e-5)
+    add = [rand(2, 20, 3 + i, 30 + i, gen=gen) for i in range(5)]
+    check(dk.upsample_add(add, (13, 40), backend="triton"), reference.upsample_add([f64(t) for t in add], (13, 40)),
+          1e-5, 1e-5)
 
 
 @pytest.mark.parametrize("op", ["upsample_concat", "upsample_add"])

@@ -130,8 +130,8 @@ def _dwsep_conv_kernel(
     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr,
 ):
     # Restated as multiples of their vector widths, which Triton's alignment analysis then knows (it sees only
-    # "divisible by 16 or not"): DFANet's 8, 12 and 24 channels get 16-byte NHWC accesses instead of one load per
-    # value and per pixel (and the register pressure of that many addresses, which spilled).
+    # "divisible by 16 or not"): in fp32 DFANet's 8, 12 and 24 channels get 16-byte NHWC accesses instead of one
+    # load per value and per pixel (and the register pressure of that many addresses, which spilled).
     C = (C // C_VEC) * C_VEC
     COUT = (COUT // CO_VEC) * CO_VEC
     pid_p = tl.program_id(0)
@@ -144,10 +144,16 @@ def _dwsep_conv_kernel(
         offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < P
     ow = offs_p % WO
-    oh = (offs_p // WO) % HO
-    n = offs_p // (WO * HO)
+    rows = offs_p // WO  # n * HO + oh; not offs_p // (WO * HO), whose product would be int32
+    oh = rows % HO
+    n = rows // HO
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     mask_co = offs_co < COUT
+    # Channel offsets of the general-layout path: a channel times its stride may pass 2**31 too.
+    if IDX64:
+        co_idx = offs_co.to(tl.int64)
+    else:
+        co_idx = offs_co
 
     ih0 = oh * STRIDE - 1
     iw0 = ow * STRIDE - 1
@@ -164,6 +170,8 @@ def _dwsep_conv_kernel(
                 ok = row_ok & (iw >= 0) & (iw < W)
                 if X_NHWC:  # C % 16 == 0 lets Triton prove alignment and load whole vectors of channels
                     ptrs = x_ptr + ((n * H + ih) * W + iw)[:, None] * C + offs_ci[None, :]
+                elif IDX64:
+                    ptrs = x_ptr + (n * sx_n + ih * sx_h + iw * sx_w)[:, None] + offs_ci.to(tl.int64)[None, :] * sx_c
                 else:
                     ptrs = x_ptr + (n * sx_n + ih * sx_h + iw * sx_w)[:, None] + offs_ci[None, :] * sx_c
                 # Padding reads 0, and relu(0) = 0: act_in needs no special case at the border.
@@ -205,7 +213,7 @@ def _dwsep_conv_kernel(
         if RES_NHWC:
             r_ptrs = res_ptr + offs_p[:, None] * COUT + offs_co[None, :]
         else:
-            r_ptrs = res_ptr + (n * sr_n + oh * sr_h + ow * sr_w)[:, None] + offs_co[None, :] * sr_c
+            r_ptrs = res_ptr + (n * sr_n + oh * sr_h + ow * sr_w)[:, None] + co_idx[None, :] * sr_c
         acc += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
     # offs_p = (n * HO + oh) * WO + ow: the dense NHWC output's pixel index.
     tl.store(out_ptr + offs_p[:, None] * COUT + offs_co[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
@@ -252,6 +260,11 @@ def dwsep_conv_forward(
     pw_b = x if pw_bias is None else pw_bias
     res = out if residual is None else residual
 
+    # CUDA grids: up to 2**31 - 1 programs along x (pixel tiles, at least 32 pixels each), 65535 along y.
+    block_co, block_ci = channel_tiles(c, cout)
+    check(triton.cdiv(cout, block_co) <= 65535,
+          lambda: f"pw_weight: at most {65535 * block_co} output channels, got {cout}")
+
     def grid(meta):
         return (triton.cdiv(p, meta["BLOCK_P"]), triton.cdiv(cout, meta["BLOCK_CO"]))
 
@@ -268,10 +281,10 @@ def dwsep_conv_forward(
         HAS_DW_BIAS=dw_bias is not None, HAS_PW_BIAS=pw_bias is not None, HAS_RESIDUAL=residual is not None,
         X_NHWC=is_nhwc(x), RES_NHWC=residual is None or is_nhwc(residual),
         IS_FP32=x.dtype == torch.float32, DOT_FP32=interpreter_dot_fp32(x.dtype),
-        C_VEC=vector_width(c, x), CO_VEC=vector_width(cout, x), IDX64=needs_int64(x, out, residual),
+        C_VEC=vector_width(c, x), CO_VEC=vector_width(cout, x),
+        IDX64=needs_int64(x, out, residual, dw_weight, pw_weight),
     )
     if config is None and AUTOTUNE:
-        block_co, block_ci = channel_tiles(c, cout)
         launchable(_dwsep_conv_kernel)[grid](*args, **flags, BLOCK_CO=block_co, BLOCK_CI=block_ci)
     else:  # the kernel under the autotuner, launched with one config's tiles, warps and stages
         config = config or default_config(p, c, cout)

@@ -64,6 +64,8 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w
     oh are the program's row (scalars), ow its BLOCK_W columns."""
     if NHWC:
         cols = offs_c[None, :]
+    elif IDX64:  # a channel times its stride may pass 2**31 too
+        cols = offs_c.to(tl.int64)[None, :] * s_c
     else:
         cols = offs_c[None, :] * s_c
     if SAME:
@@ -200,6 +202,7 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
     # CUDA grids: up to 2**31 - 1 programs along x (the rows), 65535 along y and z.
     check(n * ho < 2**31, lambda: f"size: at most 2**31 - 1 output rows (N * H), got {n * ho}")
     check(triton.cdiv(wo, block_w) <= 65535, lambda: f"size: output width {wo} is more than this kernel tiles")
+    check(triton.cdiv(c, block_c) <= 65535, lambda: f"inputs: at most {65535 * block_c} channels each, got {c}")
     launchable(_upsample_kernel)[(n * ho, triton.cdiv(wo, block_w), triton.cdiv(c, block_c))](
         out, c, ho, wo, out.shape[1], c_off, *args,
         NUM_SOURCES=len(sources), SAME0=same[0], SAME1=same[1], SAME2=same[2], SAME3=same[3],
