@@ -7,7 +7,7 @@ BN-folding helpers in :mod:`dfanet_kernels.fold`, and :class:`PreparedConv`, :cl
 :class:`PreparedAttention` (the weighted ops with their weights checked once, for repeated calls).
 """
 
-from . import _fake  # noqa: F401  (loads the compiled library and registers fake implementations)
+from . import _autograd, _fake  # noqa: F401  (load the compiled library; register backward refusals, fakes)
 from .backends import available_backends
 from .constants import ALIGN_CORNERS, BACKENDS
 from .fold import fold_bn, fold_conv_bn

@@ -73,3 +73,20 @@ def test_installed_triton_makes_the_triton_backend_available():
         pytest.skip("Triton is not installed (the package's [triton] extra)")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert backends.unavailable_reason("triton", device) is None
+
+
+@pytest.mark.skipif("cpu" not in dk.available_backends("cpu"), reason="compiled CPU kernels not built")
+@pytest.mark.parametrize("op", ["dwsep_conv", "upsample_add", "conv1x1", "fc_attention"])
+def test_backward_through_a_compiled_op_raises_instead_of_dropping_the_gradient(op):
+    x = torch.randn(1, 4, 5, 5, requires_grad=True)
+    calls = {
+        "dwsep_conv": lambda: dk.dwsep_conv(x, torch.randn(4, 1, 3, 3), None, torch.randn(4, 4, 1, 1), None,
+                                            backend="cpu"),
+        "upsample_add": lambda: dk.upsample_add([x], (7, 7), backend="cpu"),
+        "conv1x1": lambda: dk.conv1x1(x, torch.randn(3, 4, 1, 1), None, backend="cpu"),
+        "fc_attention": lambda: dk.fc_attention(x, torch.randn(6, 4), None, torch.randn(4, 6, 1, 1), None,
+                                                backend="cpu"),
+    }
+    y = calls[op]()
+    with pytest.raises(RuntimeError, match=f"dfanet::{op} is inference-only"):
+        (y.sum() + x.sum()).backward()
