@@ -21,7 +21,12 @@ def fold_bn(
     channel, ``s = gamma / sqrt(var + eps)``. Raises ValueError naming ``name`` if any input or result is non-finite
     (a diverged training run or a corrupt checkpoint), so a bad model fails here and not as NaN logits later.
     """
+    weight = _checks.floating(f"{name} weight", _checks.tensor(f"{name} weight", weight))
+    if not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+        raise TypeError(f"{name}: expected a BatchNorm module to fold, got {type(bn).__name__}")
     cout = weight.shape[0]
+    if bias is not None:
+        _checks.like(f"{name} bias", bias, weight, "the weight", (cout,))
     if bn.num_features != cout:
         raise ValueError(f"{name}: BatchNorm has {bn.num_features} features, the conv has {cout} output channels")
     if bn.running_mean is None or bn.running_var is None:
@@ -39,9 +44,11 @@ def fold_bn(
     folded_weight = weight.float() * scale.reshape(-1, *([1] * (weight.dim() - 1)))
     base = bias.float() if bias is not None else torch.zeros_like(mean)
     folded_bias = (base - mean) * scale + beta
+    # Checked in the weight's dtype: a fold that fits fp32 may still overflow fp16.
+    folded_weight, folded_bias = folded_weight.to(weight.dtype), folded_bias.to(weight.dtype)
     _checks.finite(f"{name} folded weight", folded_weight)
     _checks.finite(f"{name} folded bias", folded_bias)
-    return folded_weight.to(weight.dtype), folded_bias.to(weight.dtype)
+    return folded_weight, folded_bias
 
 
 @torch.no_grad()
@@ -49,6 +56,8 @@ def fold_conv_bn(
     conv: nn.Conv2d, bn: nn.BatchNorm2d | None, name: str = "conv"
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The (weight, bias) of ``bn(conv(x))`` as one conv; with ``bn=None`` the conv's own, checked for finiteness."""
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"{name}: expected an nn.Conv2d, got {type(conv).__name__}")
     if bn is not None:
         return fold_bn(conv.weight, conv.bias, bn, name)
     _checks.finite(f"{name} weight", conv.weight)

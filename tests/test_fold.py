@@ -78,3 +78,34 @@ def test_negative_variance_is_caught():
     bn.running_var[0] = -1.0
     with pytest.raises(ValueError, match="running_var has negative entries"):
         dk.fold_conv_bn(conv, bn, name="layer")
+
+
+def test_fold_that_overflows_half_precision_is_caught():
+    """The fold fits fp32 but not the fp16 weights it is returned in (6e4 * 100 > 65504)."""
+    bn = nn.BatchNorm2d(4).eval()
+    with torch.no_grad():
+        bn.weight.fill_(100.0)
+    with pytest.raises(ValueError, match="head folded weight: expected finite values"):
+        dk.fold_bn(torch.full((4, 3, 1, 1), 6e4, dtype=torch.float16), None, bn, name="head")
+
+
+@pytest.mark.parametrize(
+    "weight, bias, bn, error, message",
+    [
+        (torch.randn(4, 3, 3, 3), torch.tensor([0.5]), nn.BatchNorm2d(4), ValueError,
+         r"head bias: expected shape \(4,\), got \(1,\)"),
+        (torch.randn(4, 3, 3, 3), torch.randn(4, 1), nn.BatchNorm2d(4), ValueError, r"head bias: expected shape"),
+        (torch.ones(4, 3, 1, 1, dtype=torch.int32), None, nn.BatchNorm2d(4), TypeError,
+         r"head weight: expected a floating dtype"),
+        ([1.0, 2.0], None, nn.BatchNorm2d(4), TypeError, r"head weight: expected a torch.Tensor"),
+        (torch.randn(4, 3, 1, 1), None, nn.Conv2d(4, 4, 1), TypeError, r"head: expected a BatchNorm module"),
+    ],
+)
+def test_bad_fold_arguments_raise_naming_them(weight, bias, bn, error, message):
+    with pytest.raises(error, match=message):
+        dk.fold_bn(weight, bias, bn.eval(), name="head")
+
+
+def test_fold_conv_bn_takes_a_conv():
+    with pytest.raises(TypeError, match=r"head: expected an nn.Conv2d, got Tensor"):
+        dk.fold_conv_bn(torch.randn(4, 3, 1, 1), nn.BatchNorm2d(4), name="head")
