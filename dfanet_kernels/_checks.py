@@ -54,6 +54,15 @@ def weight_4d(name: str, t: object) -> torch.Tensor:
     return t
 
 
+def stride(value: object) -> None:
+    """A conv stride: the Python int 1 or 2 (a float, bool or NumPy/tensor scalar would reach the kernels' int
+    arguments and fail there without naming it)."""
+    if type(value) is not int:
+        raise TypeError(f"stride: expected the int 1 or 2, got {type(value).__name__} {value!r}")
+    if value not in (1, 2):
+        raise ValueError(f"stride: expected 1 or 2, got {value!r}")
+
+
 def optional_like(name: str, t: object, ref: torch.Tensor, ref_name: str, shape: Sequence[int]) -> None:
     if t is not None:
         like(name, t, ref, ref_name, shape)

@@ -100,8 +100,7 @@ def dwsep_conv(
     cout = pw_weight.shape[0]
     _checks.like("pw_weight", pw_weight, x, "x", (cout, c, 1, 1))
     _checks.optional_like("pw_bias", pw_bias, x, "x", (cout,))
-    if isinstance(stride, bool) or stride not in (1, 2):
-        raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
+    _checks.stride(stride)
     out_shape = (n, cout, conv_output_size(h, stride), conv_output_size(w, stride))
     _checks.optional_like("residual", residual, x, "x", out_shape)
 
@@ -138,8 +137,7 @@ def _check_block_weights(c: int, ref: torch.Tensor, ref_name: str, dw_weights, p
         _checks.like(f"pw_weights[{i}]", pw, ref, ref_name, (pw.shape[0], channels[i], 1, 1))
         channels.append(pw.shape[0])
         _checks.optional_like(f"pw_biases[{i}]", pw_biases[i], ref, ref_name, (channels[-1],))
-    if isinstance(stride, bool) or stride not in (1, 2):
-        raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
+    _checks.stride(stride)
     if shortcut_weight is None:
         if stride != 1 or channels[3] != c:
             raise ValueError(f"shortcut_weight: None (identity) needs stride 1 and {c} output channels, got stride "
@@ -249,8 +247,7 @@ def _check_conv_weights(k: int, c: int, ref: torch.Tensor, ref_name: str, weight
     weight = _checks.weight_4d("weight", weight)
     _checks.like("weight", weight, ref, ref_name, (weight.shape[0], c, k, k))
     _checks.optional_like("bias", bias, ref, ref_name, (weight.shape[0],))
-    if isinstance(stride, bool) or stride not in (1, 2):
-        raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
+    _checks.stride(stride)
 
 
 def _conv(k: int, x, weight, bias, stride, relu, backend):

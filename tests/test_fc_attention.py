@@ -58,6 +58,15 @@ def test_empty_hidden_layer_scales_by_relu_conv_bias(backend):
     assert torch.equal(dk.fc_attention(**args, backend=backend), torch.zeros_like(args["x"]))
 
 
+@pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
+def test_nan_input_gives_nan_scales_like_torch_relu(backend):
+    """relu(NaN) = NaN: a NaN in the pooled mean must not become a scale of 0 (max(NaN, 0) = 0 would hide it)."""
+    args = make_args(1, 4, 2, 2, 3, seed=6)
+    args["x"][0, 0, 0, 0] = float("nan")
+    out, expected = dk.fc_attention(**args, backend=backend), reference.fc_attention(**args)
+    assert expected.isnan().all() and torch.equal(out.isnan(), expected.isnan())
+
+
 def test_scale_is_per_sample():
     """Each sample is scaled by its own pooled vector: swapping samples swaps outputs."""
     args = make_args(2, 6, 5, 5, 8, seed=4)

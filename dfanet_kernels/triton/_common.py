@@ -6,6 +6,7 @@ import os
 
 import torch
 import triton
+import triton.language as tl
 from torch.library import wrap_triton
 
 # TRITON_INTERPRET=1 runs every program of a launch one after another in NumPy (CPU tensors, CI). Triton reads the
@@ -44,6 +45,12 @@ def is_nhwc(t: torch.Tensor) -> bool:
     Triton prove alignment and vectorise along channels; other layouts go through (unspecialised) strides.
     """
     return bool(t.is_contiguous(memory_format=torch.channels_last))
+
+
+@triton.jit
+def relu(v):
+    # where, not maximum: NaN stays NaN as in torch.relu (max.f32 would turn it into 0).
+    return tl.where(v < 0.0, 0.0, v)
 
 
 def vector_width(channels: int, like: torch.Tensor) -> int:

@@ -26,6 +26,7 @@ from ._common import (
     is_nhwc,
     launchable,
     needs_int64,
+    relu,
     static,
     vector_width,
 )
@@ -101,12 +102,6 @@ def _default_config(size_class: int, c: int, cout: int) -> triton.Config:
 # ---------------------------------------------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
-@triton.jit
-def _relu(v):
-    # where, not maximum: NaN stays NaN as in torch.relu (max.f32 would turn it into 0).
-    return tl.where(v < 0.0, 0.0, v)
-
-
 @triton.autotune(configs=CONFIGS, key=["C", "COUT", "P_CLASS", "STRIDE"])
 # Specialisation (an int divisible by 16 or equal to 1 compiles its own variant, seconds each) only where it sets a
 # vector width: C and COUT, through the dense NHWC offsets. Pixel-axis sizes, the conv stride (1 or 2: one variant
@@ -177,13 +172,13 @@ def _dwsep_conv_kernel(
                 # Padding reads 0, and relu(0) = 0: act_in needs no special case at the border.
                 xv = tl.load(ptrs, mask=ok[:, None] & mask_ci[None, :], other=0.0).to(tl.float32)
                 if ACT_IN:
-                    xv = _relu(xv)
+                    xv = relu(xv)
                 wv = tl.load(dw_w_ptr + offs_ci * sdw_c + kh * sdw_h + kw * sdw_w, mask=mask_ci, other=0.0)
                 dw += xv * wv.to(tl.float32)[None, :]
         if HAS_DW_BIAS:
             dw += tl.load(dw_b_ptr + offs_ci * sdw_b, mask=mask_ci, other=0.0).to(tl.float32)[None, :]
         if ACT_MID:
-            dw = _relu(dw)
+            dw = relu(dw)
         pw = tl.load(
             pw_w_ptr + offs_ci[:, None] * spw_i + offs_co[None, :] * spw_o,
             mask=mask_ci[:, None] & mask_co[None, :],
@@ -207,7 +202,7 @@ def _dwsep_conv_kernel(
     if HAS_PW_BIAS:
         acc += tl.load(pw_b_ptr + offs_co * spw_b, mask=mask_co, other=0.0).to(tl.float32)[None, :]
     if ACT_OUT:
-        acc = _relu(acc)
+        acc = relu(acc)
     mask = mask_p[:, None] & mask_co[None, :]
     if HAS_RESIDUAL:
         if RES_NHWC:

@@ -31,6 +31,7 @@ from ._common import (
     is_nhwc,
     launchable,
     pixel_block,
+    relu,
     static,
 )
 
@@ -131,7 +132,7 @@ def _fc_scale_kernel(
         acc += tl.sum(w * hidden[None, :], axis=1)
     if HAS_BIAS:
         acc += tl.load(conv_b_ptr + offs_c * scb, mask=mask_c, other=0.0).to(tl.float32)
-    tl.store(scale_ptr + n * C + offs_c, tl.maximum(acc, 0.0), mask=mask_c)
+    tl.store(scale_ptr + n * C + offs_c, relu(acc), mask=mask_c)
 
 
 @triton.jit(do_not_specialize=["P", "HW", "W", "sx_n", "sx_c", "sx_h", "sx_w"])
