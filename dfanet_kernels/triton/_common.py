@@ -53,6 +53,14 @@ def relu(v):
     return tl.where(v < 0.0, 0.0, v)
 
 
+@triton.jit
+def widen(v, IDX64: tl.constexpr):
+    """``v`` as int64 where IDX64 (some element offset may reach 2**31, see needs_int64), else as it is (int32)."""
+    if IDX64:
+        v = v.to(tl.int64)
+    return v
+
+
 def vector_width(channels: int, like: torch.Tensor) -> int:
     """The largest power of two dividing ``channels`` (the innermost NHWC size) that keeps an access within 16 bytes:
     4 for fp32 and 8 for fp16/bf16 at DFANet's channel counts (all multiples of 4, not all of 16)."""
@@ -64,9 +72,14 @@ def vector_width(channels: int, like: torch.Tensor) -> int:
 
 def needs_int64(*tensors: torch.Tensor | None) -> bool:
     """Whether an element offset into any of ``tensors`` (the largest: the sum of (size - 1) * stride) may reach
-    2**31, so that the kernels must index in int64."""
+    2**31, so that the kernels must index in int64. Runs on every launch: a dense tensor (every offset below its
+    numel) skips the sum, 1.3 instead of 8 us for a dwsep launch's five tensors."""
     for t in tensors:
-        if t is not None and sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) >= 2**31 - 1:
+        if t is None:
+            continue
+        if t.numel() < 2**31 - 1 and (t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)):
+            continue
+        if sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride())) >= 2**31 - 1:
             return True
     return False
 

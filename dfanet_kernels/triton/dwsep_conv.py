@@ -29,6 +29,7 @@ from ._common import (
     relu,
     static,
     vector_width,
+    widen,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -94,9 +95,11 @@ def _default_config(size_class: int, c: int, cout: int) -> triton.Config:
     block_co, block_ci = channel_tiles(c, cout)
     # A 64 x 128 fp32 accumulator over 4 warps is 64 values a thread and spilled (Cout = 96 at 128 x 128 pixels:
     # 255 registers + 40 B, sm_90, Triton 3.9); over 8 warps it fits in 206 registers.
-    warps = max(pixels.num_warps, 8 if pixels.kwargs["BLOCK_P"] * block_co >= _PIXELS_X_CHANNELS_PER_8_WARPS else 4)
+    warps = pixels.num_warps
+    if not INTERPRET and pixels.kwargs["BLOCK_P"] * block_co >= _PIXELS_X_CHANNELS_PER_8_WARPS:
+        warps = max(warps, 8)
     return triton.Config({**pixels.kwargs, "BLOCK_CO": block_co, "BLOCK_CI": block_ci},
-                         num_warps=warps if not INTERPRET else pixels.num_warps, num_stages=pixels.num_stages)
+                         num_warps=warps, num_stages=pixels.num_stages)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -133,10 +136,7 @@ def _dwsep_conv_kernel(
     pid_co = tl.program_id(1)
     # int32 pixel indices unless an offset needs 64 bits: the divisions by WO and HO below are a few instructions
     # in int32 but a ~80-instruction software routine each in int64.
-    if IDX64:
-        offs_p = pid_p.to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
-    else:
-        offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_p = widen(pid_p, IDX64) * BLOCK_P + tl.arange(0, BLOCK_P)
     mask_p = offs_p < P
     ow = offs_p % WO
     rows = offs_p // WO  # n * HO + oh; not offs_p // (WO * HO), whose product would be int32
@@ -144,11 +144,6 @@ def _dwsep_conv_kernel(
     n = rows // HO
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
     mask_co = offs_co < COUT
-    # Channel offsets of the general-layout path: a channel times its stride may pass 2**31 too.
-    if IDX64:
-        co_idx = offs_co.to(tl.int64)
-    else:
-        co_idx = offs_co
 
     ih0 = oh * STRIDE - 1
     iw0 = ow * STRIDE - 1
@@ -165,10 +160,8 @@ def _dwsep_conv_kernel(
                 ok = row_ok & (iw >= 0) & (iw < W)
                 if X_NHWC:  # C % 16 == 0 lets Triton prove alignment and load whole vectors of channels
                     ptrs = x_ptr + ((n * H + ih) * W + iw)[:, None] * C + offs_ci[None, :]
-                elif IDX64:
-                    ptrs = x_ptr + (n * sx_n + ih * sx_h + iw * sx_w)[:, None] + offs_ci.to(tl.int64)[None, :] * sx_c
-                else:
-                    ptrs = x_ptr + (n * sx_n + ih * sx_h + iw * sx_w)[:, None] + offs_ci[None, :] * sx_c
+                else:  # a channel times its stride may pass 2**31 too
+                    ptrs = x_ptr + (n * sx_n + ih * sx_h + iw * sx_w)[:, None] + widen(offs_ci, IDX64)[None, :] * sx_c
                 # Padding reads 0, and relu(0) = 0: act_in needs no special case at the border.
                 xv = tl.load(ptrs, mask=ok[:, None] & mask_ci[None, :], other=0.0).to(tl.float32)
                 if ACT_IN:
@@ -208,7 +201,7 @@ def _dwsep_conv_kernel(
         if RES_NHWC:
             r_ptrs = res_ptr + offs_p[:, None] * COUT + offs_co[None, :]
         else:
-            r_ptrs = res_ptr + (n * sr_n + oh * sr_h + ow * sr_w)[:, None] + co_idx[None, :] * sr_c
+            r_ptrs = res_ptr + (n * sr_n + oh * sr_h + ow * sr_w)[:, None] + widen(offs_co, IDX64)[None, :] * sr_c
         acc += tl.load(r_ptrs, mask=mask, other=0.0).to(tl.float32)
     # offs_p = (n * HO + oh) * WO + ow: the dense NHWC output's pixel index.
     tl.store(out_ptr + offs_p[:, None] * COUT + offs_co[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)

@@ -29,6 +29,7 @@ from ._common import (
     needs_int64,
     pixel_block,
     static,
+    widen,
 )
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -48,8 +49,7 @@ _MAX_BLOCK_C = 64 if not INTERPRET else 256
 @triton.jit
 def _pixel_offsets(n, h, w, H, W, C, s_n, s_h, s_w, NHWC: tl.constexpr, IDX64: tl.constexpr):
     """Element offsets of pixels (n, h, w) of a source: dense NHWC from C alone (vectorisable), else strided."""
-    if IDX64:
-        n, h, w = n.to(tl.int64), h.to(tl.int64), w.to(tl.int64)
+    n, h, w = widen(n, IDX64), widen(h, IDX64), widen(w, IDX64)
     if NHWC:
         off = ((n * H + h) * W + w) * C
     else:
@@ -64,10 +64,8 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w
     oh are the program's row (scalars), ow its BLOCK_W columns."""
     if NHWC:
         cols = offs_c[None, :]
-    elif IDX64:  # a channel times its stride may pass 2**31 too
-        cols = offs_c.to(tl.int64)[None, :] * s_c
-    else:
-        cols = offs_c[None, :] * s_c
+    else:  # a channel times its stride may pass 2**31 too
+        cols = widen(offs_c, IDX64)[None, :] * s_c
     if SAME:
         at = _pixel_offsets(n, oh, ow, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
         val = tl.load(src_ptr + at[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
@@ -144,9 +142,7 @@ def _upsample_kernel(
         acc += _bilinear_tile(p3, n, oh, ow, offs_c, mask, C, H3, W3, sn3, sc3, sh3, sw3, fh3, fw3, SAME3, SRC_NHWC,
                               IDX64)
 
-    if IDX64:
-        row = row.to(tl.int64)
-    o_ptrs = out_ptr + ((row * WO + ow) * C_TOTAL)[:, None] + (C_OFF + offs_c)[None, :]
+    o_ptrs = out_ptr + ((widen(row, IDX64) * WO + ow) * C_TOTAL)[:, None] + (C_OFF + offs_c)[None, :]
     if ACCUMULATE:
         acc += tl.load(o_ptrs, mask=mask, other=0.0).to(tl.float32)
     tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
