@@ -1,6 +1,6 @@
 """Argument builders and the float64 reference shared by the GPU-backend op tests (tests/test_cuda_ops.py,
-tests/test_triton_ops.py). Builders take the device the backend runs on; the reference always runs in float64 on
-the CPU."""
+tests/test_triton_ops.py); the CPU block tests (tests/test_xception_block.py) build their arguments here too.
+Builders take the device the backend runs on; the reference always runs in float64 on the CPU."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import dfanet_kernels as dk
 from dfanet.layers import XceptionBlock
 from dfanet_kernels import reference
 
+from .op_cases import block_args
 from .utils import (
     CHECKED_BACKENDS,
     LAYOUTS,
@@ -15,7 +16,6 @@ from .utils import (
     assert_close,
     in_layout,
     needs_cpu_kernels,
-    randn,
     randomize_batchnorm,
 )
 
@@ -43,17 +43,10 @@ ATOL, RTOL = 5e-5, 2e-5
 
 
 def make_args(n, c0, c1, c2, c3, h, w, stride, projection, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    c = [c0, c1, c2, c3]
-    return dict(
-        x=randn(n, c0, h, w, gen=gen),
-        dw_weights=[randn(c[i], 1, 3, 3, gen=gen, scale=1 / 3) for i in range(3)],
-        pw_weights=[randn(c[i + 1], c[i], 1, 1, gen=gen, scale=c[i] ** -0.5) for i in range(3)],
-        pw_biases=[randn(c[i + 1], gen=gen) for i in range(3)],
-        stride=stride,
-        shortcut_weight=randn(c3, c0, 1, 1, gen=gen, scale=c0**-0.5) if projection else None,
-        shortcut_bias=randn(c3, gen=gen) if projection else None,
-    )
+    """xception_block's arguments: op_cases.block_args with its one input as ``x``."""
+    args = block_args(n, [(c0, h, w)], c1, c2, c3, stride, projection, device="cpu", seed=seed)
+    args["x"] = args.pop("inputs")[0]
+    return args
 
 
 @needs_cpu_kernels
@@ -186,11 +179,8 @@ CAT_CASES = [
 
 
 def make_cat_args(n, specs, c1, c2, c3, stride, projection, layout="channels_last", seed=0):
-    c0 = sum(c for c, _, _ in specs)
-    args = make_args(n, c0, c1, c2, c3, 1, 1, stride, projection, seed=seed)
-    gen = torch.Generator().manual_seed(seed + 100)
-    del args["x"]
-    args["inputs"] = [in_layout(randn(n, c, h, w, gen=gen), layout) for c, h, w in specs]
+    args = block_args(n, specs, c1, c2, c3, stride, projection, device="cpu", seed=seed)
+    args["inputs"] = [in_layout(t, layout) for t in args["inputs"]]
     return args
 
 
