@@ -42,7 +42,7 @@ def pytest_addoption(parser):
     group.addoption("--op-rounds", type=_positive, default=30, help="rounds per op benchmark (default 30)")
     group.addoption("--candidates", default=None,
                     help="comma-separated whole-model candidates (default all: eager, channels_last, compile, "
-                         "onnxruntime, openvino, fused)")
+                         "onnxruntime, openvino, openvino_bf16, fused)")
     group.addoption("--bench-out", default=str(Path(__file__).parent / "out"),
                     help="where the Markdown/JSON/PNG reports go (default bench/out/)")
 

@@ -40,6 +40,7 @@ class CandidateResult:
     peak_mib: float | None = None
     ratio_to_fused: float | None = None  # median / fused median
     paired_ratio: tuple[float, float, float] | None = None  # p20, median, p80 over rounds of time / fused time
+    precision: str = "fp32"  # what the candidate computes in (fused: fp32)
 
     @property
     def timed(self) -> bool:
@@ -139,9 +140,14 @@ class Report:
 
     @property
     def best_baseline(self) -> CandidateResult | None:
-        """The fastest timed candidate other than fused (by median)."""
-        timed = [r for r in self.results if r.timed and r.name != REFERENCE]
+        """The fastest timed fp32 candidate other than fused (by median): lower-precision rows are not baselines."""
+        timed = [r for r in self.results if r.timed and r.name != REFERENCE and r.precision == "fp32"]
         return min(timed, key=lambda r: r.median_ms, default=None)
+
+    @property
+    def lower_precision(self) -> list[CandidateResult]:
+        """The timed candidates that compute in less than fp32 (shown beside the baselines)."""
+        return [r for r in self.results if r.timed and r.precision != "fp32"]
 
     @property
     def fused_vs_best(self) -> float | None:
@@ -166,14 +172,14 @@ class Report:
         lines = [
             f"### {self.title}",
             "",
-            "| candidate | median ms | p20–p80 ms | time / fused (medians) | per round p20–p80 | "
+            "| candidate | precision | median ms | p20–p80 ms | time / fused (medians) | per round p20–p80 | "
             "max err / logit scale | peak MiB | setup s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in sorted((r for r in self.results if r.timed), key=lambda r: r.median_ms):
             paired = "–" if r.paired_ratio is None else f"{r.paired_ratio[0]:.2f}–{r.paired_ratio[2]:.2f}x"
             lines.append(
-                f"| {r.name} | {r.median_ms:.1f} | {r.p20_ms:.1f}–{r.p80_ms:.1f} "
+                f"| {r.name} | {r.precision} | {r.median_ms:.1f} | {r.p20_ms:.1f}–{r.p80_ms:.1f} "
                 f"| {_fmt(r.ratio_to_fused, '.2f', 'x')} | {paired} | {_fmt(r.rel_err, '.1e')} "
                 f"| {_fmt(r.peak_mib, '.0f')} | {_fmt(r.setup_s, '.1f')} |"
             )
@@ -188,6 +194,15 @@ class Report:
             )
         else:
             lines.append("**fused vs best baseline**: not available (fused or every baseline was not timed).")
+        for r in self.lower_precision:
+            if r.ratio_to_fused is not None:
+                verdict = "faster" if r.ratio_to_fused > 1 else "slower"
+                lines.append(
+                    f"**fused (fp32) vs {r.name} ({r.precision}, not a baseline: max err / logit scale "
+                    f"{_fmt(r.rel_err, '.1e')}, argmax equal on {_fmt(r.argmax_agreement, '.1%')} of pixels)**: "
+                    f"{r.ratio_to_fused:.2f}x — fused is {verdict}; per round p20–p80 "
+                    f"{r.paired_ratio[0]:.2f}–{r.paired_ratio[2]:.2f}x."
+                )
         for r in self.results:
             if not r.timed:
                 lines.append(f"- {r.name}: **{r.status}** — {r.reason}")
@@ -220,6 +235,9 @@ class Report:
             "fused_vs_best_baseline": None if self.fused_vs_best is None else {
                 "best_baseline": best.name, "speedup": self.fused_vs_best, "per_round_p20_p50_p80": best.paired_ratio,
             },
+            "fused_vs_lower_precision": {r.name: {"precision": r.precision, "speedup": r.ratio_to_fused,
+                                                  "per_round_p20_p50_p80": r.paired_ratio}
+                                         for r in self.lower_precision},
             "results": results,
             "notes": self.notes,
         }
@@ -236,8 +254,10 @@ class Report:
         ax = fig.add_subplot()
         medians = [r.median_ms for r in timed]
         errors = [[r.median_ms - r.p20_ms for r in timed], [r.p80_ms - r.median_ms for r in timed]]
-        colours = ["tab:orange" if r.name == REFERENCE else "tab:blue" for r in timed]
-        ax.barh([r.name for r in timed], medians, xerr=errors, color=colours, capsize=3)
+        colours = ["tab:orange" if r.name == REFERENCE else "tab:blue" if r.precision == "fp32" else "tab:gray"
+                   for r in timed]
+        names = [r.name if r.precision == "fp32" else f"{r.name} ({r.precision})" for r in timed]
+        ax.barh(names, medians, xerr=errors, color=colours, capsize=3)
         for i, r in enumerate(timed):
             ratio = "" if r.ratio_to_fused is None else f"  ({r.ratio_to_fused:.2f}x fused)"
             label = f" {r.median_ms:.1f} ms" + ratio

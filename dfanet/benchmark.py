@@ -4,8 +4,10 @@ Method (DESIGN.md section 6, "Measuring speed honestly"):
 
 - One randomly initialised DFANet in eval, with randomised BatchNorm statistics, gives the same weights to every
   candidate: eager NCHW, eager channels_last, torch.compile, ONNX Runtime and OpenVINO (both from one ONNX export
-  of the unfused model), and the fused path (``DFANet(fused=True)``).
-- Each candidate's output is checked against eager before it is timed; a mismatching one is reported, not timed.
+  of the unfused model), and the fused path (``DFANet(fused=True)``), all in fp32. One lower-precision row is
+  shown beside them, not as a baseline: OpenVINO in bf16 (its default on CPUs that compute bf16 natively).
+- Each candidate's output is checked against eager before it is timed (fp32 and bf16 each against their own
+  tolerance); a mismatching one is reported, not timed.
   A candidate whose runtime is missing (or fails to build) is reported as skipped, with the reason.
 - After warm-up, R rounds run every candidate once, in an order rotated each round, with a short pause before
   each run (idle worker threads of ONNX Runtime, OpenVINO and OpenMP keep spinning and slow whatever runs next).
@@ -17,6 +19,7 @@ Entry point: :func:`run_comparison`; :class:`Comparison` keeps the built candida
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.util
 import os
@@ -36,9 +39,12 @@ from .bench_report import CandidateResult, Report, attach_ratios, machine_info
 from .model import MIN_INPUT_SIZE, DFANet
 from .testing import randomize_batchnorm
 
-CANDIDATES = ("eager", "channels_last", "compile", "onnxruntime", "openvino", "fused")
+CANDIDATES = ("eager", "channels_last", "compile", "onnxruntime", "openvino", "openvino_bf16", "fused")
 PAUSE_S = 0.05  # before each timed run: lets the previous runtime's spinning worker threads go idle
 TOLERANCE = 1e-3  # max |out - eager| / max |eager|: fp32 runtimes land near 1e-6, a silent bf16 path near 1e-2
+# The same for a candidate that computes in bf16 on purpose: OpenVINO bf16 lands at 1.0e-2 on DFANet A at 512x1024
+# (argmax 99.6% of pixels equal), bf16's 2^-8 rounding carried through ~40 layers; 5x that still catches a broken one.
+BF16_TOLERANCE = 5e-2
 MEMORY_METHOD = (
     "peak of live bytes allocated through torch's CPU allocator during one warm forward (torch.profiler "
     "profile_memory; allocation and free events summed in time order), output included, weights and input "
@@ -59,6 +65,7 @@ class Candidate:
     to_tensor: Callable[[Any], torch.Tensor]  # run()'s output as an NCHW float tensor (for the check)
     setup_s: float | None = None
     torch_based: bool = True  # allocates through torch (peak memory measurable)
+    precision: str = "fp32"  # what it computes in; only fp32 candidates are baselines for the fused fp32 path
 
 
 def _log(message: str, verbose: bool) -> None:
@@ -158,30 +165,47 @@ def _compile(ctx: _Context) -> Candidate:
                      run, _as_tensor, setup_s=seconds)
 
 
-def _from_onnx(ctx: _Context, runtime: str, make_runner: Callable, source: str) -> Candidate:
-    """The exported ONNX file run by another runtime (``runtime``, the package; ``make_runner`` from dfanet.export);
-    ``source`` ends the description and may name the ``{exporter}``."""
+def _require(runtime: str) -> None:
     if importlib.util.find_spec(runtime) is None:
         raise Unavailable(f"{runtime} is not installed (pip install {runtime})")
+
+
+def _from_onnx(ctx: _Context, name: str, make_runner: Callable, source: str, precision: str = "fp32") -> Candidate:
+    """The exported ONNX file run by another runtime (``make_runner`` from dfanet.export); ``source`` ends the
+    description and may name the ``{exporter}``."""
     exported = ctx.onnx()
     start = time.perf_counter()
     run, description = make_runner(exported.path, ctx.threads)
     x = ctx.x.numpy()
     setup = exported.seconds + time.perf_counter() - start
-    return Candidate(runtime, f"{description}; {source.format(exporter=exported.exporter)}", lambda: run(x),
-                     _as_tensor, setup_s=setup, torch_based=False)
+    return Candidate(name, f"{description}; {source.format(exporter=exported.exporter)}", lambda: run(x),
+                     _as_tensor, setup_s=setup, torch_based=False, precision=precision)
 
 
 def _onnxruntime(ctx: _Context) -> Candidate:
+    _require("onnxruntime")
     from .export import onnxruntime_runner
 
     return _from_onnx(ctx, "onnxruntime", onnxruntime_runner, "unfused model, {exporter} ONNX exporter")
 
 
 def _openvino(ctx: _Context) -> Candidate:
+    _require("openvino")
     from .export import openvino_runner
 
     return _from_onnx(ctx, "openvino", openvino_runner, "from the same ONNX file")
+
+
+def _openvino_bf16(ctx: _Context) -> Candidate:
+    _require("openvino")
+    from .export import openvino_native_bf16, openvino_runner
+
+    if not openvino_native_bf16():
+        raise Unavailable("this CPU has no native bf16 (OpenVINO's CPU OPTIMIZATION_CAPABILITIES lacks BF16), "
+                          "so OpenVINO's default here is fp32: the openvino row")
+    return _from_onnx(ctx, "openvino_bf16", functools.partial(openvino_runner, precision="bf16"),
+                      "from the same ONNX file; lower precision, shown beside the fp32 rows, not a baseline",
+                      precision="bf16")
 
 
 def _fused(ctx: _Context) -> Candidate:
@@ -192,7 +216,7 @@ def _fused(ctx: _Context) -> Candidate:
 
 _BUILDERS: dict[str, Callable[[_Context], Candidate]] = {
     "eager": _eager, "channels_last": _channels_last, "compile": _compile,
-    "onnxruntime": _onnxruntime, "openvino": _openvino, "fused": _fused,
+    "onnxruntime": _onnxruntime, "openvino": _openvino, "openvino_bf16": _openvino_bf16, "fused": _fused,
 }
 
 
@@ -334,7 +358,9 @@ class Comparison:
                 self.results[name] = CandidateResult(name, "", "error", reason=f"failed to build: {_brief(err)}")
                 _log(f"{name}: ERROR — failed to build: {_brief(err)}", self.verbose)
                 continue
-            result = CandidateResult(name, candidate.description, "ok", setup_s=candidate.setup_s)
+            result = CandidateResult(name, candidate.description, "ok", setup_s=candidate.setup_s,
+                                     precision=candidate.precision)
+            tolerance = c["tolerance"] if candidate.precision == "fp32" else BF16_TOLERANCE
             start = time.perf_counter()
             try:
                 out = candidate.run()
@@ -348,10 +374,10 @@ class Comparison:
                 result.rel_err, result.argmax_agreement = check_output(_as_tensor(out), reference)
             except ValueError as err:
                 result.status, result.reason = "mismatch", f"{err}; not timed"
-            if result.rel_err is not None and not result.rel_err <= c["tolerance"]:  # `not <=` also catches NaN
+            if result.rel_err is not None and not result.rel_err <= tolerance:  # `not <=` also catches NaN
                 result.status = "mismatch"
                 result.reason = (f"max |out - eager| / max |eager| = {result.rel_err:.2e} > tolerance "
-                                 f"{c['tolerance']:.0e}; not timed")
+                                 f"{tolerance:.0e}; not timed")
             self.results[name] = result
             _log(f"{name}: first call {result.first_call_s:.2f} s, max err / logit scale "
                  f"{_fmt_err(result.rel_err)} -> {result.status}", self.verbose)
@@ -420,8 +446,9 @@ def _method(c: dict) -> str:
         "before each run. Wall time of one forward (time.perf_counter), input prepared beforehand; median and "
         "p20/p80 over rounds. Ratios: candidate median / fused median, and the p20–p80 of the per-round ratio. "
         f"All candidates share one random DFANet {c['variant']} (BN statistics randomised, seed {c['seed']}); each "
-        f"output was checked against eager (max |diff| / max |eager logit| <= {c['tolerance']:.0e}) before timing. "
-        f"fp32, batch {c['batch']}, {c['threads']} threads (torch.set_num_threads, ONNX Runtime "
+        f"output was checked against eager (max |diff| / max |eager logit| <= {c['tolerance']:.0e}; "
+        f"{BF16_TOLERANCE:.0e} for a bf16 candidate) before timing. fp32 (bf16 where a row says so; such rows are "
+        f"not baselines), batch {c['batch']}, {c['threads']} threads (torch.set_num_threads, ONNX Runtime "
         "intra_op_num_threads, OpenVINO INFERENCE_NUM_THREADS). Setup time (ONNX export + session build, "
         "torch.compile's compile) is reported apart and is not in the timings."
     )

@@ -114,17 +114,24 @@ def onnxruntime_runner(path: str | Path, threads: int) -> tuple[Callable[[np.nda
     return run, f"ONNX Runtime {ort.__version__}, CPUExecutionProvider, ORT_ENABLE_ALL, {threads} intra-op threads"
 
 
-def openvino_runner(path: str | Path, threads: int) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
-    """An OpenVINO CPU compiled model for ``path`` as ``run(x) -> logits``, and a one-line description."""
+def openvino_native_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes bf16 natively here (AVX512-BF16 or AMX); where it does, bf16 is the
+    plugin's default inference precision."""
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def openvino_runner(path: str | Path, threads: int,
+                    precision: str = "f32") -> tuple[Callable[[np.ndarray], np.ndarray], str]:
+    """An OpenVINO CPU compiled model for ``path`` as ``run(x) -> logits``, and a one-line description.
+
+    ``precision`` is the INFERENCE_PRECISION_HINT: "f32" (the default here, like every other candidate; on CPUs
+    with AMX/AVX512-BF16 OpenVINO itself would otherwise pick bf16) or "bf16"."""
     import openvino as ov
 
     core = ov.Core()
-    config = {
-        "INFERENCE_NUM_THREADS": threads,
-        "PERFORMANCE_HINT": "LATENCY",
-        # fp32 like every other candidate: on CPUs with AMX/AVX512-BF16 OpenVINO otherwise defaults to bf16.
-        "INFERENCE_PRECISION_HINT": "f32",
-    }
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
     compiled = core.compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
     output = compiled.output(0)

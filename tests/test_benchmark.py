@@ -75,6 +75,44 @@ def test_run_comparison_reports_and_writes(tmp_path, monkeypatch):
     assert (tmp_path / f"{report.stem}.md").read_text() == md
 
 
+def test_lower_precision_row_is_shown_but_is_not_a_baseline():
+    results = [CandidateResult("fused", "", "ok", times_ms=[10, 10, 10]),
+               CandidateResult("onnxruntime", "", "ok", times_ms=[20, 20, 20]),
+               CandidateResult("openvino_bf16", "", "ok", times_ms=[8, 8, 8], precision="bf16", rel_err=1e-2,
+                               argmax_agreement=0.996)]
+    attach_ratios(results)
+    report = Report({"variant": "A", "height": 64, "width": 64, "batch": 1, "threads": 1, "rounds": 3},
+                    {"cpu": "x", "logical_cpus": 1, "torch": "t", "onnxruntime": None, "openvino": None,
+                     "date_utc": "d"}, "m", "m", results)
+    assert report.best_baseline.name == "onnxruntime" and report.fused_vs_best == pytest.approx(2.0)
+    assert [r.name for r in report.lower_precision] == ["openvino_bf16"]
+    md = report.to_markdown()
+    assert "| openvino_bf16 | bf16 | 8.0 |" in md and "fused is faster" in md
+    assert "**fused (fp32) vs openvino_bf16 (bf16, not a baseline" in md and "0.80x — fused is slower" in md
+    assert report.to_dict()["fused_vs_lower_precision"]["openvino_bf16"]["speedup"] == pytest.approx(0.8)
+
+
+def test_bf16_candidate_is_checked_against_its_own_tolerance(monkeypatch):
+    pytest.importorskip("openvino")
+    pytest.importorskip("onnx")
+    import dfanet.export
+
+    if not dfanet.export.openvino_native_bf16():
+        report = run_comparison("B", 64, 64, threads=1, rounds=1, warmup=0, pause_s=0, memory=False,
+                                candidates=["openvino_bf16", "fused"], verbose=False)
+        assert report.result("openvino_bf16").status == "skipped"
+        assert "no native bf16" in report.result("openvino_bf16").reason
+        return
+    report = run_comparison("B", 64, 64, threads=1, rounds=1, warmup=0, pause_s=0, memory=False,
+                            candidates=["openvino", "openvino_bf16", "fused"], verbose=False)
+    fp32, bf16 = report.result("openvino"), report.result("openvino_bf16")
+    assert fp32.timed and fp32.precision == "fp32" and fp32.rel_err <= 1e-3
+    # bf16 compute: well above the fp32 tolerance (so it really ran in bf16), inside its own.
+    assert bf16.timed and bf16.precision == "bf16" and 1e-3 < bf16.rel_err <= 5e-2
+    assert "bf16 precision" in bf16.description
+    assert report.best_baseline.name == "openvino"
+
+
 def test_mismatching_candidate_is_not_timed():
     report = Report({"variant": "B", "height": 64, "width": 64, "batch": 1, "threads": 1, "rounds": 1},
                     {"cpu": "x", "logical_cpus": 1, "torch": "t", "onnxruntime": None, "openvino": None,
