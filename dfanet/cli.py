@@ -25,6 +25,31 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    """The name as given, once torch takes it (torch is imported only when the option is given)."""
+    from .distributed import parse_device
+
+    try:
+        parse_device(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}") from None
+    return text
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from .summary import default_rows, summarize, summary_table
 
@@ -49,12 +74,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
+    from .distributed import check_backend
     from .predict import expand_inputs, load_model, output_paths, predict_files
 
     if args.threads:
         torch.set_num_threads(args.threads)
     images = expand_inputs(args.images)
     outs = output_paths(images, args.out)
+    check_backend(args.backend, torch.device("cpu"))
     model = load_model(args.weights, args.variant, args.num_classes, args.backend)
     predict_files(model, images, outs, with_overlay=args.overlay)
     return 0
@@ -100,15 +127,33 @@ def config_defaults(parser: argparse.ArgumentParser, values: dict, path: str) ->
             elif value is not None and action.nargs is not None:
                 if not isinstance(value, list) or len(value) != action.nargs:
                     raise TypeError(f"expected a list of {action.nargs} values")
-                value = tuple(action.type(v) if action.type else v for v in value)
-            elif value is not None and action.type is not None:
-                value = action.type(value)
+                value = tuple(_as_on_command_line(v, action.type) for v in value)
+            elif value is not None:
+                value = _as_on_command_line(value, action.type)
             if action.choices is not None and value is not None and value not in action.choices:
                 raise ValueError(f"expected one of {list(action.choices)}")
         except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
             raise ValueError(f"--config: {path}: {key} = {value!r}: {err}") from None
         converted[key] = value
     return converted
+
+
+# What a flag's type function takes, for the messages about values from a config file.
+_EXPECTED = {int: "an integer", float: "a number"}
+
+
+def _as_on_command_line(value, convert) -> object:
+    """A config file's value converted as the same text on the command line would be: 2.9 is not an integer
+    (int() would truncate it) and true is not a number (bool is an int in Python)."""
+    expected = _EXPECTED.get(convert, "a string" if convert is None else "a value")
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError(f"expected {expected}, got {value!r}")
+    if convert is None:
+        return str(value)
+    try:
+        return convert(str(value))
+    except ValueError:  # int("2.9"), float("x"); the other type functions raise ArgumentTypeError with their own text
+        raise ValueError(f"expected {expected}, got {value!r}") from None
 
 
 def _dataclass_kwargs(cls, args: argparse.Namespace) -> dict:
@@ -155,6 +200,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     files = get_dataset(args.dataset).open(args.data_root, args.split)
     with distributed.session(args.device) as ctx:
+        distributed.check_backend(args.backend, ctx.device)
         model = load_model(args.weights, args.variant, files.num_classes, args.backend).to(ctx.device)
         report = evaluate(model, files, ctx, workers=args.workers, warmup=args.warmup)
     if ctx.is_main:
@@ -174,7 +220,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _crop(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 32:
         raise argparse.ArgumentTypeError(f"expected >= 32 (DFANet's minimum), got {value}")
     return value
@@ -206,9 +252,10 @@ def add_common_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--workers", type=int, default=defaults.workers, help="data loader processes per training process")
     p.add_argument("--seed", type=int, default=defaults.seed,
                    help="seeds the initialisation, the data order and every sample's augmentation")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available; under torchrun "
-                                                  "each process takes its LOCAL_RANK GPU)")
-    p.add_argument("--threads", type=int, default=None, help="intra-op CPU threads per process")
+    p.add_argument("--device", type=_device, default=None,
+                   help="cpu, cuda or cuda:N (default: cuda if available; under torchrun each process takes its "
+                        "LOCAL_RANK GPU)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op CPU threads per process")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -229,7 +276,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--variant", default="A", choices=list(VARIANTS))
     p.add_argument("--size", type=parse_size, default=(512, 1024), help="input HxW (default 512x1024)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2, help="intra-op threads for every runtime (default 2)")
+    p.add_argument("--threads", type=_positive_int, default=2,
+                   help="intra-op threads for every runtime (default 2)")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds; each runs every candidate once")
     p.add_argument("--candidates", nargs="+", default=None, help="subset of candidates to run (default: all)")
     p.add_argument("--out", default="bench/out", help="folder for the Markdown, JSON and PNG report")
@@ -237,13 +285,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment images and write colourised masks (PNG)")
     p.add_argument("images", nargs="+", help="image files or folders of images")
-    p.add_argument("--out", required=True, help="output .png for one image, or a folder")
+    p.add_argument("--out", required=True,
+                   help="output .png for one image, or a folder that gets <image name>.png per image (images whose "
+                        "names differ only in folder or extension, e.g. a/x.png and b/x.jpg, are refused: predict "
+                        "them into separate --out folders)")
     p.add_argument("--weights", default=None, help="DFANet state_dict (.pt); random weights if omitted")
     p.add_argument("--variant", default="A", choices=list(VARIANTS))
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--backend", default=None, choices=["reference", "cpu", "triton", "cuda"])
     p.add_argument("--overlay", action="store_true", help="blend the mask over the image")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=_positive_int, default=None)
     p.set_defaults(func=cmd_predict)
 
     # The training commands' options need modules that import torch: built only for the command being parsed.
@@ -311,8 +362,8 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", default="A", choices=list(VARIANTS))
     p.add_argument("--out", default=None, help="folder for eval-<dataset>-<split>.{md,json}")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", type=_device, default=None)
+    p.add_argument("--threads", type=_positive_int, default=None)
     p.add_argument("--backend", default=None, choices=["reference", "cpu", "triton", "cuda"])
     p.add_argument("--warmup", type=int, default=3, help="untimed forward passes before timing (default 3)")
     p.set_defaults(func=cmd_eval, parser=p)

@@ -33,13 +33,36 @@ def pick_device(name: str | None, local_rank: int = 0) -> torch.device:
     the process's own GPU (LOCAL_RANK)."""
     if name is None:
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    device = parse_device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {name}: this torch has no CUDA device")
         if device.index is None:
             device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: there is no CUDA device {device.index} "
+                             f"(this machine has {torch.cuda.device_count()})")
     return device
+
+
+def parse_device(name: str) -> torch.device:
+    """torch.device(name), with a ValueError naming --device instead of torch's bare RuntimeError."""
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {name!r}") from None
+
+
+def check_backend(backend: str | None, device: torch.device) -> None:
+    """Refuse a fused-op ``backend`` that cannot run on ``device`` here before any work starts, rather than at the
+    first forward pass (None: the best available one, always possible)."""
+    if backend is None:
+        return
+    from dfanet_kernels import backends
+
+    reason = backends.unavailable_reason(backend, device)  # a ValueError for an unknown name
+    if reason is not None:
+        raise ValueError(f"--backend {backend}: unavailable on {device}: {reason}")
 
 
 @contextmanager

@@ -66,25 +66,42 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def output_paths(images: list[Path], out: str) -> list[Path]:
-    """``out`` itself for one image given as a .png path; otherwise ``out/<stem>.png`` per image."""
+    """``out`` itself for one image given as a .png path; otherwise ``out/<stem>.png`` per image. Two images with
+    one stem (a/x.png and b/x.png, x.png and x.jpg) are refused before any work: one mask would overwrite the
+    other."""
     out_path = Path(out)
     if len(images) == 1 and out_path.suffix.lower() == ".png":
         return [out_path]
     if out_path.suffix:
         raise ValueError(f"--out: with {len(images)} images, expected a folder, got the file name {out}")
-    return [out_path / f"{p.stem}.png" for p in images]
+    outs = [out_path / f"{p.stem}.png" for p in images]
+    refuse_collisions(images, outs)
+    return outs
+
+
+def refuse_collisions(images: list[Path], outs: list[Path]) -> None:
+    """A ValueError if two different images would be written to one output file (the same image twice is fine)."""
+    first_image: dict[Path, Path] = {}
+    for image, out in zip(images, outs):
+        earlier = first_image.setdefault(out, image)
+        if earlier.resolve() != image.resolve():
+            raise ValueError(f"--out: {earlier} and {image} would both be written to {out}; predict them into "
+                             "separate --out folders")
 
 
 @torch.no_grad()
 def predict_files(model: DFANet, images: list[Path], outs: list[Path], with_overlay: bool = False) -> None:
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
-    for image_path, out_path in tqdm(list(zip(images, outs)), desc="predict", unit="img", disable=len(images) < 2):
-        image, tensor = load_image(image_path)
-        mask = model(tensor)[0].argmax(0).to(torch.uint8 if model.num_classes <= 256 else torch.int32).numpy()
-        picture = colorize(mask, model.num_classes)
-        if with_overlay:
-            picture = overlay(image, picture)
-        with atomic_path(out_path) as tmp:
-            picture.save(tmp, format="PNG")
-        log.info("%s -> %s", image_path, out_path)
+    # disable=None: a bar on a terminal only, never in piped output; the redirect keeps log lines off the bar.
+    with logging_redirect_tqdm(), tqdm(list(zip(images, outs)), desc="predict", unit="img", disable=None) as bar:
+        for image_path, out_path in bar:
+            image, tensor = load_image(image_path)
+            mask = model(tensor)[0].argmax(0).to(torch.uint8 if model.num_classes <= 256 else torch.int32).numpy()
+            picture = colorize(mask, model.num_classes)
+            if with_overlay:
+                picture = overlay(image, picture)
+            with atomic_path(out_path) as tmp:
+                picture.save(tmp, format="PNG")
+            log.info("%s -> %s", image_path, out_path)

@@ -96,3 +96,84 @@ def test_predict_rejects_a_non_image(tmp_path, caplog):
     bad.write_text("not an image")
     assert main(["predict", str(bad), "--out", str(tmp_path / "m.png"), "--variant", "B"]) == 2
     assert "cannot read" in caplog.text
+
+
+# --- option values: a clear error naming the flag, never a traceback ---------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--data-root", "d", "--weights", "w.pt", "--threads", "-1"],
+     "argument --threads: expected an integer >= 1, got -1"),
+    (["predict", "x.png", "--out", "o", "--threads", "0"], "argument --threads: expected an integer >= 1, got 0"),
+    (["bench", "--threads", "two"], "argument --threads: expected an integer, got 'two'"),
+    (["train", "--data-root", "d", "--threads", "-1"], "argument --threads: expected an integer >= 1, got -1"),
+    (["eval", "--data-root", "d", "--weights", "w.pt", "--device", "foo"],
+     "argument --device: expected cpu, cuda or cuda:N, got 'foo'"),
+    (["train", "--data-root", "d", "--device", "cuda:x"],
+     "argument --device: expected cpu, cuda or cuda:N, got 'cuda:x'"),
+])
+def test_bad_threads_and_device_name_the_flag(argv, message, capsys):
+    """torch.set_num_threads(-1) and torch.device("foo") raised bare RuntimeErrors (a traceback)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_device_names_are_checked_in_python_too():
+    from dfanet.distributed import pick_device
+
+    with pytest.raises(ValueError, match="--device: expected cpu, cuda or cuda:N, got 'cuda:x'"):
+        pick_device("cuda:x")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("iters = 2.9\n", "iters = 2.9: expected an integer, got 2.9"),
+    ("batch_size = true\n", "batch_size = True: expected an integer, got True"),
+    ("crop = [64.7, 96]\n", "crop = [64.7, 96]: expected an integer, got '64.7'"),
+    ("lr = false\n", "lr = False: expected a number, got False"),
+    ("threads = -1\n", "threads = -1: expected an integer >= 1, got -1"),
+    ('split = ["train"]\n', "split = ['train']: expected a string, got ['train']"),
+])
+def test_config_values_are_as_strict_as_flags(text, message, tmp_path, caplog):
+    """int() truncated 2.9 to 2 and took true as 1: the file's values now convert as the flag's text would."""
+    config = tmp_path / "c.toml"
+    config.write_text(text)
+    assert main(["train", "--config", str(config), "--data-root", str(tmp_path)]) == 2
+    assert f"--config: {config}: {message}" in caplog.text
+
+
+# --- predict ------------------------------------------------------------------------------------------------------
+
+def test_predict_refuses_images_that_would_share_an_output_file(images, tmp_path, caplog):
+    """dup/a/x.png and dup/b/x.png (or x.png and x.jpg) both went to out/x.png: one mask silently lost."""
+    for folder in ("a", "b"):
+        (images / folder).mkdir()
+        shutil.copy(images / "a.png", images / folder / "x.png")
+    shutil.copy(images / "b.jpg", images / "a" / "x.jpg")
+    out = tmp_path / "masks"
+    for pair in (["a/x.png", "b/x.png"], ["a/x.png", "a/x.jpg"]):
+        caplog.clear()
+        first, second = (images / p for p in pair)
+        assert main(["predict", str(first), str(second), "--out", str(out), "--variant", "B"]) == 2
+        assert f"--out: {first} and {second} would both be written to {out / 'x.png'}" in caplog.text
+        assert not out.exists()  # refused before any work
+
+
+def test_predict_the_same_image_twice_is_no_collision(images, tmp_path):
+    from dfanet.predict import output_paths
+
+    assert output_paths([images / "a.png", images / "a.png"], str(tmp_path)) == [tmp_path / "a.png"] * 2
+
+
+def test_predict_draws_no_progress_bar_off_a_terminal(images, tmp_path, capsys):
+    """The bar went into piped output (and between the log lines) whenever there were two images or more."""
+    assert main(["predict", str(images), "--out", str(tmp_path / "masks"), "--variant", "B"]) == 0
+    err = capsys.readouterr().err
+    assert "predict:" not in err and "img/s" not in err
+
+
+def test_predict_refuses_an_unusable_backend_before_any_work(images, tmp_path, caplog):
+    out = tmp_path / "m.png"
+    assert main(["predict", str(images / "a.png"), "--out", str(out), "--variant", "B", "--backend", "cuda"]) == 2
+    assert "--backend cuda: unavailable on cpu" in caplog.text and not out.exists()
