@@ -3,11 +3,13 @@ non-finite loss, a checkpoint before stopping on SIGTERM/SIGINT, rank-0 logging 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,13 +20,20 @@ from torch import nn
 
 from . import checkpoint
 from .distributed import Context, all_reduce_sum, unwrap
+from .pretrained import state_dict_mismatch
 from .stopped import Stopped
 
 log = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resumption without changing what it computes.
-RUN_ONLY_SETTINGS = {"out", "resume", "workers", "device", "threads", "log_every", "checkpoint_every", "keep_every",
-                     "val_split", "eval_every", "val_root", "backend"}
+RUN_ONLY_SETTINGS = {"out", "resume", "workers", "log_every", "checkpoint_every", "keep_every", "val_split",
+                     "eval_every", "val_root", "backend"}
+# Settings a resumption may change that do change the floating-point results (kernels split their sums by thread
+# and by device differently): the run goes on, but no longer bit-identical to an uninterrupted one.
+NUMERICS_SETTINGS = {"device", "threads"}
+# What training changes in an optimizer param group and in a scheduler's state; the rest are the run's settings.
+PARAM_GROUP_PROGRESS = {"params", "lr"}
+SCHEDULER_PROGRESS = {"last_epoch", "_step_count", "_last_lr", "_is_initial", "_get_lr_called_within_step"}
 
 
 DIVERGED = ("training diverged. Resume from the last checkpoint with a lower --lr, a --warmup-iters warm-up or "
@@ -78,6 +87,15 @@ class LoopSettings:
     config: dict = field(default_factory=dict)
     eval_every: int = 0             # call ``evaluate`` every N iterations (the caller evaluates the end itself)
 
+    def __post_init__(self):
+        check_clip_grad(self.clip_grad)
+
+
+def check_clip_grad(clip_grad: float | None) -> None:
+    """None turns clipping off; 0 would too, silently, and a negative norm flips the gradients."""
+    if clip_grad is not None and not (math.isfinite(clip_grad) and clip_grad > 0):
+        raise ValueError(f"--clip-grad: expected a gradient norm > 0 (leave it out not to clip), got {clip_grad}")
+
 
 def resolve_resume(resume: str | None, out: Path) -> Path | None:
     if resume is None:
@@ -110,20 +128,7 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
     start = 0
     resume_path = resolve_resume(settings.resume, out)
     if resume_path is not None:
-        state = checkpoint.load(resume_path, settings.task)
-        changed = sorted(k for k in set(state["config"]) | set(settings.config)
-                         if k not in RUN_ONLY_SETTINGS and state["config"].get(k) != settings.config.get(k))
-        if changed:
-            log.warning("resuming with different settings than the checkpoint's: %s",
-                        ", ".join(f"{k}: {state['config'].get(k)!r} -> {settings.config.get(k)!r}" for k in changed))
-        module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"])
-        start = state["iteration"]
-        if ctx.is_main:
-            log.info("resumed from %s at iteration %d (lr %.6g)", resume_path, start, optimizer.param_groups[0]["lr"])
+        start = resume(resume_path, module, optimizer, scheduler, scaler, settings, ctx)
     if start >= settings.iters:
         log.info("nothing to do: the checkpoint is at iteration %d of %d", start, settings.iters)
         return start
@@ -168,7 +173,7 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
                 raise NonFiniteLossError(iteration + 1, mean_loss, lr)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if settings.clip_grad:
+            if settings.clip_grad is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
             scaler.step(optimizer)
@@ -198,6 +203,94 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
         log.info("trained iterations %d-%d in %s; checkpoint %s", start + 1, settings.iters,
                  _duration(time.perf_counter() - began), out / checkpoint.LAST)
     return settings.iters
+
+
+def resume(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
+           settings: LoopSettings, ctx: Context) -> int:
+    """Load the checkpoint at ``path`` into the training state; returns its iteration."""
+    state = checkpoint.load(path, settings.task)
+    start = state["iteration"]
+    if ctx.is_main:
+        report_setting_changes(state["config"], settings.config)
+    load_model_state(module, state, path, settings.config)
+    rescheduled = load_optimization_state(optimizer, scheduler, state["optimizer"], state["scheduler"], start)
+    load_scaler_state(scaler, state["scaler"])
+    checkpoint.set_rng_state(state["rng"])
+    if ctx.is_main:
+        lr = optimizer.param_groups[0]["lr"]
+        log.info("resumed from %s at iteration %d (lr %.6g)", path, start, lr)
+        if rescheduled:
+            log.warning("the optimizer and learning-rate schedule follow this run's settings, not the checkpoint's: "
+                        "lr %.6g at iteration %d (the checkpoint's schedule had %.6g)", lr, start,
+                        state["optimizer"]["param_groups"][0]["lr"])
+    return start
+
+
+def report_setting_changes(saved: dict, current: dict) -> None:
+    """Warn about the settings a resumed run changes, apart from those that only say how it runs."""
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+
+    def listed(keys: list[str]) -> str:
+        return ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in keys)
+
+    differ = [k for k in changed if k not in RUN_ONLY_SETTINGS | NUMERICS_SETTINGS]
+    if differ:
+        log.warning("resuming with different settings than the checkpoint's: %s", listed(differ))
+    numerics = [k for k in changed if k in NUMERICS_SETTINGS]
+    if numerics:
+        log.warning("resuming on another device or thread count (%s): the floating-point results depend on them, "
+                    "so the run will not be bit-identical to an uninterrupted one", listed(numerics))
+
+
+def load_model_state(module: nn.Module, state: dict, path: Path, config: dict) -> None:
+    """The checkpoint's weights into ``module``; one made for another variant or data set (number of classes) is
+    a ValueError naming the file and what differs, not load_state_dict's page of size mismatches."""
+    problems = state_dict_mismatch(module.state_dict(), state["model"])
+    if problems:
+        saved = state["config"]
+        differ = [f"{k} {saved.get(k)!r} (this run: {config.get(k)!r})" for k in ("variant", "dataset")
+                  if saved.get(k) != config.get(k)]
+        because = f": it was trained with {', '.join(differ)}" if differ else ""
+        raise ValueError(f"checkpoint: {path} does not fit {type(module).__name__}({module.extra_repr()}){because}; "
+                         f"{problems}")
+    module.load_state_dict(state["model"])
+
+
+def load_optimization_state(optimizer: torch.optim.Optimizer, scheduler, saved_optimizer: dict,
+                            saved_scheduler: dict, start: int) -> bool:
+    """Restore the optimizer's state (momentum) and the schedule at iteration ``start``. Where the optimizer
+    settings or the schedule that the caller built from this run's settings (--lr, --iters, --power, ...) differ
+    from the checkpoint's, this run's win: the new schedule is replayed to ``start``, as an uninterrupted run with
+    these settings would have it. Returns whether they differed (if not, the resumption is exact)."""
+    current_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    current_schedule = copy.deepcopy(scheduler.state_dict())
+    optimizer.load_state_dict(saved_optimizer)
+    scheduler.load_state_dict(saved_scheduler)
+    saved_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    if _settings(saved_groups, PARAM_GROUP_PROGRESS) == _settings(current_groups, PARAM_GROUP_PROGRESS) and \
+            _settings([saved_scheduler], SCHEDULER_PROGRESS) == _settings([current_schedule], SCHEDULER_PROGRESS):
+        return False
+    for group, settings in zip(optimizer.param_groups, current_groups):
+        group.update(settings)
+    scheduler.load_state_dict(current_schedule)  # a LambdaLR's factor object takes its saved settings back, too
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": this replays, it does not train
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(start):
+            scheduler.step()
+    return True
+
+
+def _settings(states: list[dict], progress: set[str]) -> list[dict]:
+    return [{k: v for k, v in state.items() if k not in progress} for state in states]
+
+
+def load_scaler_state(scaler: torch.amp.GradScaler, saved: dict) -> None:
+    """A run without --amp saves a disabled scaler's empty state, which an enabled scaler refuses to load: an
+    --amp resumption of such a checkpoint starts loss scaling afresh."""
+    if scaler.is_enabled() and not saved:
+        log.info("the checkpoint was trained without --amp: loss scaling starts afresh")
+        return
+    scaler.load_state_dict(saved)
 
 
 def _duration(seconds: float) -> str:

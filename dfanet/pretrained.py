@@ -30,23 +30,28 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a whole model's weights (a state_dict, or a checkpoint holding one) into ``model``; a file made for
     another variant or number of classes is a ValueError naming the file, not a bare load_state_dict trace."""
     state = read_state_dict(path)
-    ours = model.state_dict()
+    problems = state_dict_mismatch(model.state_dict(), state)
+    if problems:
+        raise ValueError(f"weights: {path} does not fit {type(model).__name__}({model.extra_repr()}): {problems}")
+    model.load_state_dict(state)
+
+
+def state_dict_mismatch(ours: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> str:
+    """What keeps ``theirs`` from loading where ``ours`` is (missing, unexpected and reshaped tensors, an example
+    of each), or "" if it fits."""
     problems = []
-    missing = [k for k in ours if k not in state]
-    unexpected = [k for k in state if k not in ours]
-    reshaped = [k for k in ours if k in state and state[k].shape != ours[k].shape]
+    missing = [k for k in ours if k not in theirs]
+    unexpected = [k for k in theirs if k not in ours]
+    reshaped = [k for k in ours if k in theirs and theirs[k].shape != ours[k].shape]
     if missing:
         problems.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
     if reshaped:
         k = reshaped[0]
-        problems.append(f"{len(reshaped)} of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+        problems.append(f"{len(reshaped)} of another shape (e.g. {k}: {tuple(theirs[k].shape)} in the file, "
                         f"{tuple(ours[k].shape)} here)")
-    if problems:
-        raise ValueError(f"weights: {path} does not fit {type(model).__name__}({model.extra_repr()}): "
-                         + "; ".join(problems))
-    model.load_state_dict(state)
+    return "; ".join(problems)
 
 
 def backbone_key_map(model: nn.Module) -> dict[str, str]:

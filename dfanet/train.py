@@ -15,7 +15,7 @@ from torch import nn
 
 from . import checkpoint, distributed
 from .data import IGNORE_INDEX, SegmentationFiles, TrainTransform, get_dataset, train_loader
-from .engine import LoopSettings, run
+from .engine import LoopSettings, check_clip_grad, run
 from .evaluate import EvalReport, evaluate, write_report
 from .io import atomic_path
 from .model import DFANet
@@ -107,6 +107,13 @@ def check_config(cfg: TrainConfig, world_size: int) -> None:
             raise ValueError(f"--{name.replace('_', '-')}: expected >= {least}, got {getattr(cfg, name)}")
     if cfg.eval_every and not cfg.val_split:
         raise ValueError("--eval-every: needs a --val-split to evaluate on")
+    check_clip_grad(cfg.clip_grad)
+    if not cfg.power >= 0:  # also refuses NaN
+        raise ValueError(f"--power: expected a poly schedule power >= 0, got {cfg.power}")
+    if cfg.warmup_iters < 0:
+        raise ValueError(f"--warmup-iters: expected >= 0, got {cfg.warmup_iters}")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ValueError(f"--threads: expected an integer >= 1, got {cfg.threads}")
 
 
 @dataclass
@@ -125,6 +132,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:
     check_config(cfg, ctx.world_size)
+    distributed.check_backend(cfg.backend, ctx.device)  # it runs the evaluations: fail now, not after training
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.sync_bn and ctx.distributed and ctx.device.type != "cuda":

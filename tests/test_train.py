@@ -451,3 +451,155 @@ def test_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert f"usage: dfanet {command}" in capsys.readouterr().out
+
+
+# --- resuming with other settings -------------------------------------------------------------------------------
+
+def test_resume_with_a_longer_schedule_follows_the_new_settings(data, tmp_path, caplog):
+    """--iters 2, then --iters 5 --lr 0.5 --power 1 --warmup-iters 1 --resume auto: the checkpoint's PolyLR(2) and
+    lr used to be restored, so iterations 3..5 trained at lr 0. Now they follow the new schedule at iteration 2."""
+    assert main(train_args(data, tmp_path, 2, "--no-eval", "--lr", "0.01")) == 0
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    assert main(train_args(data, tmp_path, 5, "--no-eval", "--lr", "0.5", "--power", "1", "--warmup-iters", "1",
+                           "--keep-every", "1", "--resume", "auto")) == 0
+    assert "the optimizer and learning-rate schedule follow this run's settings" in caplog.text
+    new_schedule = PolyLR(5, power=1.0, warmup=1)
+    for iteration in (3, 4):
+        state = checkpoint.load(tmp_path / checkpoint.numbered_name(iteration), "segmentation")
+        group = state["optimizer"]["param_groups"][0]
+        assert group["lr"] == pytest.approx(0.5 * new_schedule(iteration), rel=1e-12) and group["initial_lr"] == 0.5
+    final = load_last(tmp_path)
+    assert final["scheduler"]["lr_lambdas"] == [{"total": 5, "power": 1.0, "warmup": 1}]
+    assert final["optimizer"]["state"]  # the momentum buffers came from the checkpoint
+
+
+def _sgd_with_poly(lr: float, total: int, momentum: float = 0.9):
+    param = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([param], lr=lr, momentum=momentum)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, PolyLR(total, 0.9, 2))
+
+
+def _train_steps(optimizer, scheduler, steps: int) -> None:
+    for _ in range(steps):
+        optimizer.param_groups[0]["params"][0].grad = torch.full((3,), 0.5)
+        optimizer.step()
+        scheduler.step()
+
+
+@pytest.mark.parametrize("make_scheduler", [
+    lambda o, total: torch.optim.lr_scheduler.LambdaLR(o, PolyLR(total, 0.9, 2)),
+    lambda o, total: torch.optim.lr_scheduler.MultiStepLR(o, [total // 2], 0.1),  # dfanet pretrain's
+])
+def test_a_changed_schedule_is_replayed_to_the_resumed_iteration(make_scheduler):
+    from dfanet.engine import load_optimization_state
+
+    def build(lr, total, momentum=0.9):
+        param = torch.nn.Parameter(torch.ones(3))
+        optimizer = torch.optim.SGD([param], lr=lr, momentum=momentum)
+        return optimizer, make_scheduler(optimizer, total)
+
+    old_optimizer, old_scheduler = build(0.1, 10)
+    _train_steps(old_optimizer, old_scheduler, 7)
+    saved = old_optimizer.state_dict(), old_scheduler.state_dict()
+
+    # Unchanged settings: the exact state, as saved.
+    optimizer, scheduler = build(0.1, 10)
+    assert not load_optimization_state(optimizer, scheduler, *saved, 7)
+    assert scheduler.state_dict() == old_scheduler.state_dict()
+    assert optimizer.param_groups[0]["lr"] == old_optimizer.param_groups[0]["lr"]
+
+    # New lr, length and momentum: exactly what an uninterrupted run with them has at iteration 7.
+    optimizer, scheduler = build(0.5, 40, momentum=0.5)
+    assert load_optimization_state(optimizer, scheduler, *saved, 7)
+    straight_optimizer, straight_scheduler = build(0.5, 40, momentum=0.5)
+    _train_steps(straight_optimizer, straight_scheduler, 7)
+    assert scheduler.state_dict() == straight_scheduler.state_dict()
+    group, straight = optimizer.param_groups[0], straight_optimizer.param_groups[0]
+    assert {k: v for k, v in group.items() if k != "params"} == {k: v for k, v in straight.items() if k != "params"}
+    assert torch.equal(optimizer.state[group["params"][0]]["momentum_buffer"],
+                       old_optimizer.state[old_optimizer.param_groups[0]["params"][0]]["momentum_buffer"])
+
+
+def test_resume_from_another_variant_or_dataset_names_the_file(data, tmp_path, caplog):
+    """load_state_dict's page of size mismatches (a traceback) became one error naming the file and the cause."""
+    out = tmp_path / "city"
+    assert main(train_args(data, out, 1, "--no-eval")) == 0
+    last = out / checkpoint.LAST
+    caplog.clear()
+    assert main(train_args(data, out, 2, "--no-eval", "--variant", "A", "--resume", "auto")) == 2
+    assert f"checkpoint: {last} does not fit DFANet(variant='A'" in caplog.text
+    assert "it was trained with variant 'B' (this run: 'A')" in caplog.text
+
+    camvid = make_camvid(tmp_path / "camvid", {"train": 1})
+    caplog.clear()
+    assert main(["train", "--dataset", "camvid", "--data-root", str(camvid), "--variant", "B", "--iters", "2",
+                 "--batch-size", "1", "--crop", "32", "32", "--workers", "0", "--threads", "1", "--device", "cpu",
+                 "--no-eval", "--out", str(tmp_path / "camvid-out"), "--resume", str(last)]) == 2
+    assert f"checkpoint: {last} does not fit DFANet(variant='B', num_classes=11" in caplog.text
+    assert "it was trained with dataset 'cityscapes' (this run: 'camvid')" in caplog.text
+    assert "decoder.classifier.weight: (19, " in caplog.text
+
+
+def test_resuming_with_another_thread_count_warns_it_is_not_bit_exact(data, tmp_path, caplog):
+    """The thread count changes the floating-point results (BatchNorm statistics differ after 3 iterations with 1
+    and 2 threads): it was listed as a setting that changes nothing."""
+    assert main(train_args(data, tmp_path, 2, "--no-eval", "--keep-every", "1")) == 0
+    caplog.clear()
+    assert main(train_args(data, tmp_path, 2, "--no-eval", "--threads", "2",
+                           "--resume", str(tmp_path / checkpoint.numbered_name(1)))) == 0
+    assert ("resuming on another device or thread count (threads: 1 -> 2): the floating-point results depend on "
+            "them, so the run will not be bit-identical") in caplog.text
+    assert "resuming with different settings" not in caplog.text  # still allowed, and not a change of recipe
+
+
+def test_amp_resume_of_a_checkpoint_trained_without_amp():
+    """A disabled GradScaler saves {}, which an enabled one refuses to load (CUDA --amp resuming a run without it)."""
+    from dfanet.engine import load_scaler_state
+
+    without_amp = torch.amp.GradScaler("cpu", enabled=False).state_dict()
+    assert without_amp == {}
+    with pytest.raises(RuntimeError, match="empty"):
+        torch.amp.GradScaler("cpu").load_state_dict(without_amp)  # what engine.run called
+    scaler = torch.amp.GradScaler("cpu")
+    load_scaler_state(scaler, without_amp)
+    assert scaler.state_dict() == torch.amp.GradScaler("cpu").state_dict()  # a fresh scaler
+    saved = {**scaler.state_dict(), "scale": 1024.0}
+    load_scaler_state(scaler, saved)
+    assert scaler.state_dict()["scale"] == 1024.0
+    load_scaler_state(torch.amp.GradScaler("cpu", enabled=False), saved)  # the other way round: ignored
+
+
+# --- option checks ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, message", [
+    (["--clip-grad", "-1"], "--clip-grad: expected a gradient norm > 0 (leave it out not to clip), got -1.0"),
+    (["--clip-grad", "0"], "--clip-grad: expected a gradient norm > 0 (leave it out not to clip), got 0.0"),
+    (["--clip-grad", "nan"], "--clip-grad: expected a gradient norm > 0"),
+    (["--power", "-0.5"], "--power: expected a poly schedule power >= 0, got -0.5"),
+    (["--warmup-iters", "-1"], "--warmup-iters: expected >= 0, got -1"),
+])
+def test_bad_schedule_and_clipping_settings_are_refused(flags, message, data, tmp_path, caplog):
+    """A negative --clip-grad flipped the gradients, 0 silently turned clipping off."""
+    assert main(train_args(data, tmp_path, 1, "--no-eval", *flags)) == 2
+    assert message in caplog.text
+    assert not (tmp_path / checkpoint.LAST).exists()
+
+
+def test_clipping_trains_and_the_loop_checks_its_norm_too(data, tmp_path):
+    from dfanet.engine import LoopSettings
+
+    assert main(train_args(data, tmp_path, 1, "--no-eval", "--clip-grad", "0.5")) == 0
+    with pytest.raises(ValueError, match="--clip-grad: expected a gradient norm > 0"):
+        LoopSettings("pretrain", 1, tmp_path, clip_grad=0.0)  # dfanet pretrain's path
+
+
+def test_an_unusable_backend_is_refused_before_training(data, tmp_path, caplog):
+    """--backend runs the evaluations: --backend cuda on a CPU run used to fail only after the whole training."""
+    assert main(train_args(data, tmp_path, 1, "--backend", "cuda")) == 2
+    assert "--backend cuda: unavailable on cpu" in caplog.text
+    assert not (tmp_path / checkpoint.LAST).exists()
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        from dfanet.train import TrainConfig, train
+
+        train(TrainConfig(data_root=str(data), variant="B", device="cpu", backend="Cpu"))
