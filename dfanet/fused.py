@@ -2,6 +2,10 @@
 
 Folding happens once and is redone whenever a parameter or buffer changes (load_state_dict, more training, an
 in-place edit, .to()) or the model's backend does: the cache is keyed on every tensor's version counter and storage.
+DFANet also refolds at once on eval(), load_state_dict(), .to() and a backend change: fused optimisers
+(Adam(fused=True)) and ``.data`` edits change weights without a version bump, and a torch.compile'd model runs the
+fold it was traced with (a graph constant; the trace recompiles when the model gets a new one). Not caught: a
+``.data`` edit or a fused optimiser step in eval mode; call eval() again after one.
 Every folded layer is one of dfanet_kernels' prepared ops, so its weights are checked when they are folded, not on
 each call: the image is checked by the first conv's public op, and every later input is made by the ops themselves.
 """
@@ -157,6 +161,12 @@ class FusedRunner:
 _version, _device = attrgetter("_version"), attrgetter("device")
 
 
+def _inference_safe_version(t: torch.Tensor) -> int:
+    # Inference tensors (made under torch.inference_mode) have no version counter; they cannot be edited in place
+    # outside inference mode, so their storage address stands for them.
+    return -1 if t.is_inference() else t._version
+
+
 def _weights_signature(model: "DFANet") -> tuple[list, list, list]:
     """The version counter, storage address and device of every parameter and buffer of ``model``."""
     # A hand-written walk and map() over attribute getters: Module.parameters()/buffers() (named_modules with memo
@@ -169,14 +179,30 @@ def _weights_signature(model: "DFANet") -> tuple[list, list, list]:
             tensors += module._buffers.values()
             modules += module._modules.values()
     tensors = [t for t in tensors if t is not None]
-    return list(map(_version, tensors)), list(map(torch.Tensor.data_ptr, tensors)), list(map(_device, tensors))
+    try:
+        versions = list(map(_version, tensors))
+    except RuntimeError:  # an inference tensor among them (rare: the fast path above stays for the rest)
+        versions = list(map(_inference_safe_version, tensors))
+    return versions, list(map(torch.Tensor.data_ptr, tensors)), list(map(_device, tensors))
+
+
+def refold(model: "DFANet") -> None:
+    """Fold ``model``'s current weights now if it runs fused in eval (else drop the fold). A fold that fails (non-finite
+    weights, a backend unavailable on this device) leaves none: the next forward folds again and raises the error."""
+    model._folded = None
+    if model.fused and not model.training:
+        try:
+            model._folded = ((model.backend, _weights_signature(model)), fold_model(model))
+        except (ValueError, TypeError, RuntimeError):
+            pass
 
 
 def fused_runner(model: "DFANet") -> FusedRunner:
     """The fused runner for ``model``'s current weights and backend, folding again only if either changed."""
-    if torch.compiler.is_compiling():  # traced once; guards, not version counters, protect compiled graphs
-        cached = model._folded
-        folded = cached[1] if cached is not None else fold_model(model)
+    if torch.compiler.is_compiling():
+        # The fold refold() made is a constant of the graph (fast to compile: folding in the graph took ~30x longer).
+        # Without one, the graph folds from the parameters, non-finite checks included (torch._assert_async).
+        folded = model._folded[1] if model._folded is not None else fold_model(model)
     else:
         key = (model.backend, _weights_signature(model))
         if model._folded is None or model._folded[0] != key:

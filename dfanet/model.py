@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from dfanet_kernels import reference
+from dfanet_kernels.constants import BACKENDS
 
-from .fused import fused_runner
+from .fused import fused_runner, refold
 from .layers import Backbone, ConvBNReLU, Decoder, FCAttention, XceptionBlock
 from .variants import Variant, get_variant
 
@@ -85,6 +86,10 @@ def check_input(x: object) -> torch.Tensor:
     return x
 
 
+def _refold_after_loading(model: "DFANet", incompatible_keys) -> None:
+    refold(model)
+
+
 class DFANet(nn.Module):
     """DFANet semantic segmentation network.
 
@@ -119,7 +124,8 @@ class DFANet(nn.Module):
             Backbone(first if n == 0 else later, spec.stages, spec.attention_hidden) for n in range(3)
         )
         self.decoder = Decoder(c2, c4, spec.decoder_channels, num_classes)
-        self._folded = None  # the fused path's folded weights, built on first fused eval forward
+        self._folded = None  # the fused path's folded weights, built on eval() or the first fused eval forward
+        self.register_load_state_dict_post_hook(_refold_after_loading)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -142,6 +148,31 @@ class DFANet(nn.Module):
                 nn.init.zeros_(m.sep3.bn.weight)
         # Small logits at the start keep the first steps' cross-entropy (and gradients) near log(num_classes).
         nn.init.normal_(self.decoder.classifier.weight, std=0.01)
+
+    # The fused path refolds at once on eval(), load_state_dict(), .to() and a backend change (dfanet.fused.refold):
+    # fused optimisers and .data edits change weights without the version bump the fold cache watches, and a compiled
+    # model keeps the fold it was traced with.
+    @property
+    def backend(self) -> str | None:
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str | None) -> None:
+        if value is not None and value not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS} or None, got {value!r}")
+        self._backend = value
+        if "_folded" in self.__dict__:
+            refold(self)
+
+    def train(self, mode: bool = True) -> "DFANet":
+        super().train(mode)
+        refold(self)
+        return self
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        refold(self)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x)

@@ -69,9 +69,18 @@ def optional_like(name: str, t: object, ref: torch.Tensor, ref_name: str, shape:
 
 
 def finite(name: str, t: torch.Tensor) -> None:
-    if not bool(torch.isfinite(t).all()):
+    if torch.compiler.is_compiling():  # no data-dependent branch in a graph: the check runs inside it, when it runs
+        torch._assert_async(torch.isfinite(t).all(), f"{name}: expected finite values, found NaN/inf")
+    elif not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{name}: expected finite values, found {bad} NaN/inf of {t.numel()}")
+
+
+def non_negative(name: str, t: torch.Tensor) -> None:
+    if torch.compiler.is_compiling():
+        torch._assert_async((t >= 0).all(), f"{name}: expected no negative entries")
+    elif bool((t < 0).any()):
+        raise ValueError(f"{name}: expected no negative entries, found {int((t < 0).sum())}")
 
 
 def size2(name: str, size: object) -> tuple[int, int]:

@@ -38,8 +38,7 @@ def fold_bn(
                     ("BN weight", gamma), ("BN bias", beta)):
         if t is not None:
             _checks.finite(f"{name} {part}", t)
-    if bool((var < 0).any()):
-        raise ValueError(f"{name}: BN running_var has negative entries")
+    _checks.non_negative(f"{name} BN running_var", var)
     scale = gamma / torch.sqrt(var + bn.eps)
     folded_weight = weight.float() * scale.reshape(-1, *([1] * (weight.dim() - 1)))
     base = bias.float() if bias is not None else torch.zeros_like(mean)

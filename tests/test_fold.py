@@ -76,7 +76,7 @@ def test_feature_count_mismatch_is_caught():
 def test_negative_variance_is_caught():
     conv, bn = make()
     bn.running_var[0] = -1.0
-    with pytest.raises(ValueError, match="running_var has negative entries"):
+    with pytest.raises(ValueError, match="running_var: expected no negative entries"):
         dk.fold_conv_bn(conv, bn, name="layer")
 
 

@@ -105,6 +105,77 @@ def test_refolds_after_load_state_dict_training_and_inplace_edits():
         assert_logits_match(model(x), expected)
 
 
+def test_eval_refolds_after_changes_no_version_counter_sees():
+    """Fused optimisers and .data edits change weights without bumping version counters: eval() refolds."""
+    x = torch.randn(1, 3, 64, 64)
+    model = make_model("B", fused=True)
+    with torch.no_grad():
+        model(x)  # folds
+    model.train()
+    for m in model.modules():  # fine-tuning with frozen BN statistics: only the optimiser changes the weights
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, fused=True)
+    model(torch.randn(2, 3, 64, 64)).square().mean().backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        model.decoder.classifier.weight.data.mul_(-3)
+        model.eval()  # the documented way to make an in-eval .data edit seen
+        fused = model(x)
+        model.fused = False
+        assert_logits_match(fused, model(x))
+
+
+def test_fused_model_made_in_inference_mode():
+    """Inference tensors have no version counter; the fold cache keys them by storage."""
+    with torch.inference_mode():
+        model = make_model("B", fused=True)
+        x = torch.randn(1, 3, 64, 64)
+        fused = model(x)
+        model.fused = False
+        assert_logits_match(fused, model(x))
+
+
+def test_backend_name_is_checked_when_set():
+    with pytest.raises(ValueError, match=r"backend: expected one of \('reference', 'cpu', 'triton', 'cuda'\) or None, "
+                                         r"got 'Cpu'"):
+        DFANet(backend="Cpu")
+    model = DFANet(variant="B")
+    with pytest.raises(ValueError, match="got 'gpu'"):
+        model.backend = "gpu"
+
+
+def test_compiled_fused_model_follows_new_weights_and_backend():
+    """A compiled model runs the fold it was traced with; eval(), load_state_dict() and a backend change refold, and
+    the compiled model follows (dynamo's own backend: the staleness would be the trace's, not Inductor's)."""
+    torch.compiler.reset()
+    x = torch.randn(1, 3, 64, 64)
+    model = make_model("B", fused=True)
+    other = make_model("B", seed=7)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad():
+        assert_logits_match(compiled(x), model(x))
+        model.load_state_dict(other.state_dict())
+        assert_logits_match(compiled(x), other(x))
+        model.backend = "reference"
+        assert_logits_match(compiled(x), other(x))
+        assert model._folded[1].backend == "reference"
+
+
+def test_compiled_fused_model_checks_weights_in_the_graph():
+    """No fold to trace with (eval() could not fold: a NaN weight): the graph folds, and its checks raise."""
+    torch.compiler.reset()
+    model = make_model("B", fused=True)
+    with torch.no_grad():
+        model.decoder.classifier.weight[0, 0] = float("nan")
+    model.eval()
+    assert model._folded is None
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.no_grad(), pytest.raises(RuntimeError, match="decoder.classifier weight: expected finite values"):
+        compiled(torch.randn(1, 3, 64, 64))
+
+
 def test_refolds_for_another_backend():
     from dfanet.fused import fused_runner
 
