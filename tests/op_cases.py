@@ -84,6 +84,22 @@ BLOCK_CASES = [
 ]
 
 
+def check_same_size_copy(op, backend, device):
+    """upsample_concat / upsample_add of one input already at the target size copy it bit for bit: no 0 * neighbour
+    term and no 0 + x, so inf, NaN and -0.0 come through unchanged, as the reference returns x."""
+    x = rand(2, 5, 9, 11, gen=torch.Generator().manual_seed(5), device=device)
+    x[0, 0, 0, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
+    out = getattr(dk, op)([x], (9, 11), backend=backend)
+    assert torch.equal(out.contiguous().cpu().view(torch.int32), x.cpu().view(torch.int32))
+
+
+def check_half_pixel_convention(backend, device):
+    """align_corners=False: output pixel centres map to (i + 0.5) * scale - 0.5, clamped at the border."""
+    x = torch.tensor([0.0, 1.0], device=device).reshape(1, 1, 1, 2)
+    out = dk.upsample_concat([x], (1, 4), backend=backend)
+    assert torch.equal(out.flatten().cpu(), torch.tensor([0.0, 0.25, 0.75, 1.0]))
+
+
 def block_case_id(case):
     n, specs, c1, c2, c3, stride, projection = case
     return f"n{n}-" + "+".join(f"{c}@{h}x{w}" for c, h, w in specs) + f"-s{stride}-{'proj' if projection else 'id'}"

@@ -47,7 +47,7 @@ def test_upsample(every_isa, case):
 
 
 @needs_cpu_kernels
-@pytest.mark.parametrize("op", [dk.upsample_concat, dk.upsample_add], ids=["concat", "add"])
+@pytest.mark.parametrize("op", ["upsample_concat", "upsample_add"])
 def test_upsample_of_a_same_size_input_is_a_bit_exact_copy(every_isa, op):
     up_tests.test_input_at_target_size_is_copied_bit_exactly(op, "cpu")
 

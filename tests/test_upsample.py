@@ -6,6 +6,7 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
+from . import op_cases
 from .utils import (
     CHECKED_BACKENDS,
     LAYOUTS,
@@ -60,20 +61,15 @@ def test_add_matches_reference(case, layout, n):
 
 
 @pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
-@pytest.mark.parametrize("op", [dk.upsample_concat, dk.upsample_add])
+@pytest.mark.parametrize("op", ["upsample_concat", "upsample_add"])
 def test_input_at_target_size_is_copied_bit_exactly(op, backend):
-    """No 0 * neighbour term: inf, NaN and -0.0 come through unchanged, as in the reference (which returns x)."""
-    x = torch.randn(2, 5, 9, 11, generator=torch.Generator().manual_seed(5))
-    x[0, 0, 0, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
-    out = op([x], (9, 11), backend=backend)
-    assert torch.equal(out.view(torch.int32), x.view(torch.int32))
+    op_cases.check_same_size_copy(op, backend, "cpu")
 
 
-def test_align_corners_convention_is_half_pixel():
-    """Documented choice: align_corners=False. Upsampling [0, 1] by 2 gives the half-pixel weights."""
-    x = torch.tensor([0.0, 1.0]).reshape(1, 1, 1, 2)
-    out = dk.upsample_concat([x], (1, 4), backend="reference")
-    assert_close(out.flatten(), torch.tensor([0.0, 0.25, 0.75, 1.0]), 0, 0)
+@pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
+def test_align_corners_convention_is_half_pixel(backend):
+    """Documented choice: align_corners=False."""
+    op_cases.check_half_pixel_convention(backend, "cpu")
 
 
 @needs_cpu_kernels
