@@ -4,6 +4,7 @@
 #   ./quickstart.sh               set up + run `dfanet bench` (DFANet A, 512x1024, batch 1, 2 threads)
 #   ./quickstart.sh --setup-only  set up only (what CI does before the tests)
 #   DFANET_BENCH_ARGS="--size 1024x1024 --rounds 20" ./quickstart.sh
+#   TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu ./quickstart.sh   torch's CPU-only wheel, not PyPI's
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,10 +16,11 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PY=.venv/bin/python
 
-# A plain `torch` requirement would pull a multi-GB CUDA build; keep a torch that is already installed.
+# A plain `torch` requirement would pull a multi-GB CUDA build; keep a torch that is already installed. PyPI's
+# Linux x86-64 torch==2.13.0 is itself the CUDA build: TORCH_INDEX_URL picks another index for this one install.
 if ! "$PY" -c "import torch" 2>/dev/null; then
-  log "installing torch==2.13.0 (CPU)"
-  "$PY" -m pip install -q torch==2.13.0
+  log "installing torch==2.13.0${TORCH_INDEX_URL:+ from $TORCH_INDEX_URL}"
+  "$PY" -m pip install -q torch==2.13.0 ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 fi
 log "installing build tools and the package (this compiles the C++ kernels, about a minute)"
 "$PY" -m pip install -q setuptools wheel ninja pybind11
