@@ -64,7 +64,8 @@ def _fold_block(block: XceptionBlock, name: str, backend: str) -> dk.PreparedBlo
 def fold_model(model: "DFANet") -> FoldedDFANet:
     """Fold every BatchNorm of ``model`` (eval statistics) into its conv and prepare each layer for the backend of
     ``model.backend`` on the weights' device; raises ValueError on non-finite weights."""
-    backend = dk.backends.resolve(model.backend, model.conv1.conv.weight.device)
+    weight = model.conv1.conv.weight
+    backend = dk.backends.resolve(model.backend, weight.device, weight.dtype)
     stages = [
         [[_fold_block(b, f"backbones.{n}.stages.{i}.{j}", backend) for j, b in enumerate(stage)]
          for i, stage in enumerate(bb.stages)]

@@ -176,9 +176,27 @@ class DFANet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x)
+        x = self._input_for_weights(x)
         if self.fused and not self.training:  # the fused stem takes the image as it is (see FusedRunner.stem)
+            if torch.is_autocast_enabled(x.device.type):  # the fused ops' own aten calls stay in their dtype
+                with torch.autocast(x.device.type, enabled=False):
+                    return self.run(x, fused_runner(self))
             return self.run(x, fused_runner(self))
         return self.run(x, EagerRunner(self))
+
+    def _input_for_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` checked against the weights' device and dtype (here, not in the first conv, whose message would blame
+        the weights). Under autocast another dtype is autocast's business on the module path; the fused ops are not
+        autocast ops and run in the weights' dtype, so the fused path converts the image to it."""
+        weight = self.conv1.conv.weight
+        if x.device != weight.device:
+            raise ValueError(f"x: expected a tensor on {weight.device} (where the model's weights are), got {x.device}")
+        if x.dtype != weight.dtype:
+            if not torch.is_autocast_enabled(x.device.type):
+                raise TypeError(f"x: expected dtype {weight.dtype} (that of the model's weights), got {x.dtype}")
+            if self.fused and not self.training:
+                return x.to(weight.dtype)
+        return x
 
     def run(self, x: torch.Tensor, runner: Runner) -> torch.Tensor:
         """The DFANet graph (paper Fig. 3), computed piece by piece by ``runner``."""

@@ -13,7 +13,7 @@ import warnings
 
 import torch
 
-from .constants import BACKENDS
+from .constants import BACKEND_DTYPES, BACKENDS
 
 _REBUILD_HINT = "rebuild with `pip install --no-build-isolation -e .` (see README, 'Install')"
 
@@ -86,11 +86,24 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
     raise ValueError(f"backend: expected one of {BACKENDS} or None, got {backend!r}")
 
 
-def resolve(backend: str | None, device: torch.device) -> str:
-    """The backend a call runs on: the one asked for (checked), or the fastest available for ``device``."""
+_FALLBACKS_WARNED: set[tuple[str, torch.dtype]] = set()
+
+
+def resolve(backend: str | None, device: torch.device, dtype: torch.dtype | None = None) -> str:
+    """The backend a call runs on: the one asked for (checked), or the fastest available for ``device`` that takes
+    ``dtype`` (the reference, with a warning once, where no compiled backend takes it: float64, or fp16 on CPU)."""
     if backend is None:
         preference = {"cpu": ("cpu",), "cuda": ("cuda", "triton")}.get(device.type, ())
-        return next((b for b in preference if unavailable_reason(b, device) is None), "reference")
+        available = [b for b in preference if unavailable_reason(b, device) is None]
+        dtype_name = None if dtype is None else str(dtype).removeprefix("torch.")
+        chosen = next((b for b in available if dtype_name is None or dtype_name in BACKEND_DTYPES[b]), "reference")
+        fell_back = chosen == "reference" and available and dtype is not None and dtype.is_floating_point
+        if fell_back and (device.type, dtype) not in _FALLBACKS_WARNED and not torch.compiler.is_compiling():
+            _FALLBACKS_WARNED.add((device.type, dtype))
+            warnings.warn(f"dfanet_kernels: no compiled backend on {device.type} takes {dtype_name} "
+                          f"({', '.join(f'{b}: {BACKEND_DTYPES[b]}' for b in available)}); backend=None runs the "
+                          "slow reference ops", RuntimeWarning, stacklevel=3)
+        return chosen
     reason = unavailable_reason(backend, device)
     if reason is not None:
         raise ValueError(f"backend={backend!r} is unavailable: {reason}")

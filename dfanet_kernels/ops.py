@@ -104,7 +104,7 @@ def dwsep_conv(
     out_shape = (n, cout, conv_output_size(h, stride), conv_output_size(w, stride))
     _checks.optional_like("residual", residual, x, "x", out_shape)
 
-    chosen = backends.resolve(backend, x.device)
+    chosen = backends.resolve(backend, x.device, x.dtype)
     _check_backend_dtype(chosen, "x", x)
     return _run_dwsep_conv(chosen, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out,
                            residual)
@@ -182,7 +182,7 @@ def xception_block(
     _checks.activation("x", x)
     _check_block_weights(x.shape[1], x, "x", dw_weights, pw_weights, pw_biases, stride, shortcut_weight,
                          shortcut_bias)
-    chosen = backends.resolve(backend, x.device)
+    chosen = backends.resolve(backend, x.device, x.dtype)
     _check_backend_dtype(chosen, "x", x)
     return _run_block(chosen, [x], dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
 
@@ -220,7 +220,7 @@ def xception_block_cat(
     first = inputs[0]
     _check_block_weights(sum(t.shape[1] for t in inputs), first, "inputs[0]", dw_weights, pw_weights, pw_biases,
                          stride, shortcut_weight, shortcut_bias)
-    chosen = backends.resolve(backend, first.device)
+    chosen = backends.resolve(backend, first.device, first.dtype)
     _check_backend_dtype(chosen, "inputs[0]", first)
     return _run_block(chosen, list(inputs), dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
 
@@ -253,7 +253,7 @@ def _check_conv_weights(k: int, c: int, ref: torch.Tensor, ref_name: str, weight
 def _conv(k: int, x, weight, bias, stride, relu, backend):
     _checks.activation("x", x)
     _check_conv_weights(k, x.shape[1], x, "x", weight, bias, stride)
-    chosen = backends.resolve(backend, x.device)
+    chosen = backends.resolve(backend, x.device, x.dtype)
     _check_conv_dtype(chosen, "x", x)
     return _run_conv(chosen, x, weight, bias, stride, relu)
 
@@ -323,7 +323,7 @@ def fc_attention(
     """
     _checks.activation("x", x)
     _check_attention_weights(x.shape[1], x, "x", fc_weight, fc_bias, conv_weight, conv_bias)
-    chosen = backends.resolve(backend, x.device)
+    chosen = backends.resolve(backend, x.device, x.dtype)
     _check_backend_dtype(chosen, "x", x)
     return _run_fc_attention(chosen, x, fc_weight, fc_bias, conv_weight, conv_bias)
 
@@ -358,7 +358,7 @@ def upsample_concat(inputs: Sequence[torch.Tensor], size: Sequence[int], backend
     already at ``size`` is copied unchanged. Inputs share batch size, dtype and device; channels may differ.
     """
     size = _check_upsample_inputs(inputs, size)
-    chosen = backends.resolve(backend, inputs[0].device)
+    chosen = backends.resolve(backend, inputs[0].device, inputs[0].dtype)
     _check_backend_dtype(chosen, "inputs", inputs[0])
     return _run_upsample(chosen, "upsample_concat", inputs, size)
 
@@ -370,7 +370,7 @@ def upsample_add(inputs: Sequence[torch.Tensor], size: Sequence[int], backend: s
     for i, t in enumerate(inputs[1:], start=1):
         if t.shape[1] != channels:
             raise ValueError(f"inputs[{i}]: expected {channels} channels (those of inputs[0]), got {t.shape[1]}")
-    chosen = backends.resolve(backend, inputs[0].device)
+    chosen = backends.resolve(backend, inputs[0].device, inputs[0].dtype)
     _check_backend_dtype(chosen, "inputs", inputs[0])
     return _run_upsample(chosen, "upsample_add", inputs, size)
 

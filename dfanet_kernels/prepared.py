@@ -31,7 +31,7 @@ class PreparedConv:
         if k not in (1, 3):
             raise ValueError(f"weight: expected Cout x C x 1 x 1 or Cout x C x 3 x 3, got {tuple(weight.shape)}")
         ops._check_conv_weights(k, weight.shape[1], weight, "weight", weight, bias, stride)
-        self.backend = backends.resolve(backend, weight.device)
+        self.backend = backends.resolve(backend, weight.device, weight.dtype)
         ops._check_conv_dtype(self.backend, "weight", weight)
         self.weight, self.bias, self.stride, self.relu = weight, bias, stride, bool(relu)
 
@@ -52,7 +52,7 @@ class PreparedBlock:
         dw0 = _checks.floating("dw_weights[0]", _checks.tensor("dw_weights[0]", dw_weights[0], ndim=4))
         ops._check_block_weights(dw0.shape[0], dw0, "dw_weights[0]", dw_weights, pw_weights, pw_biases, stride,
                                  shortcut_weight, shortcut_bias)
-        self.backend = backends.resolve(backend, dw0.device)
+        self.backend = backends.resolve(backend, dw0.device, dw0.dtype)
         ops._check_backend_dtype(self.backend, "dw_weights[0]", dw0)
         self.weights = (tuple(dw_weights), tuple(pw_weights), tuple(pw_biases), stride, shortcut_weight,
                         shortcut_bias)
@@ -76,7 +76,7 @@ class PreparedAttention:
         fc_weight = _checks.floating("fc_weight", _checks.tensor("fc_weight", fc_weight, ndim=2))
         ops._check_attention_weights(fc_weight.shape[1], fc_weight, "fc_weight", fc_weight, fc_bias, conv_weight,
                                      conv_bias)
-        self.backend = backends.resolve(backend, fc_weight.device)
+        self.backend = backends.resolve(backend, fc_weight.device, fc_weight.dtype)
         ops._check_backend_dtype(self.backend, "fc_weight", fc_weight)
         self.weights = (fc_weight, fc_bias, conv_weight, conv_bias)
 

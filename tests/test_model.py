@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import dfanet_kernels as dk
 from dfanet import DFANet
+from dfanet.fused import fused_runner
 
 from .utils import (
     FP16_MODEL_TOLERANCE,
@@ -188,12 +189,46 @@ def test_refolds_for_another_backend():
         assert_logits_match(model(x), first)
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_image_of_another_dtype_or_device_than_the_weights_names_the_image(fused):
+    model = make_model("B", fused=fused)
+    with torch.no_grad():
+        with pytest.raises(TypeError, match=r"x: expected dtype torch.float32 \(that of the model's weights\), "
+                                            r"got torch.float64"):
+            model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+        with pytest.raises(ValueError, match=r"x: expected a tensor on cpu \(where the model's weights are\), "
+                                             r"got meta"):
+            model(torch.randn(1, 3, 64, 64, device="meta"))
+        # Autocast casts per op on the module path; the fused ops (not autocast ops) run in the weights' dtype.
+        x = torch.randn(1, 3, 64, 64).bfloat16()
+        with torch.autocast("cpu", torch.bfloat16):
+            out = model(x)
+        assert out.dtype == (torch.float32 if fused else torch.bfloat16)
+        if fused:
+            assert_logits_match(out, model(x.float()))
+
+
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
 def test_fused_model_checks_the_image_against_its_weights(backend):
     """The folded layers skip per-call checks; the image, the one input from outside, is checked by the first conv."""
     model = make_model("B", fused=True, backend=backend)
-    with torch.no_grad(), pytest.raises(TypeError, match=r"weight: expected dtype torch.float64 \(that of x\)"):
-        model(torch.randn(1, 3, 64, 64, dtype=torch.float64))
+    with torch.no_grad(), pytest.raises(ValueError, match=r"weight: expected shape \(8, 5, 3, 3\)"):
+        model.run(torch.randn(1, 5, 64, 64), fused_runner(model))  # past forward's own check of the image
+
+
+def test_float64_model_runs_fused_on_the_reference_backend(monkeypatch):
+    """backend=None picks the best backend that takes the weights' dtype; no compiled one takes float64."""
+    monkeypatch.setattr(dk.backends, "_FALLBACKS_WARNED", set())  # warned once per process: maybe already
+    model = make_model("B", fused=True)
+    with pytest.warns(RuntimeWarning, match="no compiled backend on cpu takes float64"):
+        model.double()  # in eval: refolds now
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        fused = model(x)
+    assert model._folded[1].backend == "reference"
+    with torch.no_grad():
+        model.fused = False
+        assert_logits_close(fused, model(x), **FP32_MODEL_TOLERANCE)
 
 
 def test_same_state_dict_for_fused_and_unfused():

@@ -84,7 +84,11 @@ def test_backend_is_resolved_and_checked_at_construction():
         dk.PreparedConv(torch.randn(6, 4, 1, 1), None, backend="cuda")
     if HAS_CPU_KERNELS:
         with pytest.raises(TypeError, match=r"fc_weight: backend 'cpu' takes dtype float32, got torch.float64"):
-            dk.PreparedAttention(torch.randn(10, 4).double(), None, torch.randn(4, 10, 1, 1).double(), None)
+            dk.PreparedAttention(torch.randn(10, 4).double(), None, torch.randn(4, 10, 1, 1).double(), None,
+                                 backend="cpu")
+        # backend=None: the best backend that takes the weights' dtype.
+        double = dk.PreparedAttention(torch.randn(10, 4).double(), None, torch.randn(4, 10, 1, 1).double(), None)
+        assert double.backend == "reference"
 
 
 @pytest.mark.parametrize("backend", CHECKED_BACKENDS)
