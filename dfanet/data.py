@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,3 +300,18 @@ def train_loader(read: Callable[[int], tuple], size: int, transform: Callable, b
     sampler = InfiniteSampler(size, batch_size, seed, rank, world_size, start_iteration)
     return DataLoader(AugmentedDataset(read, transform, seed), batch_size=batch_size, sampler=sampler,
                       num_workers=workers, pin_memory=pin_memory, worker_init_fn=_ignore_stop_signals)
+
+
+@contextmanager
+def batches_of(loader: Iterable) -> Iterator[Iterator]:
+    """``iter(loader)``, whose worker processes are shut down on leaving, also on an error. Left to garbage
+    collection, an iterator that an exception's traceback holds (a worker's error re-raised in the main process
+    makes such a cycle) outlives the run: at exit, multiprocessing then SIGTERMs the workers and waits for them,
+    and they ignore SIGTERM (see _ignore_stop_signals), so the process never exits."""
+    batches = iter(loader)
+    try:
+        yield batches
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # DataLoader's iterator with workers
+        if shutdown is not None:
+            shutdown()

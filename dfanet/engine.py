@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
+from .data import batches_of
 from .distributed import Context, all_reduce_sum, unwrap
 from .pretrained import state_dict_mismatch
 from .stopped import Stopped
@@ -155,9 +156,8 @@ def run(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, make_load
         checkpoint.save(out / checkpoint.LAST, state)
 
     model.train()
-    batches = iter(make_loader(start))
     began, window_start, window_loss, window_n = time.perf_counter(), time.perf_counter(), 0.0, 0
-    with stop_requests() as received, logging_redirect_tqdm(), tqdm(
+    with batches_of(make_loader(start)) as batches, stop_requests() as received, logging_redirect_tqdm(), tqdm(
             total=settings.iters, initial=start, desc=settings.task, unit="it",
             disable=None if ctx.is_main else True, dynamic_ncols=True) as bar:  # None: on a terminal only
         for iteration in range(start, settings.iters):

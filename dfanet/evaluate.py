@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from .data import EvalDataset, SegmentationFiles, eval_transform
+from .data import EvalDataset, SegmentationFiles, batches_of, eval_transform
 from .distributed import Context, all_reduce_sum
 from .io import atomic_path
 from .metrics import Scores, confusion_matrix
@@ -58,19 +58,20 @@ def evaluate(model: DFANet, files: SegmentationFiles, ctx: Context, workers: int
 
     from tqdm import tqdm
 
-    bar = tqdm(loader, desc=f"eval {files.name}", unit="img", disable=None if ctx.is_main else True)  # None: tty only
-    for i, (image, mask) in enumerate(bar):
-        image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-        if i == 0:  # first calls fold BN, pick kernels, fill caches: not what a deployed model pays per image
-            for _ in range(warmup):
-                model(image)
-        sync()
-        start = time.perf_counter()
-        logits = model(image)
-        sync()
-        times.append(time.perf_counter() - start)
-        sizes.add(f"{image.shape[-2]}x{image.shape[-1]}")
-        confusion += confusion_matrix(logits.argmax(1), mask, files.num_classes)
+    with batches_of(loader) as batches, tqdm(batches, total=len(loader), desc=f"eval {files.name}", unit="img",
+                                             disable=None if ctx.is_main else True) as bar:  # None: tty only
+        for i, (image, mask) in enumerate(bar):
+            image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
+            if i == 0:  # first calls fold BN, pick kernels, fill caches: not what a deployed model pays per image
+                for _ in range(warmup):
+                    model(image)
+            sync()
+            start = time.perf_counter()
+            logits = model(image)
+            sync()
+            times.append(time.perf_counter() - start)
+            sizes.add(f"{image.shape[-2]}x{image.shape[-1]}")
+            confusion += confusion_matrix(logits.argmax(1), mask, files.num_classes)
     all_reduce_sum(confusion, ctx)
 
     times.sort()

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint, distributed
 from .classifier import XceptionClassifier
-from .data import EvalDataset, random_crop, read_image, train_loader
+from .data import EvalDataset, batches_of, random_crop, read_image, train_loader
 from .distributed import Context, all_reduce_sum
 from .engine import LoopSettings, run
 from .io import atomic_path
@@ -102,11 +102,12 @@ def top1_accuracy(model: nn.Module, folder: ImageFolder, crop: tuple[int, int], 
     dataset = EvalDataset(folder.read, CenterCrop(crop), range(ctx.rank, len(folder), ctx.world_size))
     counts = torch.zeros(2, dtype=torch.int64, device=ctx.device)  # correct, seen
     model.eval()
-    for images, labels in DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                     pin_memory=ctx.device.type == "cuda"):
-        labels = labels.to(ctx.device)
-        counts[0] += (model(images.to(ctx.device)).argmax(1) == labels).sum()
-        counts[1] += len(labels)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, pin_memory=ctx.device.type == "cuda")
+    with batches_of(loader) as batches:
+        for images, labels in batches:
+            labels = labels.to(ctx.device)
+            counts[0] += (model(images.to(ctx.device)).argmax(1) == labels).sum()
+            counts[1] += len(labels)
     correct, seen = all_reduce_sum(counts, ctx).tolist()
     return correct / seen
 

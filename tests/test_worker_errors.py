@@ -1,0 +1,80 @@
+"""A bad file met inside a DataLoader worker: the command exits promptly with an error naming it. train and pretrain
+used to hang at exit: their loader workers ignore SIGTERM, and nothing shut them down."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dfanet import DFANet
+
+from .synthetic import make_cityscapes, make_imagefolder
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+EXIT_TIMEOUT = 90  # seconds; these runs take ~5 on a busy 2-core machine
+
+
+def run_cli(args: list[str]) -> tuple[int, str]:
+    """``python -m dfanet <args>``'s exit code and output; a run that does not end in time fails the test (its whole
+    process group is killed, loader workers included) instead of hanging the suite."""
+    proc = subprocess.Popen([sys.executable, "-m", "dfanet", *args], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"dfanet {args[0]} did not exit within {EXIT_TIMEOUT} s:\n{output[-3000:]}")
+    return proc.returncode, output
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "weights.pt"
+    torch.save(DFANet(num_classes=19, variant="B").state_dict(), path)
+    return path
+
+
+def corrupt_cityscapes(tmp_path: Path, split: str) -> tuple[Path, Path]:
+    """A small Cityscapes tree whose first ``split`` image is not a PNG; returns it and that image."""
+    root = make_cityscapes(tmp_path / "broken", {"train": 4, "val": 2}, size=(48, 64))
+    image = root / "leftImg8bit" / split / "city0" / "city0_000000_000000_leftImg8bit.png"
+    image.write_bytes(b"not a png")
+    return root, image
+
+
+# --- the hang at exit -------------------------------------------------------------------------------------------
+
+def test_train_with_a_corrupt_image_in_a_worker_exits(tmp_path):
+    root, image = corrupt_cityscapes(tmp_path, "train")
+    code, output = run_cli(["train", "--dataset", "cityscapes", "--data-root", str(root), "--variant", "B",
+                            "--iters", "2", "--batch-size", "4", "--crop", "32", "32", "--workers", "2",
+                            "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert code == 2, output[-3000:]
+    assert f"{image}: cannot read as an image" in output
+
+
+def test_eval_with_a_corrupt_image_in_a_worker_exits(weights, tmp_path):
+    """A guard: eval's workers keep the default SIGTERM, so they never hung the exit; now they are shut down too."""
+    root, image = corrupt_cityscapes(tmp_path, "val")
+    code, output = run_cli(["eval", "--dataset", "cityscapes", "--data-root", str(root), "--variant", "B",
+                            "--weights", str(weights), "--workers", "2", "--threads", "1", "--device", "cpu",
+                            "--warmup", "0"])
+    assert code == 2, output[-3000:]
+    assert f"{image}: cannot read as an image" in output
+
+
+def test_pretrain_with_a_corrupt_image_in_a_worker_exits(tmp_path):
+    folder = make_imagefolder(tmp_path / "images")
+    image = folder / "red" / "0.png"
+    image.write_bytes(b"not a png")
+    code, output = run_cli(["pretrain", "--data-root", str(folder), "--variant", "B", "--epochs", "1",
+                            "--batch-size", "8", "--crop", "32", "32", "--workers", "2", "--threads", "1",
+                            "--device", "cpu", "--out", str(tmp_path / "out")])
+    assert code == 2, output[-3000:]
+    assert f"{image}: cannot read as an image" in output
