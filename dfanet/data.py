@@ -141,6 +141,31 @@ def get_dataset(name: str) -> DatasetSpec:
     return DATASETS[name]
 
 
+class SampleError(ValueError):
+    """A sample that cannot be read. DataLoader re-raises a worker's exception as ``type(message)`` with a message
+    of its own ("Caught ... in DataLoader worker process N.", then the worker's whole traceback); this class takes
+    the original one-line message back out of it, so an error reads the same with and without loader workers."""
+
+    def __init__(self, message: str):
+        super().__init__(_worker_message_removed(message, f"{__name__}.{type(self).__qualname__}"))
+
+
+def _worker_message_removed(message: str, qualified_name: str) -> str:
+    """The message after the last "<qualified_name>: " line of a worker's traceback; ``message`` if it is none."""
+    marker = f"\n{qualified_name}: "
+    if not message.startswith("Caught ") or marker not in message:
+        return message
+    return message[message.rindex(marker) + len(marker):].rstrip("\n")
+
+
+def read_sample(read: Callable[[int], tuple], index: int) -> tuple:
+    """``read(index)``, with any error about its files (unreadable, wrong size, unknown ids) a :class:`SampleError`."""
+    try:
+        return read(index)
+    except (ValueError, OSError) as err:  # OSError: FileNotFoundError, a file that went away, a bad disk
+        raise SampleError(str(err)) from None
+
+
 def read_image(path: Path) -> Image.Image:
     try:
         return Image.open(path)
@@ -237,7 +262,7 @@ class AugmentedDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         rng = np.random.default_rng([self.seed, _AUGMENT, epoch, index])
-        return self.transform(*self.read(index), rng)
+        return self.transform(*read_sample(self.read, index), rng)
 
 
 class EvalDataset(Dataset):
@@ -250,7 +275,7 @@ class EvalDataset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        return self.transform(*self.read(self.indices[i]))
+        return self.transform(*read_sample(self.read, self.indices[i]))
 
 
 class InfiniteSampler(Sampler):
