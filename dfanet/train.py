@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,6 +144,8 @@ def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:
     lr = cfg.lr if cfg.lr is not None else BASE_LR * cfg.batch_size / BASE_BATCH
     files = spec.open(cfg.data_root, cfg.split)
     val_files = spec.open(cfg.data_root, cfg.val_split) if cfg.val_split else None  # fail now, not after training
+    if val_files is not None:
+        check_val_files(val_files, ctx)
     out = Path(cfg.out)
     if ctx.is_main:
         log.info("%s %s: %d images, %d classes; DFANet %s; %d iterations, global batch %d (%d process(es) x %d), "
@@ -191,6 +194,16 @@ def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:
         if ctx.is_main:
             write_report(result.report, out, f"eval-{cfg.val_split}")
     return result
+
+
+def check_val_files(files: SegmentationFiles, ctx: distributed.Context) -> None:
+    """Every val pair's headers and label ids, so that a bad file stops the run now, not after all its iterations
+    (about 17 ms a Cityscapes pair: 9 s for its 500). Every rank checks, so that all of them stop together."""
+    began = time.perf_counter()
+    files.check_all()
+    if ctx.is_main:
+        log.info("checked the %d %s pairs (readable, sizes, label ids) in %.1f s", len(files), files.split,
+                 time.perf_counter() - began)
 
 
 def _evaluate_weights(cfg: TrainConfig, ctx: distributed.Context, trained: DFANet, files: SegmentationFiles,

@@ -18,7 +18,7 @@ from dfanet import DFANet, checkpoint
 from dfanet.cli import main
 from dfanet.train import BASE_BATCH, BASE_LR, PolyLR
 
-from .synthetic import make_camvid, make_cityscapes, make_imagefolder
+from .synthetic import cityscapes_mask_path, make_camvid, make_cityscapes, make_imagefolder
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # busy 2-core machines: 1 thread is fastest
@@ -372,6 +372,32 @@ def test_truncated_checkpoint_is_refused(data, tmp_path):
 def test_wrong_data_root_is_reported(tmp_path, caplog):
     assert main(train_args(tmp_path / "nowhere", tmp_path / "out")) == 2
     assert f"--data-root {tmp_path / 'nowhere'} is not a folder" in caplog.text
+
+
+@pytest.mark.parametrize("spoil", ["val mask with label id 200", "unreadable val image", "truncated val mask"])
+def test_a_bad_val_file_stops_the_run_before_training(spoil, tmp_path, caplog):
+    """Only the val folders were checked up front: a bad val file trained every iteration, then failed."""
+    import numpy as np
+    from PIL import Image
+
+    root = make_cityscapes(tmp_path / "city", {"train": 4, "val": 2}, size=(48, 64))
+    mask = cityscapes_mask_path(root, "val", 1)
+    if spoil == "val mask with label id 200":
+        raw = np.asarray(Image.open(mask)).copy()
+        raw[5, 5] = 200
+        Image.fromarray(raw).save(mask)
+        bad, message = mask, "unknown label ids [200]"
+    elif spoil == "unreadable val image":
+        bad, message = root / "leftImg8bit" / "val" / "city1" / "city1_000000_000001_leftImg8bit.png", \
+            "cannot read as an image"
+        bad.write_bytes(b"not a png")
+    else:
+        mask.write_bytes(mask.read_bytes()[:-40])
+        bad, message = mask, "cannot decode"
+    out = tmp_path / "out"
+    assert main(train_args(root, out, 2)) == 2
+    assert f"{bad}: {message}" in caplog.text
+    assert not (out / checkpoint.LAST).exists()  # stopped before the first iteration
 
 
 def test_rng_states_round_trip():
