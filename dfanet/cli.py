@@ -205,7 +205,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report = evaluate(model, files, ctx, workers=args.workers, warmup=args.warmup)
     if ctx.is_main:
         if args.out:
-            write_report(report, Path(args.out), f"eval-{files.name}-{files.split}")
+            write_report(report, Path(args.out))
         print(report.to_markdown())
     return 0
 

@@ -95,8 +95,14 @@ def evaluate(model: DFANet, files: SegmentationFiles, ctx: Context, workers: int
     return EvalReport(files.name, files.split, Scores(confusion.cpu(), files.classes), speed)
 
 
-def write_report(report: EvalReport, out: Path, stem: str) -> tuple[Path, Path]:
-    """``out/<stem>.md`` and ``out/<stem>.json``, each written atomically."""
+def report_stem(dataset: str, split: str) -> str:
+    """The evaluation reports' file name (less .md/.json), the same for dfanet train and dfanet eval --out."""
+    return f"eval-{dataset}-{split}"
+
+
+def write_report(report: EvalReport, out: Path) -> tuple[Path, Path]:
+    """``out/eval-<dataset>-<split>.md`` and ``.json``, each written atomically."""
+    stem = report_stem(report.dataset, report.split)
     paths = out / f"{stem}.md", out / f"{stem}.json"
     with atomic_path(paths[0]) as tmp:
         tmp.write_text(report.to_markdown())

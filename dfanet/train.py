@@ -192,7 +192,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:
     if val_files is not None:
         result.report = evaluate_now(done)
         if ctx.is_main:
-            write_report(result.report, out, f"eval-{cfg.val_split}")
+            write_report(result.report, out)
     return result
 
 

@@ -60,7 +60,7 @@ def trained(data, tmp_path_factory):
 
 
 def test_trains_from_scratch_to_a_high_held_out_miou(trained):
-    report = json.loads((trained / "eval-val.json").read_text())
+    report = json.loads((trained / "eval-cityscapes-val.json").read_text())
     print(f"held-out mIoU {report['miou']:.4f}")
     # 4 classes present (road, building, vegetation, car): chance is ~0.25; the shapes are learnable to ~0.9.
     assert report["miou"] >= 0.7
@@ -80,7 +80,7 @@ def test_eval_of_the_exported_weights_on_the_fused_model_reports_that_miou(train
                  "--weights", str(weights), "--workers", "0", "--threads", "1", "--device", "cpu",
                  "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "eval-cityscapes-val.json").read_text())
-    assert report["miou"] == json.loads((trained / "eval-val.json").read_text())["miou"]
+    assert report["miou"] == json.loads((trained / "eval-cityscapes-val.json").read_text())["miou"]
     speed = report["speed"]
     assert speed["batch"] == 1 and speed["threads"] == 1 and speed["images_timed"] == 6 and speed["fps"] > 0
     assert "warm-up runs excluded" in speed["method"]
@@ -122,7 +122,9 @@ def test_camvid_trains_with_its_11_classes(tmp_path):
     assert main(["train", "--dataset", "camvid", "--data-root", str(root), "--variant", "B", "--iters", "1",
                  "--batch-size", "2", "--crop", "48", "64", "--workers", "0", "--threads", "1", "--device", "cpu",
                  "--out", str(tmp_path / "out")]) == 0
-    report = json.loads((tmp_path / "out" / "eval-val.json").read_text())
+    # The file name has the data set, as dfanet eval --out's: they used to be eval-val and eval-camvid-val.
+    report = json.loads((tmp_path / "out" / "eval-camvid-val.json").read_text())
+    assert (tmp_path / "out" / "eval-camvid-val.md").read_text().startswith("## DFANet on camvid val")
     assert list(report["per_class_iou"]) == ["sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence",
                                              "car", "pedestrian", "bicyclist"]
     assert load_last(tmp_path / "out")["model"]["decoder.classifier.weight"].shape[0] == 11

@@ -29,7 +29,7 @@ def test_amp_training_resumes_and_evaluates_on_cuda(data, tmp_path):
 
     assert main([*args, "--iters", "5", "--resume", "auto"]) == 0
     assert checkpoint.load(tmp_path / checkpoint.LAST, "segmentation")["iteration"] == 5
-    report = json.loads((tmp_path / "eval-val.json").read_text())
+    report = json.loads((tmp_path / "eval-cityscapes-val.json").read_text())
     assert report["speed"]["device"] == torch.cuda.get_device_name() and report["speed"]["fps"] > 0
     assert "synchronised" in report["speed"]["method"]
 
