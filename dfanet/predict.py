@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .io import atomic_path
-from .model import DFANet
+from .model import MIN_INPUT_SIZE, DFANet
 from .palette import colorize, overlay
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,13 @@ def output_paths(images: list[Path], out: str) -> list[Path]:
     one stem (a/x.png and b/x.png, x.png and x.jpg) are refused before any work: one mask would overwrite the
     other."""
     out_path = Path(out)
-    if len(images) == 1 and out_path.suffix.lower() == ".png":
+    is_png = out_path.suffix.lower() == ".png" and not out_path.is_dir()
+    if len(images) == 1 and is_png:
         return [out_path]
-    if out_path.suffix:
+    if is_png:
         raise ValueError(f"--out: with {len(images)} images, expected a folder, got the file name {out}")
+    if out_path.suffix and not out_path.is_dir():
+        raise ValueError(f"--out: expected a .png file name or a folder, got {out}")
     outs = [out_path / f"{p.stem}.png" for p in images]
     refuse_collisions(images, outs)
     return outs
@@ -89,11 +92,28 @@ def refuse_collisions(images: list[Path], outs: list[Path]) -> None:
                              "separate --out folders")
 
 
+def check_images(images: list[Path]) -> None:
+    """Refuse, before any mask is written, an image that cannot be read or that is smaller than DFANet takes; only
+    the headers are read."""
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"image: no such file: {path}") from None
+        except OSError as err:
+            raise ValueError(f"image: cannot read {path} as an image ({err})") from err
+        if min(width, height) < MIN_INPUT_SIZE:
+            raise ValueError(f"image: {path} is {width}x{height} (WxH); DFANet takes images of at least "
+                             f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}")
+
+
 @torch.no_grad()
 def predict_files(model: DFANet, images: list[Path], outs: list[Path], with_overlay: bool = False) -> None:
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    check_images(images)
     # disable=None: a bar on a terminal only, never in piped output; the redirect keeps log lines off the bar.
     with logging_redirect_tqdm(), tqdm(list(zip(images, outs)), desc="predict", unit="img", disable=None) as bar:
         for image_path, out_path in bar:

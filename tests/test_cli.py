@@ -177,3 +177,24 @@ def test_predict_refuses_an_unusable_backend_before_any_work(images, tmp_path, c
     out = tmp_path / "m.png"
     assert main(["predict", str(images / "a.png"), "--out", str(out), "--variant", "B", "--backend", "cuda"]) == 2
     assert "--backend cuda: unavailable on cpu" in caplog.text and not out.exists()
+
+
+def test_predict_refuses_a_too_small_image_by_name_before_any_work(images, tmp_path, caplog):
+    """A 20x20 PNG in a folder: "x: expected H and W >= 32, got 20 x 20" named no file, after the earlier images'
+    masks were written."""
+    tiny = images / "c_tiny.png"  # sorted after a.png and b.jpg
+    Image.fromarray(np.zeros((20, 24, 3), dtype=np.uint8)).save(tiny)
+    out = tmp_path / "masks"
+    assert main(["predict", str(images), "--out", str(out), "--variant", "B"]) == 2
+    assert f"image: {tiny} is 24x20 (WxH); DFANet takes images of at least 32x32" in caplog.text
+    assert not out.exists()
+
+
+def test_predict_out_with_another_extension_says_what_it_takes(images, tmp_path, caplog):
+    """--out m.jpg for one image said "with 1 images, expected a folder", though the extension was the problem."""
+    assert main(["predict", str(images / "a.png"), "--out", str(tmp_path / "m.jpg"), "--variant", "B"]) == 2
+    assert f"--out: expected a .png file name or a folder, got {tmp_path / 'm.jpg'}" in caplog.text
+    folder = tmp_path / "masks.v2"  # an existing folder is one, whatever its name
+    folder.mkdir()
+    assert main(["predict", str(images / "a.png"), "--out", str(folder), "--variant", "B"]) == 0
+    assert (folder / "a.png").is_file()
