@@ -226,7 +226,12 @@ def _crop(text: str) -> int:
     return value
 
 
-def add_common_options(p: argparse.ArgumentParser, defaults) -> None:
+def _workers_help(most: int, what: str) -> str:
+    return (f"{what} (default {most}, or one per CPU this process may use if that is fewer: %(default)s here; more "
+            "workers than CPUs only compete for them)")
+
+
+def add_common_options(p: argparse.ArgumentParser, defaults, most_workers: int) -> None:
     """Options of every training command; defaults from the command's config dataclass."""
     p.add_argument("--config", default=None, metavar="FILE",
                    help="TOML or JSON file of settings (keys = long option names); command-line flags override it")
@@ -249,7 +254,8 @@ def add_common_options(p: argparse.ArgumentParser, defaults) -> None:
     p.add_argument("--keep-every", type=int, default=0, metavar="N",
                    help="also keep checkpoint_iter<N>.pt every N iterations (default: only the last)")
     p.add_argument("--log-every", type=int, default=defaults.log_every, metavar="N")
-    p.add_argument("--workers", type=int, default=defaults.workers, help="data loader processes per training process")
+    p.add_argument("--workers", type=int, default=defaults.workers,
+                   help=_workers_help(most_workers, "data loader processes per training process"))
     p.add_argument("--seed", type=int, default=defaults.seed,
                    help="seeds the initialisation, the data order and every sample's augmentation")
     p.add_argument("--device", type=_device, default=None,
@@ -324,10 +330,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     from .data import DATASETS
-    from .train import TrainConfig
+    from .train import MOST_WORKERS, TrainConfig
 
     defaults = TrainConfig()
-    add_common_options(p, defaults)
+    add_common_options(p, defaults, MOST_WORKERS)
     p.add_argument("--dataset", default=defaults.dataset, choices=list(DATASETS))
     p.add_argument("--split", default=defaults.split, help="training split (default %(default)s)")
     p.add_argument("--val-split", default=defaults.val_split, help="split evaluated at the end (default %(default)s)")
@@ -351,8 +357,11 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_train, parser=p)
 
 
+EVAL_WORKERS = 2  # dfanet eval's default --workers, where the process may use that many CPUs
+
+
 def add_eval_options(p: argparse.ArgumentParser) -> None:
-    from .data import DATASETS
+    from .data import DATASETS, default_workers
 
     p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON file of settings")
     p.add_argument("--dataset", default="cityscapes", choices=list(DATASETS))
@@ -361,7 +370,8 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="DFANet weights: weights.pt from dfanet train, or a checkpoint")
     p.add_argument("--variant", default="A", choices=list(VARIANTS))
     p.add_argument("--out", default=None, help="folder for eval-<dataset>-<split>.{md,json}")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=default_workers(EVAL_WORKERS),
+                   help=_workers_help(EVAL_WORKERS, "data loader processes"))
     p.add_argument("--device", type=_device, default=None)
     p.add_argument("--threads", type=_positive_int, default=None)
     p.add_argument("--backend", default=None, choices=["reference", "cpu", "triton", "cuda"])
@@ -370,10 +380,10 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_pretrain_options(p: argparse.ArgumentParser) -> None:
-    from .pretrain import PretrainConfig
+    from .pretrain import MOST_WORKERS, PretrainConfig
 
     defaults = PretrainConfig()
-    add_common_options(p, defaults)
+    add_common_options(p, defaults, MOST_WORKERS)
     p.add_argument("--epochs", type=int, default=defaults.epochs)
     p.add_argument("--lr-step-epochs", type=int, default=defaults.lr_step_epochs,
                    help="multiply the learning rate by 0.1 after this many epochs (default %(default)s)")

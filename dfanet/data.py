@@ -332,6 +332,20 @@ class InfiniteSampler(Sampler):
             iteration += 1
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which a scheduler or taskset narrows), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers(most: int) -> int:
+    """A command's default number of loader workers: ``most``, but no more than one per CPU available: more only
+    compete for them (and DataLoader warns about it)."""
+    return max(1, min(most, available_cpus()))
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """Loader workers outlive a SIGTERM/SIGINT sent to the whole process group, so that the training process can
     finish its iteration and save a checkpoint; they still exit with it (DataLoader's parent watchdog)."""

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from . import checkpoint, distributed
 from .classifier import XceptionClassifier
-from .data import EvalDataset, batches_of, random_crop, read_image, train_loader
+from .data import EvalDataset, batches_of, default_workers, random_crop, read_image, train_loader
 from .distributed import Context, all_reduce_sum
 from .engine import LoopSettings, run
 from .io import atomic_path
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 BASE_LR, BASE_BATCH = 0.3, 256
 BACKBONE = "backbone.pt"
+MOST_WORKERS = 8  # the default --workers, on a machine (or affinity mask) with that many CPUs or more
 
 
 class ImageFolder:
@@ -132,7 +133,7 @@ class PretrainConfig:
     checkpoint_every: int = 1000
     keep_every: int = 0
     log_every: int = 50
-    workers: int = 8
+    workers: int = field(default_factory=lambda: default_workers(MOST_WORKERS))
     seed: int = 0
     device: str | None = None
     threads: int | None = None

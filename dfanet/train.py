@@ -7,7 +7,7 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint, distributed
-from .data import IGNORE_INDEX, SegmentationFiles, TrainTransform, get_dataset, train_loader
+from .data import IGNORE_INDEX, SegmentationFiles, TrainTransform, default_workers, get_dataset, train_loader
 from .engine import LoopSettings, check_clip_grad, run
 from .evaluate import EvalReport, evaluate, write_report
 from .io import atomic_path
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 BASE_LR, BASE_BATCH = 0.2, 48  # the paper's learning rate and the (global) batch it goes with
 WEIGHTS = "weights.pt"
 HISTORY = "eval-history.json"
+MOST_WORKERS = 4  # the default --workers, on a machine (or affinity mask) with that many CPUs or more
 
 
 @dataclass
@@ -56,7 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_every: int = 0
     log_every: int = 50
-    workers: int = 4
+    workers: int = field(default_factory=lambda: default_workers(MOST_WORKERS))
     seed: int = 0
     device: str | None = None
     threads: int | None = None

@@ -1,5 +1,6 @@
 """The dfanet command: --help everywhere, summary, predict (masks written, errors reported)."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -198,3 +199,29 @@ def test_predict_out_with_another_extension_says_what_it_takes(images, tmp_path,
     folder.mkdir()
     assert main(["predict", str(images / "a.png"), "--out", str(folder), "--variant", "B"]) == 0
     assert (folder / "a.png").is_file()
+
+
+# --- loader workers -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cpus, expected", [
+    (range(16), {"train": 4, "pretrain": 8, "eval": 2}),
+    (range(2), {"train": 2, "pretrain": 2, "eval": 2}),
+    (range(1), {"train": 1, "pretrain": 1, "eval": 1}),
+])
+def test_default_workers_are_capped_at_the_cpus_available(cpus, expected, monkeypatch):
+    """--workers 4 by default made torch warn (twice) that the suggested maximum is 2 on a 2-CPU machine."""
+    from dfanet.cli import parse_args
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(cpus), raising=False)
+    assert {command: parse_args([command]).workers for command in expected} == expected
+    assert parse_args(["train", "--workers", "6"]).workers == 6  # asked for: as asked
+
+
+def test_training_with_the_default_workers_does_not_warn(tmp_path, recwarn):
+    from .synthetic import make_cityscapes
+
+    root = make_cityscapes(tmp_path / "city", {"train": 2}, size=(48, 64))
+    assert main(["train", "--data-root", str(root), "--variant", "B", "--iters", "1", "--batch-size", "2",
+                 "--crop", "32", "32", "--threads", "1", "--device", "cpu", "--no-eval",
+                 "--out", str(tmp_path / "out")]) == 0
+    assert not [w for w in recwarn if "suggested max number of worker" in str(w.message)]
