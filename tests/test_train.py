@@ -330,12 +330,19 @@ def test_config_file_with_command_line_overrides(data, tmp_path):
     ("crop = [64]\n", "crop = [64]: expected a list of 2 values"),
     ("crop = [16, 64]\n", "expected >= 32"),
     ("iters = \n", "is not valid TOML"),
+    # As strict as the flags: int() truncated 2.9 to 2 and took true as 1.
+    ("iters = 2.9\n", "iters = 2.9: expected an integer, got 2.9"),
+    ("batch_size = true\n", "batch_size = True: expected an integer, got True"),
+    ("crop = [64.7, 96]\n", "crop = [64.7, 96]: expected an integer, got '64.7'"),
+    ("lr = false\n", "lr = False: expected a number, got False"),
+    ("threads = -1\n", "threads = -1: expected an integer >= 1, got -1"),
+    ('split = ["train"]\n', "split = ['train']: expected a string, got ['train']"),
 ])
 def test_bad_config_files_name_the_file_and_setting(text, message, tmp_path, caplog):
     config = tmp_path / "bad.toml"
     config.write_text(text)
     assert main(["train", "--config", str(config), "--data-root", str(tmp_path)]) == 2
-    assert str(config) in caplog.text and message in caplog.text
+    assert f"--config: {config}" in caplog.text and message in caplog.text
 
 
 def test_resume_errors_name_the_file(data, tmp_path, caplog):
@@ -500,12 +507,6 @@ def test_resume_with_a_longer_schedule_follows_the_new_settings(data, tmp_path, 
     final = load_last(tmp_path)
     assert final["scheduler"]["lr_lambdas"] == [{"total": 5, "power": 1.0, "warmup": 1}]
     assert final["optimizer"]["state"]  # the momentum buffers came from the checkpoint
-
-
-def _sgd_with_poly(lr: float, total: int, momentum: float = 0.9):
-    param = torch.nn.Parameter(torch.ones(3))
-    optimizer = torch.optim.SGD([param], lr=lr, momentum=momentum)
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, PolyLR(total, 0.9, 2))
 
 
 def _train_steps(optimizer, scheduler, steps: int) -> None:
