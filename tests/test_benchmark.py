@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -92,25 +94,39 @@ def test_lower_precision_row_is_shown_but_is_not_a_baseline():
     assert report.to_dict()["fused_vs_lower_precision"]["openvino_bf16"]["speedup"] == pytest.approx(0.8)
 
 
-def test_bf16_candidate_is_checked_against_its_own_tolerance(monkeypatch):
+# In a subprocess: OpenVINO's bf16 kernels leave AMX tile state live on the calling thread, and a signal delivered
+# there afterwards (SIGCHLD from any child process, once torch's DataLoader has installed a handler for it) overflows
+# the small alternate signal stack that pytest's faulthandler sets up: the kernel kills the test process (SIGSEGV,
+# dmesg "overflowed sigaltstack"). Not a dfanet defect, but it must not take the rest of the suite with it.
+_BF16_COMPARISON = """
+import json
+from dfanet.benchmark import run_comparison
+from dfanet.export import openvino_native_bf16
+report = run_comparison("B", 64, 64, threads=1, rounds=1, warmup=0, pause_s=0, memory=False,
+                        candidates=["openvino", "openvino_bf16", "fused"], verbose=False)
+print(json.dumps({"native_bf16": openvino_native_bf16(), "best": report.best_baseline.name,
+                  "results": {r.name: {"status": r.status, "reason": r.reason, "precision": r.precision,
+                                       "rel_err": r.rel_err, "description": r.description, "timed": r.timed}
+                              for r in report.results}}))
+"""
+
+
+def test_bf16_candidate_is_checked_against_its_own_tolerance():
     pytest.importorskip("openvino")
     pytest.importorskip("onnx")
-    import dfanet.export
-
-    if not dfanet.export.openvino_native_bf16():
-        report = run_comparison("B", 64, 64, threads=1, rounds=1, warmup=0, pause_s=0, memory=False,
-                                candidates=["openvino_bf16", "fused"], verbose=False)
-        assert report.result("openvino_bf16").status == "skipped"
-        assert "no native bf16" in report.result("openvino_bf16").reason
+    run = subprocess.run([sys.executable, "-c", _BF16_COMPARISON], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(run.stdout.strip().splitlines()[-1])
+    fp32, bf16 = data["results"]["openvino"], data["results"]["openvino_bf16"]
+    assert fp32["timed"] and fp32["precision"] == "fp32" and fp32["rel_err"] <= 1e-3
+    assert data["best"] == "openvino"
+    if not data["native_bf16"]:
+        assert bf16["status"] == "skipped" and "no native bf16" in bf16["reason"]
         return
-    report = run_comparison("B", 64, 64, threads=1, rounds=1, warmup=0, pause_s=0, memory=False,
-                            candidates=["openvino", "openvino_bf16", "fused"], verbose=False)
-    fp32, bf16 = report.result("openvino"), report.result("openvino_bf16")
-    assert fp32.timed and fp32.precision == "fp32" and fp32.rel_err <= 1e-3
     # bf16 compute: well above the fp32 tolerance (so it really ran in bf16), inside its own.
-    assert bf16.timed and bf16.precision == "bf16" and 1e-3 < bf16.rel_err <= 5e-2
-    assert "bf16 precision" in bf16.description
-    assert report.best_baseline.name == "openvino"
+    assert bf16["timed"] and bf16["precision"] == "bf16" and 1e-3 < bf16["rel_err"] <= 5e-2
+    assert "bf16 precision" in bf16["description"]
 
 
 def test_mismatching_candidate_is_not_timed():
