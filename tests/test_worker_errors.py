@@ -140,9 +140,8 @@ def test_the_original_message_crosses_the_worker_boundary(tmp_path):
 
 
 def test_training_with_the_default_workers_does_not_warn(tmp_path):
-    """--workers 4 by default made torch warn (twice) that the suggested maximum is 2 on a 2-CPU machine. In a
-    subprocess, as the other runs here: loader workers forked from a test process that has run everything else
-    (compile workers, interpreter threads) are not what a user's run forks from."""
+    """--workers 4 by default made torch warn (twice) that the suggested maximum is 2 on a 2-CPU machine. Run as a
+    user runs it, in its own process, like the other runs here."""
     root = make_cityscapes(tmp_path / "city", {"train": 2}, size=(48, 64))
     code, output = run_cli(["train", "--data-root", str(root), "--variant", "B", "--iters", "1", "--batch-size", "2",
                             "--crop", "32", "32", "--threads", "1", "--device", "cpu", "--no-eval",
