@@ -22,14 +22,23 @@ STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
 
 
-def load_image(path: str | os.PathLike) -> tuple[Image.Image, torch.Tensor]:
-    """The RGB image and its normalised 1 x 3 x H x W tensor."""
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """``Image.open(path)`` (lazy: only the header is read), with errors that name the file."""
     try:
-        image = Image.open(path).convert("RGB")
+        return Image.open(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"image: no such file: {path}") from None
     except OSError as err:
         raise ValueError(f"image: cannot read {path} as an image ({err})") from err
+
+
+def load_image(path: str | os.PathLike) -> tuple[Image.Image, torch.Tensor]:
+    """The RGB image and its normalised 1 x 3 x H x W tensor."""
+    with open_image(path) as opened:
+        try:
+            image = opened.convert("RGB")
+        except OSError as err:  # a header that reads but pixels that do not (a truncated file)
+            raise ValueError(f"image: cannot read {path} as an image ({err})") from err
     return image, normalize(np.asarray(image))[None]
 
 
@@ -96,13 +105,8 @@ def check_images(images: list[Path]) -> None:
     """Refuse, before any mask is written, an image that cannot be read or that is smaller than DFANet takes; only
     the headers are read."""
     for path in images:
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except FileNotFoundError:
-            raise FileNotFoundError(f"image: no such file: {path}") from None
-        except OSError as err:
-            raise ValueError(f"image: cannot read {path} as an image ({err})") from err
+        with open_image(path) as image:
+            width, height = image.size
         if min(width, height) < MIN_INPUT_SIZE:
             raise ValueError(f"image: {path} is {width}x{height} (WxH); DFANet takes images of at least "
                              f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}")

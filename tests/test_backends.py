@@ -11,6 +11,8 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import backends
 
+from .utils import needs_cpu_kernels
+
 
 def test_reference_is_always_available():
     assert "reference" in dk.available_backends("cpu")
@@ -75,7 +77,7 @@ def test_installed_triton_makes_the_triton_backend_available():
     assert backends.unavailable_reason("triton", device) is None
 
 
-@pytest.mark.skipif("cpu" not in dk.available_backends("cpu"), reason="compiled CPU kernels not built")
+@needs_cpu_kernels
 @pytest.mark.parametrize("op", ["dwsep_conv", "upsample_add", "conv1x1", "fc_attention"])
 def test_backward_through_a_compiled_op_raises_instead_of_dropping_the_gradient(op):
     x = torch.randn(1, 4, 5, 5, requires_grad=True)
