@@ -53,6 +53,16 @@ def parse_device(name: str) -> torch.device:
         raise ValueError(f"--device: expected cpu, cuda or cuda:N, got {name!r}") from None
 
 
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)``; None leaves torch's default. Checked here, where the Python API enters too:
+    torch's own error for 0 or less names no option."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--threads: expected an integer >= 1, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def check_backend(backend: str | None, device: torch.device) -> None:
     """Refuse a fused-op ``backend`` that cannot run on ``device`` here before any work starts, rather than at the
     first forward pass (None: the best available one, always possible)."""

@@ -159,10 +159,7 @@ def _pretrain(cfg: PretrainConfig, ctx: distributed.Context) -> Path:
                          f"processes, got {cfg.batch_size}")
     if cfg.epochs < 1 or cfg.seed < 0:
         raise ValueError(f"--epochs >= 1 and --seed >= 0 expected, got {cfg.epochs} and {cfg.seed}")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise ValueError(f"--threads: expected an integer >= 1, got {cfg.threads}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    distributed.set_threads(cfg.threads)
     folder = ImageFolder(cfg.data_root)
     val = ImageFolder(cfg.val_root) if cfg.val_root else None
     if val is not None and val.classes != folder.classes:

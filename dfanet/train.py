@@ -114,8 +114,6 @@ def check_config(cfg: TrainConfig, world_size: int) -> None:
         raise ValueError(f"--power: expected a poly schedule power >= 0, got {cfg.power}")
     if cfg.warmup_iters < 0:
         raise ValueError(f"--warmup-iters: expected >= 0, got {cfg.warmup_iters}")
-    if cfg.threads is not None and cfg.threads < 1:
-        raise ValueError(f"--threads: expected an integer >= 1, got {cfg.threads}")
 
 
 @dataclass
@@ -135,8 +133,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:
     check_config(cfg, ctx.world_size)
     distributed.check_backend(cfg.backend, ctx.device)  # it runs the evaluations: fail now, not after training
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    distributed.set_threads(cfg.threads)
     if cfg.sync_bn and ctx.distributed and ctx.device.type != "cuda":
         raise ValueError("--sync-bn: SyncBatchNorm runs on CUDA only (torch has no CPU implementation)")
     spec = get_dataset(cfg.dataset)

@@ -121,6 +121,17 @@ def test_bad_threads_and_device_name_the_flag(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("threads", [0, -1, True, 1.5])
+def test_thread_counts_are_checked_in_python_too(threads):
+    """train() and pretrain() take the count through distributed.set_threads; torch's own error names no option."""
+    from dfanet.distributed import set_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="--threads: expected an integer >= 1"):
+        set_threads(threads)
+    assert torch.get_num_threads() == before
+
+
 def test_device_names_are_checked_in_python_too():
     from dfanet.distributed import pick_device
 
