@@ -25,7 +25,7 @@ fi
 log "installing build tools and the package (this compiles the C++ kernels, about a minute)"
 "$PY" -m pip install -q setuptools wheel ninja pybind11
 # --no-build-isolation: compile against the torch installed above, not a freshly downloaded one.
-"$PY" -m pip install -q --no-build-isolation -e ".[test,bench,triton]"
+"$PY" -m pip install -q --no-build-isolation -e ".[app,test,bench,triton]"
 "$PY" -c "import dfanet_kernels as dk; print('backends on this machine:', dk.available_backends('cpu'))"
 
 if [ "${1:-}" = "--setup-only" ]; then

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dfanet.cli import parse_size
+from dfanet.tools.cli import parse_size
 
 _SUMMARY = pytest.StashKey[list]()
 

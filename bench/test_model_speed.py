@@ -1,6 +1,6 @@
 """Whole DFANet on CPU: fused vs eager NCHW, eager channels_last, torch.compile, ONNX Runtime, OpenVINO.
 
-The numbers to quote come from the interleaved comparison (``dfanet.benchmark``), run once for this module and
+The numbers to quote come from the interleaved comparison (``dfanet.tools.benchmark``), run once for this module and
 printed at the end of the session; each candidate is also recorded with pytest-benchmark.
 """
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from dfanet.benchmark import CANDIDATES, PAUSE_S, Comparison
+from dfanet.tools.benchmark import CANDIDATES, PAUSE_S, Comparison
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,6 @@ def test_model_speed(name, comparison, bench_config, benchmark):
         rel_err_vs_eager=result.rel_err,
         setup_s=result.setup_s,
     )
-    # setup's sleep is outside the timing: the previous test's runtime threads go idle first (DESIGN.md 6).
+    # setup's sleep is outside the timing: the previous test's runtime threads go idle first (docs/benchmarking.md).
     benchmark.pedantic(comp.candidates[name].run, setup=lambda: time.sleep(PAUSE_S),
                        rounds=c.rounds, iterations=1, warmup_rounds=1)

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import dfanet_kernels as dk
-from dfanet.benchmark import time_interleaved
+from dfanet.tools.benchmark import time_interleaved
 from dfanet.variants import feature_map_sizes, get_variant
 
 IMPLS = ("fused_cpu", "baseline")

@@ -237,7 +237,7 @@ class DFANet(nn.Module):
 
         The file is a state_dict (or a checkpoint dict holding one under "model" or "state_dict") of an Xception
         classifier with keys ``conv1.*``, ``stages.{0,1,2}.*`` and ``fc.*`` (the 1000-way classifier, which becomes
-        the FC-attention FC layer), as written by ``dfanet.pretrain``; a "module." prefix is stripped. As in the
+        the FC-attention FC layer), as written by ``dfanet pretrain``; a "module." prefix is stripped. As in the
         paper every backbone starts from the same weights; tensors whose shape differs (the first block of each
         stage of backbones 2 and 3 sees more input channels) keep their initialisation. Loaded with
         ``weights_only=True``. Returns ``{"loaded": [...], "skipped": [...]}`` (our parameter names).

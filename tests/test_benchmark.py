@@ -1,4 +1,4 @@
-"""dfanet.benchmark's machinery on a tiny model (correctness of the report, not speed: speed lives in bench/)."""
+"""dfanet.tools.benchmark's machinery on a tiny model (correctness of the report, not speed: speed lives in bench/)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from dfanet.bench_report import CandidateResult, Report, attach_ratios
-from dfanet.benchmark import (
+from dfanet.tools.bench_report import CandidateResult, Report, attach_ratios
+from dfanet.tools.benchmark import (
     build_model,
     parse_candidates,
     run_comparison,
@@ -100,7 +100,7 @@ def test_lower_precision_row_is_shown_but_is_not_a_baseline():
 # dmesg "overflowed sigaltstack"). Not a dfanet defect, but it must not take the rest of the suite with it.
 _BF16_COMPARISON = """
 import json
-from dfanet.benchmark import run_comparison
+from dfanet.tools.benchmark import run_comparison
 from dfanet.export import openvino_native_bf16
 report = run_comparison("B", 64, 64, threads=1, rounds=1, warmup=0, pause_s=0, memory=False,
                         candidates=["openvino", "openvino_bf16", "fused"], verbose=False)

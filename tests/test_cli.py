@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from dfanet import DFANet
-from dfanet.cli import main
-from dfanet.palette import palette
+from dfanet.tools.cli import main
+from dfanet.tools.palette import palette
 
 
 @pytest.mark.parametrize("command", [[], ["summary"], ["bench"], ["predict"], ["train"], ["eval"], ["pretrain"]])
@@ -28,8 +28,8 @@ def test_help(command, capsys):
 
 def test_help_does_not_import_torch():
     """`dfanet --help` answers at once: building the parser imports neither torch nor the training modules."""
-    code = ("import sys\nfrom dfanet.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('torch', 'dfanet.train', 'dfanet.data') if m in sys.modules))")
+    code = ("import sys\nfrom dfanet.tools.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'dfanet.training.train', 'dfanet.training.data') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
@@ -124,7 +124,7 @@ def test_bad_threads_and_device_name_the_flag(argv, message, capsys):
 @pytest.mark.parametrize("threads", [0, -1, True, 1.5])
 def test_thread_counts_are_checked_in_python_too(threads):
     """train() and pretrain() take the count through distributed.set_threads; torch's own error names no option."""
-    from dfanet.distributed import set_threads
+    from dfanet.training.distributed import set_threads
 
     before = torch.get_num_threads()
     with pytest.raises(ValueError, match="--threads: expected an integer >= 1"):
@@ -133,7 +133,7 @@ def test_thread_counts_are_checked_in_python_too(threads):
 
 
 def test_device_names_are_checked_in_python_too():
-    from dfanet.distributed import pick_device
+    from dfanet.training.distributed import pick_device
 
     with pytest.raises(ValueError, match="--device: expected cpu, cuda or cuda:N, got 'cuda:x'"):
         pick_device("cuda:x")
@@ -157,7 +157,7 @@ def test_predict_refuses_images_that_would_share_an_output_file(images, tmp_path
 
 
 def test_predict_the_same_image_twice_is_no_collision(images, tmp_path):
-    from dfanet.predict import output_paths
+    from dfanet.tools.predict import output_paths
 
     assert output_paths([images / "a.png", images / "a.png"], str(tmp_path)) == [tmp_path / "a.png"] * 2
 
@@ -205,7 +205,7 @@ def test_predict_out_with_another_extension_says_what_it_takes(images, tmp_path,
 ])
 def test_default_workers_are_capped_at_the_cpus_available(cpus, expected, monkeypatch):
     """--workers 4 by default made torch warn (twice) that the suggested maximum is 2 on a 2-CPU machine."""
-    from dfanet.cli import parse_args
+    from dfanet.tools.cli import parse_args
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(cpus), raising=False)
     assert {command: parse_args([command]).workers for command in expected} == expected

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dfanet.data import (
+from dfanet.training.data import (
     CAMVID_CLASSES,
     IGNORE_INDEX,
     InfiniteSampler,
@@ -14,7 +14,7 @@ from dfanet.data import (
     random_crop,
     train_loader,
 )
-from dfanet.predict import MEAN, STD
+from dfanet.training.images import MEAN, STD
 
 from .synthetic import (
     BUILDING,

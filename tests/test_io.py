@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from dfanet.io import atomic_path, current_umask
+from dfanet.training.io import atomic_path, current_umask
 
 
 def test_success_replaces_the_file(tmp_path):

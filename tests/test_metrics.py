@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from dfanet.metrics import Scores, confusion_matrix
+from dfanet.training.metrics import Scores, confusion_matrix
 
 
 def test_confusion_matrix_and_iou_by_hand():

@@ -85,7 +85,7 @@ def train_args(data, out, *extra):
 
 def test_a_missing_file_names_its_flag(cityscapes, tmp_path, caplog):
     """'pretrained weights: no such file: nope.pt' for dfanet eval --weights nope.pt."""
-    from dfanet.cli import main
+    from dfanet.tools.cli import main
 
     nope = tmp_path / "nope.pt"
     assert main(["eval", "--data-root", str(cityscapes), "--variant", "B", "--weights", str(nope),
@@ -125,7 +125,7 @@ def test_a_whole_pickled_model_is_explained(tmp_path):
 
 def test_dfanet_weights_given_as_backbone_say_use_weights(cityscapes, tmp_path, caplog):
     """A DFANet weights.pt of the same variant passed as --backbone said it 'does not fit variant B'."""
-    from dfanet.cli import main
+    from dfanet.tools.cli import main
 
     path = tmp_path / "weights.pt"
     torch.save(DFANet(num_classes=19, variant="B").state_dict(), path)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from dfanet import DFANet, checkpoint
-from dfanet.cli import main
-from dfanet.train import BASE_BATCH, BASE_LR, PolyLR
+from dfanet.tools.cli import main
+from dfanet.training.train import BASE_BATCH, BASE_LR, PolyLR
 
 from .synthetic import cityscapes_mask_path, make_camvid, make_cityscapes, make_imagefolder
 
@@ -107,7 +107,7 @@ def test_batch_one_at_the_smallest_crop_and_amp_on_cpu(data, tmp_path, caplog):
 
 
 def test_a_crop_without_labelled_pixels_has_loss_zero_not_nan():
-    from dfanet.train import segmentation_loss
+    from dfanet.training.train import segmentation_loss
 
     model = DFANet(3, "B").train()
     images, masks = torch.randn(2, 3, 32, 32), torch.full((2, 32, 32), 255)
@@ -231,7 +231,7 @@ def test_sigterm_saves_a_checkpoint_and_stops(data, tmp_path):
 
 RANK_SCRIPT = """
 import os, sys, torch
-from dfanet.train import TrainConfig, train
+from dfanet.training.train import TrainConfig, train
 cfg = TrainConfig(dataset="cityscapes", data_root=sys.argv[1], out=sys.argv[2], variant="B", iters=3, batch_size=4,
                   crop=(64, 64), workers=0, threads=1, device="cpu", checkpoint_every=1)
 result = train(cfg)
@@ -263,7 +263,7 @@ def test_torchrun_two_processes_train_the_same_weights(data, tmp_path):
 
 
 def test_sync_bn_on_cpu_is_refused(data, tmp_path, monkeypatch, caplog):
-    from dfanet import distributed
+    from dfanet.training import distributed
 
     @contextlib.contextmanager
     def two_process_session(device):
@@ -277,7 +277,7 @@ def test_sync_bn_on_cpu_is_refused(data, tmp_path, monkeypatch, caplog):
 # --- divergence, config, errors ---------------------------------------------------------------------------------
 
 def test_non_finite_loss_stops_with_a_clear_error(data, tmp_path, monkeypatch, caplog):
-    from dfanet import train as train_module
+    from dfanet.training import train as train_module
 
     calls, real_loss = [], train_module.segmentation_loss
 
@@ -295,7 +295,7 @@ def test_non_finite_loss_stops_with_a_clear_error(data, tmp_path, monkeypatch, c
 
 def test_non_finite_weights_are_never_saved(data, tmp_path, monkeypatch, caplog):
     """A finite loss with an overflowing update: the checkpoint keeps the last finite weights."""
-    from dfanet import train as train_module
+    from dfanet.training import train as train_module
 
     calls, real_loss = [], train_module.segmentation_loss
 
@@ -463,8 +463,8 @@ class Lambda(torch.nn.Module):
 def test_top1_accuracy_by_hand(tmp_path):
     """A "model" that tells red from blue by the mean colour is always right; one that always says class 0 is
     right on half of a balanced folder."""
-    from dfanet.distributed import Context
-    from dfanet.pretrain import ImageFolder, top1_accuracy
+    from dfanet.training.distributed import Context
+    from dfanet.training.pretrain import ImageFolder, top1_accuracy
 
     folder = ImageFolder(make_imagefolder(tmp_path, per_class=3))
     assert folder.classes == ["blue", "red"]
@@ -521,7 +521,7 @@ def _train_steps(optimizer, scheduler, steps: int) -> None:
     lambda o, total: torch.optim.lr_scheduler.MultiStepLR(o, [total // 2], 0.1),  # dfanet pretrain's
 ])
 def test_a_changed_schedule_is_replayed_to_the_resumed_iteration(make_scheduler):
-    from dfanet.engine import load_optimization_state
+    from dfanet.training.engine import load_optimization_state
 
     def build(lr, total, momentum=0.9):
         param = torch.nn.Parameter(torch.ones(3))
@@ -584,7 +584,7 @@ def test_resuming_with_another_thread_count_warns_it_is_not_bit_exact(data, tmp_
 
 def test_amp_resume_of_a_checkpoint_trained_without_amp():
     """A disabled GradScaler saves {}, which an enabled one refuses to load (CUDA --amp resuming a run without it)."""
-    from dfanet.engine import load_scaler_state
+    from dfanet.training.engine import load_scaler_state
 
     without_amp = torch.amp.GradScaler("cpu", enabled=False).state_dict()
     assert without_amp == {}
@@ -616,7 +616,7 @@ def test_bad_schedule_and_clipping_settings_are_refused(flags, message, data, tm
 
 
 def test_clipping_trains_and_the_loop_checks_its_norm_too(data, tmp_path):
-    from dfanet.engine import LoopSettings
+    from dfanet.training.engine import LoopSettings
 
     assert main(train_args(data, tmp_path, 1, "--no-eval", "--clip-grad", "0.5")) == 0
     with pytest.raises(ValueError, match="--clip-grad: expected a gradient norm > 0"):
@@ -629,6 +629,6 @@ def test_an_unusable_backend_is_refused_before_training(data, tmp_path, caplog):
     assert "--backend cuda: unavailable on cpu" in caplog.text
     assert not (tmp_path / checkpoint.LAST).exists()
     with pytest.raises(ValueError, match="backend: expected one of"):
-        from dfanet.train import TrainConfig, train
+        from dfanet.training.train import TrainConfig, train
 
         train(TrainConfig(data_root=str(data), variant="B", device="cpu", backend="Cpu"))

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from dfanet import checkpoint
-from dfanet.cli import main
+from dfanet.tools.cli import main
+from dfanet.training import checkpoint
 
 from .synthetic import make_cityscapes
 

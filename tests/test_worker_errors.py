@@ -15,8 +15,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from dfanet import DFANet
-from dfanet.cli import main
-from dfanet.data import EvalDataset, eval_transform, get_dataset
+from dfanet.tools.cli import main
+from dfanet.training.data import EvalDataset, eval_transform, get_dataset
 
 from .synthetic import cityscapes_mask_path, make_cityscapes, make_imagefolder
 
@@ -124,7 +124,7 @@ def test_eval_reports_a_worker_data_error_in_one_line(how, weights, tmp_path, ca
 
 def test_the_original_message_crosses_the_worker_boundary(tmp_path):
     """SampleError takes the worker's own message back out of the one torch re-raises it with."""
-    from dfanet.data import SampleError, batches_of
+    from dfanet.training.data import SampleError, batches_of
 
     root = make_cityscapes(tmp_path / "city", {"val": 1}, size=(48, 64))
     mask = break_mask(root, "unknown ids")

@@ -1,6 +1,6 @@
 """Whole-model CPU speed comparison: the fused DFANet against the unfused model on every common runtime.
 
-Method (DESIGN.md section 6, "Measuring speed honestly"):
+Method (docs/benchmarking.md):
 
 - One randomly initialised DFANet in eval, with randomised BatchNorm statistics, gives the same weights to every
   candidate: eager NCHW, eager channels_last, torch.compile, ONNX Runtime and OpenVINO (both from one ONNX export
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..model import MIN_INPUT_SIZE, DFANet
+from ..testing import randomize_batchnorm
 from .bench_report import CandidateResult, Report, attach_ratios, machine_info
-from .model import MIN_INPUT_SIZE, DFANet
-from .testing import randomize_batchnorm
 
 CANDIDATES = ("eager", "channels_last", "compile", "onnxruntime", "openvino", "openvino_bf16", "fused")
 PAUSE_S = 0.05  # before each timed run: lets the previous runtime's spinning worker threads go idle
@@ -121,7 +121,7 @@ class _Context:
             except ImportError:
                 raise Unavailable("onnx is not installed (pip install onnx onnxscript)") from None
             else:
-                from .export import export_onnx
+                from ..export import export_onnx
 
                 n, _, h, w = self.x.shape
                 _log(f"exporting the unfused model to ONNX ({n}x3x{h}x{w}) ...", self.verbose)
@@ -184,21 +184,21 @@ def _from_onnx(ctx: _Context, name: str, make_runner: Callable, source: str, pre
 
 def _onnxruntime(ctx: _Context) -> Candidate:
     _require("onnxruntime")
-    from .export import onnxruntime_runner
+    from ..export import onnxruntime_runner
 
     return _from_onnx(ctx, "onnxruntime", onnxruntime_runner, "unfused model, {exporter} ONNX exporter")
 
 
 def _openvino(ctx: _Context) -> Candidate:
     _require("openvino")
-    from .export import openvino_runner
+    from ..export import openvino_runner
 
     return _from_onnx(ctx, "openvino", openvino_runner, "from the same ONNX file")
 
 
 def _openvino_bf16(ctx: _Context) -> Candidate:
     _require("openvino")
-    from .export import openvino_native_bf16, openvino_runner
+    from ..export import openvino_native_bf16, openvino_runner
 
     if not openvino_native_bf16():
         raise Unavailable("this CPU has no native bf16 (OpenVINO's CPU OPTIMIZATION_CAPABILITIES lacks BF16), "
@@ -480,7 +480,7 @@ def run_comparison(
         verbose: log lines and a progress bar on stderr.
 
     Returns:
-        The :class:`~dfanet.bench_report.Report`; ``report.to_markdown()`` is the readable table.
+        The :class:`~dfanet.tools.bench_report.Report`; ``report.to_markdown()`` is the readable table.
     """
     with Comparison(variant, height, width, batch, threads, candidates, seed, verbose=verbose) as comparison:
         report = comparison.time(rounds, warmup, pause_s, memory=memory, progress=verbose)

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from ..model import DFANet
 from .data import EvalDataset, SegmentationFiles, batches_of, eval_transform
 from .distributed import Context, all_reduce_sum
 from .io import atomic_path
 from .metrics import Scores, confusion_matrix
-from .model import DFANet
 
 log = logging.getLogger(__name__)
 

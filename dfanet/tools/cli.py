@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from .stopped import Stopped
-from .variants import VARIANTS
+from ..training.stopped import Stopped
+from ..variants import VARIANTS
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -41,7 +41,7 @@ def _positive_int(text: str) -> int:
 
 def _device(text: str) -> str:
     """The name as given, once torch takes it (torch is imported only when the option is given)."""
-    from .distributed import parse_device
+    from ..training.distributed import parse_device
 
     try:
         parse_device(text)
@@ -74,7 +74,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from .distributed import check_backend
+    from ..training.distributed import check_backend
     from .predict import expand_inputs, load_model, output_paths, predict_files
 
     if args.threads:
@@ -173,7 +173,7 @@ def _require(args: argparse.Namespace, *names: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from ..training.train import TrainConfig, train
 
     _require(args, "data_root")
     _quiet_other_ranks()
@@ -189,9 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
-    from . import distributed
-    from .data import get_dataset
-    from .evaluate import evaluate, write_report
+    from ..training import distributed
+    from ..training.data import get_dataset
+    from ..training.evaluate import evaluate, write_report
     from .predict import load_model
 
     _require(args, "data_root", "weights")
@@ -211,7 +211,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import PretrainConfig, pretrain
+    from ..training.pretrain import PretrainConfig, pretrain
 
     _require(args, "data_root")
     _quiet_other_ranks()
@@ -329,8 +329,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    from .data import DATASETS
-    from .train import MOST_WORKERS, TrainConfig
+    from ..training.data import DATASETS
+    from ..training.train import MOST_WORKERS, TrainConfig
 
     defaults = TrainConfig()
     add_common_options(p, defaults, MOST_WORKERS)
@@ -361,7 +361,7 @@ EVAL_WORKERS = 2  # dfanet eval's default --workers, where the process may use t
 
 
 def add_eval_options(p: argparse.ArgumentParser) -> None:
-    from .data import DATASETS, default_workers
+    from ..training.data import DATASETS, default_workers
 
     p.add_argument("--config", default=None, metavar="FILE", help="TOML or JSON file of settings")
     p.add_argument("--dataset", default="cityscapes", choices=list(DATASETS))
@@ -380,7 +380,7 @@ def add_eval_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_pretrain_options(p: argparse.ArgumentParser) -> None:
-    from .pretrain import MOST_WORKERS, PretrainConfig
+    from ..training.pretrain import MOST_WORKERS, PretrainConfig
 
     defaults = PretrainConfig()
     add_common_options(p, defaults, MOST_WORKERS)
@@ -407,6 +407,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# What the commands import beyond the model's torch and numpy, and the extra that installs it.
+EXTRAS = {"PIL": "app", "tqdm": "app", "cityscapesscripts": "app", "tomli": "app", "matplotlib": "bench",
+          "onnx": "bench", "onnxscript": "bench", "onnxruntime": "bench", "openvino": "bench"}
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -419,6 +424,13 @@ def main(argv: list[str] | None = None) -> int:
         return stop.exit_code
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         logging.getLogger("dfanet").error("%s", err)
+        return 2
+    except ModuleNotFoundError as err:
+        root = (err.name or "").split(".")[0]
+        if root not in EXTRAS:
+            raise
+        logging.getLogger("dfanet").error("this command needs %s, which is not installed: pip install "
+                                          "'dfanet-kernels[%s]'", root, EXTRAS[root])
         return 2
 
 

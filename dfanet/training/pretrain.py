@@ -19,14 +19,14 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..classifier import XceptionClassifier
+from ..variants import get_variant
 from . import checkpoint, distributed
-from .classifier import XceptionClassifier
-from .data import EvalDataset, batches_of, default_workers, random_crop, read_image, train_loader
+from .data import EvalDataset, batches_of, default_workers, random_crop, train_loader
 from .distributed import Context, all_reduce_sum
-from .engine import LoopSettings, run
+from .engine import LoopSettings, RunConfig, run
+from .images import IMAGE_SUFFIXES, normalize, open_image
 from .io import atomic_path
-from .predict import IMAGE_SUFFIXES, normalize
-from .variants import get_variant
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class ImageFolder:
 
     def read(self, index: int) -> tuple[np.ndarray, int]:
         path, label = self.samples[index]
-        image = read_image(path)
+        image = open_image(path)
         try:
             return np.asarray(image.convert("RGB")), label
         except OSError as err:
@@ -114,29 +114,17 @@ def top1_accuracy(model: nn.Module, folder: ImageFolder, crop: tuple[int, int], 
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunConfig):
     data_root: str = "data/imagenet/train"
-    variant: str = "A"
     epochs: int = 60
     lr_step_epochs: int = 30           # lr x 0.1 after this many epochs
     batch_size: int = BASE_BATCH       # global: split over the processes
     crop: tuple[int, int] = (224, 224)
-    lr: float | None = None            # None: BASE_LR * batch_size / BASE_BATCH
-    momentum: float = 0.9
     weight_decay: float = 4e-5
-    clip_grad: float | None = None
-    amp: bool = False
     weights: str | None = None         # start from these classifier weights
     val_root: str | None = None        # an ImageFolder with the same classes: top-1 accuracy at the end
     out: str = "runs/pretrain"
-    resume: str | None = None
-    checkpoint_every: int = 1000
-    keep_every: int = 0
-    log_every: int = 50
     workers: int = field(default_factory=lambda: default_workers(MOST_WORKERS))
-    seed: int = 0
-    device: str | None = None
-    threads: int | None = None
 
     def __post_init__(self):  # a list from the command line compares equal to a checkpoint's tuple
         self.crop = tuple(self.crop)
@@ -180,7 +168,7 @@ def _pretrain(cfg: PretrainConfig, ctx: distributed.Context) -> Path:
     torch.manual_seed(cfg.seed)
     model = XceptionClassifier(cfg.variant, num_classes=width)
     if cfg.weights:
-        from .pretrained import load_weights
+        from ..pretrained import load_weights
 
         load_weights(model, cfg.weights)
     model.to(ctx.device)

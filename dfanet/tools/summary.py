@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .model import DFANet
-from .variants import VARIANTS, get_variant
+from ..model import DFANet
+from ..variants import VARIANTS, get_variant
 
 
 @dataclass(frozen=True)

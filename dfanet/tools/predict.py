@@ -10,27 +10,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .io import atomic_path
-from .model import MIN_INPUT_SIZE, DFANet
+from ..model import MIN_INPUT_SIZE, DFANet
+from ..training.images import IMAGE_SUFFIXES, normalize, open_image
+from ..training.io import atomic_path
 from .palette import colorize, overlay
 
 log = logging.getLogger(__name__)
-
-# ImageNet statistics: the normalisation the backbone is pretrained with.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
-
-
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """``Image.open(path)`` (lazy: only the header is read), with errors that name the file."""
-    try:
-        return Image.open(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image: no such file: {path}") from None
-    except OSError as err:
-        raise ValueError(f"image: cannot read {path} as an image ({err})") from err
-
 
 def load_image(path: str | os.PathLike) -> tuple[Image.Image, torch.Tensor]:
     """The RGB image and its normalised 1 x 3 x H x W tensor."""
@@ -38,14 +23,8 @@ def load_image(path: str | os.PathLike) -> tuple[Image.Image, torch.Tensor]:
         try:
             image = opened.convert("RGB")
         except OSError as err:  # a header that reads but pixels that do not (a truncated file)
-            raise ValueError(f"image: cannot read {path} as an image ({err})") from err
+            raise ValueError(f"{path}: cannot read as an image ({err})") from err
     return image, normalize(np.asarray(image))[None]
-
-
-def normalize(array: np.ndarray) -> torch.Tensor:
-    """An H x W x 3 uint8 RGB array -> the 3 x H x W float tensor the network takes (ImageNet mean/std)."""
-    tensor = torch.from_numpy(np.asarray(array, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (tensor - torch.tensor(MEAN)[:, None, None]) / torch.tensor(STD)[:, None, None]
 
 
 def load_model(weights: str | None, variant: str, num_classes: int, backend: str | None) -> DFANet:
@@ -53,7 +32,7 @@ def load_model(weights: str | None, variant: str, num_classes: int, backend: str
     if weights is None:
         log.warning("no --weights given: the model has random weights, so the masks show only that it runs")
     else:
-        from .pretrained import load_weights
+        from ..pretrained import load_weights
 
         load_weights(model, weights)
     return model.eval()

@@ -1,6 +1,6 @@
-"""The result of a whole-model speed comparison (``dfanet.benchmark``): statistics, ratios, Markdown, JSON, plot.
+"""The result of a whole-model speed comparison (``dfanet.tools.benchmark``): statistics, ratios, Markdown, JSON, plot.
 
-Only data and presentation live here; nothing is timed. Ratios are the numbers to quote (DESIGN.md section 6):
+Only data and presentation live here; nothing is timed. Ratios are the numbers to quote (docs/benchmarking.md):
 absolute milliseconds from a shared CPU are context, not claims.
 """
 

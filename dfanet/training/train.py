@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..model import DFANet
+from ..pretrained import load_weights
 from . import checkpoint, distributed
 from .data import IGNORE_INDEX, SegmentationFiles, TrainTransform, default_workers, get_dataset, train_loader
-from .engine import LoopSettings, check_clip_grad, run
+from .engine import LoopSettings, RunConfig, check_clip_grad, run
 from .evaluate import EvalReport, evaluate, write_report
 from .io import atomic_path
-from .model import DFANet
-from .pretrained import load_weights
 
 log = logging.getLogger(__name__)
 
@@ -31,37 +31,25 @@ MOST_WORKERS = 4  # the default --workers, on a machine (or affinity mask) with 
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     dataset: str = "cityscapes"
     data_root: str = "data/cityscapes"
     split: str = "train"
     val_split: str | None = "val"      # evaluated at the end (None: skip)
     eval_every: int = 0                # also evaluate every N iterations (0: only at the end)
-    variant: str = "A"
     iters: int | None = None           # None: the data set's default (Cityscapes 40K, as in the paper)
     batch_size: int = BASE_BATCH       # global: split over the processes
     crop: tuple[int, int] | None = None  # H, W; None: the data set's default
     scale: tuple[float, float] = (0.75, 1.75)
-    lr: float | None = None            # None: BASE_LR * batch_size / BASE_BATCH
-    momentum: float = 0.9
     weight_decay: float = 1e-5
     power: float = 0.9
     warmup_iters: int = 0
-    clip_grad: float | None = None
-    amp: bool = False
     sync_bn: bool = False
     weights: str | None = None         # start from these DFANet weights (a state_dict or a checkpoint)
     backbone: str | None = None        # ImageNet-pretrained Xception weights (dfanet pretrain) for all backbones
-    out: str = "runs/dfanet"
-    resume: str | None = None
-    checkpoint_every: int = 1000
-    keep_every: int = 0
-    log_every: int = 50
-    workers: int = field(default_factory=lambda: default_workers(MOST_WORKERS))
-    seed: int = 0
-    device: str | None = None
-    threads: int | None = None
     backend: str | None = None         # fused-op backend for the final evaluation
+    out: str = "runs/dfanet"
+    workers: int = field(default_factory=lambda: default_workers(MOST_WORKERS))
 
     def __post_init__(self):  # lists from the command line or a JSON file: compare equal to a checkpoint's tuples
         self.crop = None if self.crop is None else tuple(self.crop)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .predict import IMAGE_SUFFIXES, normalize
+from .images import IMAGE_SUFFIXES, normalize, open_image
 
 IGNORE_INDEX = 255
 
@@ -166,15 +166,6 @@ def read_sample(read: Callable[[int], tuple], index: int) -> tuple:
         raise SampleError(str(err)) from None
 
 
-def read_image(path: Path) -> Image.Image:
-    try:
-        return Image.open(path)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such file: {path}") from None
-    except OSError as err:
-        raise ValueError(f"{path}: cannot read as an image ({err})") from err
-
-
 class SegmentationFiles:
     """The (image, mask) files of one split. ``read(i)`` -> (H x W x 3 uint8 RGB, H x W uint8 train ids)."""
 
@@ -191,8 +182,8 @@ class SegmentationFiles:
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, mask_path = self.pairs[index]
-        image = read_image(image_path)
-        mask = read_image(mask_path)
+        image = open_image(image_path)
+        mask = open_image(mask_path)
         _check_headers(image, mask, image_path, mask_path)
         try:
             rgb = np.asarray(image.convert("RGB"))
@@ -205,7 +196,7 @@ class SegmentationFiles:
         """Refuse what ``read(index)`` would, at a fraction of its cost: both files' headers (readable, the sizes,
         the mask's mode) and the mask's label ids. The image's pixels are not decoded (a truncated image passes)."""
         image_path, mask_path = self.pairs[index]
-        with read_image(image_path) as image, read_image(mask_path) as mask:
+        with open_image(image_path) as image, open_image(mask_path) as mask:
             _check_headers(image, mask, image_path, mask_path)
             try:
                 raw = np.asarray(mask)

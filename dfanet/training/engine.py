@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..pretrained import state_dict_mismatch
 from . import checkpoint
 from .data import batches_of
 from .distributed import Context, all_reduce_sum, unwrap
-from .pretrained import state_dict_mismatch
 from .stopped import Stopped
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,28 @@ NUMERICS_SETTINGS = {"device", "threads"}
 # What training changes in an optimizer param group and in a scheduler's state; the rest are the run's settings.
 PARAM_GROUP_PROGRESS = {"params", "lr"}
 SCHEDULER_PROGRESS = {"last_epoch", "_step_count", "_last_lr", "_is_initial", "_get_lr_called_within_step"}
+
+
+@dataclass
+class RunConfig:
+    """The settings every training command shares (``dfanet train`` and ``dfanet pretrain`` add their own): the
+    model, the optimiser's common knobs, where the run writes and how it resumes, and where it runs. A command's
+    config overrides ``out`` and ``workers`` with its own defaults."""
+
+    variant: str = "A"
+    lr: float | None = None            # None: the command's base rate scaled with its batch size
+    momentum: float = 0.9
+    clip_grad: float | None = None
+    amp: bool = False
+    out: str = "runs"
+    resume: str | None = None
+    checkpoint_every: int = 1000
+    keep_every: int = 0
+    log_every: int = 50
+    workers: int = 0
+    seed: int = 0
+    device: str | None = None
+    threads: int | None = None
 
 
 DIVERGED = ("training diverged. Resume from the last checkpoint with a lower --lr, a --warmup-iters warm-up or "
