@@ -14,6 +14,7 @@ from .utils import (
     FP16_MODEL_TOLERANCE,
     FP32_MODEL_TOLERANCE,
     assert_logits_close,
+    logit_differences,
     needs_cpu_kernels,
     randomize_batchnorm,
 )
@@ -326,7 +327,13 @@ def test_fused_runner_concat_is_read_by_the_next_stage(backend):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_half_precision_model_stays_near_fp32(dtype):
     """The measurement behind FP16_MODEL_TOLERANCE (used by the GPU model tests): on the reference backend the fp16
-    model is well inside it, and the check is tight enough to tell bf16 (8 mantissa bits) apart."""
+    model is well inside it, and its mean bound is tight enough to tell bf16 (8 mantissa bits) apart.
+
+    Measured (max / mean of the logit scale, argmax agreement): fp16 2.1e-3 / 3.4e-4 / 99.96% on an AMD EPYC (AVX2)
+    and 2.0e-3 / 3.6e-4 / 99.96% on an Intel Xeon (AVX-512, AMX); bf16 2.06e-2 / 3.9e-3 / 99.8% on the AMD EPYC,
+    under 2e-2 at the max on the Xeon. torch's bf16 convolutions take another oneDNN path on each ISA, so the bf16
+    max lands on either side of FP16_MODEL_TOLERANCE's 2e-2; its mean, about twice the 2e-3 bound, is over it on
+    both, and that is what this asserts."""
     model = make_model("A", fused=True, backend="reference")
     x = torch.randn(2, 3, 256, 512, generator=torch.Generator().manual_seed(12))
     with torch.no_grad():
@@ -335,5 +342,5 @@ def test_half_precision_model_stays_near_fp32(dtype):
     if dtype == torch.float16:
         assert_logits_close(out, expected, **FP16_MODEL_TOLERANCE)
     else:
-        with pytest.raises(AssertionError, match="mean"):
-            assert_logits_close(out, expected, **FP16_MODEL_TOLERANCE)
+        _, mean_diff, _ = logit_differences(out, expected)
+        assert mean_diff > FP16_MODEL_TOLERANCE["mean_rel"], f"bf16 mean |diff| {mean_diff:.2e} of the logit scale"

@@ -62,16 +62,23 @@ FP32_MODEL_TOLERANCE = dict(max_rel=1e-4, mean_rel=1e-4, argmax=0.999)
 FP16_MODEL_TOLERANCE = dict(max_rel=2e-2, mean_rel=2e-3, argmax=0.99)
 
 
-def assert_logits_close(out: torch.Tensor, expected: torch.Tensor, max_rel: float, mean_rel: float,
-                        argmax: float) -> None:
-    """Model logits: max and mean |difference| relative to the largest |expected| logit, and the fraction of
-    pixels whose argmax class agrees (a dropped bias late in the network shifts the mean, not only the tail)."""
+def logit_differences(out: torch.Tensor, expected: torch.Tensor) -> tuple[float, float, float]:
+    """Max and mean |out - expected| relative to the largest |expected| logit, and the fraction of pixels whose
+    argmax class agrees."""
     out, expected = out.float().cpu(), expected.float().cpu()
     assert out.shape == expected.shape, f"shape {tuple(out.shape)} != {tuple(expected.shape)}"
     assert torch.isfinite(out).all()
     scale = expected.abs().max()
     diff = (out - expected).abs()
-    assert diff.max() <= max_rel * scale, f"max |diff| {diff.max() / scale:.2e} of the logit scale"
-    assert diff.mean() <= mean_rel * scale, f"mean |diff| {diff.mean() / scale:.2e} of the logit scale"
     agreement = (out.argmax(1) == expected.argmax(1)).float().mean()
+    return (diff.max() / scale).item(), (diff.mean() / scale).item(), agreement.item()
+
+
+def assert_logits_close(out: torch.Tensor, expected: torch.Tensor, max_rel: float, mean_rel: float,
+                        argmax: float) -> None:
+    """Model logits: max and mean |difference| relative to the logit scale, and argmax agreement (a dropped bias late
+    in the network shifts the mean, not only the tail)."""
+    max_diff, mean_diff, agreement = logit_differences(out, expected)
+    assert max_diff <= max_rel, f"max |diff| {max_diff:.2e} of the logit scale"
+    assert mean_diff <= mean_rel, f"mean |diff| {mean_diff:.2e} of the logit scale"
     assert agreement >= argmax, f"argmax agrees on {agreement:.4f} of pixels"
