@@ -75,15 +75,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from ..training.distributed import check_backend
+    from ..training.images import MAX_PIXELS
     from .predict import expand_inputs, load_model, output_paths, predict_files
 
     if args.threads:
         torch.set_num_threads(args.threads)
     images = expand_inputs(args.images)
-    outs = output_paths(images, args.out)
+    outs = output_paths(images, args.out, keep=[args.weights] if args.weights else [])
     check_backend(args.backend, torch.device("cpu"))
     model = load_model(args.weights, args.variant, args.num_classes, args.backend)
-    predict_files(model, images, outs, with_overlay=args.overlay)
+    predict_files(model, images, outs, with_overlay=args.overlay, max_pixels=args.max_pixels or MAX_PIXELS)
     return 0
 
 
@@ -300,6 +301,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--backend", default=None, choices=["reference", "cpu", "triton", "cuda"])
     p.add_argument("--overlay", action="store_true", help="blend the mask over the image")
+    p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
+                   help="refuse images of more than N pixels before decoding them (default 8192 x 8192 = 67108864)")
     p.add_argument("--threads", type=_positive_int, default=None)
     p.set_defaults(func=cmd_predict)
 
@@ -422,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as stop:
         logging.getLogger("dfanet").warning("%s", stop)
         return stop.exit_code
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, FloatingPointError) as err:
         logging.getLogger("dfanet").error("%s", err)
         return 2
     except ModuleNotFoundError as err:

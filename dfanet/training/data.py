@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .images import IMAGE_SUFFIXES, normalize, open_image
+from .images import IMAGE_SUFFIXES, normalize, open_image, rgb_array
 
 IGNORE_INDEX = 255
 
@@ -185,11 +185,11 @@ class SegmentationFiles:
         image = open_image(image_path)
         mask = open_image(mask_path)
         _check_headers(image, mask, image_path, mask_path)
+        rgb = rgb_array(image, image_path)
         try:
-            rgb = np.asarray(image.convert("RGB"))
             raw = np.asarray(mask)
         except OSError as err:  # a truncated file fails only when its pixels are decoded
-            raise ValueError(f"{image_path} or {mask_path}: cannot decode ({err})") from err
+            raise ValueError(f"{mask_path}: cannot decode ({err})") from err
         return rgb, self.label_map(raw, mask_path)
 
     def check(self, index: int) -> None:

@@ -15,7 +15,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     on error it is removed. Readers see the old file or the complete new one, never a truncated one. The file gets
     the mode a plain open() would give it (or keeps the mode of the file it replaces), not mkstemp's 0600."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
+        blocking = next((p for p in path.absolute().parents if p.exists() and not p.is_dir()), path.parent)
+        raise NotADirectoryError(f"{path}: cannot be written, {blocking} is a file, not a folder") from None
     mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

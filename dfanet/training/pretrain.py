@@ -25,7 +25,7 @@ from . import checkpoint, distributed
 from .data import EvalDataset, batches_of, default_workers, random_crop, train_loader
 from .distributed import Context, all_reduce_sum
 from .engine import LoopSettings, RunConfig, run
-from .images import IMAGE_SUFFIXES, normalize, open_image
+from .images import IMAGE_SUFFIXES, normalize, open_image, rgb_array
 from .io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,7 @@ class ImageFolder:
 
     def read(self, index: int) -> tuple[np.ndarray, int]:
         path, label = self.samples[index]
-        image = open_image(path)
-        try:
-            return np.asarray(image.convert("RGB")), label
-        except OSError as err:
-            raise ValueError(f"{path}: cannot decode ({err})") from err
+        return rgb_array(open_image(path), path), label
 
 
 def rescale_for_crop(image: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
