@@ -21,6 +21,7 @@ from .data import IGNORE_INDEX, SegmentationFiles, TrainTransform, default_worke
 from .engine import LoopSettings, RunConfig, check_clip_grad, run
 from .evaluate import EvalReport, evaluate, write_report
 from .io import atomic_path
+from .memory import check_training_memory
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def _train(cfg: TrainConfig, ctx: distributed.Context) -> TrainResult:
     iters = cfg.iters or spec.iters
     crop = cfg.crop or spec.crop
     lr = cfg.lr if cfg.lr is not None else BASE_LR * cfg.batch_size / BASE_BATCH
+    check_training_memory(cfg.variant, cfg.batch_size // ctx.world_size, crop, cfg.workers, cfg.amp, ctx.device)
     files = spec.open(cfg.data_root, cfg.split)
     val_files = spec.open(cfg.data_root, cfg.val_split) if cfg.val_split else None  # fail now, not after training
     if val_files is not None:
