@@ -232,7 +232,7 @@ def run_comparison(
         verbose: log lines and a progress bar on stderr.
 
     Returns:
-        The :class:`~dfanet.tools.bench_report.Report`; ``report.to_markdown()`` is the readable table.
+        The :class:`~dfanet.tools.bench.report.Report`; ``report.to_markdown()`` is the readable table.
     """
     with Comparison(variant, height, width, batch, threads, candidates, seed, verbose=verbose) as comparison:
         report = comparison.time(rounds, warmup, pause_s, memory=memory, progress=verbose)

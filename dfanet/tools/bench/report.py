@@ -95,7 +95,8 @@ def markdown_table(columns: Sequence[Column], rows) -> list[str]:
     return lines + ["| " + " | ".join(c.cell(row) for c in columns) + " |" for row in rows]
 
 
-def _text(key: str) -> Column:
+def _field(key: str) -> Column:
+    """A text column showing row[key], headed by the key."""
     return Column(key, lambda row: str(row[key]), numeric=False)
 
 
@@ -166,10 +167,9 @@ class Report:
         best, speedup = self.best_baseline, self.fused_vs_best
         if speedup is not None:
             verdict = "faster" if speedup > 1 else "slower (the fused path does NOT beat every baseline here)"
-            paired = best.paired_ratio
             lines.append(
                 f"**fused vs best baseline ({best.name})**: {speedup:.2f}x — fused is {verdict}; "
-                f"per round p20–p80 {paired[0]:.2f}–{paired[2]:.2f}x."
+                f"per round p20–p80 {_spread(best.paired_ratio[0], best.paired_ratio[2], '.2f', 'x')}."
             )
         else:
             lines.append("**fused vs best baseline**: not available (fused or every baseline was not timed).")
@@ -180,17 +180,18 @@ class Report:
                     f"**fused (fp32) vs {r.name} ({r.precision}, not a baseline: max err / logit scale "
                     f"{_fmt(r.rel_err, '.1e')}, argmax equal on {_fmt(r.argmax_agreement, '.1%')} of pixels)**: "
                     f"{r.ratio_to_fused:.2f}x — fused is {verdict}; per round p20–p80 "
-                    f"{r.paired_ratio[0]:.2f}–{r.paired_ratio[2]:.2f}x."
+                    f"{_spread(r.paired_ratio[0], r.paired_ratio[2], '.2f', 'x')}."
                 )
         for r in self.results:
             if not r.timed:
                 lines.append(f"- {r.name}: **{r.status}** — {r.reason}")
         lines += ["", "Candidates:"] + [f"- {r.name}: {r.description}" for r in self.results]
         lines += ["", f"Method: {self.method}", "", f"Peak memory: {self.memory_method}"]
-        load = self.machine.get("load_average_1m_5m_15m")
+        load, isa = self.machine.get("load_average_1m_5m_15m"), self.machine.get("cpu_isa")
+        cpu = self.machine["cpu"] + (f" ({' '.join(isa)})" if isa else "")
         lines += [
             "",
-            f"Machine: {self.machine['cpu']}, {self.machine['logical_cpus']} logical CPUs, load average at start "
+            f"Machine: {cpu}, {self.machine['logical_cpus']} logical CPUs, load average at start "
             f"{_fmt(load[0] if load else None, '.2f')}; torch {self.machine['torch']}, onnxruntime "
             f"{self.machine['onnxruntime']}, openvino {self.machine['openvino']}; {self.machine['date_utc']}.",
         ]
@@ -272,7 +273,7 @@ def write_markdown_and_json(out_dir: str | Path, stem: str, markdown: str, data:
 # pytest bench/'s per-op table: each fused CPU op against its baseline
 # ---------------------------------------------------------------------------------------------------------------
 OP_SPEED_COLUMNS = [
-    _text("op"), _text("shapes"), _text("baseline"),
+    _field("op"), _field("shapes"), _field("baseline"),
     Column("baseline ms", lambda r: f"{r['baseline_ms']:.2f}"),
     Column("fused ms", lambda r: f"{r['fused_ms']:.2f}"),
     Column("speedup (medians)", lambda r: f"{r['speedup']:.2f}x"),
@@ -315,9 +316,9 @@ GPU_MODEL_COLUMNS = [
     Column("status", lambda e: e["status"] + (f": {e['reason']}" if e.get("reason") else ""), numeric=False),
 ]
 GPU_OP_COLUMNS = [
-    _text("op"), _text("shapes"),
+    _field("op"), _field("shapes"),
     Column("input", lambda r: f"{r['size'][0]}x{r['size'][1]}", numeric=False),
-    Column("batch", lambda r: str(r["batch"])), _text("dtype"),
+    Column("batch", lambda r: str(r["batch"])), _field("dtype"),
     *(Column("torch" if impl == "reference" else impl, lambda r, impl=impl: _impl_cell(
         r, impl, lambda e: _ms(e, "median_ms") + (f" ({e['kernel_ms']:.3f})" if "kernel_ms" in e else "")))
       for impl in GPU_IMPLS),
@@ -325,7 +326,7 @@ GPU_OP_COLUMNS = [
     Column("cuda / triton", lambda r: _ratio(r, "cuda_over_triton")),
 ]
 GPU_LAYER_COLUMNS = [
-    _text("op"), _text("shapes"), Column("calls", lambda r: str(r["calls"])),
+    _field("op"), _field("shapes"), Column("calls", lambda r: str(r["calls"])),
     *(Column(("torch" if impl == "reference" else impl) + " us", lambda r, impl=impl: _impl_cell(
         r, impl, lambda e: f"{e['median_ms'] * 1e3:.1f}")) for impl in GPU_IMPLS),
     Column("cuda / triton", lambda r: _ratio(r, "cuda_over_triton")),
