@@ -6,13 +6,13 @@
 #   gpu_check.log      everything printed, with a timestamp per stage
 #   stages.tsv         stage, exit code, seconds
 #   pytest_*.xml       JUnit reports of the test stages
-#   gpu_bench.json/.md the benchmark (bench/gpu_bench.py)
+#   gpu_bench.json/.md the benchmark (python -m dfanet.tools.bench.gpu)
 # Every stage has a time limit and a failing stage does not stop the next one (the benchmark is worth having even
 # if a test fails); the script exits non-zero if any stage failed. Budget: 9 minutes at most (TOTAL_BUDGET).
 # Knobs (seconds): TOTAL_BUDGET (540), INSTALL_TIMEOUT, TEST_GPU_TIMEOUT, BENCH_TIMEOUT, BENCH_BUDGET,
 # SANITIZER_TIMEOUT, TEST_REST_TIMEOUT; also SKIP_STAGES (names of stages not to run, e.g. "tests_rest"),
-# TESTS_GPU_K (a pytest -k expression selecting among the GPU tests), WHEELS (see below),
-# BENCH_ARGS (extra arguments for gpu_bench.py), SKIP_INSTALL=1 (already built), PYTHON (default python3: on the
+# TESTS_GPU_K (a pytest -k expression selecting among the GPU tests), WHEELS (see below), BENCH_ARGS (extra
+# arguments for python -m dfanet.tools.bench.gpu), SKIP_INSTALL=1 (already built), PYTHON (default python3: on the
 # GPU machines here the one that holds CUDA torch), TORCH_CUDA_ARCH_LIST (default: this GPU's architecture alone,
 # so the build compiles each .cu file once) and TEST_WORKERS (pytest-xdist processes where it is installed; Triton
 # compiles each kernel variant on first use, and in parallel that stage takes a fraction of the time). A CPU
@@ -150,7 +150,7 @@ SANITIZER_TIMEOUT=${SANITIZER_TIMEOUT:-90}  # 31 s on an H200 (2026-11-26)
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-$(($(remaining) - SANITIZER_TIMEOUT - 40))}
 BENCH_BUDGET=${BENCH_BUDGET:-$((BENCH_TIMEOUT > 120 ? BENCH_TIMEOUT - 90 : 30))}
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-stage bench "$BENCH_TIMEOUT" "$PYTHON" bench/gpu_bench.py --out "$OUT_DIR" --budget-s "$BENCH_BUDGET" ${BENCH_ARGS:-}
+stage bench "$BENCH_TIMEOUT" "$PYTHON" -m dfanet.tools.bench.gpu --out "$OUT_DIR" --budget-s "$BENCH_BUDGET" ${BENCH_ARGS:-}
 
 # compute-sanitizer (memcheck, racecheck) over the CUDA op tests, before the CPU-side rest of tests/ (CI runs those).
 stage sanitizer "$SANITIZER_TIMEOUT" bash bench/compute_sanitizer.sh

@@ -1,7 +1,7 @@
 """Whole DFANet on CPU: fused vs eager NCHW, eager channels_last, torch.compile, ONNX Runtime, OpenVINO.
 
-The numbers to quote come from the interleaved comparison (``dfanet.tools.benchmark``), run once for this module and
-printed at the end of the session; each candidate is also recorded with pytest-benchmark.
+The numbers to quote come from the interleaved comparison (``dfanet.tools.bench.cpu_comparison``), run once for this
+module and printed at the end of the session; each candidate is also recorded with pytest-benchmark.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import time
 
 import pytest
 
-from dfanet.tools.benchmark import CANDIDATES, PAUSE_S, Comparison
+from dfanet.tools.bench.cpu_candidates import CANDIDATES
+from dfanet.tools.bench.cpu_comparison import Comparison
+from dfanet.tools.bench.timing import PAUSE_S
 
 
 @pytest.fixture(scope="module")

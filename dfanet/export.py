@@ -1,7 +1,7 @@
 """Export the UNFUSED DFANet to ONNX, and load that file into ONNX Runtime or OpenVINO.
 
-These are the deployment baselines the fused path is measured against (``dfanet.tools.benchmark``), so the exported
-graph is always the plain nn.Module network (BatchNorm and all, in eval), never the fused kernels: exporting a
+These are the deployment baselines the fused path is measured against (``dfanet.tools.bench.cpu_candidates``), so the
+exported graph is always the plain nn.Module network (BatchNorm and all, in eval), never the fused kernels: exporting a
 fused model exports an unfused twin with the same weights, and the written file is checked to hold only standard
 ONNX operators. Shapes are static (the model upsamples to target tensor sizes, so any H, W >= 32 exports).
 """

@@ -1,7 +1,9 @@
-"""dfanet.tools.benchmark's machinery on a tiny model (correctness of the report, not speed: speed lives in bench/)."""
+"""The CPU comparison of dfanet.tools.bench on a tiny model (correctness of the report, not speed: speed lives in
+bench/)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -10,13 +12,11 @@ import sys
 import pytest
 import torch
 
-from dfanet.tools.bench_report import CandidateResult, Report, attach_ratios
-from dfanet.tools.benchmark import (
-    build_model,
-    parse_candidates,
-    run_comparison,
-    time_interleaved,
-)
+from dfanet.tools.bench.cpu_candidates import parse_candidates
+from dfanet.tools.bench.cpu_comparison import run_comparison
+from dfanet.tools.bench.models import build_model
+from dfanet.tools.bench.report import CandidateResult, Report, attach_ratios
+from dfanet.tools.bench.timing import cpu_timer, interleaved
 
 
 def test_build_model_is_seeded_eval_and_leaves_global_rng_alone():
@@ -39,8 +39,8 @@ def test_parse_candidates():
 
 def test_time_interleaved_rotates_order():
     calls = []
-    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    times = time_interleaved(fns, rounds=3, warmup=0, pause_s=0, progress=False)
+    measures = {name: functools.partial(cpu_timer, lambda name=name: calls.append(name)) for name in "abc"}
+    times = interleaved(measures, rounds=3, warmup=0, pause_s=0, progress=False)
     assert calls == list("abcbcacab")
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
 
@@ -100,7 +100,7 @@ def test_lower_precision_row_is_shown_but_is_not_a_baseline():
 # dmesg "overflowed sigaltstack"). Not a dfanet defect, but it must not take the rest of the suite with it.
 _BF16_COMPARISON = """
 import json
-from dfanet.tools.benchmark import run_comparison
+from dfanet.tools.bench.cpu_comparison import run_comparison
 from dfanet.export import openvino_native_bf16
 report = run_comparison("B", 64, 64, threads=1, rounds=1, warmup=0, pause_s=0, memory=False,
                         candidates=["openvino", "openvino_bf16", "fused"], verbose=False)

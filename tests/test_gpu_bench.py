@@ -1,12 +1,12 @@
-"""bench/gpu_bench.py, the GPU benchmark: its report and helpers here, the whole script in its CPU dry run.
+"""The GPU comparison (dfanet.tools.bench.gpu, on the harness): its report and helpers here, the whole run in its CPU
+dry run.
 
-The benchmark itself only means something on a GPU (bench/gpu_check.sh runs it there); these tests keep the
-script from breaking in between, so a short GPU session never ends with a traceback instead of a report.
+The benchmark itself only means something on a GPU (bench/gpu_check.sh runs it there); these tests keep it from
+breaking in between, so a short GPU session never ends with a traceback instead of a report.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,14 +15,13 @@ from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_bench.py"
+from dfanet.tools.bench import gpu
+from dfanet.tools.bench.check import exact_fp32
+from dfanet.tools.bench.op_calls import OpCall, distinct_layers
+from dfanet.tools.bench.report import gpu_markdown
+from dfanet.tools.bench.timing import interleaved, kernel_profile
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("gpu_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _report() -> dict:
@@ -59,7 +58,7 @@ def _report() -> dict:
 
 
 def test_report_shows_times_kernel_times_launches_and_ratios():
-    text = _load().markdown(_report())
+    text = gpu_markdown(_report())
     assert "| fused_triton | 34.872 | 34.127–35.183 | 8.715 | 203 | 1.00 | 29.853 | 1.4e-03 | ok |" in text
     assert "| compile | – | – | – | – | – | – | – | skipped: --compile-mode none |" in text
     assert "Heaviest kernels of fused_triton (ms per forward): `_upsample_kernel` 5.533; `_dwsep_conv_kernel` 2.821" \
@@ -76,12 +75,11 @@ def test_report_shows_times_kernel_times_launches_and_ratios():
 
 
 def test_exact_fp32_turns_tf32_off_and_restores_it():
-    bench = _load()
     saved = torch.backends.cudnn.allow_tf32
     try:
         for before in (True, False):
             torch.backends.cudnn.allow_tf32 = before
-            with bench.exact_fp32():
+            with exact_fp32():
                 assert torch.backends.cudnn.allow_tf32 is False
             assert torch.backends.cudnn.allow_tf32 is before
     finally:
@@ -89,21 +87,20 @@ def test_exact_fp32_turns_tf32_off_and_restores_it():
 
 
 def test_kernel_profile_is_empty_without_a_gpu_and_counts_launches_with_one():
-    bench = _load()
     if not torch.cuda.is_available():
-        assert bench.kernel_profile(lambda: torch.ones(3) * 2) == {}
+        assert kernel_profile(lambda: torch.ones(3) * 2) == {}
         return
     x = torch.ones(1024, device="cuda")
-    result = bench.kernel_profile(lambda: (x * 2) + 1, calls=3, top=2)
+    result = kernel_profile(lambda: (x * 2) + 1, calls=3, top=2)
     assert result["launches"] == 2 and result["kernel_ms"] > 0 and len(result["top_kernels"]) == 2
 
 
 def test_dry_run_writes_a_report_with_every_case(tmp_path):
-    """The whole script on the CPU (Triton under its interpreter, 32x32, one round): every model candidate it can
+    """The whole run on the CPU (Triton under its interpreter, 32x32, one round): every model candidate it can
     build there matches eager and every op row is timed."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(tmp_path)], capture_output=True,
-                            text=True, timeout=600, env=env)
+    result = subprocess.run([sys.executable, "-m", "dfanet.tools.bench.gpu", "--dry-run", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
     (case,) = report["model"]
@@ -121,23 +118,21 @@ def test_dry_run_writes_a_report_with_every_case(tmp_path):
 
 
 def test_distinct_layers_counts_repeated_calls_and_separates_shapes_strides_and_layouts():
-    bench = _load()
     x = torch.zeros(1, 8, 5, 7)
     w = torch.zeros(4, 8, 1, 1)
 
     def call(t, stride=1):
-        return ("dwsep_conv", (t, None, None, w, None, stride, True, False, False, None))
+        return OpCall("dwsep_conv", (t, None, None, w, None, stride, True, False, False, None))
 
     calls = [call(x), call(x.clone()), call(x, stride=2), call(x.to(memory_format=torch.channels_last)),
              call(torch.zeros(1, 8, 5, 8)), call(x)]
-    layers = bench.distinct_layers(calls)
-    assert [layer["calls"] for layer in layers] == [3, 1, 1, 1]
-    assert bench.describe_call(*calls[2]) == "8->4 ch, 5x7, stride 2"
+    layers = distinct_layers(calls)
+    assert [count for _, count in layers] == [3, 1, 1, 1]
+    assert calls[2].shapes == "8->4 ch, 5x7, stride 2"
 
 
 def test_a_failing_section_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch):
     """One broken table must not cost a GPU session the others: the error is reported and the exit code is 1."""
-    bench = _load()
     for name in ("TRITON_INTERPRET", "DFANET_TRITON_AUTOTUNE"):  # main() sets them; restored after the test
         monkeypatch.setenv(name, os.environ.get(name, ""))
 
@@ -145,9 +140,9 @@ def test_a_failing_section_is_reported_and_the_rest_still_runs(tmp_path, monkeyp
         raise RuntimeError("boom")
 
     op_row = {"op": "x", "shapes": "y", "size": [32, 32], "batch": 1, "dtype": "fp32", "impls": {}}
-    monkeypatch.setattr(bench, "run_layer_case", broken)
-    monkeypatch.setattr(bench, "run_op_case", lambda *args: [op_row])
-    assert bench.main(["--dry-run", "--skip-model", "--out", str(tmp_path)]) == 1
+    monkeypatch.setattr(gpu, "run_layer_case", broken)
+    monkeypatch.setattr(gpu, "run_op_case", lambda *args: [op_row])
+    assert gpu.main(["--dry-run", "--skip-model", "--out", str(tmp_path)]) == 1
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
     assert report["errors"] == ["layers 32x32 batch 1 fp32: RuntimeError: boom"]
     assert report["ops"] == [op_row]
@@ -155,13 +150,12 @@ def test_a_failing_section_is_reported_and_the_rest_still_runs(tmp_path, monkeyp
 
 
 def test_interleaved_times_every_timer_once_a_round_in_a_rotating_order():
-    bench = _load()
     order = []
 
     def timer(name):
         return lambda: order.append(name) or float(len(order))
 
-    times = bench.interleaved({name: timer(name) for name in "abc"}, rounds=3)
+    times = interleaved({name: timer(name) for name in "abc"}, rounds=3)
     assert order == list("abcbcacab")
     assert times == {"a": [1.0, 6.0, 8.0], "b": [2.0, 4.0, 9.0], "c": [3.0, 5.0, 7.0]}
-    assert bench.interleaved({}, rounds=3) == {}
+    assert interleaved({}, rounds=3) == {}

@@ -61,7 +61,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .benchmark import run_comparison
+    from .bench.cpu_comparison import run_comparison
 
     report = run_comparison(
         variant=args.variant, height=args.size[0], width=args.size[1], batch=args.batch, threads=args.threads,
