@@ -20,7 +20,7 @@ except ImportError as err:  # Triton missing or broken, or a torch without trito
 else:
     from . import dwsep_conv, fc_attention, upsample  # registers the ops
 
-    # The launchers behind the ops, which dfanet_kernels.ops calls directly where nothing traces the call and no
+    # The launchers behind the ops, which dfanet_kernels.dispatch calls directly where nothing traces the call and no
     # gradient is wanted: the op dispatcher adds ~20 us a call (CPU-side, measured with the launch stubbed out),
     # as much as the launcher itself.
     LAUNCHERS = {
