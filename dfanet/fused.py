@@ -49,7 +49,7 @@ def _fold_conv(block: ConvBNReLU, name: str, backend: str) -> dk.PreparedConv:
 def _fold_block(block: XceptionBlock, name: str, backend: str) -> dk.PreparedBlock:
     dw_weights, pw_weights, pw_biases = [], [], []
     for i, sep in enumerate((block.sep1, block.sep2, block.sep3), start=1):
-        dk._checks.finite(f"{name}.sep{i}.depthwise weight", sep.depthwise.weight)
+        dk.check_finite(f"{name}.sep{i}.depthwise weight", sep.depthwise.weight)
         pw_weight, pw_bias = dk.fold_bn(sep.pointwise.weight, None, sep.bn, f"{name}.sep{i}")
         dw_weights.append(sep.depthwise.weight.detach().clone())
         pw_weights.append(pw_weight)
@@ -74,8 +74,8 @@ def fold_model(model: "DFANet") -> FoldedDFANet:
     attention = []
     for n, bb in enumerate(model.backbones):
         conv_weight, conv_bias = dk.fold_conv_bn(bb.fca.conv, None, f"backbones.{n}.fca.conv")
-        dk._checks.finite(f"backbones.{n}.fca.fc weight", bb.fca.fc.weight)
-        dk._checks.finite(f"backbones.{n}.fca.fc bias", bb.fca.fc.bias)
+        dk.check_finite(f"backbones.{n}.fca.fc weight", bb.fca.fc.weight)
+        dk.check_finite(f"backbones.{n}.fca.fc bias", bb.fca.fc.bias)
         attention.append(dk.PreparedAttention(bb.fca.fc.weight.detach().clone(), bb.fca.fc.bias.detach().clone(),
                                               conv_weight, conv_bias, backend))
     dec = model.decoder
