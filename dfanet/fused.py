@@ -1,11 +1,11 @@
 """DFANet's fused inference path: BN folded into the convolutions, the network run through dfanet_kernels' ops.
 
 Folding happens once and is redone whenever a parameter or buffer changes (load_state_dict, more training, an
-in-place edit, .to()) or the model's backend does: the cache is keyed on every tensor's version counter and storage.
-DFANet also refolds at once on eval(), load_state_dict(), .to() and a backend change: fused optimisers
-(Adam(fused=True)) and ``.data`` edits change weights without a version bump, and a torch.compile'd model runs the
-fold it was traced with (a graph constant; the trace recompiles when the model gets a new one). Not caught: a
-``.data`` edit or a fused optimiser step in eval mode; call eval() again after one.
+in-place edit, .to()) or the model's backend does: the cache (FoldCache, one per model) is keyed on every tensor's
+version counter and storage. DFANet also refolds at once on eval(), load_state_dict(), .to() and a backend change:
+fused optimisers (Adam(fused=True)) and ``.data`` edits change weights without a version bump, and a torch.compile'd
+model runs the fold it was traced with (a graph constant; the trace recompiles when the model gets a new one). Not
+caught: a ``.data`` edit or a fused optimiser step in eval mode; call eval() again after one.
 Every folded layer is one of dfanet_kernels' prepared ops, so its weights are checked when they are folded, not on
 each call: the image is checked by the first conv's public op, and every later input is made by the ops themselves.
 """
@@ -49,7 +49,7 @@ def _fold_conv(block: ConvBNReLU, name: str, backend: str) -> dk.PreparedConv:
 def _fold_block(block: XceptionBlock, name: str, backend: str) -> dk.PreparedBlock:
     dw_weights, pw_weights, pw_biases = [], [], []
     for i, sep in enumerate((block.sep1, block.sep2, block.sep3), start=1):
-        dk._checks.finite(f"{name}.sep{i}.depthwise weight", sep.depthwise.weight)
+        dk.check_finite(f"{name}.sep{i}.depthwise weight", sep.depthwise.weight)
         pw_weight, pw_bias = dk.fold_bn(sep.pointwise.weight, None, sep.bn, f"{name}.sep{i}")
         dw_weights.append(sep.depthwise.weight.detach().clone())
         pw_weights.append(pw_weight)
@@ -74,8 +74,8 @@ def fold_model(model: "DFANet") -> FoldedDFANet:
     attention = []
     for n, bb in enumerate(model.backbones):
         conv_weight, conv_bias = dk.fold_conv_bn(bb.fca.conv, None, f"backbones.{n}.fca.conv")
-        dk._checks.finite(f"backbones.{n}.fca.fc weight", bb.fca.fc.weight)
-        dk._checks.finite(f"backbones.{n}.fca.fc bias", bb.fca.fc.bias)
+        dk.check_finite(f"backbones.{n}.fca.fc weight", bb.fca.fc.weight)
+        dk.check_finite(f"backbones.{n}.fca.fc bias", bb.fca.fc.bias)
         attention.append(dk.PreparedAttention(bb.fca.fc.weight.detach().clone(), bb.fca.fc.bias.detach().clone(),
                                               conv_weight, conv_bias, backend))
     dec = model.decoder
@@ -187,26 +187,65 @@ def _weights_signature(model: "DFANet") -> tuple[list, list, list]:
     return versions, list(map(torch.Tensor.data_ptr, tensors)), list(map(_device, tensors))
 
 
-def refold(model: "DFANet") -> None:
-    """Fold ``model``'s current weights now if it runs fused in eval (else drop the fold). A fold that fails (non-finite
-    weights, a backend unavailable on this device) leaves none: the next forward folds again and raises the error."""
-    model._folded = None
-    if model.fused and not model.training:
-        try:
-            model._folded = ((model.backend, _weights_signature(model)), fold_model(model))
-        except (ValueError, TypeError, RuntimeError):
-            pass
+def _fold_key(model: "DFANet") -> tuple:
+    """What a fold depends on: the backend asked for and every weight's version, storage and device."""
+    return model.backend, _weights_signature(model)
 
 
-def fused_runner(model: "DFANet") -> FusedRunner:
-    """The fused runner for ``model``'s current weights and backend, folding again only if either changed."""
-    if torch.compiler.is_compiling():
-        # The fold refold() made is a constant of the graph (fast to compile: folding in the graph took ~30x longer).
-        # Without one, the graph folds from the parameters, non-finite checks included (torch._assert_async).
-        folded = model._folded[1] if model._folded is not None else fold_model(model)
-    else:
-        key = (model.backend, _weights_signature(model))
-        if model._folded is None or model._folded[0] != key:
-            model._folded = (key, fold_model(model))
-        folded = model._folded[1]
-    return FusedRunner(folded)
+class FoldCache:
+    """The fused path's folded weights for one model (DFANet.__init__ makes one, ``model._fold``): the only writer of
+    fold state.
+
+    It holds one immutable (key, FoldedDFANet) pair, or None, replaced in a single assignment, and ``runner`` reads it
+    once: a forward that runs while another thread loads a state_dict gets the fold of the old weights or of the new
+    ones, never None or a mixture. While a load is under way (``load_started`` to the ``refold`` that ends it, both
+    called by DFANet's load_state_dict hooks) a forward keeps the fold it found; a fold a forward makes itself is
+    kept only if no load began and no weight changed while it was made.
+    """
+
+    def __init__(self) -> None:
+        self._entry: tuple[tuple, FoldedDFANet] | None = None
+        self._loading = False
+
+    @property
+    def folded(self) -> FoldedDFANet | None:
+        """The current fold, or None."""
+        entry = self._entry
+        return None if entry is None else entry[1]
+
+    def load_started(self) -> None:
+        """The weights are being replaced (load_state_dict): forwards keep the current fold until ``refold``."""
+        self._loading = True
+
+    def refold(self, model: "DFANet") -> None:
+        """Fold ``model``'s current weights now if it runs fused in eval (else drop the fold); ends a load. A fold that
+        fails (non-finite weights, a backend unavailable on this device) leaves none: the next forward folds again and
+        raises the error."""
+        entry = None
+        if model.fused and not model.training:
+            try:
+                entry = (_fold_key(model), fold_model(model))
+            except (ValueError, TypeError, RuntimeError):
+                pass
+        self._entry = entry
+        self._loading = False
+
+    def runner(self, model: "DFANet") -> FusedRunner:
+        """The fused runner for ``model``'s current weights and backend, folding again only if either changed."""
+        entry = self._entry  # read once: a refold on another thread replaces the pair, never changes it
+        if torch.compiler.is_compiling():
+            # The fold refold() made is a constant of the graph (fast to compile: folding in the graph took ~30x
+            # longer). Without one, the graph folds from the parameters, non-finite checks included
+            # (torch._assert_async).
+            return FusedRunner(entry[1] if entry is not None else fold_model(model))
+        key = _fold_key(model)
+        while True:
+            if entry is not None and (entry[0] == key or self._loading):
+                return FusedRunner(entry[1])
+            folded = fold_model(model)
+            # A load that began or finished meanwhile may have copied some weights before the fold read them and
+            # others after: such a fold is dropped for the one the load's refold makes.
+            if not self._loading and _fold_key(model) == key:
+                self._entry = (key, folded)
+                return FusedRunner(folded)
+            entry, key = self._entry, _fold_key(model)

@@ -15,7 +15,7 @@ from torch import nn
 from dfanet_kernels import reference
 from dfanet_kernels.constants import BACKENDS
 
-from .fused import fused_runner, refold
+from .fused import FoldCache
 from .layers import Backbone, ConvBNReLU, Decoder, FCAttention, XceptionBlock
 from .variants import Variant, get_variant
 
@@ -86,8 +86,12 @@ def check_input(x: object) -> torch.Tensor:
     return x
 
 
+def _fold_before_loading(model: "DFANet", *hook_args) -> None:
+    model._fold.load_started()
+
+
 def _refold_after_loading(model: "DFANet", incompatible_keys) -> None:
-    refold(model)
+    model._fold.refold(model)
 
 
 class DFANet(nn.Module):
@@ -107,6 +111,7 @@ class DFANet(nn.Module):
 
     def __init__(self, num_classes: int = 19, variant: str = "A", fused: bool = False, backend: str | None = None):
         super().__init__()
+        self._fold = FoldCache()  # the fused path's folded weights, built on eval() or the first fused eval forward
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes: expected a positive int, got {num_classes!r}")
         self.variant: Variant = get_variant(variant)
@@ -124,7 +129,7 @@ class DFANet(nn.Module):
             Backbone(first if n == 0 else later, spec.stages, spec.attention_hidden) for n in range(3)
         )
         self.decoder = Decoder(c2, c4, spec.decoder_channels, num_classes)
-        self._folded = None  # the fused path's folded weights, built on eval() or the first fused eval forward
+        self.register_load_state_dict_pre_hook(_fold_before_loading)
         self.register_load_state_dict_post_hook(_refold_after_loading)
         self.reset_parameters()
 
@@ -149,7 +154,7 @@ class DFANet(nn.Module):
         # Small logits at the start keep the first steps' cross-entropy (and gradients) near log(num_classes).
         nn.init.normal_(self.decoder.classifier.weight, std=0.01)
 
-    # The fused path refolds at once on eval(), load_state_dict(), .to() and a backend change (dfanet.fused.refold):
+    # The fused path refolds at once on eval(), load_state_dict(), .to() and a backend change (FoldCache.refold):
     # fused optimisers and .data edits change weights without the version bump the fold cache watches, and a compiled
     # model keeps the fold it was traced with.
     @property
@@ -161,17 +166,16 @@ class DFANet(nn.Module):
         if value is not None and value not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS} or None, got {value!r}")
         self._backend = value
-        if "_folded" in self.__dict__:
-            refold(self)
+        self._fold.refold(self)
 
     def train(self, mode: bool = True) -> "DFANet":
         super().train(mode)
-        refold(self)
+        self._fold.refold(self)
         return self
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        refold(self)
+        self._fold.refold(self)
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,8 +184,8 @@ class DFANet(nn.Module):
         if self.fused and not self.training:  # the fused stem takes the image as it is (see FusedRunner.stem)
             if torch.is_autocast_enabled(x.device.type):  # the fused ops' own aten calls stay in their dtype
                 with torch.autocast(x.device.type, enabled=False):
-                    return self.run(x, fused_runner(self))
-            return self.run(x, fused_runner(self))
+                    return self.run(x, self._fold.runner(self))
+            return self.run(x, self._fold.runner(self))
         return self.run(x, EagerRunner(self))
 
     def _input_for_weights(self, x: torch.Tensor) -> torch.Tensor:

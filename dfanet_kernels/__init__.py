@@ -3,14 +3,15 @@
 Public API: :func:`dwsep_conv`, :func:`xception_block`, :func:`xception_block_cat` (a block that reads a
 concatenation without writing it), :func:`fc_attention`, :func:`upsample_concat`, :func:`upsample_add`,
 :func:`conv1x1`, :func:`conv3x3` (each with a ``backend=`` argument), :func:`available_backends`, the
-BN-folding helpers in :mod:`dfanet_kernels.fold`, and :class:`PreparedConv`, :class:`PreparedBlock`,
-:class:`PreparedAttention` (the weighted ops with their weights checked once, for repeated calls).
+BN-folding helpers in :mod:`dfanet_kernels.fold` (with their finiteness check, :func:`check_finite`), and
+:class:`PreparedConv`, :class:`PreparedBlock`, :class:`PreparedAttention` (the weighted ops with their weights
+checked once, for repeated calls).
 """
 
 from . import _autograd, _fake  # noqa: F401  (load the compiled library; register backward refusals, fakes)
 from .backends import available_backends
 from .constants import ALIGN_CORNERS, BACKENDS
-from .fold import fold_bn, fold_conv_bn
+from .fold import check_finite, fold_bn, fold_conv_bn
 from .ops import (
     conv1x1,
     conv3x3,
@@ -31,6 +32,7 @@ __all__ = [
     "PreparedBlock",
     "PreparedConv",
     "available_backends",
+    "check_finite",
     "conv1x1",
     "conv3x3",
     "conv_output_size",

@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 
 from .backends import compiled_library
-
-OPS = ("dwsep_conv", "xception_block", "conv1x1", "conv3x3", "fc_attention", "upsample_concat", "upsample_add")
+from .constants import OPS
 
 
 def _refuse(op: str):

@@ -1,4 +1,5 @@
-"""Batch-norm folding: turn conv + BatchNorm (eval statistics) into one conv weight and bias."""
+"""Batch-norm folding: turn conv + BatchNorm (eval statistics) into one conv weight and bias, every weight checked
+for finiteness on the way (also for weights used as they are, with :func:`check_finite`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,13 @@ import torch
 from torch import nn
 
 from . import _checks
+
+
+def check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Raise ValueError naming ``name`` if ``tensor`` holds a NaN or inf: the check the folds apply to every weight,
+    for a weight that is used without folding (a depthwise conv, a linear layer). Under torch.compile it is an
+    assertion inside the graph (no data-dependent branch there)."""
+    _checks.finite(name, tensor)
 
 
 @torch.no_grad()
@@ -37,7 +45,7 @@ def fold_bn(
     for part, t in (("weight", weight), ("bias", bias), ("BN running_mean", mean), ("BN running_var", var),
                     ("BN weight", gamma), ("BN bias", beta)):
         if t is not None:
-            _checks.finite(f"{name} {part}", t)
+            check_finite(f"{name} {part}", t)
     _checks.non_negative(f"{name} BN running_var", var)
     scale = gamma / torch.sqrt(var + bn.eps)
     folded_weight = weight.float() * scale.reshape(-1, *([1] * (weight.dim() - 1)))
@@ -45,8 +53,8 @@ def fold_bn(
     folded_bias = (base - mean) * scale + beta
     # Checked in the weight's dtype: a fold that fits fp32 may still overflow fp16.
     folded_weight, folded_bias = folded_weight.to(weight.dtype), folded_bias.to(weight.dtype)
-    _checks.finite(f"{name} folded weight", folded_weight)
-    _checks.finite(f"{name} folded bias", folded_bias)
+    check_finite(f"{name} folded weight", folded_weight)
+    check_finite(f"{name} folded bias", folded_bias)
     return folded_weight, folded_bias
 
 
@@ -59,8 +67,8 @@ def fold_conv_bn(
         raise TypeError(f"{name}: expected an nn.Conv2d, got {type(conv).__name__}")
     if bn is not None:
         return fold_bn(conv.weight, conv.bias, bn, name)
-    _checks.finite(f"{name} weight", conv.weight)
+    check_finite(f"{name} weight", conv.weight)
     if conv.bias is not None:
-        _checks.finite(f"{name} bias", conv.bias)
+        check_finite(f"{name} bias", conv.bias)
     bias = None if conv.bias is None else conv.bias.detach().clone()
     return conv.weight.detach().clone(), bias

@@ -14,7 +14,8 @@ from typing import Sequence
 
 import torch
 
-from . import _checks, backends, ops
+from . import _checks, backends, dispatch
+from .weight_checks import check_attention_weights, check_block_lists, check_block_weights, check_conv_weights
 
 
 class PreparedConv:
@@ -30,13 +31,13 @@ class PreparedConv:
         k = weight.shape[-1]
         if k not in (1, 3):
             raise ValueError(f"weight: expected Cout x C x 1 x 1 or Cout x C x 3 x 3, got {tuple(weight.shape)}")
-        ops._check_conv_weights(k, weight.shape[1], weight, "weight", weight, bias, stride)
+        check_conv_weights(k, weight.shape[1], weight, "weight", weight, bias, stride)
         self.backend = backends.resolve(backend, weight.device, weight.dtype)
-        ops._check_conv_dtype(self.backend, "weight", weight)
+        dispatch.check_conv_dtype(self.backend, "weight", weight)
         self.weight, self.bias, self.stride, self.relu = weight, bias, stride, bool(relu)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return ops._run_conv(self.backend, x, self.weight, self.bias, self.stride, self.relu)
+        return dispatch.run_conv(self.backend, x, self.weight, self.bias, self.stride, self.relu)
 
 
 class PreparedBlock:
@@ -48,21 +49,21 @@ class PreparedBlock:
     def __init__(self, dw_weights: Sequence[torch.Tensor], pw_weights: Sequence[torch.Tensor],
                  pw_biases: Sequence[torch.Tensor | None], stride: int = 1, shortcut_weight: torch.Tensor | None = None,
                  shortcut_bias: torch.Tensor | None = None, backend: str | None = None):
-        ops._check_block_lists(dw_weights, pw_weights, pw_biases)
+        check_block_lists(dw_weights, pw_weights, pw_biases)
         dw0 = _checks.floating("dw_weights[0]", _checks.tensor("dw_weights[0]", dw_weights[0], ndim=4))
-        ops._check_block_weights(dw0.shape[0], dw0, "dw_weights[0]", dw_weights, pw_weights, pw_biases, stride,
-                                 shortcut_weight, shortcut_bias)
+        check_block_weights(dw0.shape[0], dw0, "dw_weights[0]", dw_weights, pw_weights, pw_biases, stride,
+                            shortcut_weight, shortcut_bias)
         self.backend = backends.resolve(backend, dw0.device, dw0.dtype)
-        ops._check_backend_dtype(self.backend, "dw_weights[0]", dw0)
+        dispatch.check_backend_dtype(self.backend, "dw_weights[0]", dw0)
         self.weights = (tuple(dw_weights), tuple(pw_weights), tuple(pw_biases), stride, shortcut_weight,
                         shortcut_bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return ops._run_block(self.backend, [x], *self.weights)
+        return dispatch.run_block(self.backend, [x], *self.weights)
 
     def cat(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """The block of ``upsample_concat(inputs, inputs[0]'s H x W)``, the concatenation never written on the CPU."""
-        return ops._run_block(self.backend, list(inputs), *self.weights)
+        return dispatch.run_block(self.backend, list(inputs), *self.weights)
 
 
 class PreparedAttention:
@@ -74,11 +75,11 @@ class PreparedAttention:
     def __init__(self, fc_weight: torch.Tensor, fc_bias: torch.Tensor | None, conv_weight: torch.Tensor,
                  conv_bias: torch.Tensor | None, backend: str | None = None):
         fc_weight = _checks.floating("fc_weight", _checks.tensor("fc_weight", fc_weight, ndim=2))
-        ops._check_attention_weights(fc_weight.shape[1], fc_weight, "fc_weight", fc_weight, fc_bias, conv_weight,
-                                     conv_bias)
+        check_attention_weights(fc_weight.shape[1], fc_weight, "fc_weight", fc_weight, fc_bias, conv_weight,
+                                conv_bias)
         self.backend = backends.resolve(backend, fc_weight.device, fc_weight.dtype)
-        ops._check_backend_dtype(self.backend, "fc_weight", fc_weight)
+        dispatch.check_backend_dtype(self.backend, "fc_weight", fc_weight)
         self.weights = (fc_weight, fc_bias, conv_weight, conv_bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return ops._run_fc_attention(self.backend, x, *self.weights)
+        return dispatch.run_fc_attention(self.backend, x, *self.weights)

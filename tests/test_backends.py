@@ -10,6 +10,7 @@ import torch
 
 import dfanet_kernels as dk
 from dfanet_kernels import backends
+from dfanet_kernels.constants import OPS
 
 from .utils import needs_cpu_kernels
 
@@ -76,6 +77,22 @@ def test_installed_triton_makes_the_triton_backend_available():
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert backends.unavailable_reason("triton", device) is None
 
+
+@needs_cpu_kernels
+def test_the_op_list_is_the_compiled_library_s_ops():
+    """constants.OPS, the one list of op names the package registers for, names every op of csrc/ops.cpp."""
+    names = {n.removeprefix("dfanet::") for n in torch._C._dispatch_get_all_op_names() if n.startswith("dfanet::")}
+    assert {n for n in names if not n.endswith("_triton")} - {"cpu_isa"} == set(OPS)
+
+
+def test_triton_launchers_are_ops_of_the_op_list():
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if backends.unavailable_reason("triton", device) is not None:
+        pytest.skip("the Triton backend is unavailable")
+    from dfanet_kernels import triton as triton_backend
+
+    assert set(triton_backend.LAUNCHERS) <= set(OPS)
+    assert all(hasattr(torch.ops.dfanet, f"{op}_triton") for op in triton_backend.LAUNCHERS)
 
 @needs_cpu_kernels
 @pytest.mark.parametrize("op", ["dwsep_conv", "upsample_add", "conv1x1", "fc_attention"])

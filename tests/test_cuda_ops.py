@@ -216,7 +216,7 @@ def test_upsample_align_corners_convention_is_half_pixel():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# xception_block / xception_block_cat: composed from the ops above by dfanet_kernels.ops
+# xception_block / xception_block_cat: composed from the ops above by dfanet_kernels.dispatch
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", op_cases.BLOCK_CASES, ids=op_cases.block_case_id)
 def test_xception_block_matches_reference(case):

@@ -1,5 +1,6 @@
 """DFANet: shapes at any size, fused == unfused in eval, training at batch 1, refolding, bad input."""
 
+import threading
 from operator import attrgetter
 
 import pytest
@@ -8,7 +9,6 @@ import torch.nn.functional as F
 
 import dfanet_kernels as dk
 from dfanet import DFANet
-from dfanet.fused import fused_runner
 
 from .utils import (
     FP16_MODEL_TOLERANCE,
@@ -162,7 +162,7 @@ def test_compiled_fused_model_follows_new_weights_and_backend():
         assert_logits_match(compiled(x), other(x))
         model.backend = "reference"
         assert_logits_match(compiled(x), other(x))
-        assert model._folded[1].backend == "reference"
+        assert model._fold.folded.backend == "reference"
 
 
 def test_compiled_fused_model_checks_weights_in_the_graph():
@@ -172,23 +172,63 @@ def test_compiled_fused_model_checks_weights_in_the_graph():
     with torch.no_grad():
         model.decoder.classifier.weight[0, 0] = float("nan")
     model.eval()
-    assert model._folded is None
+    assert model._fold.folded is None
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     with torch.no_grad(), pytest.raises(RuntimeError, match="decoder.classifier weight: expected finite values"):
         compiled(torch.randn(1, 3, 64, 64))
 
 
 def test_refolds_for_another_backend():
-    from dfanet.fused import fused_runner
-
     model = make_model("B", fused=True)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         first = model(x)
         model.backend = "reference"
-        assert fused_runner(model).folded.backend == "reference"
+        assert model._fold.runner(model).folded.backend == "reference"
         assert_logits_match(model(x), first)
 
+
+
+def test_forwards_racing_load_state_dict_run_the_old_or_the_new_fold():
+    """The fold is one (key, folded) pair, replaced in one assignment and read once per forward: two threads
+    forwarding while a third loads two state_dicts in turn each get exactly the old or the new weights' logits."""
+    model = make_model("B", fused=True, backend=FUSED_BACKENDS[0])
+    states = [make_model("B", seed=seed).state_dict() for seed in (0, 7)]
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = []
+        for state in states:
+            model.load_state_dict(state)
+            expected.append(model(x))
+    assert not torch.equal(expected[0], expected[1])
+    outputs, errors, loaded = [], [], threading.Event()
+
+    def forward():
+        try:
+            with torch.no_grad():
+                while not loaded.is_set():
+                    outputs.append(model(x))
+        except Exception as err:  # reported by the main thread
+            errors.append(err)
+
+    def load():
+        try:
+            for i in range(30):
+                model.load_state_dict(states[i % 2])
+        except Exception as err:
+            errors.append(err)
+        finally:
+            loaded.set()
+
+    threads = [threading.Thread(target=forward), threading.Thread(target=forward), threading.Thread(target=load)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert outputs
+    for out in outputs:
+        assert torch.equal(out, expected[0]) or torch.equal(out, expected[1])
 
 @pytest.mark.parametrize("fused", [False, True])
 def test_image_of_another_dtype_or_device_than_the_weights_names_the_image(fused):
@@ -214,7 +254,7 @@ def test_fused_model_checks_the_image_against_its_weights(backend):
     """The folded layers skip per-call checks; the image, the one input from outside, is checked by the first conv."""
     model = make_model("B", fused=True, backend=backend)
     with torch.no_grad(), pytest.raises(ValueError, match=r"weight: expected shape \(8, 5, 3, 3\)"):
-        model.run(torch.randn(1, 5, 64, 64), fused_runner(model))  # past forward's own check of the image
+        model.run(torch.randn(1, 5, 64, 64), model._fold.runner(model))  # past forward's own check of the image
 
 
 def test_float64_model_runs_fused_on_the_reference_backend(monkeypatch):
@@ -226,7 +266,7 @@ def test_float64_model_runs_fused_on_the_reference_backend(monkeypatch):
     x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         fused = model(x)
-    assert model._folded[1].backend == "reference"
+    assert model._fold.folded.backend == "reference"
     with torch.no_grad():
         model.fused = False
         assert_logits_close(fused, model(x), **FP32_MODEL_TOLERANCE)
@@ -306,11 +346,11 @@ def test_fused_model_compiles_and_exports_with_the_custom_ops():
 def test_fused_runner_concat_is_read_by_the_next_stage(backend):
     """FusedRunner.concat returns a stand-in that stage() reads (xception_block_cat); the stage's result equals the
     unfused modules' on the written concatenation, also at a size other than inputs[0]'s (then it is written first)."""
-    from dfanet.fused import Concat, fused_runner
+    from dfanet.fused import Concat
     from dfanet.model import EagerRunner
 
     model = make_model("B", backend=backend, fused=True)
-    runner, eager = fused_runner(model), EagerRunner(model)
+    runner, eager = model._fold.runner(model), EagerRunner(model)
     gen = torch.Generator().manual_seed(3)
     c2, _, c4 = model.variant.stage_channels
     inputs = [torch.randn(2, c2, 15, 22, generator=gen), torch.randn(2, c4, 4, 6, generator=gen)]

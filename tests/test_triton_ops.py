@@ -326,7 +326,7 @@ def test_upsample_align_corners_convention_is_half_pixel():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# xception_block / xception_block_cat: composed from the ops above by dfanet_kernels.ops
+# xception_block / xception_block_cat: composed from the ops above by dfanet_kernels.dispatch
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", op_cases.BLOCK_CASES, ids=op_cases.block_case_id)
 def test_xception_block_matches_reference(case):
@@ -404,11 +404,11 @@ def _profiled_names(fn) -> set[str]:
 
 
 def test_plain_eager_calls_run_the_launcher_and_others_the_registered_op():
-    """dfanet_kernels.ops skips the op dispatcher (as costly as the launcher) on plain calls; a call that needs a
+    """dfanet_kernels.dispatch skips the op dispatcher (as costly as the launcher) on plain calls; a call that needs a
     gradient or is traced goes through the registered op, which torch.compile/torch.export see."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from dfanet_kernels import ops
+    from dfanet_kernels import dispatch
 
     args = dw_args(2, 5, 6, 7, 9, 2)
     with torch.no_grad():
@@ -423,8 +423,8 @@ def test_plain_eager_calls_run_the_launcher_and_others_the_registered_op():
     wants_grad = _profiled_names(lambda: dk.dwsep_conv(**args, act_in=True, backend="triton"))
     assert "dfanet::dwsep_conv_triton" in wants_grad
     with FakeTensorMode():
-        assert not ops._plain_eager(())
-    assert ops._plain_eager(())
+        assert not dispatch._plain_eager(())
+    assert dispatch._plain_eager(())
 
 
 @needs_cuda

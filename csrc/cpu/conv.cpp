@@ -1,6 +1,6 @@
 // Dense convolutions with bias and optional ReLU on the CPU, output NHWC fp32: the torch glue of conv1x1 (DFANet's
-// decoder convs: kernels/dwsep.h, pointwise_rows_impl, the same micro-kernel as the separable convs) and conv3x3
-// (conv1: kernels/conv3x3.h, input read in whatever layout it comes, NCHW images included).
+// decoder convs: kernels/conv.h, pointwise_rows_impl, on the same micro-kernel as the separable convs) and conv3x3
+// (conv1: kernels/conv.h, conv3x3_rows_impl, input read in whatever layout it comes, NCHW images included).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

@@ -1,7 +1,7 @@
 // Fused depthwise-separable convolution on the CPU, NHWC fp32: the torch glue. It checks the arguments, packs the
 // weights (zero padded, see isa.h), splits the output rows over at::parallel_for's threads and runs the SIMD path
-// chosen by active_isa() (kernels/dwsep.h: depthwise tile kept in cache, register-blocked pointwise GEMM with bias,
-// ReLU and residual applied in registers).
+// chosen by active_isa() (kernels/dwsep_conv.h: depthwise tile kept in cache, register-blocked pointwise GEMM with
+// bias, ReLU and residual applied in registers).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

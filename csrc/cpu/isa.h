@@ -35,8 +35,8 @@ struct DwsepArgs {
 
 // Row stride (floats) of the depthwise tile of C channels. The pointwise micro-kernel is compiled for the two
 // fixed strides, so that its MR broadcasts per input channel address one moving pointer plus constant offsets
-// (see pointwise_micro in kernels/dwsep.h); wider tiles use round_up(C, kPad) at run time. 304 = 19 cache lines,
-// an odd number, so the MR rows of a micro-tile fall in different L1 sets.
+// (see pointwise_micro in kernels/dwsep_conv.h); wider tiles use round_up(C, kPad) at run time. 304 = 19 cache
+// lines, an odd number, so the MR rows of a micro-tile fall in different L1 sets.
 constexpr int64_t tile_stride(int64_t C) {
   return round_up(C, kPad) <= 64 ? 64 : round_up(C, kPad) <= 304 ? 304 : round_up(C, kPad);
 }
@@ -104,11 +104,12 @@ struct BlockArgs {
   int64_t tile_w = 0;
   // A virtual input instead of x (x == nullptr): the concatenation along channels of src[0 .. src_count), each
   // bilinearly resized to H x W exactly as upsample_concat does (channel_offset, `same` and the axis taps set for
-  // an H x W output). Its rows are built per thread as the block needs them (kernels/block.h, InputRows).
+  // an H x W output). Its rows are built per thread as the block needs them (kernels/xception_block.h,
+  // InputRows).
   const UpsampleSource* src = nullptr;
   int64_t src_count = 0;
 };
-// Input rows the block keeps built at once for a virtual input (see InputRows in kernels/block.h).
+// Input rows the block keeps built at once for a virtual input (see InputRows in kernels/xception_block.h).
 constexpr int64_t block_input_ring(int64_t stride) { return 2 * stride + 2; }
 // The block's depthwise / gathered tile (floats).
 inline int64_t block_tile_floats(const BlockArgs& a) {

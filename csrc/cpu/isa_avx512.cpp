@@ -19,10 +19,10 @@
 
 #define DFANET_SIMD_AVX512
 #include "kernels/simd.h"
-#include "kernels/dwsep.h"
+#include "kernels/dwsep_conv.h"
+#include "kernels/conv.h"
 #include "kernels/upsample.h"
-#include "kernels/block.h"
-#include "kernels/conv3x3.h"
+#include "kernels/xception_block.h"
 
 namespace dfanet::cpu::avx512 {
 #include "kernels/entry_points.h"

@@ -4,10 +4,10 @@
 
 #include "isa.h"
 #include "kernels/simd.h"
-#include "kernels/dwsep.h"
+#include "kernels/dwsep_conv.h"
+#include "kernels/conv.h"
 #include "kernels/upsample.h"
-#include "kernels/block.h"
-#include "kernels/conv3x3.h"
+#include "kernels/xception_block.h"
 
 namespace dfanet::cpu::scalar {
 #include "kernels/entry_points.h"

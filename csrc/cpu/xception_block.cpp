@@ -1,10 +1,11 @@
 // A whole Xception block in one call on the CPU, NHWC fp32: the torch glue. Three depthwise-separable convs and the
-// shortcut run row by row (kernels/block.h, block_rows_impl): the intermediate maps y1, y2 live only in two rings of
-// three rows per thread, in cache, and are never allocated; the shortcut is written into the output row and the
-// third conv adds onto it in registers. The input may be a list of tensors, read as their concatenation along
-// channels with each one bilinearly resized to the first's size (DFANet's aggregation inputs): the kernel builds
-// the concatenated rows it needs per thread, in cache (kernels/block.h, InputRows), so the concatenation (at
-// 1024 x 1024 the 240-channel, 63 MB input of the second and third backbones) is never written to memory.
+// shortcut run row by row (kernels/xception_block.h, block_rows_impl): the intermediate maps y1, y2 live only in
+// two rings of three rows per thread, in cache, and are never allocated; the shortcut is written into the output
+// row and the third conv adds onto it in registers. The input may be a list of tensors, read as their
+// concatenation along channels with each one bilinearly resized to the first's size (DFANet's aggregation inputs):
+// the kernel builds the concatenated rows it needs per thread, in cache (kernels/xception_block.h, InputRows), so
+// the concatenation (at 1024 x 1024 the 240-channel, 63 MB input of the second and third backbones) is never
+// written to memory.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 

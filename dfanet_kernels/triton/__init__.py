@@ -20,9 +20,9 @@ except ImportError as err:  # Triton missing or broken, or a torch without trito
 else:
     from . import dwsep_conv, fc_attention, upsample  # registers the ops
 
-    # The launchers behind the ops, which dfanet_kernels.ops calls directly where nothing traces the call and no
+    # The launchers behind the ops, which dfanet_kernels.dispatch calls directly where nothing traces the call and no
     # gradient is wanted: the op dispatcher adds ~20 us a call (CPU-side, measured with the launch stubbed out),
-    # as much as the launcher itself.
+    # as much as the launcher itself. Keyed by op name, of constants.OPS.
     LAUNCHERS = {
         "dwsep_conv": dwsep_conv.dwsep_conv_forward,
         "fc_attention": fc_attention.fc_attention_forward,

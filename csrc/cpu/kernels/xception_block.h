@@ -1,6 +1,7 @@
 // The whole-Xception-block kernel, NHWC fp32: three depthwise-separable convs and the shortcut streamed row by row
 // (see BlockArgs in isa.h). Written once against `Vec` and compiled per instruction-set path by
-// csrc/cpu/isa_<path>.cpp, after kernels/dwsep.h (the row kernels) and kernels/upsample.h. No torch headers here.
+// csrc/cpu/isa_<path>.cpp, after kernels/dwsep_conv.h and kernels/conv.h (the row kernels of the separable convs
+// and the 1x1 shortcut) and kernels/upsample.h. No torch headers here.
 #pragma once
 
 #include <cstdint>

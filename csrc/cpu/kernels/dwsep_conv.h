@@ -9,6 +9,7 @@
 //      broadcast-FMAs per input channel), then bias (the accumulators' start value), ReLU and the residual are
 //      applied in registers and the block is stored once.
 // The depthwise tile never leaves L1/L2: it is written and read back while hot.
+// The pointwise GEMM (pointwise()) also runs the 1x1 convs of kernels/conv.h and the Xception block's shortcut.
 #pragma once
 
 #include <cstdint>
@@ -355,38 +356,6 @@ void sep_row(const SepConv& s, const float* const rows[3], int64_t W, int64_t st
   }
 }
 
-// One output row of a 1x1 conv of stride `stride` from input row `row` (pixel stride C): the pixels it reads are
-// gathered into tiles of `buf` (so the micro-kernel sees the fixed stride LD), then multiplied.
-template <class V, int LD>
-void pointwise_row_t(const float* row, int64_t C, int64_t stride, int64_t Wo, int64_t tile_w, const float* w,
-                     const float* b, int64_t Cout, bool relu, const float* res, float* out, float* buf) {
-  const int64_t ldt = tile_stride(C), CoutP = round_up(Cout, kPad);
-  for (int64_t ow0 = 0; ow0 < Wo; ow0 += tile_w) {
-    const int64_t cnt = imin(tile_w, Wo - ow0);
-    for (int64_t p = 0; p < cnt; ++p) {
-      const float* src = row + (ow0 + p) * stride * C;
-      float* dst = buf + p * ldt;
-      int64_t c = 0;
-      for (; c + V::L <= C; c += V::L) V::store(dst + c, V::load(src + c));
-      if (c < C) V::store(dst + c, V::loadm(src + c, V::mask(C - c)));
-    }
-    pointwise<V, LD>(buf, ldt, cnt, C, w, CoutP, b, relu, res ? res + ow0 * Cout : nullptr, out + ow0 * Cout, Cout);
-  }
-}
-
-template <class V>
-void pointwise_row(const float* row, int64_t C, int64_t stride, int64_t Wo, int64_t tile_w, const float* w,
-                   const float* b, int64_t Cout, bool relu, const float* res, float* out, float* buf) {
-  switch (tile_stride(C)) {
-    case 64:
-      return pointwise_row_t<V, 64>(row, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
-    case 304:
-      return pointwise_row_t<V, 304>(row, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
-    default:
-      return pointwise_row_t<V, 0>(row, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Entry points (see isa.h).
 // ---------------------------------------------------------------------------------------------------------------
@@ -407,16 +376,6 @@ void dwsep_rows_impl(const DwsepArgs& a, int64_t begin, int64_t end, float* buf)
     const int64_t px = r * a.Wo;
     sep_row<V>(s, rows, a.W, a.stride, a.Wo, a.tile_w, a.residual ? a.residual + px * a.Cout : nullptr,
                a.out + px * a.Cout, buf, pf);
-  }
-}
-
-template <class V>
-void pointwise_rows_impl(const PointwiseArgs& a, int64_t begin, int64_t end, float* buf) {
-  for (int64_t r = begin; r < end; ++r) {
-    const int64_t n = r / a.Ho, oh = r % a.Ho;
-    const float* row = a.x + ((n * a.H + oh * a.stride) * a.W) * a.C;
-    pointwise_row<V>(row, a.C, a.stride, a.Wo, a.tile_w, a.w, a.b, a.Cout, a.relu, nullptr,
-                     a.out + r * a.Wo * a.Cout, buf);
   }
 }
 

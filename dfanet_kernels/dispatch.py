@@ -1,0 +1,111 @@
+"""Dispatch: what runs an op on a backend, and each op run on arguments already checked.
+
+The public ops (``ops.py``) check their arguments, resolve the backend (``backends.resolve``), check the input's
+dtype against it here and call ``run_<op>``; the ``Prepared*`` ops (``prepared.py``) do the same checks once, on their
+weights, and call ``run_<op>`` directly on every input. ``run_<op>`` itself checks nothing: the compiled ops check
+every argument again in C++ (RuntimeError), and the reference backend is PyTorch's own operators.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from . import _checks, reference
+from .constants import BACKEND_DTYPES
+
+
+def compiled_op(backend: str, op: str):
+    """What runs ``op`` on a compiled backend: the C++ ops (``torch.ops.dfanet.<op>``) dispatch on device to the CPU
+    or CUDA kernels; the Triton kernels are separate ops named ``<op>_triton``, whose launchers plain eager calls
+    reach directly (see _plain_eager)."""
+    return _triton_entry(op) if backend == "triton" else getattr(torch.ops.dfanet, op)
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_entry(op: str):
+    from . import triton as triton_backend
+
+    registered, launcher = getattr(torch.ops.dfanet, f"{op}_triton"), triton_backend.LAUNCHERS[op]
+
+    def call(*args):
+        return launcher(*args) if _plain_eager(args) else registered(*args)
+
+    return call
+
+
+def _plain_eager(args) -> bool:
+    """Whether a call can skip the op dispatcher: nothing traces it (torch.compile, torch.export, make_fx, jit
+    tracing, functorch transforms, torch function or dispatch modes) and no tensor argument needs a gradient (the
+    op raises on backward; a launcher would return a tensor without history). There the op would only forward to
+    its launcher, at ~20 us a call."""
+    if (torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() or torch._C._get_tracing_state()
+            or torch._C._is_torch_function_mode_enabled() or torch._C._functorch.peek_interpreter_stack() is not None):
+        return False
+    if torch.is_grad_enabled():
+        for arg in args:
+            for t in arg if isinstance(arg, list) else (arg,):
+                if isinstance(t, torch.Tensor) and t.requires_grad:
+                    return False
+    return True
+
+
+def check_backend_dtype(backend: str, arg_name: str, t: torch.Tensor) -> None:
+    """The dtype check of a compiled backend (the reference takes any floating dtype)."""
+    if backend != "reference":
+        _checks.dtype_for_backend(arg_name, t, backend, BACKEND_DTYPES[backend])
+
+
+def check_conv_dtype(backend: str, arg_name: str, t: torch.Tensor) -> None:
+    """The dtype check of conv1x1 / conv3x3 on ``backend``."""
+    if backend == "cpu":  # the only backend with conv kernels of its own; the others run F.conv2d (any float dtype)
+        check_backend_dtype(backend, arg_name, t)
+
+
+def run_dwsep_conv(backend, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out, residual):
+    """dwsep_conv on checked arguments, on ``backend``."""
+    if backend == "reference":
+        return reference.dwsep_conv(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out,
+                                    residual)
+    return compiled_op(backend, "dwsep_conv")(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, bool(act_in),
+                                              bool(act_mid), bool(act_out), residual)
+
+
+def run_block(backend, inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias):
+    """xception_block_cat on checked arguments (``inputs`` a list), on ``backend``."""
+    if backend == "cpu":
+        return compiled_op(backend, "xception_block")(
+            inputs, dw_weights[0], pw_weights[0], pw_biases[0], dw_weights[1], pw_weights[1], pw_biases[1],
+            dw_weights[2], pw_weights[2], pw_biases[2], stride, shortcut_weight, shortcut_bias)
+    # No block kernel on the other backends: the concatenation is written, then read by three dwsep_conv.
+    x = inputs[0] if len(inputs) == 1 else run_upsample(backend, "upsample_concat", inputs, inputs[0].shape[-2:])
+    if backend == "reference":
+        return reference.xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
+    skip = x if shortcut_weight is None else reference.conv(x, shortcut_weight, shortcut_bias, stride)
+    for i in range(3):
+        x = run_dwsep_conv(backend, x, dw_weights[i], None, pw_weights[i], pw_biases[i], stride if i == 0 else 1,
+                           True, False, False, skip if i == 2 else None)
+    return x
+
+
+def run_conv(backend, x, weight, bias, stride, relu):
+    """conv1x1 or conv3x3 (by the weight's size) on checked arguments, on ``backend``."""
+    if backend != "cpu":  # reference, and the GPU backends (cuDNN through F.conv2d is what they would call anyway)
+        return reference.conv(x, weight, bias, stride, relu)
+    return compiled_op(backend, "conv1x1" if weight.shape[-1] == 1 else "conv3x3")(x, weight, bias, stride,
+                                                                                    bool(relu))
+
+
+def run_fc_attention(backend, x, fc_weight, fc_bias, conv_weight, conv_bias):
+    """fc_attention on checked arguments, on ``backend``."""
+    if backend == "reference":
+        return reference.fc_attention(x, fc_weight, fc_bias, conv_weight, conv_bias)
+    return compiled_op(backend, "fc_attention")(x, fc_weight, fc_bias, conv_weight, conv_bias)
+
+
+def run_upsample(backend, op, inputs, size):
+    """upsample_concat or upsample_add (``op``) on checked arguments, on ``backend``."""
+    if backend == "reference":
+        return getattr(reference, op)(inputs, size)
+    return compiled_op(backend, op)(list(inputs), list(size))
