@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Sequence
 
 import torch
@@ -61,6 +63,50 @@ def stride(value: object) -> None:
         raise TypeError(f"stride: expected the int 1 or 2, got {type(value).__name__} {value!r}")
     if value not in (1, 2):
         raise ValueError(f"stride: expected 1 or 2, got {value!r}")
+
+
+def flag(name: str, value: object) -> bool:
+    """A real bool: a string such as "False", a number or None would silently switch a ReLU on or off."""
+    if type(value) is not bool:
+        raise TypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def input_like(name: str, t: object, weight: torch.Tensor) -> torch.Tensor:
+    """An input for prepared weights: a tensor of the weights' dtype and device (cheap: once per call)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.device != weight.device:
+        raise ValueError(f"{name}: expected device {weight.device} (that of the prepared weights), got {t.device}")
+    if t.dtype != weight.dtype:
+        raise TypeError(f"{name}: expected dtype {weight.dtype} (that of the prepared weights), got {t.dtype}")
+    return t
+
+
+@functools.lru_cache(maxsize=None)
+def _memory_of(device: torch.device) -> int | None:
+    """Bytes of memory ``device`` has in all: the host's RAM for the CPU, the GPU's for CUDA; None: no bound (meta)."""
+    if device.type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # a platform without these names
+            return None
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return None
+
+
+def output_fits(name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> None:
+    """An output of ``shape`` that ``device`` could hold at all: a size that cannot be is refused naming ``name``
+    and the bytes, before an allocation fails deep inside (std::bad_alloc, a storage-size overflow)."""
+    elements = 1
+    for extent in shape:
+        elements *= int(extent)
+    needed = elements * torch.empty((), dtype=dtype, device="meta").element_size()
+    memory = _memory_of(device)
+    if memory is not None and needed > memory:
+        raise ValueError(f"{name}: an output of {' x '.join(map(str, shape))} {str(dtype).removeprefix('torch.')} "
+                         f"needs {needed} bytes, more than the {device.type} device has ({memory} bytes)")
 
 
 def optional_like(name: str, t: object, ref: torch.Tensor, ref_name: str, shape: Sequence[int]) -> None:

@@ -63,6 +63,9 @@ def dwsep_conv(
     out_shape = (n, cout, conv_output_size(h, stride), conv_output_size(w, stride))
     _checks.optional_like("residual", residual, x, "x", out_shape)
 
+    act_in, act_mid, act_out = (_checks.flag(name, value) for name, value in
+                                (("act_in", act_in), ("act_mid", act_mid), ("act_out", act_out)))
+
     chosen = backends.resolve(backend, x.device, x.dtype)
     dispatch.check_backend_dtype(chosen, "x", x)
     return dispatch.run_dwsep_conv(chosen, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid,
@@ -136,7 +139,7 @@ def xception_block_cat(
         N x C_3 x Ho x Wo tensor, Ho x Wo from ``inputs[0]``'s H x W and the stride (channels_last on the compiled
         backends).
     """
-    _check_upsample_inputs(inputs, None)
+    _check_upsample_inputs(inputs)
     first = inputs[0]
     check_block_weights(sum(t.shape[1] for t in inputs), first, "inputs[0]", dw_weights, pw_weights, pw_biases,
                          stride, shortcut_weight, shortcut_bias)
@@ -148,6 +151,7 @@ def xception_block_cat(
 
 def _conv(k: int, x, weight, bias, stride, relu, backend):
     _checks.activation("x", x)
+    _checks.flag("relu", relu)
     check_conv_weights(k, x.shape[1], x, "x", weight, bias, stride)
     chosen = backends.resolve(backend, x.device, x.dtype)
     dispatch.check_conv_dtype(chosen, "x", x)
@@ -201,8 +205,8 @@ def fc_attention(
     return dispatch.run_fc_attention(chosen, x, fc_weight, fc_bias, conv_weight, conv_bias)
 
 
-def _check_upsample_inputs(inputs: Sequence[torch.Tensor], size) -> tuple[int, int]:
-    """Checks a list of inputs that share N, dtype and device, and ``size`` (None: inputs[0]'s H x W)."""
+def _check_upsample_inputs(inputs: Sequence[torch.Tensor]) -> None:
+    """Checks a list of inputs that share N, dtype and device."""
     if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
         raise TypeError(f"inputs: expected a non-empty list of tensors, got {inputs!r:.80}")
     first = _checks.activation("inputs[0]", inputs[0])
@@ -214,7 +218,15 @@ def _check_upsample_inputs(inputs: Sequence[torch.Tensor], size) -> tuple[int, i
             raise TypeError(f"inputs[{i}]: expected dtype {first.dtype} (that of inputs[0]), got {t.dtype}")
         if t.shape[0] != first.shape[0]:
             raise ValueError(f"inputs[{i}]: expected batch size {first.shape[0]} (that of inputs[0]), got {t.shape[0]}")
-    return tuple(first.shape[-2:]) if size is None else _checks.size2("size", size)
+
+
+def _check_size(size, inputs: Sequence[torch.Tensor], channels: int) -> tuple[int, int]:
+    """The output size (H, W) of an upsample op: ints >= 1, with an output of ``channels`` channels that the
+    device could hold."""
+    size = _checks.size2("size", size)
+    first = inputs[0]
+    _checks.output_fits("size", (first.shape[0], channels, *size), first.dtype, first.device)
+    return size
 
 
 def upsample_concat(inputs: Sequence[torch.Tensor], size: Sequence[int], backend: str | None = None) -> torch.Tensor:
@@ -223,7 +235,8 @@ def upsample_concat(inputs: Sequence[torch.Tensor], size: Sequence[int], backend
     Bilinear resizing uses ``align_corners=False`` (see ``dfanet_kernels.constants.ALIGN_CORNERS``); an input
     already at ``size`` is copied unchanged. Inputs share batch size, dtype and device; channels may differ.
     """
-    size = _check_upsample_inputs(inputs, size)
+    _check_upsample_inputs(inputs)
+    size = _check_size(size, inputs, sum(t.shape[1] for t in inputs))
     chosen = backends.resolve(backend, inputs[0].device, inputs[0].dtype)
     dispatch.check_backend_dtype(chosen, "inputs", inputs[0])
     return dispatch.run_upsample(chosen, "upsample_concat", inputs, size)
@@ -231,11 +244,12 @@ def upsample_concat(inputs: Sequence[torch.Tensor], size: Sequence[int], backend
 
 def upsample_add(inputs: Sequence[torch.Tensor], size: Sequence[int], backend: str | None = None) -> torch.Tensor:
     """``sum(bilinear(t, size) for t in inputs)`` in one pass (the decoder's merge). Inputs share N and C."""
-    size = _check_upsample_inputs(inputs, size)
+    _check_upsample_inputs(inputs)
     channels = inputs[0].shape[1]
     for i, t in enumerate(inputs[1:], start=1):
         if t.shape[1] != channels:
             raise ValueError(f"inputs[{i}]: expected {channels} channels (those of inputs[0]), got {t.shape[1]}")
+    size = _check_size(size, inputs, channels)
     chosen = backends.resolve(backend, inputs[0].device, inputs[0].dtype)
     dispatch.check_backend_dtype(chosen, "inputs", inputs[0])
     return dispatch.run_upsample(chosen, "upsample_add", inputs, size)

@@ -1,12 +1,12 @@
 """The weighted ops with their weights checked once, for a caller that runs the same weights on many inputs.
 
 A ``Prepared*`` object checks its weights when it is made -- the public op's checks, with the same errors naming the
-argument -- and picks the backend for their device. Calling it runs the op with no argument checks in Python: in
-DFANet's fused forward (57 op calls) those checks took ~1.1 ms, a quarter of the whole forward at 64 x 64 (1 thread,
-this VM). Meant for activations that the library's own ops made from checked inputs, as in ``dfanet.fused``, which
-checks the image at its first conv and prepares every layer when it folds the weights. A wrong activation still fails
-before any kernel runs: the compiled ops check every argument again (RuntimeError), and the reference backend is
-PyTorch's own convolutions."""
+argument -- and picks the backend for their device. Calling it checks only that the input is a tensor of the weights'
+dtype and device (an error naming ``x``), not the rest of the public op's checks: in DFANet's fused forward (57 op
+calls) those took ~1.1 ms, a quarter of the whole forward at 64 x 64 (1 thread, this VM). Meant for activations that
+the library's own ops made from checked inputs, as in ``dfanet.fused``, which checks the image at its first conv and
+prepares every layer when it folds the weights. A wrong activation shape still fails before any kernel runs: the
+compiled ops check every argument again (RuntimeError), and the reference backend is PyTorch's own convolutions."""
 
 from __future__ import annotations
 
@@ -34,9 +34,10 @@ class PreparedConv:
         check_conv_weights(k, weight.shape[1], weight, "weight", weight, bias, stride)
         self.backend = backends.resolve(backend, weight.device, weight.dtype)
         dispatch.check_conv_dtype(self.backend, "weight", weight)
-        self.weight, self.bias, self.stride, self.relu = weight, bias, stride, bool(relu)
+        self.weight, self.bias, self.stride, self.relu = weight, bias, stride, _checks.flag("relu", relu)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _checks.input_like("x", x, self.weight)
         return dispatch.run_conv(self.backend, x, self.weight, self.bias, self.stride, self.relu)
 
 
@@ -59,10 +60,13 @@ class PreparedBlock:
                         shortcut_bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _checks.input_like("x", x, self.weights[0][0])
         return dispatch.run_block(self.backend, [x], *self.weights)
 
     def cat(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """The block of ``upsample_concat(inputs, inputs[0]'s H x W)``, the concatenation never written on the CPU."""
+        for i, t in enumerate(inputs):
+            _checks.input_like(f"inputs[{i}]", t, self.weights[0][0])
         return dispatch.run_block(self.backend, list(inputs), *self.weights)
 
 
@@ -82,4 +86,5 @@ class PreparedAttention:
         self.weights = (fc_weight, fc_bias, conv_weight, conv_bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        _checks.input_like("x", x, self.weights[0])
         return dispatch.run_fc_attention(self.backend, x, *self.weights)

@@ -97,8 +97,8 @@ def test_wrong_activation_raises_not_crashes(backend):
     block = dk.PreparedBlock(**block_weights(), backend=backend)
     with pytest.raises(RuntimeError):
         block(torch.randn(1, 3, 9, 9))  # 3 channels for a block of 4
-    with pytest.raises(RuntimeError):
-        block(torch.randn(1, 4, 9, 9).double())
+    with pytest.raises(TypeError, match=r"^x: expected dtype torch.float32 \(that of the prepared weights\)"):
+        block(torch.randn(1, 4, 9, 9).double())  # the input's dtype and device are checked, naming it
     attention = dk.PreparedAttention(torch.randn(10, 4), None, torch.randn(4, 10, 1, 1), None, backend=backend)
     with pytest.raises(RuntimeError):
         attention(torch.randn(1, 5, 3, 3))
