@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dfanet import DFANet, checkpoint
+from dfanet import DFANet
 from dfanet.tools.cli import main
+from dfanet.training import checkpoint
 from dfanet.training.train import BASE_BATCH, BASE_LR, PolyLR
 
 from .synthetic import cityscapes_mask_path, make_camvid, make_cityscapes, make_imagefolder
