@@ -8,10 +8,10 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
+from ..utils import assert_close, needs_cpu_kernels, randn
 from . import test_dwsep_conv as dwsep_tests
 from . import test_fc_attention as fc_tests
 from . import test_upsample as up_tests
-from .utils import assert_close, needs_cpu_kernels, randn
 
 # Beyond the per-op shapes: channel counts past the micro-kernel's two fixed tile strides (C > 304 takes the
 # run-time stride), Cout spanning several register panels with a partial last vector, rows narrower than a vector.

@@ -23,9 +23,9 @@ import pytest  # noqa: E402
 import dfanet_kernels as dk  # noqa: E402
 from dfanet_kernels import backends, reference  # noqa: E402
 
-from . import op_cases  # noqa: E402
-from .op_cases import DTYPE_IDS, DTYPES, dw_expected, f64, fc_expected  # noqa: E402
-from .utils import (  # noqa: E402
+from .. import op_cases  # noqa: E402
+from ..op_cases import DTYPE_IDS, DTYPES, dw_expected, f64, fc_expected  # noqa: E402
+from ..utils import (  # noqa: E402
     FP16_MODEL_TOLERANCE,
     LAYOUTS,
     assert_close,

@@ -6,8 +6,8 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from . import op_cases
-from .utils import (
+from .. import op_cases
+from ..utils import (
     CHECKED_BACKENDS,
     LAYOUTS,
     RUNNABLE_BACKENDS,

@@ -11,7 +11,7 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import backends
 
-from .utils import needs_cpu_kernels
+from ..utils import needs_cpu_kernels
 
 
 def test_reference_is_always_available():

@@ -10,11 +10,11 @@ import dfanet_kernels as dk
 from dfanet import DFANet
 from dfanet_kernels import reference
 
+from ..utils import RUNNABLE_BACKENDS, assert_close, in_layout, randomize_batchnorm
 from . import test_conv as conv_cases
 from . import test_dwsep_conv as dwsep_cases
 from . import test_fc_attention as fc_cases
 from . import test_xception_block as block_cases
-from .utils import RUNNABLE_BACKENDS, assert_close, in_layout, randomize_batchnorm
 
 
 def every_other_row(t: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch.utils.cpp_extension import include_paths
 
 from dfanet_kernels import cuda_toolkit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
 GLUE_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*_glue.cpp"))
 NVCC = cuda_toolkit.nvcc()

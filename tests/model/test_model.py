@@ -10,7 +10,7 @@ import dfanet_kernels as dk
 from dfanet import DFANet
 from dfanet.fused import fused_runner
 
-from .utils import (
+from ..utils import (
     FP16_MODEL_TOLERANCE,
     FP32_MODEL_TOLERANCE,
     assert_logits_close,

@@ -18,9 +18,9 @@ import dfanet_kernels as dk
 from dfanet import DFANet
 from dfanet_kernels import backends, reference
 
-from . import op_cases
-from .op_cases import DTYPE_IDS, DTYPES, dw_expected, fc_expected
-from .utils import (
+from .. import op_cases
+from ..op_cases import DTYPE_IDS, DTYPES, dw_expected, fc_expected
+from ..utils import (
     FP16_MODEL_TOLERANCE,
     FP32_MODEL_TOLERANCE,
     assert_close,

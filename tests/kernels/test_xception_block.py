@@ -8,8 +8,8 @@ import dfanet_kernels as dk
 from dfanet.layers import XceptionBlock
 from dfanet_kernels import reference
 
-from .op_cases import block_args
-from .utils import (
+from ..op_cases import block_args
+from ..utils import (
     CHECKED_BACKENDS,
     LAYOUTS,
     RUNNABLE_BACKENDS,

@@ -6,8 +6,8 @@ import torch
 
 import dfanet_kernels as dk
 
+from ..utils import CHECKED_BACKENDS, HAS_CPU_KERNELS, RUNNABLE_BACKENDS, randn
 from . import test_fc_attention, test_xception_block
-from .utils import CHECKED_BACKENDS, HAS_CPU_KERNELS, RUNNABLE_BACKENDS, randn
 
 
 @pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)

@@ -24,7 +24,7 @@ import torch
 
 from dfanet_kernels import cuda_toolkit, reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
 EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
 GXX = shutil.which("g++")
