@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_bench.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_bench.py"
 
 
 def _load():
