@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA op tests (tests/test_cuda_ops.py) under compute-sanitizer: memcheck (out-of-bounds and misaligned
+# The CUDA op tests (the cuda cases of tests/kernels/test_<op>.py and tests/kernels/test_cuda_backend.py) under
+# compute-sanitizer: memcheck (out-of-bounds and misaligned
 # global/shared accesses, invalid frees; with PyTorch's caching allocator off, so every tensor is its own allocation
 # and a read just past one is caught) and racecheck (shared-memory hazards between a block's threads).
 # Called from bench/gpu_check.sh after the build; exits non-zero if a tool reports an error or a test fails.
@@ -25,6 +26,8 @@ and not every_activation"}
 RACECHECK_TESTS=${RACECHECK_TESTS:-"(dwsep_conv_matches_reference or fc_attention_matches_reference) and not large \
 and $ONE_LAYOUT"}
 unset TRITON_INTERPRET
+CUDA_TESTS=(tests/kernels/test_dwsep_conv.py tests/kernels/test_fc_attention.py tests/kernels/test_upsample.py
+            tests/kernels/test_xception_block.py tests/kernels/test_cuda_backend.py)
 
 status=0
 for tool in ${TOOLS:-memcheck racecheck}; do
@@ -33,9 +36,9 @@ for tool in ${TOOLS:-memcheck racecheck}; do
     racecheck) tests=$RACECHECK_TESTS ;;
     *) echo "unknown tool $tool"; exit 2 ;;
   esac
-  echo "=== compute-sanitizer --tool $tool: pytest tests/test_cuda_ops.py -k \"$tests\""
+  echo "=== compute-sanitizer --tool $tool: pytest ${CUDA_TESTS[*]} -k \"cuda and ($tests)\""
   if PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool "$tool" --error-exitcode 99 \
-      --target-processes all "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_cuda_ops.py -k "$tests" "$@"; then
+      --target-processes all "$PYTHON" -m pytest -q -p no:cacheprovider "${CUDA_TESTS[@]}" -k "cuda and ($tests)" "$@"; then
     echo "=== $tool: clean"
   else
     rc=$?

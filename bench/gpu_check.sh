@@ -120,16 +120,13 @@ for b in ("cuda", "triton"):
     print(b, "->", dk.backends.unavailable_reason(b, dev) or "available")
 '
 
-# Tests in two stages around the benchmark. First the files that exercise the GPU (the CPU-only tests also run
+# Tests in two stages around the benchmark. First the tests that exercise the GPU (the CPU-only tests also run
 # in CI), then the benchmark, then the rest of tests/ if time allows: together they are `pytest tests`, and a slow
 # CPU test cannot eat the benchmark's time. DFANET_TRITON_AUTOTUNE=0: one config per Triton kernel, or every small
-# test shape would be autotuned.
-GPU_TESTS=()
-for f in tests/test_triton_ops.py tests/test_cuda_graph.py tests/test_cuda_ops.py tests/test_train_gpu.py; do
-  if [ -f "$f" ]; then GPU_TESTS+=("$f"); fi
-done
-IGNORE=()
-for f in "${GPU_TESTS[@]}"; do IGNORE+=("--ignore=$f"); done
+# test shape would be autotuned. The GPU tests: each with the triton or cuda backend in its id (the op and model
+# tests take the backend as a parameter), tests/kernels/test_{triton,cuda}_backend.py, tests/model/test_cuda_graph.py
+# and tests/app/test_train_gpu.py; the nvcc compile check (tests/kernels/test_cuda_compile.py) is with the rest.
+GPU_K="(triton or cuda or train_gpu) and not cuda_compile"
 PARALLEL=()
 TEST_THREADS=$(nproc)
 if "$PYTHON" -c "import xdist" 2>/dev/null; then
@@ -138,11 +135,11 @@ if "$PYTHON" -c "import xdist" 2>/dev/null; then
   # workers contending for 16 cores turned one 240-channel reference into 40 s (GPU run of 2026-11-26).
   TEST_THREADS=$((TEST_THREADS / ${TEST_WORKERS:-8} > 0 ? TEST_THREADS / ${TEST_WORKERS:-8} : 1))
 fi
-SELECT=()
-if [ -n "${TESTS_GPU_K:-}" ]; then SELECT=(-k "$TESTS_GPU_K"); fi
+SELECT=(-k "$GPU_K")
+if [ -n "${TESTS_GPU_K:-}" ]; then SELECT=(-k "($GPU_K) and ($TESTS_GPU_K)"); fi
 stage tests_gpu "${TEST_GPU_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 OMP_NUM_THREADS="$TEST_THREADS" \
   "$PYTHON" -m pytest -q -p no:cacheprovider \
-  "${PARALLEL[@]}" -r fE --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${SELECT[@]}" "${GPU_TESTS[@]}"
+  "${PARALLEL[@]}" -r fE --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${SELECT[@]}" tests
 
 # The benchmark gets what is left but the sanitizer's share and ~40 s; its --budget-s (no new model case after it)
 # leaves ~90 s more of that for the per-op rows and the report. It writes its JSON/Markdown after every case.
@@ -157,7 +154,7 @@ stage sanitizer "$SANITIZER_TIMEOUT" bash bench/compute_sanitizer.sh
 
 stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 OMP_NUM_THREADS="$TEST_THREADS" \
   "$PYTHON" -m pytest -q -p no:cacheprovider \
-  "${PARALLEL[@]}" -r fE --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests "${IGNORE[@]}"
+  "${PARALLEL[@]}" -r fE --durations=10 --junitxml="$OUT_DIR/pytest_rest.xml" tests -k "not ($GPU_K)"
 
 echo
 echo "=== summary ($((SECONDS - START))s total; results in $OUT_DIR)"

@@ -7,6 +7,8 @@ import torch
 # imported. On a GPU machine the kernels run natively and this stays unset.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# On a GPU, tune nothing: the many small test shapes would each be autotuned (bench/gpu_bench.py tunes).
+os.environ.setdefault("DFANET_TRITON_AUTOTUNE", "0")
 
 from .utils import HAS_CPU_KERNELS  # noqa: E402  (after TRITON_INTERPRET: utils imports dfanet_kernels)
 

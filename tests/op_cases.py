@@ -1,15 +1,54 @@
-"""Argument builders and the float64 reference shared by the GPU-backend op tests (tests/test_cuda_ops.py,
-tests/test_triton_ops.py); the CPU block tests (tests/test_xception_block.py) build their arguments here too.
+"""What the op tests (tests/kernels/test_<op>.py) share: the backends and where each runs, one backend's cases as
+pytest parameters that skip where it cannot run, argument builders, the float64 reference and the output check.
 Builders take the device the backend runs on; the reference always runs in float64 on the CPU."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import dfanet_kernels as dk
-from dfanet_kernels import reference
+from dfanet_kernels import backends, reference
 
-from .utils import in_layout
+from .utils import HAS_CPU_KERNELS, LAYOUTS, assert_close
+
+HAS_GPU = torch.cuda.is_available()
+# The device each backend's tests run on: the Triton kernels run on CUDA tensors where there is a GPU, else on CPU
+# tensors under Triton's interpreter (TRITON_INTERPRET=1, set by tests/conftest.py before Triton is imported).
+DEVICES = {"reference": torch.device("cpu"), "cpu": torch.device("cpu"),
+           "triton": torch.device("cuda" if HAS_GPU else "cpu"), "cuda": torch.device("cuda")}
+_TRITON_UNAVAILABLE = backends.unavailable_reason("triton", DEVICES["triton"])
+# Why a backend's tests cannot run here (None: they can); test_backends.py fails where the CPU or Triton backend
+# should be there and is not, so these skips cannot hide a broken build.
+SKIP_REASONS = {
+    "reference": None,
+    "cpu": None if HAS_CPU_KERNELS else "compiled CPU kernels not built",
+    "triton": None if _TRITON_UNAVAILABLE is None else f"triton backend unavailable: {_TRITON_UNAVAILABLE}",
+    "cuda": None if HAS_GPU else "needs a CUDA GPU",
+}
+NEEDS_GPU = "needs a CUDA GPU"
+
+
+def on(backend: str, *values, id: str = "", gpu: bool = False):
+    """One case of a test that takes the backend as its first parameter: ``pytest.param(backend, *values)`` named
+    "<backend>-<id>", skipped where the backend cannot run here; ``gpu``: a case only a GPU runs (half precision at
+    the model's shapes, the full opcheck), also for the Triton backend that otherwise runs under the interpreter."""
+    reason = SKIP_REASONS[backend] or (NEEDS_GPU if gpu and not HAS_GPU else None)
+    return pytest.param(backend, *values, id=f"{backend}-{id}" if id else backend,
+                        marks=[pytest.mark.skip(reason=reason)] if reason else [])
+
+
+def shape_id(shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def check(out, expected, atol, rtol, backend):
+    """A backend's op output: on the backend's device, NHWC (every backend returns channels_last), and within
+    atol/rtol of the expected values (a CPU tensor)."""
+    assert out.device.type == DEVICES[backend].type
+    assert out.is_contiguous(memory_format=torch.channels_last), f"not NHWC: strides {out.stride()}"
+    assert_close(out.cpu(), expected, atol, rtol)
+
 
 # (dtype, atol, rtol). fp32: the kernels sum at most 9 + C products of O(1) values in another order than the
 # float64 reference, a few ulp (1.2e-7) times sqrt(terms): ~1e-6. fp16/bf16: the inputs are already rounded; the
@@ -18,6 +57,24 @@ from .utils import in_layout
 # relative to the values, ~5 standard deviations of it at the tail of 10^7 outputs.
 DTYPES = [(torch.float32, 1e-5, 1e-5), (torch.float16, 2e-3, 2e-3), (torch.bfloat16, 1.6e-2, 1.6e-2)]
 DTYPE_IDS = ["fp32", "fp16", "bf16"]
+
+
+def layout_dtypes(backend: str, fp32: tuple[float, float]):
+    """(id, (layout, dtype, atol, rtol)) of the input layouts and dtypes a backend's op-vs-reference tests run.
+
+    cpu: fp32 only (the CPU kernels take nothing else), every layout, with the op's fp32 tolerance ``fp32`` (atol,
+    rtol). triton: every (layout, dtype) pair under the interpreter. On a GPU each pair compiles its own kernel
+    variants (a few seconds each: Triton specialises on strides), so there fp16/bf16 run in the model's layout,
+    channels_last, only. cuda: the glue makes every layout NHWC before it dispatches on dtype: each layout in fp32,
+    each 16-bit dtype in one."""
+    if backend == "cpu":
+        return [(f"{layout}-fp32", (layout, torch.float32, *fp32)) for layout in LAYOUTS]
+    if backend == "triton":
+        pairs = [(layout, d) for layout in LAYOUTS for d in range(3)
+                 if not HAS_GPU or d == 0 or layout == "channels_last"]
+    else:
+        pairs = [("nchw", 0), ("channels_last", 0), ("strided", 0), ("channels_last", 1), ("strided", 2)]
+    return [(f"{layout}-{DTYPE_IDS[d]}", (layout, *DTYPES[d])) for layout, d in pairs]
 
 
 def rand(*shape, gen, device, scale=1.0, dtype=torch.float32):
@@ -60,17 +117,21 @@ def fc_args(n, c, h, w, k, *, device, dtype=torch.float32, fc_bias=True, conv_bi
     )
 
 
+def op_args(op, *, device, dwsep=(2, 5, 7, 9, 6), dtype=torch.float32, seed=6):
+    """Positional arguments of the registered op (torch.ops.dfanet.<op> or <op>_<backend>) for opcheck and direct
+    calls: dwsep_conv with ``dwsep`` = (N, C, Cout, H, W) in ``dtype``, stride 2, the model's flags and a residual;
+    fc_attention and the upsampling ops at small odd sizes."""
+    if op == "dwsep_conv":
+        a = dw_args(*dwsep, 2, device=device, dtype=dtype, seed=seed)
+        return (a["x"], a["dw_weight"], a["dw_bias"], a["pw_weight"], a["pw_bias"], 2, True, False, True, a["residual"])
+    if op == "fc_attention":
+        return tuple(fc_args(2, 5, 7, 3, 11, device=device, seed=seed).values())
+    gen = torch.Generator().manual_seed(seed)
+    return ([rand(2, 3, 4, 5, gen=gen, device=device), rand(2, 3, 9, 7, gen=gen, device=device)], [9, 7])
+
+
 def fc_expected(args):
     return reference.fc_attention(**{k: f64(v) for k, v in args.items()})
-
-
-def up_inputs(case, n, layout, dtype=torch.float32, same_channels=False, seed=0, *, device):
-    gen = torch.Generator().manual_seed(seed)
-    size, specs = case
-    channels = specs[0][0]
-    inputs = [in_layout(rand(n, channels if same_channels else c, h, w, gen=gen, device=device, dtype=dtype), layout)
-              for c, h, w in specs]
-    return inputs, size
 
 
 # (N, [(C_k, H_k, W_k) of each input], C1, C2, C3, stride, projection): an Xception block (or, with several inputs,
@@ -82,22 +143,6 @@ BLOCK_CASES = [
     (1, [(5, 1, 1)], 7, 7, 9, 2, True),
     (2, [(48, 11, 13), (192, 3, 4)], 12, 12, 48, 2, True),
 ]
-
-
-def check_same_size_copy(op, backend, device):
-    """upsample_concat / upsample_add of one input already at the target size copy it bit for bit: no 0 * neighbour
-    term and no 0 + x, so inf, NaN and -0.0 come through unchanged, as the reference returns x."""
-    x = rand(2, 5, 9, 11, gen=torch.Generator().manual_seed(5), device=device)
-    x[0, 0, 0, :3] = torch.tensor([float("inf"), float("nan"), -0.0])
-    out = getattr(dk, op)([x], (9, 11), backend=backend)
-    assert torch.equal(out.contiguous().cpu().view(torch.int32), x.cpu().view(torch.int32))
-
-
-def check_half_pixel_convention(backend, device):
-    """align_corners=False: output pixel centres map to (i + 0.5) * scale - 0.5, clamped at the border."""
-    x = torch.tensor([0.0, 1.0], device=device).reshape(1, 1, 1, 2)
-    out = dk.upsample_concat([x], (1, 4), backend=backend)
-    assert torch.equal(out.flatten().cpu(), torch.tensor([0.0, 0.25, 0.75, 1.0]))
 
 
 def block_case_id(case):
@@ -126,19 +171,3 @@ def block_expected(args):
     converted = {k: [f64(t) for t in v] if isinstance(v, list) else f64(v) if isinstance(v, torch.Tensor) else v
                  for k, v in args.items()}
     return reference.xception_block_cat(**converted)
-
-
-def check_block(case, backend, device, check):
-    """xception_block_cat (and, for one input, xception_block and PreparedBlock) of ``case`` on ``backend`` against
-    the float64 reference; ``check(out, expected, atol, rtol)`` is the calling test file's output check.
-
-    fp32: three convs in a row (plus a resize), each summing 9 + C products in another order than the float64
-    reference: a few ulp times sqrt(terms) per conv on O(1) values, far below 5e-5 after three (as on the CPU)."""
-    args = block_args(*case, device=device)
-    inputs = args.pop("inputs")
-    expected = block_expected({"inputs": inputs, **args})
-    check(dk.xception_block_cat(inputs, **args, backend=backend), expected, 5e-5, 2e-5)
-    if len(inputs) == 1:
-        check(dk.xception_block(inputs[0], **args, backend=backend), expected, 5e-5, 2e-5)
-        block = dk.PreparedBlock(**args, backend=backend)
-        assert torch.equal(block(inputs[0]), dk.xception_block(inputs[0], **args, backend=backend))

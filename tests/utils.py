@@ -11,12 +11,13 @@ from dfanet.testing import randomize_batchnorm  # noqa: F401  (re-exported for t
 LAYOUTS = ("nchw", "channels_last", "strided")
 
 # The CPU kernel tests skip without the extension (so the reference-only fallback stays testable);
-# tests/test_backends.py::test_compiled_cpu_kernels_are_built fails the suite if it is missing.
+# tests/kernels/test_backends.py::test_compiled_cpu_kernels_are_built fails the suite if it is missing.
 HAS_CPU_KERNELS = "cpu" in dk.available_backends("cpu")
 needs_cpu_kernels = pytest.mark.skipif(not HAS_CPU_KERNELS, reason="compiled CPU kernels not built")
 # Backends whose argument checks the bad-input tests run through.
 CHECKED_BACKENDS = ["reference"] + (["cpu"] if HAS_CPU_KERNELS else [])
-# Backends whose results the op tests compare on CPU tensors: also Triton's kernels, under TRITON_INTERPRET=1
+# Backends whose results tests compare on CPU tensors (the op tests, tests/kernels/test_<op>.py, take theirs from
+# op_cases.on, which also runs CUDA on a GPU): also Triton's kernels, under TRITON_INTERPRET=1
 # (tests/conftest.py sets it without a GPU; test_backends.py fails if an installed Triton is unavailable).
 RUNNABLE_BACKENDS = CHECKED_BACKENDS + (
     ["triton"] if dk.backends.unavailable_reason("triton", torch.device("cpu")) is None else []

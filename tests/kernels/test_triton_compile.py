@@ -4,8 +4,8 @@ The interpreter runs the kernels' Python, not Triton's compiler: a kernel can pa
 fail to compile (types that differ between the branches of a runtime `if`, an unsupported op, too much shared
 memory). Triton compiles for a GPU target without a driver (frontend, MLIR passes, LLVM, its bundled ptxas), so
 this test does that for every kernel in the configurations the launchers use. It runs in a subprocess because this
-process has the kernels decorated for the interpreter. On a GPU machine the real launches in test_triton_ops.py
-cover this, so it is skipped there.
+process has the kernels decorated for the interpreter. On a GPU machine the real launches (the triton cases of
+tests/kernels) cover this, so it is skipped there.
 """
 
 import os

@@ -6,7 +6,7 @@ import torch
 from dfanet import DFANet
 from dfanet.cuda_graph import capture
 
-from .utils import randomize_batchnorm
+from ..utils import randomize_batchnorm
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -6,8 +6,9 @@ import torch
 
 import dfanet_kernels as dk
 
-from . import test_fc_attention, test_xception_block
-from .utils import CHECKED_BACKENDS, HAS_CPU_KERNELS, RUNNABLE_BACKENDS, randn
+from ..op_cases import fc_args
+from ..utils import CHECKED_BACKENDS, HAS_CPU_KERNELS, RUNNABLE_BACKENDS, randn
+from . import test_xception_block
 
 
 @pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
@@ -33,7 +34,7 @@ def test_block_equals_the_public_ops(backend, shape):
 
 @pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
 def test_attention_equals_the_public_op(backend):
-    args = test_fc_attention.make_args(2, 17, 5, 7, 40)
+    args = fc_args(2, 17, 5, 7, 40, device="cpu")
     x = args.pop("x")
     assert torch.equal(dk.PreparedAttention(**args, backend=backend)(x), dk.fc_attention(x, **args, backend=backend))
 

@@ -72,7 +72,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
 @pytest.fixture(scope="module")
 def cityscapes(tmp_path_factory):
-    from .synthetic import make_cityscapes
+    from ..synthetic import make_cityscapes
 
     return make_cityscapes(tmp_path_factory.mktemp("cityscapes"), {"train": 2, "val": 1}, size=(48, 64))
 

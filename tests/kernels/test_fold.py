@@ -9,7 +9,7 @@ from torch import nn
 
 import dfanet_kernels as dk
 
-from .utils import assert_close, randomize_batchnorm
+from ..utils import assert_close, randomize_batchnorm
 
 
 def make(groups=1, bias=False, cin=6, cout=6):

@@ -10,11 +10,12 @@ import dfanet_kernels as dk
 from dfanet import DFANet
 from dfanet_kernels import reference
 
+from ..op_cases import dw_args, fc_args
+from ..utils import RUNNABLE_BACKENDS, assert_close, in_layout, randomize_batchnorm
 from . import test_conv as conv_cases
 from . import test_dwsep_conv as dwsep_cases
 from . import test_fc_attention as fc_cases
 from . import test_xception_block as block_cases
-from .utils import RUNNABLE_BACKENDS, assert_close, in_layout, randomize_batchnorm
 
 
 def every_other_row(t: torch.Tensor) -> torch.Tensor:
@@ -34,7 +35,7 @@ def transposed(t: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
 @pytest.mark.parametrize("stride", [1, 2])
 def test_dwsep_conv(backend, stride):
-    args = dwsep_cases.make_args(2, 17, 12, 9, 11, stride, seed=1)
+    args = dw_args(2, 17, 12, 9, 11, stride, seed=1, device="cpu")
     views = {k: every_other_row(v) if k in ("dw_weight", "dw_bias", "pw_weight", "pw_bias") else v
              for k, v in args.items()}
     out = dk.dwsep_conv(**views, act_in=True, act_out=True, backend=backend)
@@ -55,7 +56,7 @@ def test_conv(backend, k):
 
 @pytest.mark.parametrize("backend", RUNNABLE_BACKENDS)
 def test_fc_attention(backend):
-    args = fc_cases.make_args(2, 17, 5, 7, 40, seed=3)
+    args = fc_args(2, 17, 5, 7, 40, seed=3, device="cpu")
     views = dict(args, fc_weight=transposed(args["fc_weight"]), fc_bias=every_other_row(args["fc_bias"]),
                  conv_weight=every_other_row(args["conv_weight"]), conv_bias=every_other_row(args["conv_bias"]))
     assert_close(dk.fc_attention(**views, backend=backend), reference.fc_attention(**args), fc_cases.ATOL,

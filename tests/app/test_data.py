@@ -16,7 +16,7 @@ from dfanet.training.data import (
 )
 from dfanet.training.images import MEAN, STD
 
-from .synthetic import (
+from ..synthetic import (
     BUILDING,
     CAR,
     EGO_VEHICLE,

@@ -12,7 +12,7 @@ import dfanet_kernels as dk
 from dfanet_kernels import backends
 from dfanet_kernels.constants import OPS
 
-from .utils import needs_cpu_kernels
+from ..utils import needs_cpu_kernels
 
 
 def test_reference_is_always_available():
@@ -67,8 +67,8 @@ def test_compiled_cpu_kernels_are_built():
 
 
 def test_installed_triton_makes_the_triton_backend_available():
-    """tests/test_triton_ops.py skips when the backend is unavailable; a Triton that is installed but broken (or a
-    torch without triton_op) must fail here instead of turning the Triton suite into skips. Under the tests'
+    """The triton cases of the op tests skip when the backend is unavailable; a Triton that is installed but broken
+    (or a torch without triton_op) must fail here instead of turning the Triton suite into skips. Under the tests'
     TRITON_INTERPRET=1 (tests/conftest.py, no GPU) the backend runs on CPU tensors."""
     import importlib.util
 

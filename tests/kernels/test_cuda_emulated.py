@@ -1,10 +1,10 @@
 """The CUDA kernels and launchers (csrc/cuda/*.cu), unchanged, run on the CPU under a small emulator of the CUDA
-execution model (tests/cuda_emu/emu.h) and are compared with dfanet_kernels.reference.
+execution model (tests/kernels/cuda_emu/emu.h) and are compared with dfanet_kernels.reference.
 
 This is how CI without a GPU executes the kernels' indexing, tiling, barriers, WMMA tile layout and epilogues.
 The emulator build has ASan/UBSan (any access outside an input, output or workspace array aborts), a second one
 takes the kernels' 64-bit index paths (used on a GPU only past 2**30 elements), and a TSan build checks for
-shared-memory races between barriers. It does not replace the GPU run (tests/test_cuda_ops.py): it has
+shared-memory races between barriers. It does not replace the GPU run (the cuda cases of tests/kernels): it has
 no real warps, memory model, timing or tensor-core rounding, and the torch glue (csrc/cuda/*_glue.cpp) is not in it.
 The grid cap (kMaxBlocks) is lowered to 3 so that every grid-stride loop goes round more than once.
 """
@@ -24,7 +24,7 @@ import torch
 
 from dfanet_kernels import cuda_toolkit, reference
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
 EMU_DIR = Path(__file__).resolve().parent / "cuda_emu"
 GXX = shutil.which("g++")
@@ -40,8 +40,8 @@ LAUNCH = re.compile(r"(\w+(?:<[\w:, ]+>)?)<<<(.*?)>>>\((.*?)\);", re.S)
 CUDA_INCLUDE = cuda_toolkit.include_dir()
 pytestmark = [
     pytest.mark.skipif(GXX is None or CUDA_INCLUDE is None, reason="needs g++ and the CUDA toolkit headers"),
-    # Where a GPU is, tests/test_cuda_ops.py and bench/compute_sanitizer.sh run the real thing; keep the GPU window.
-    pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: test_cuda_ops.py runs the kernels"),
+    # Where a GPU is, the op tests' cuda cases and bench/compute_sanitizer.sh run the real thing; keep the GPU window.
+    pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the op tests' cuda cases run the kernels"),
 ]
 
 

@@ -8,10 +8,11 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
+from ..op_cases import dw_args
+from ..utils import assert_close, needs_cpu_kernels, randn
 from . import test_dwsep_conv as dwsep_tests
 from . import test_fc_attention as fc_tests
 from . import test_upsample as up_tests
-from .utils import assert_close, needs_cpu_kernels, randn
 
 # Beyond the per-op shapes: channel counts past the micro-kernel's two fixed tile strides (C > 304 takes the
 # run-time stride), Cout spanning several register panels with a partial last vector, rows narrower than a vector.
@@ -20,9 +21,10 @@ WIDE_DWSEP = [(1, 320, 200, 5, 37), (2, 300, 33, 9, 4), (1, 65, 97, 3, 40)]
 
 @needs_cpu_kernels
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("shape", dwsep_tests.SHAPES + WIDE_DWSEP, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", dwsep_tests.SHAPES["cpu"] + WIDE_DWSEP, ids=lambda s: "x".join(map(str, s)))
 def test_dwsep_conv(every_isa, shape, stride):
-    dwsep_tests.test_matches_reference_on_odd_shapes(shape, stride, "channels_last")
+    dwsep_tests.test_dwsep_conv_matches_reference("cpu", shape, stride, "channels_last", torch.float32,
+                                                  dwsep_tests.ATOL, dwsep_tests.RTOL)
 
 
 @needs_cpu_kernels
@@ -30,20 +32,23 @@ def test_dwsep_conv(every_isa, shape, stride):
 @pytest.mark.parametrize("stride", [1, 2])
 def test_dwsep_conv_flags(every_isa, act_in, act_mid, act_out, stride):
     for bias, residual in [(True, True), (False, False)]:
-        dwsep_tests.test_every_activation_bias_residual_combination(act_in, act_mid, act_out, bias, residual, stride)
+        dwsep_tests.test_dwsep_conv_every_activation_bias_residual_combination(
+            *dwsep_tests.FLAG_CASES[0].values, act_in, act_mid, act_out, bias, bias, residual, stride)
 
 
 @needs_cpu_kernels
-@pytest.mark.parametrize("shape", fc_tests.SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", fc_tests.SHAPES["cpu"], ids=lambda s: "x".join(map(str, s)))
 def test_fc_attention(every_isa, shape):
-    fc_tests.test_matches_reference(shape, "channels_last", True)
+    fc_tests.test_fc_attention_matches_reference("cpu", shape, True, True, "channels_last", torch.float32,
+                                                 fc_tests.ATOL, fc_tests.RTOL)
 
 
 @needs_cpu_kernels
-@pytest.mark.parametrize("case", up_tests.CASES, ids=lambda c: f"{c[0][0]}x{c[0][1]}-{len(c[1])}in")
+@pytest.mark.parametrize("case", up_tests.CASES["cpu"], ids=lambda c: f"{c[0][0]}x{c[0][1]}-{len(c[1])}in")
 def test_upsample(every_isa, case):
-    up_tests.test_concat_matches_reference(case, "strided", 3)
-    up_tests.test_add_matches_reference(case, "channels_last", 1)
+    fp32 = (torch.float32, up_tests.ATOL, up_tests.RTOL)
+    up_tests.test_upsample_concat_matches_reference("cpu", case, 3, "strided", *fp32)
+    up_tests.test_upsample_add_matches_reference("cpu", case, 1, "channels_last", *fp32)
 
 
 @needs_cpu_kernels
@@ -99,7 +104,7 @@ def test_auto_is_the_default(monkeypatch):
 @pytest.mark.parametrize("flag", ["act_in", "act_mid", "act_out"])
 def test_relu_keeps_nan_like_torch(every_isa, flag):
     """A NaN in the input must come out as NaN (as torch.relu keeps it), not as a plausible 0 from max(NaN, 0)."""
-    args = dwsep_tests.make_args(1, 20, 36, 6, 21, 1, residual=False, seed=11)
+    args = dw_args(1, 20, 36, 6, 21, 1, residual=False, seed=11, device="cpu")
     args["x"][0, 3, 2, 7] = float("nan")
     out = dk.dwsep_conv(**args, **{flag: True}, backend="cpu")
     expected = reference.dwsep_conv(**args, **{flag: True})

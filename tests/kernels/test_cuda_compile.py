@@ -6,7 +6,7 @@
 - The torch glue (csrc/cuda/*_glue.cpp) gets a syntax-only g++ pass against torch's own headers. A CPU wheel ships
   c10/cuda/*.h but not the one header CMake generates for them (c10/cuda/impl/cuda_cmake_macros.h, which only
   defines C10_CUDA_BUILD_SHARED_LIBS), so the test stands that one in; the glue avoids ATen/cuda/CUDAContext.h, which
-  would need cuBLAS/cuSPARSE headers. Linking and running are for the GPU (tests/test_cuda_ops.py).
+  would need cuBLAS/cuSPARSE headers. Linking and running are for the GPU (the cuda cases of tests/kernels).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch.utils.cpp_extension import include_paths
 
 from dfanet_kernels import cuda_toolkit
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CUDA_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*.cu"))
 GLUE_SOURCES = sorted((ROOT / "csrc" / "cuda").glob("*_glue.cpp"))
 NVCC = cuda_toolkit.nvcc()

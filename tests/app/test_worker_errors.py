@@ -18,9 +18,9 @@ from dfanet import DFANet
 from dfanet.tools.cli import main
 from dfanet.training.data import EvalDataset, eval_transform, get_dataset
 
-from .synthetic import cityscapes_mask_path, make_cityscapes, make_imagefolder
+from ..synthetic import cityscapes_mask_path, make_cityscapes, make_imagefolder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 EXIT_TIMEOUT = 90  # seconds; these runs take ~5 on a busy 2-core machine
 

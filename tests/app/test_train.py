@@ -19,9 +19,9 @@ from dfanet.tools.cli import main
 from dfanet.training import checkpoint
 from dfanet.training.train import BASE_BATCH, BASE_LR, PolyLR
 
-from .synthetic import cityscapes_mask_path, make_camvid, make_cityscapes, make_imagefolder
+from ..synthetic import cityscapes_mask_path, make_camvid, make_cityscapes, make_imagefolder
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # busy 2-core machines: 1 thread is fastest
 
 

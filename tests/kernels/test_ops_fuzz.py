@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .utils import CHECKED_BACKENDS, in_layout
+from ..utils import CHECKED_BACKENDS, in_layout
 
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow])

@@ -6,7 +6,7 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
-from .utils import (
+from ..utils import (
     CHECKED_BACKENDS,
     LAYOUTS,
     assert_close,

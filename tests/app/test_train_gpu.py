@@ -9,7 +9,7 @@ import torch
 from dfanet.tools.cli import main
 from dfanet.training import checkpoint
 
-from .synthetic import make_cityscapes
+from ..synthetic import make_cityscapes
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -21,7 +21,7 @@ from dfanet.tools.bench.op_calls import OpCall, distinct_layers
 from dfanet.tools.bench.report import gpu_markdown
 from dfanet.tools.bench.timing import interleaved, kernel_profile
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _report() -> dict:

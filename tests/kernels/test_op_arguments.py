@@ -7,7 +7,7 @@ import torch
 
 import dfanet_kernels as dk
 
-from .utils import CHECKED_BACKENDS
+from ..utils import CHECKED_BACKENDS
 
 
 def dwsep_args():
