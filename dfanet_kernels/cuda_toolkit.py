@@ -1,6 +1,6 @@
 """Where the CUDA toolkit is: for setup.py (which points CUDA_HOME at it) and the GPU-less CUDA checks
-(tests/test_cuda_compile.py, tests/test_cuda_emulated.py). Standard library only, so setup.py can load it before
-torch's build helpers.
+(tests/kernels/test_cuda_compile.py, tests/kernels/test_cuda_emulated.py). Standard library only, so setup.py can load
+it before torch's build helpers.
 
 torch.utils.cpp_extension takes CUDA_HOME from `which nvcc`'s grandparent when the variable is unset, which is
 wrong where nvcc on the PATH is a wrapper script outside the toolkit (e.g. /usr/local/bin/nvcc): the build then

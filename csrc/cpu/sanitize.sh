@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the CPU kernels with AddressSanitizer + UndefinedBehaviorSanitizer into a temporary copy of the project and
-# runs the CPU op tests there, once per instruction-set path (tests/test_cpu_isa.py and the block/conv tests switch
+# runs the CPU op tests there, once per instruction-set path (tests/kernels/test_cpu_isa.py and the block/conv tests switch
 # DFANET_CPU_ISA themselves). The checkout's own build is left alone.
 #
 #   csrc/cpu/sanitize.sh [extra pytest args]        (from the repository root, in the project's venv)
@@ -27,6 +27,6 @@ DFANET_SANITIZE=1 DFANET_SKIP_CUDA=1 python setup.py build_ext --inplace > build
 libasan="$(${CXX:-c++} -print-file-name=libasan.so)"
 echo "sanitize: running the CPU op tests with LD_PRELOAD=$libasan"
 LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  python -m pytest -q -p no:cacheprovider tests/test_cpu_isa.py tests/test_xception_block.py tests/test_conv.py \
-  tests/test_dwsep_conv.py tests/test_fc_attention.py tests/test_upsample.py \
+  python -m pytest -q -p no:cacheprovider tests/kernels/test_cpu_isa.py tests/kernels/test_xception_block.py tests/kernels/test_conv.py \
+  tests/kernels/test_dwsep_conv.py tests/kernels/test_fc_attention.py tests/kernels/test_upsample.py \
   -k "not bad_input and not bad_isa and not direct_op_call and not rejects_other_dtypes" "$@"

@@ -88,7 +88,8 @@ def needs_int64(*tensors: torch.Tensor | None) -> bool:
 # thread. At 32 per thread (4096 values, 4 warps) a channel count that is not a multiple of 16 (no vector accesses:
 # one channel per lane, and each lane redoes the index math of 32 pixels) made ptxas spill 4.4 KB per thread (Triton
 # 3.6, sm_90): DFANet's final upsample (19 channels) ran 5.3 ms on an H200 where torch takes 0.18 ms. The interpreter
-# prefers few, large programs. tests/test_triton_compile.py checks that these kernels compile without local memory.
+# prefers few, large programs. tests/kernels/test_triton_compile.py checks that these kernels compile without local
+# memory.
 TILE_ELEMENTS = 2048 if not INTERPRET else 16384
 TILE_WARPS = 8
 
