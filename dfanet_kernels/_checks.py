@@ -41,6 +41,10 @@ def like(name: str, t: object, ref: torch.Tensor, ref_name: str, shape: Sequence
     t = tensor(name, t)
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {tuple(t.shape)}")
+    return _device_and_dtype_of(name, t, ref, ref_name)
+
+
+def _device_and_dtype_of(name: str, t: torch.Tensor, ref: torch.Tensor, ref_name: str) -> torch.Tensor:
     if t.device != ref.device:
         raise ValueError(f"{name}: expected device {ref.device} (that of {ref_name}), got {t.device}")
     if t.dtype != ref.dtype:
@@ -74,13 +78,7 @@ def flag(name: str, value: object) -> bool:
 
 def input_like(name: str, t: object, weight: torch.Tensor) -> torch.Tensor:
     """An input for prepared weights: a tensor of the weights' dtype and device (cheap: once per call)."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
-    if t.device != weight.device:
-        raise ValueError(f"{name}: expected device {weight.device} (that of the prepared weights), got {t.device}")
-    if t.dtype != weight.dtype:
-        raise TypeError(f"{name}: expected dtype {weight.dtype} (that of the prepared weights), got {t.dtype}")
-    return t
+    return _device_and_dtype_of(name, tensor(name, t), weight, "the prepared weights")
 
 
 @functools.lru_cache(maxsize=None)
