@@ -96,11 +96,14 @@ def _memory_of(device: torch.device) -> int | None:
 
 def output_fits(name: str, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> None:
     """An output of ``shape`` that ``device`` could hold at all: a size that cannot be is refused naming ``name``
-    and the bytes, before an allocation fails deep inside (std::bad_alloc, a storage-size overflow)."""
+    and the bytes, before an allocation fails deep inside (std::bad_alloc, a storage-size overflow). Not checked
+    inside a graph being compiled: its sizes are the traced model's."""
+    if torch.compiler.is_compiling():
+        return
     elements = 1
     for extent in shape:
         elements *= int(extent)
-    needed = elements * torch.empty((), dtype=dtype, device="meta").element_size()
+    needed = elements * dtype.itemsize
     memory = _memory_of(device)
     if memory is not None and needed > memory:
         raise ValueError(f"{name}: an output of {' x '.join(map(str, shape))} {str(dtype).removeprefix('torch.')} "
