@@ -15,18 +15,42 @@ from .utils import HAS_CPU_KERNELS  # noqa: E402  (after TRITON_INTERPRET: utils
 CPU_ISAS = ("avx512", "avx2", "scalar")
 
 
+def isa_unavailable(isa: str) -> str | None:
+    """Why the CPU kernels cannot run instruction-set path ``isa`` here (this CPU or build lacks it), or None."""
+    if not HAS_CPU_KERNELS:
+        return "compiled CPU kernels not built"
+    before = os.environ.get("DFANET_CPU_ISA")
+    os.environ["DFANET_CPU_ISA"] = isa
+    try:
+        torch.ops.dfanet.cpu_isa()
+        return None
+    except RuntimeError as err:
+        return str(err).splitlines()[0]
+    finally:
+        if before is None:
+            del os.environ["DFANET_CPU_ISA"]
+        else:
+            os.environ["DFANET_CPU_ISA"] = before
+
+
 @pytest.fixture(params=CPU_ISAS)
 def every_isa(request, monkeypatch):
     """Runs a test once per instruction-set path of the CPU kernels (avx512, avx2, scalar).
 
     The kernels read DFANET_CPU_ISA at every call, so the paths are switched in-process; a path this CPU (or build)
     lacks is skipped, the portable "scalar" path runs everywhere."""
-    if not HAS_CPU_KERNELS:
-        pytest.skip("compiled CPU kernels not built")
+    reason = isa_unavailable(request.param)
+    if reason is not None:
+        pytest.skip(f"{request.param}: {reason}")
     monkeypatch.setenv("DFANET_CPU_ISA", request.param)
-    try:
-        active = torch.ops.dfanet.cpu_isa()
-    except RuntimeError as err:
-        pytest.skip(f"{request.param}: {err}")
-    assert active == request.param
+    assert torch.ops.dfanet.cpu_isa() == request.param
     return request.param
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Which CPU kernel paths this machine could test: an AVX2-only CPU (AMD EPYC) cannot run the AVX-512 path."""
+    missing = {isa: isa_unavailable(isa) for isa in CPU_ISAS}
+    ran = [isa for isa, reason in missing.items() if reason is None]
+    skipped = "; ".join(f"{isa} ({reason})" for isa, reason in missing.items() if reason is not None)
+    terminalreporter.write_line(f"CPU kernel paths tested here: {', '.join(ran) or 'none'}"
+                                + (f"; not on this machine: {skipped}" if skipped else ""))
