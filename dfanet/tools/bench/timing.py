@@ -136,7 +136,7 @@ def _progress(rounds: range, show: bool, desc: str):
         return rounds
     from tqdm.auto import tqdm  # only for a bar: the GPU machines need not have tqdm
 
-    return tqdm(rounds, desc=desc, file=sys.stderr, leave=False)
+    return tqdm(rounds, desc=desc, file=sys.stderr, leave=False, disable=None)  # None: on a terminal only
 
 
 def quantiles(values, qs=(20, 50, 80)) -> tuple[float, ...]:
