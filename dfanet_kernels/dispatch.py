@@ -68,8 +68,8 @@ def run_dwsep_conv(backend, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, a
     if backend == "reference":
         return reference.dwsep_conv(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid, act_out,
                                     residual)
-    return compiled_op(backend, "dwsep_conv")(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, bool(act_in),
-                                              bool(act_mid), bool(act_out), residual)
+    return compiled_op(backend, "dwsep_conv")(x, dw_weight, dw_bias, pw_weight, pw_bias, stride, act_in, act_mid,
+                                              act_out, residual)
 
 
 def run_block(backend, inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias):
@@ -93,8 +93,7 @@ def run_conv(backend, x, weight, bias, stride, relu):
     """conv1x1 or conv3x3 (by the weight's size) on checked arguments, on ``backend``."""
     if backend != "cpu":  # reference, and the GPU backends (cuDNN through F.conv2d is what they would call anyway)
         return reference.conv(x, weight, bias, stride, relu)
-    return compiled_op(backend, "conv1x1" if weight.shape[-1] == 1 else "conv3x3")(x, weight, bias, stride,
-                                                                                    bool(relu))
+    return compiled_op(backend, "conv1x1" if weight.shape[-1] == 1 else "conv3x3")(x, weight, bias, stride, relu)
 
 
 def run_fc_attention(backend, x, fc_weight, fc_bias, conv_weight, conv_bias):

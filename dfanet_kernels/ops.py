@@ -63,8 +63,9 @@ def dwsep_conv(
     out_shape = (n, cout, conv_output_size(h, stride), conv_output_size(w, stride))
     _checks.optional_like("residual", residual, x, "x", out_shape)
 
-    act_in, act_mid, act_out = (_checks.flag(name, value) for name, value in
-                                (("act_in", act_in), ("act_mid", act_mid), ("act_out", act_out)))
+    _checks.flag("act_in", act_in)
+    _checks.flag("act_mid", act_mid)
+    _checks.flag("act_out", act_out)
 
     chosen = backends.resolve(backend, x.device, x.dtype)
     dispatch.check_backend_dtype(chosen, "x", x)
