@@ -86,6 +86,11 @@ def check_input(x: object) -> torch.Tensor:
     return x
 
 
+def labels_dtype(num_classes: int) -> torch.dtype:
+    """The dtype of DFANet.predict's labels: uint8 holds up to 256 classes (a quarter of int32's bytes)."""
+    return torch.uint8 if num_classes <= 256 else torch.int64
+
+
 def _fold_before_loading(model: "DFANet", *hook_args) -> None:
     model._fold.load_started()
 
@@ -187,6 +192,12 @@ class DFANet(nn.Module):
                     return self.run(x, self._fold.runner(self))
             return self.run(x, self._fold.runner(self))
         return self.run(x, EagerRunner(self))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """One label per pixel: N x H x W, uint8 for up to 256 classes, else int64 (what ``forward(x).argmax(1)``
+        gives, except where two logits tie within rounding). Runs without autograd, in the model's current mode."""
+        return self.forward(x).argmax(1).to(labels_dtype(self.num_classes))
 
     def _input_for_weights(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` checked against the weights' device and dtype (here, not in the first conv, whose message would blame
