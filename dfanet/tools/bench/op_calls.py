@@ -29,6 +29,7 @@ class OpCall:
 
     op: str
     args: tuple
+    output: torch.Tensor | None = None  # what a recorded call returned (the roofline tells internal maps by it)
 
     def run(self, backend: str) -> torch.Tensor:
         return getattr(dk, self.op)(*self.args, backend=backend)
@@ -164,13 +165,29 @@ def record_op_calls(model: torch.nn.Module, x: torch.Tensor) -> list[OpCall]:
             self.calls = []
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            output = func(*args, **(kwargs or {}))
             if func.namespace == "dfanet":
-                self.calls.append(OpCall(func._opname.removesuffix("_triton"), args))
-            return func(*args, **(kwargs or {}))
+                self.calls.append(_public_call(func._opname.removesuffix("_triton"), args, output))
+            return output
 
     with Recorder() as recorder:
         model(x)
     return recorder.calls
+
+
+def _public_call(op: str, args: tuple, output: torch.Tensor) -> OpCall:
+    """A recorded call in the public op's argument order. The C++ block op (the CPU backend's) takes its input as a
+    list and each layer's weights one by one; the public ops take one tensor (xception_block) or a list
+    (xception_block_cat) and a list per kind of weight."""
+    if op != "xception_block":
+        return OpCall(op, args, output)
+    inputs, *layers, stride, shortcut_weight, shortcut_bias = args
+    dw_weights, pw_weights, pw_biases = (list(layers[i::3]) for i in range(3))
+    if len(inputs) == 1:
+        op, inputs = "xception_block", inputs[0]
+    else:
+        op, inputs = "xception_block_cat", list(inputs)
+    return OpCall(op, (inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias), output)
 
 
 def distinct_layers(calls: list[OpCall]) -> list[tuple[OpCall, int]]:

@@ -1,0 +1,478 @@
+"""Roofline floors of one fused DFANet forward on a named GPU, computed without one (method: docs/benchmarking.md,
+"Roofline").
+
+Every kernel of the forward, from the op calls of a recorded fused forward (``op_calls.record_op_calls``, on the
+CPU backend, whose op boundaries are the model's: stem conv, one call per Xception block, FC attention, the
+decoder's convs and resizes), gets its minimum traffic (every input and weight read once, every output written once,
+at the dtype), its FLOPs (2 per MAC; dense convolutions, which tensor cores run at fp16/bf16, apart from depthwise
+convolutions, resizes and FC attention's reductions, which run on the FMA units), and its floor on the device:
+max(bytes / bandwidth, FLOPs / peak), and at least one CUDA-graph node (``GRAPH_NODE_US``). Two plans:
+
+- ``ops``: the kernels the GPU backends launch today (dfanet_kernels.dispatch: an Xception block is an
+  upsample_concat where its input is a concatenation, a cuDNN 1x1 shortcut where it has one, and three dwsep_conv;
+  FC attention four kernels; every conv a cuDNN conv plus a ReLU kernel; the image made channels_last first);
+- ``fused``: issue 16's plan: the stem reading the image as it is, one kernel per Xception block reading the
+  concatenation in place, FC attention in two kernels (pool + FCs, then the scaling), the decoder in one kernel.
+
+``python -m dfanet.tools.bench.roofline --device h100-sxm --dtype fp16 --size 1024 1024`` writes the tables; with
+nvcc on the PATH they carry each CUDA kernel's registers, spills, shared memory and occupancy on sm_90
+(``kernel_resources``). On a GPU, ``gpu.py`` puts the same floors beside the measured layer times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+from .report import Column, markdown_table, write_markdown_and_json
+
+if TYPE_CHECKING:
+    import torch
+
+    from .kernel_resources import KernelResources
+    from .op_calls import OpCall
+
+# A dependent kernel node of a CUDA graph costs about 2 us from one kernel's end to the next one's start on
+# Hopper (issue 16's figure; the 2026-11-26 H200 run agrees: 204 nodes replayed in 8.84 ms against 8.70 ms of
+# kernels, and a graph of tiny kernels runs at ~2 us per node). No kernel of the forward is cheaper than that.
+GRAPH_NODE_US = 2.0
+# Assumption, not a measurement: a streaming copy reaches about 90% of the datasheet's HBM bandwidth (issue 16
+# uses ~3.0 TB/s of the H100 SXM's 3.35). On a GPU the bandwidth comes from a copy timed in the same run instead.
+ACHIEVABLE_BANDWIDTH = 0.9
+ITEMSIZE = {"fp16": 2, "bf16": 2, "fp32": 4}
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str  # the --device key
+    label: str
+    hbm_tb_s: float  # peak HBM bandwidth, TB/s
+    tensor_tflops: float  # dense fp16/bf16 tensor-core peak (no sparsity)
+    fma_tflops: float  # fp32 FMA peak (CUDA cores)
+    source: str
+
+
+DEVICES = {d.name: d for d in (
+    Device("h100-sxm", "NVIDIA H100 SXM5 80GB", 3.35, 989.4, 66.9,
+           "NVIDIA H100 Tensor Core GPU datasheet (SXM5): 3.35 TB/s HBM3, 1,979 TFLOPS fp16/bf16 tensor with "
+           "sparsity (989 dense), 67 TFLOPS fp32"),
+    Device("h200", "NVIDIA H200 SXM 141GB", 4.8, 989.4, 66.9,
+           "NVIDIA H200 Tensor Core GPU datasheet (SXM): 4.8 TB/s HBM3e; compute as the H100 SXM"),
+    Device("a100", "NVIDIA A100 SXM4 80GB", 2.039, 312.0, 19.5,
+           "NVIDIA A100 Tensor Core GPU datasheet (80GB SXM): 2,039 GB/s HBM2e, 312 TFLOPS fp16/bf16 dense tensor, "
+           "19.5 TFLOPS fp32"),
+)}
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """What bounds a kernel on one device at one dtype."""
+
+    device: Device
+    dtype: str
+    bandwidth_gb_s: float  # achievable (assumed fraction of peak) or measured
+    bandwidth_source: str
+
+    @classmethod
+    def assumed(cls, device: Device, dtype: str) -> "Roofline":
+        return cls(device, dtype, device.hbm_tb_s * 1e3 * ACHIEVABLE_BANDWIDTH,
+                   f"{ACHIEVABLE_BANDWIDTH:.0%} of the datasheet's {device.hbm_tb_s} TB/s (assumed)")
+
+    @property
+    def dense_tflops(self) -> float:
+        # fp32 convolutions counted on the FMA units (no TF32): the floor of exact fp32.
+        return self.device.tensor_tflops if self.dtype in ("fp16", "bf16") else self.device.fma_tflops
+
+    def memory_us(self, k: "Kernel") -> float:
+        return k.bytes / (self.bandwidth_gb_s * 1e3)
+
+    def compute_us(self, k: "Kernel") -> float:
+        # The two kinds of work share the SMs: their times add.
+        return k.dense_flops / (self.dense_tflops * 1e6) + k.fma_flops / (self.device.fma_tflops * 1e6)
+
+    def floor_us(self, k: "Kernel") -> float:
+        """The roofline floor: max(bytes / bandwidth, FLOPs / peak)."""
+        return max(self.memory_us(k), self.compute_us(k))
+
+    def launch_floor_us(self, k: "Kernel") -> float:
+        """The floor with the graph node: no kernel takes less than GRAPH_NODE_US."""
+        return max(self.floor_us(k), GRAPH_NODE_US)
+
+    def bound(self, k: "Kernel") -> str:
+        memory, compute = self.memory_us(k), self.compute_us(k)
+        if max(memory, compute) < GRAPH_NODE_US:
+            return "launch"
+        return "memory" if memory >= compute else "compute"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel's minimum work: ``bytes`` moved (inputs and weights read once, outputs written once)."""
+
+    op: str  # what it computes
+    shapes: str
+    bytes: int
+    dense_flops: int  # dense convolutions: tensor cores at fp16/bf16
+    fma_flops: int  # depthwise convolutions, resizes, pooling, FC at batch 1: FMA units
+    family: str = ""  # the compiled kernels (kernel_resources' families) that run it today, "" for cuDNN/ATen
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Op calls -> kernels (shapes from the call's tensors; FLOPs = 2 per MAC)
+# ---------------------------------------------------------------------------------------------------------------
+BILINEAR_FLOPS = 8  # per resized output element: 4 taps, 4 multiply-adds
+DW_TAPS = 9
+
+
+def _tensors(value) -> list["torch.Tensor"]:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _numel(value) -> int:
+    return sum(t.numel() for t in _tensors(value))
+
+
+def _out_hw(h: int, w: int, stride: int) -> tuple[int, int]:
+    from dfanet_kernels import conv_output_size
+
+    return conv_output_size(h, stride), conv_output_size(w, stride)
+
+
+def _map(n: int, c: int, h: int, w: int) -> str:
+    return f"{c}@{h}x{w}" + (f", batch {n}" if n > 1 else "")
+
+
+class _Sizes:
+    """Element counts -> bytes at one dtype."""
+
+    def __init__(self, itemsize: int):
+        self.itemsize = itemsize
+
+    def __call__(self, *counts: int) -> int:
+        return self.itemsize * sum(counts)
+
+
+def conv_kernel(x_shape, weight, bias, stride: int, e: _Sizes, family: str = "") -> tuple[Kernel, int]:
+    """A dense k x k conv (cuDNN today) and its output's element count."""
+    n, c, h, w = x_shape
+    ho, wo = _out_hw(h, w, stride)
+    cout, k = weight.shape[0], weight.shape[-1]
+    out = n * cout * ho * wo
+    kernel = Kernel(f"conv{k}x{k}", f"{_map(n, c, h, w)} -> {cout} ch, stride {stride}",
+                    e(n * c * h * w, weight.numel(), _numel(bias), out), 2 * out * c * k * k, 0, family)
+    return kernel, out
+
+
+def dwsep_kernel(x_shape, dw_weight, dw_bias, pw_weight, pw_bias, stride: int, residual: bool,
+                 e: _Sizes) -> tuple[Kernel, tuple]:
+    """A dwsep_conv kernel and its output's shape."""
+    n, c, h, w = x_shape
+    ho, wo = _out_hw(h, w, stride)
+    cout = pw_weight.shape[0]
+    out = n * cout * ho * wo
+    kernel = Kernel("dwsep_conv", f"{_map(n, c, h, w)} -> {cout} ch, stride {stride}"
+                    + (", +residual" if residual else ""),
+                    e(n * c * h * w, dw_weight.numel(), _numel(dw_bias), pw_weight.numel(), _numel(pw_bias),
+                      out * residual, out),
+                    2 * out * c, 2 * DW_TAPS * n * c * ho * wo, "dwsep_conv")
+    return kernel, (n, cout, ho, wo)
+
+
+def upsample_kernel(op: str, inputs, size, e: _Sizes) -> Kernel:
+    n, (h, w) = inputs[0].shape[0], size
+    resized = sum(n * t.shape[1] * h * w for t in inputs if tuple(t.shape[-2:]) != tuple(size))  # output elements
+    channels = sum(t.shape[1] for t in inputs) if op == "upsample_concat" else inputs[0].shape[1]
+    out = n * channels * h * w
+    adds = out * (len(inputs) - 1) if op == "upsample_add" else 0
+    return Kernel(op, " + ".join(f"{t.shape[1]}@{t.shape[2]}x{t.shape[3]}" for t in inputs) + f" -> {h}x{w}",
+                  e(_numel(inputs), out), 0, BILINEAR_FLOPS * resized + adds,
+                  "upsample")
+
+
+def block_kernels(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias,
+                  e: _Sizes) -> list[Kernel]:
+    """An Xception block as the GPU backends run it (dispatch.run_block): the concatenation written where the input
+    is one, the 1x1 shortcut conv, three dwsep_conv (ReLU first; the third adds the shortcut)."""
+    kernels = []
+    n, _, h, w = inputs[0].shape
+    shape = (n, sum(t.shape[1] for t in inputs), h, w)
+    if len(inputs) > 1:
+        kernels.append(upsample_kernel("upsample_concat", inputs, (h, w), e))
+    if shortcut_weight is not None:
+        kernels.append(conv_kernel(shape, shortcut_weight, shortcut_bias, stride, e)[0])
+    for i in range(3):
+        kernel, shape = dwsep_kernel(shape, dw_weights[i], None, pw_weights[i], pw_biases[i], stride if i == 0 else 1,
+                                     i == 2, e)
+        kernels.append(kernel)
+    return kernels
+
+
+def attention_kernels(x, fc_weight, fc_bias, conv_weight, conv_bias, e: _Sizes) -> list[Kernel]:
+    """FC attention as the GPU backends run it: the mean over H x W (fp32 partial sums), the two FCs (fp32 vectors
+    between them), the scaling of the map."""
+    n, c, h, w = x.shape
+    k = fc_weight.shape[0]
+    f32 = _Sizes(4)
+    shapes = f"{_map(n, c, h, w)}, K={k}"
+    return [
+        Kernel("fc_attention: pool", shapes, e(x.numel()) + f32(n * c), 0, x.numel(), "attention_pool"),
+        Kernel("fc_attention: fc", shapes, e(fc_weight.numel(), _numel(fc_bias)) + f32(n * c, n * k), 0,
+               2 * n * k * c, "attention_fc"),
+        Kernel("fc_attention: fc2", shapes, e(conv_weight.numel(), _numel(conv_bias)) + f32(n * k, n * c), 0,
+               2 * n * c * k, "attention_fc"),
+        Kernel("fc_attention: scale", shapes, e(2 * x.numel()) + f32(n * c), 0, x.numel(), "attention_scale"),
+    ]
+
+
+def op_kernels(call: "OpCall", itemsize: int) -> list[Kernel]:
+    """The kernels the GPU backends launch for one op call, today."""
+    import torch
+
+    e, args = _Sizes(itemsize), call.args
+    if call.op in ("conv1x1", "conv3x3"):
+        x, weight, bias, stride, relu = args
+        kernels = []
+        if not x.is_contiguous(memory_format=torch.channels_last):  # the image: FusedRunner.stem converts it
+            kernels.append(Kernel("to channels_last", _map(*x.shape), e(2 * x.numel()), 0, 0))
+        conv, out = conv_kernel(x.shape, weight, bias, stride, e)
+        kernels.append(conv)
+        if relu:  # reference.conv: F.conv2d, then F.relu
+            kernels.append(Kernel("relu", conv.shapes, e(2 * out), 0, 0))
+        return kernels
+    if call.op == "dwsep_conv":
+        x, dw_weight, dw_bias, pw_weight, pw_bias, stride, _, _, _, residual = args
+        return [dwsep_kernel(x.shape, dw_weight, dw_bias, pw_weight, pw_bias, stride, residual is not None, e)[0]]
+    if call.op in ("xception_block", "xception_block_cat"):
+        inputs = args[0] if call.op == "xception_block_cat" else [args[0]]
+        return block_kernels(inputs, *args[1:], e)
+    if call.op == "fc_attention":
+        return attention_kernels(*args, e)
+    if call.op in ("upsample_concat", "upsample_add"):
+        return [upsample_kernel(call.op, args[0], args[1], e)]
+    raise ValueError(f"no roofline for op {call.op!r}")
+
+
+def _merged(op: str, shapes: str, parts: Sequence[Kernel], nbytes: int) -> Kernel:
+    """One kernel doing the work of ``parts`` and moving ``nbytes``."""
+    return Kernel(op, shapes, nbytes, sum(k.dense_flops for k in parts), sum(k.fma_flops for k in parts))
+
+
+def _output_numel(call: "OpCall") -> int:
+    return call.output.numel()
+
+
+def fused_kernels(calls: Sequence["OpCall"], itemsize: int) -> list[Kernel]:
+    """Issue 16's plan for the forward of ``calls`` (recorded, outputs included): the stem in one kernel reading
+    the image as it is, one kernel per Xception block (its input, concatenation or not, read in place), FC attention
+    in two (pool + FCs to the scale vector; the scaling), and the decoder (every call after the last FC attention)
+    in one."""
+    e = _Sizes(itemsize)
+    last_attention = max(i for i, c in enumerate(calls) if c.op == "fc_attention")
+    kernels = []
+    for call in calls[:last_attention + 1]:
+        parts = [k for k in op_kernels(call, itemsize) if k.op != "to channels_last"]
+        if call.op == "fc_attention":
+            x, weights = call.args[0], call.args[1:]
+            vector = 4 * x.shape[0] * x.shape[1]
+            kernels += [_merged("fc_attention: pool + fc", parts[0].shapes, parts[:3], e(x.numel(), _numel(weights))
+                                + vector),
+                        _merged("fc_attention: scale", parts[0].shapes, parts[3:], e(2 * x.numel()) + vector)]
+        else:
+            kernels.append(_merged(call.op, call.shapes, parts, e(_numel(call.args), _output_numel(call))))
+    tail = calls[last_attention + 1:]
+    internal = {id(c.output) for c in tail}
+    read = {id(t): t for c in tail for t in _tensors(c.args) if id(t) not in internal}
+    parts = [k for c in tail for k in op_kernels(c, itemsize)]
+    kernels.append(_merged("decoder", f"{len(tail)} ops -> {_map(*tail[-1].output.shape)}", parts,
+                           e(sum(t.numel() for t in read.values()), _output_numel(tail[-1]))))
+    return kernels
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The table: distinct kernels with their counts, floors and totals
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    kernel: Kernel
+    count: int
+    floor_us: float
+    launch_floor_us: float
+    bound: str
+    resources: dict | None = None  # worst compiled instance of the kernel's family: kernel_resources.worst
+
+
+def rows_of(kernels: Iterable[Kernel], roofline: Roofline) -> list[Row]:
+    """Distinct kernels in order of first use, each with how many times the forward runs it."""
+    counts: dict[Kernel, int] = {}
+    for k in kernels:
+        counts[k] = counts.get(k, 0) + 1
+    return [Row(k, n, roofline.floor_us(k), roofline.launch_floor_us(k), roofline.bound(k))
+            for k, n in counts.items()]
+
+
+def totals(rows: Sequence[Row]) -> dict:
+    """Per forward: bytes, FLOPs, kernels, the sum of floors and the sum with the graph node per kernel."""
+    return {
+        "kernels": sum(r.count for r in rows),
+        "bytes": sum(r.count * r.kernel.bytes for r in rows),
+        "dense_flops": sum(r.count * r.kernel.dense_flops for r in rows),
+        "fma_flops": sum(r.count * r.kernel.fma_flops for r in rows),
+        "floor_us": sum(r.count * r.floor_us for r in rows),
+        "launch_floor_us": sum(r.count * r.launch_floor_us for r in rows),
+    }
+
+
+def _resource(key: str, spec: str = "d") -> Column:
+    return Column(key, lambda r: "–" if not r.resources else f"{r.resources[key]:{spec}}")
+
+
+ROOFLINE_COLUMNS = [
+    Column("kernel", lambda r: r.kernel.op, numeric=False),
+    Column("shapes", lambda r: r.kernel.shapes, numeric=False),
+    Column("count", lambda r: str(r.count)),
+    Column("MB", lambda r: f"{r.kernel.bytes / 1e6:.3f}"),
+    Column("dense MFLOP", lambda r: f"{r.kernel.dense_flops / 1e6:.1f}"),
+    Column("dw/FMA MFLOP", lambda r: f"{r.kernel.fma_flops / 1e6:.1f}"),
+    Column("floor us", lambda r: f"{r.floor_us:.2f}"),
+    Column("bound", lambda r: r.bound, numeric=False),
+    Column("x count, >= 2 us", lambda r: f"{r.count * r.launch_floor_us:.1f}"),
+]
+RESOURCE_COLUMNS = [
+    _resource("registers"), Column("spill st/ld B", lambda r: "–" if not r.resources else
+                                   f"{r.resources['spill_stores']}/{r.resources['spill_loads']}"),
+    _resource("smem_bytes"), _resource("threads"), _resource("occupancy", ".0%"),
+]
+
+
+def totals_line(label: str, t: dict) -> str:
+    return (f"**{label}**: {t['kernels']} kernels, {t['bytes'] / 1e6:.1f} MB, {t['dense_flops'] / 1e9:.2f} GFLOP "
+            f"dense + {t['fma_flops'] / 1e9:.2f} GFLOP depthwise/FMA; sum of floors {t['floor_us'] / 1e3:.3f} ms, "
+            f"with >= {GRAPH_NODE_US:g} us per kernel {t['launch_floor_us'] / 1e3:.3f} ms.")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The offline report
+# ---------------------------------------------------------------------------------------------------------------
+def record_forward(variant: str, batch: int, height: int, width: int) -> list["OpCall"]:
+    """The op calls of one fused forward (CPU backend, fp32: the shapes do not depend on the dtype)."""
+    import torch
+
+    from .models import build_model, build_twin, random_input
+    from .op_calls import record_op_calls
+
+    model = build_twin(build_model(variant), fused=True, backend="cpu")
+    with torch.no_grad():
+        return record_op_calls(model, random_input(batch, height, width))
+
+
+def roofline_report(calls: Sequence["OpCall"], roofline: Roofline, config: dict,
+                    resources: Sequence["KernelResources"] | None = None) -> dict:
+    from .kernel_resources import worst
+
+    itemsize = ITEMSIZE[roofline.dtype]
+    plans = {"ops": rows_of((k for c in calls for k in op_kernels(c, itemsize)), roofline),
+             "fused": rows_of(fused_kernels(calls, itemsize), roofline)}
+    if resources:
+        for row in plans["ops"]:
+            row.resources = worst(resources, row.kernel.family, roofline.dtype)
+    return {
+        "config": config,
+        "device": asdict(roofline.device),
+        "bandwidth_gb_s": roofline.bandwidth_gb_s,
+        "bandwidth_source": roofline.bandwidth_source,
+        "graph_node_us": GRAPH_NODE_US,
+        "plans": {name: {"totals": totals(rows), "rows": [asdict(r) for r in rows]} for name, rows in plans.items()},
+        "resources": [asdict(r) for r in resources or []],
+    }
+
+
+PLAN_TITLES = {
+    "ops": "Today's op boundaries (the kernels the GPU backends launch)",
+    "fused": "Fused across ops (issue 16's plan: one kernel per Xception block, FC attention in 2, decoder in 1)",
+}
+
+
+def roofline_markdown(report: dict, command: str) -> str:
+    from .kernel_resources import RESOURCE_TABLE_COLUMNS, KernelResources
+
+    c, d = report["config"], report["device"]
+    lines = [f"# Roofline of one fused forward: DFANet {c['variant']} {c['height']}x{c['width']}, batch {c['batch']}, "
+             f"{c['dtype']}, {d['label']}", "", f"Command: `{command}`", "",
+             f"Device: {d['source']}. Bandwidth {report['bandwidth_gb_s']:.0f} GB/s: {report['bandwidth_source']}. "
+             f"Dense convolutions at {d['tensor_tflops'] if c['dtype'] != 'fp32' else d['fma_tflops']} TFLOPS "
+             f"({'tensor cores' if c['dtype'] != 'fp32' else 'fp32 FMA, no TF32'}), depthwise convolutions, resizes "
+             f"and FC attention at {d['fma_tflops']} TFLOPS (FMA). Floor = max(bytes / bandwidth, FLOPs / peak); "
+             f"no kernel under {report['graph_node_us']:g} us (one dependent CUDA-graph node). Bytes: every input "
+             f"and weight read once, every output written once. Method: docs/benchmarking.md (Roofline).", ""]
+    ops, fused = (report["plans"][p]["totals"] for p in ("ops", "fused"))
+    lines += [totals_line("Today", ops), "", totals_line("Fused plan", fused), "",
+              f"Gap: today's floor is {ops['launch_floor_us'] / fused['launch_floor_us']:.1f}x the fused plan's "
+              f"(with the per-kernel minimum), {ops['bytes'] / fused['bytes']:.1f}x its traffic.", ""]
+    resources = [KernelResources(**r) for r in report["resources"]]
+    for plan, data in report["plans"].items():
+        rows = [Row(Kernel(**r["kernel"]), r["count"], r["floor_us"], r["launch_floor_us"], r["bound"],
+                    r["resources"]) for r in data["rows"]]
+        columns = ROOFLINE_COLUMNS + (RESOURCE_COLUMNS if plan == "ops" and resources else [])
+        lines += [f"## {PLAN_TITLES[plan]}", ""] + markdown_table(columns, rows) + ["", totals_line("All",
+                                                                                                   data["totals"]), ""]
+    if resources:
+        lines += ["Resource columns: the CUDA kernel (csrc/cuda) of the row's family at this dtype with the most "
+                  "registers, from nvcc's ptxas for sm_90; occupancy = resident threads / 2048 on an sm_90 SM.", "",
+                  "## CUDA kernels compiled for sm_90 (ptxas)", ""]
+        lines += markdown_table(RESOURCE_TABLE_COLUMNS, resources) + [""]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m dfanet.tools.bench.roofline", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="h100-sxm", help=f"one of {sorted(DEVICES)} (default h100-sxm)")
+    p.add_argument("--dtype", default="fp16", choices=sorted(ITEMSIZE))
+    p.add_argument("--size", nargs=2, type=int, default=(1024, 1024), metavar=("H", "W"))
+    p.add_argument("--variant", default="A", help="DFANet variant (A, B, A')")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--out", help="folder for roofline-<device>-<dtype>-....md/.json (default: print only)")
+    p.add_argument("--no-resources", action="store_true",
+                   help="skip the nvcc compile for sm_90 (registers, spills, shared memory, occupancy)")
+    args = p.parse_args(argv)
+    if args.device not in DEVICES:
+        p.error(f"--device: unknown {args.device!r}, expected one of {sorted(DEVICES)}")
+    if min(args.size) < 32 or args.batch < 1:
+        p.error("--size: H and W >= 32 (DFANet's minimum); --batch >= 1")
+    return args
+
+
+def main(argv=None) -> int:
+    from .kernel_resources import cuda_resources
+    from .log import log
+
+    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m dfanet.tools.bench.roofline", *argv])
+    h, w = args.size
+    calls = record_forward(args.variant, args.batch, h, w)
+    resources = None
+    if not args.no_resources:
+        resources, reason = cuda_resources()
+        if reason:
+            log(f"no resource usage: {reason}")
+    config = dict(variant=args.variant, height=h, width=w, batch=args.batch, dtype=args.dtype)
+    report = roofline_report(calls, Roofline.assumed(DEVICES[args.device], args.dtype), config, resources)
+    markdown = roofline_markdown(report, command)
+    if args.out:
+        stem = f"roofline-{args.device}-{args.dtype}-{args.variant.replace(chr(39), 'prime')}-{h}x{w}-b{args.batch}"
+        paths = write_markdown_and_json(args.out, stem, markdown, dict(report, command=command))
+        log(f"wrote {paths['markdown']}")
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
