@@ -1,0 +1,168 @@
+"""The roofline table (dfanet.tools.bench.roofline) and the resource usage beside it (kernel_resources): byte and
+FLOP counts against hand-computed ones, totals against rows, the device table, the command line, ptxas parsing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dfanet.tools.bench import kernel_resources as kr
+from dfanet.tools.bench import roofline as rl
+from dfanet.tools.bench.op_calls import OpCall
+from dfanet_kernels import cuda_toolkit
+
+NVCC = cuda_toolkit.nvcc()
+
+
+def meta(*shape):
+    """A tensor with a shape and nothing else: the roofline reads shapes only."""
+    t = torch.empty(*shape, device="meta", dtype=torch.float16)
+    return t.contiguous(memory_format=torch.channels_last) if len(shape) == 4 else t
+
+
+def test_dwsep_conv_bytes_and_flops_by_hand():
+    # enc2's sep3 on A at 1024 x 1024: 12 -> 48 channels at 256 x 256, the block's input added.
+    call = OpCall("dwsep_conv", (meta(1, 12, 256, 256), meta(12, 1, 3, 3), None, meta(48, 12, 1, 1), meta(48), 1,
+                                 True, False, False, meta(1, 48, 256, 256)))
+    (k,) = rl.op_kernels(call, itemsize=2)
+    hw = 256 * 256
+    assert k.bytes == 2 * (12 * hw + 12 * 9 + 48 * 12 + 48 + 48 * hw + 48 * hw)  # x, weights, residual, out
+    assert k.dense_flops == 2 * 48 * 12 * hw and k.fma_flops == 2 * 9 * 12 * hw
+    assert k.shapes == "12@256x256 -> 48 ch, stride 1, +residual"
+
+
+def test_strided_dwsep_conv_counts_the_output_size():
+    call = OpCall("dwsep_conv", (meta(1, 8, 512, 512), meta(8, 1, 3, 3), None, meta(12, 8, 1, 1), None, 2,
+                                 True, False, False, None))
+    (k,) = rl.op_kernels(call, itemsize=4)
+    out = 256 * 256
+    assert k.bytes == 4 * (8 * 512 * 512 + 72 + 96 + 12 * out)
+    assert (k.dense_flops, k.fma_flops) == (2 * 12 * 8 * out, 2 * 9 * 8 * out)
+
+
+def test_upsample_concat_reads_each_input_once_and_resizes_only_the_small_one():
+    call = OpCall("upsample_concat", ([meta(1, 48, 256, 256), meta(1, 192, 64, 64)], (256, 256)))
+    (k,) = rl.op_kernels(call, itemsize=2)
+    assert k.bytes == 2 * (48 * 256 * 256 + 192 * 64 * 64 + 240 * 256 * 256)
+    assert (k.dense_flops, k.fma_flops) == (0, rl.BILINEAR_FLOPS * 192 * 256 * 256)
+
+
+def test_fc_attention_four_kernels_today_two_in_the_fused_plan():
+    x = meta(1, 192, 64, 64)
+    weights = (meta(1000, 192), meta(1000), meta(192, 1000, 1, 1), meta(192))
+    attention = OpCall("fc_attention", (x, *weights), output=meta(1, 192, 64, 64))
+    today = rl.op_kernels(attention, itemsize=2)
+    assert [k.op for k in today] == ["fc_attention: pool", "fc_attention: fc", "fc_attention: fc2",
+                                     "fc_attention: scale"]
+    n_x, fc = 192 * 64 * 64, 2 * 1000 * 192
+    assert sum(k.fma_flops for k in today) == 2 * n_x + 2 * fc
+    # The map is read twice (mean, then scaling) and written once; fp32 vectors between the kernels.
+    assert today[3].bytes == 2 * 2 * n_x + 4 * 192
+    # The fused plan: an FC attention then a decoder of one conv on its output.
+    conv = OpCall("conv1x1", (attention.output, meta(32, 192, 1, 1), meta(32), 1, True), output=meta(1, 32, 64, 64))
+    pool_fc, scale, decoder = rl.fused_kernels([attention, conv], itemsize=2)
+    weight_elements = 1000 * 192 * 2 + 1000 + 192
+    assert pool_fc.bytes == 2 * (n_x + weight_elements) + 4 * 192
+    assert scale.bytes == 2 * 2 * n_x + 4 * 192
+    assert decoder.bytes == 2 * (n_x + 32 * 192 + 32 + 32 * 64 * 64)
+    assert pool_fc.fma_flops + scale.fma_flops == 2 * n_x + 2 * fc
+
+
+def test_floor_bound_and_launch_floor():
+    roof = rl.Roofline(rl.DEVICES["h100-sxm"], "fp16", bandwidth_gb_s=3000.0, bandwidth_source="test")
+    big = rl.Kernel("copy", "", bytes=30_000_000, dense_flops=0, fma_flops=0)
+    assert roof.floor_us(big) == pytest.approx(10.0) and roof.bound(big) == "memory"
+    tiny = rl.Kernel("copy", "", bytes=3_000, dense_flops=0, fma_flops=0)
+    assert roof.bound(tiny) == "launch" and roof.launch_floor_us(tiny) == rl.GRAPH_NODE_US
+    dense = rl.Kernel("gemm", "", bytes=0, dense_flops=int(989.4e6 * 5), fma_flops=int(66.9e6 * 5))
+    assert roof.compute_us(dense) == pytest.approx(10.0) and roof.bound(dense) == "compute"
+    # fp32: dense convolutions on the FMA units.
+    assert rl.Roofline(rl.DEVICES["h100-sxm"], "fp32", 3000.0, "test").compute_us(dense) == pytest.approx(
+        5 * 989.4 / 66.9 + 5)
+
+
+def test_device_table_is_sane():
+    assert set(rl.DEVICES) == {"h100-sxm", "h200", "a100"}
+    for d in rl.DEVICES.values():
+        assert 1.5 < d.hbm_tb_s < 6 and d.tensor_tflops > 4 * d.fma_tflops > 0 and "datasheet" in d.source
+    assert rl.DEVICES["h200"].tensor_tflops == rl.DEVICES["h100-sxm"].tensor_tflops
+    assert rl.Roofline.assumed(rl.DEVICES["h100-sxm"], "fp16").bandwidth_gb_s == pytest.approx(3015)
+
+
+def test_totals_are_the_sum_of_rows_and_kernel_counts_follow_the_model():
+    calls = rl.record_forward("A", 1, 64, 64)
+    roof = rl.Roofline.assumed(rl.DEVICES["h100-sxm"], "fp16")
+    report = rl.roofline_report(calls, roof, dict(variant="A", height=64, width=64, batch=1, dtype="fp16"))
+    for plan in report["plans"].values():
+        rows, t = plan["rows"], plan["totals"]
+        assert t["bytes"] == sum(r["count"] * r["kernel"]["bytes"] for r in rows)
+        assert t["launch_floor_us"] == pytest.approx(sum(r["count"] * r["launch_floor_us"] for r in rows))
+        assert t["launch_floor_us"] >= t["kernels"] * rl.GRAPH_NODE_US
+    ops, fused = (report["plans"][p]["totals"] for p in ("ops", "fused"))
+    # Today: image layout + stem conv + ReLU, 42 blocks x 3 dwsep_conv, 9 shortcuts, 6 concatenations, 3 x 4 FC
+    # attention kernels, 8 decoder convs + 7 ReLUs, 3 resizes. Fused: stem, 42 blocks, 3 x 2, decoder.
+    assert ops["kernels"] == 3 + 126 + 9 + 6 + 12 + 15 + 3 == 174
+    assert fused["kernels"] == 1 + 42 + 6 + 1
+    assert fused["bytes"] < ops["bytes"] and fused["dense_flops"] == ops["dense_flops"]
+    assert "## Fused across ops" in rl.roofline_markdown(report, "cmd")
+
+
+def test_cli_help_and_a_bad_device(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        rl.parse_args(["--help"])
+    assert exit_.value.code == 0 and "--device" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        rl.parse_args(["--device", "h300"])
+    assert exit_.value.code == 2 and "unknown 'h300'" in capsys.readouterr().err
+
+
+PTXAS = """\
+ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function '_ZN6dfanet4cuda12scale_kernelI6__halfiEEvPKT_' for 'sm_90'
+ptxas info    : Function properties for _ZN6dfanet4cuda12scale_kernelI6__halfiEEvPKT_
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 25 registers, used 0 barriers
+ptxas info    : Compile time = 9.594 ms
+ptxas info    : Compiling entry function '_ZN6dfanet4cuda22dwsep_conv_wmma_kernelI6__halfEEvNS0_6ParamsE' for 'sm_90'
+ptxas info    : Function properties for _ZN6dfanet4cuda22dwsep_conv_wmma_kernelI6__halfEEvNS0_6ParamsE
+    24 bytes stack frame, 16 bytes spill stores, 8 bytes spill loads
+ptxas info    : Used 114 registers, used 1 barriers, 28416 bytes smem, 400 bytes cmem[0]
+"""
+PTX = """\
+.visible .entry _ZN6dfanet4cuda22dwsep_conv_wmma_kernelI6__halfEEvNS0_6ParamsE(
+\t.param .align 8 .b8 p[128]
+)
+.maxntid 128, 1, 1
+.minnctapersm 2
+"""
+
+
+def test_ptxas_report_and_launch_bounds_are_parsed():
+    usage = kr.parse_ptxas(PTXAS)
+    assert usage["_ZN6dfanet4cuda12scale_kernelI6__halfiEEvPKT_"] == dict(
+        registers=25, spill_stores=0, spill_loads=0, stack_bytes=0, smem_bytes=0)
+    assert usage["_ZN6dfanet4cuda22dwsep_conv_wmma_kernelI6__halfEEvNS0_6ParamsE"] == dict(
+        registers=114, spill_stores=16, spill_loads=8, stack_bytes=24, smem_bytes=28416)
+    threads = kr.parse_launch_bounds(PTX)
+    assert threads == {"_ZN6dfanet4cuda22dwsep_conv_wmma_kernelI6__halfEEvNS0_6ParamsE": 128}
+    (scale, wmma) = kr.describe("x.cu", usage, threads)
+    assert (wmma.family, wmma.dtype, wmma.threads) == ("dwsep_conv", "fp16", 128)
+    assert (scale.family, scale.threads) == ("attention_scale", 256)  # no launch bounds: 256 assumed
+
+
+def test_occupancy_on_sm90():
+    assert kr.occupancy(32, 0, 256) == 1.0  # 8 blocks of 256 threads, 8192 registers each
+    # 128 registers x 256 threads: 32768 registers a block, two blocks an SM.
+    assert kr.occupancy(128, 0, 256) == 0.25
+    # 114 registers round up to 120 a thread (3840 a warp): 17 warps fit, 4 blocks of 4 warps.
+    assert kr.occupancy(114, 28416, 128) == 0.25
+    assert kr.occupancy(16, 100 * 1024, 128) == 2 * 128 / 2048  # shared memory: two blocks
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc not found (PATH, CUDA_HOME)")
+def test_one_cuda_file_compiles_to_resources_for_every_dtype():
+    kernels = kr.compile_sm90(kr.ROOT / "csrc" / "cuda" / "fc_attention.cu", NVCC)
+    assert {(k.family, k.dtype) for k in kernels} >= {(f, d) for f in ("attention_pool", "attention_fc",
+                                                                        "attention_scale")
+                                                      for d in ("fp16", "bf16", "fp32")}
+    assert all(k.registers > 0 and k.threads > 0 and 0 < k.occupancy <= 1 for k in kernels)
