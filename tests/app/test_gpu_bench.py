@@ -44,14 +44,20 @@ def _report() -> dict:
                       "cuda": {"status": "error", "reason": "RuntimeError: boom"}}}]
     layer_rows = [
         {"op": "dwsep_conv", "shapes": "240->12 ch, 256x256, stride 2", "calls": 1, "cuda_over_triton": 2.8,
-         "impls": {"triton": {"status": "ok", "median_ms": 0.077}, "reference": {"status": "ok", "median_ms": 0.043},
-                   "cuda": {"status": "ok", "median_ms": 0.2156}}},
+         "floor": {"kernels": 1, "bytes": 63_700_000, "floor_us": 21.1, "launch_floor_us": 21.1},
+         "impls": {"triton": {"status": "ok", "median_ms": 0.077, "over_floor": 3.65},
+                   "reference": {"status": "ok", "median_ms": 0.043},
+                   "cuda": {"status": "ok", "median_ms": 0.2156, "over_floor": 10.22}}},
         {"op": "upsample_add", "shapes": "19@256x256 -> 1024x1024", "calls": 2, "cuda_over_triton": 0.06,
-         "impls": {"triton": {"status": "ok", "median_ms": 5.291}, "reference": {"status": "mismatch"},
-                   "cuda": {"status": "ok", "median_ms": 0.304}}},
+         "floor": {"kernels": 1, "bytes": 84_700_000, "floor_us": 28.1, "launch_floor_us": 28.1},
+         "impls": {"triton": {"status": "ok", "median_ms": 5.291, "over_floor": 188.3},
+                   "reference": {"status": "mismatch"}, "cuda": {"status": "ok", "median_ms": 0.304,
+                                                                  "over_floor": 10.82}}},
     ]
     layers = [{"size": [1024, 1024], "batch": 1, "dtype": "fp32", "rows": layer_rows, "timing": "CUDA-graph replays",
-               "totals_ms": {"triton": 10.659, "cuda": 0.8236}}]
+               "totals_ms": {"triton": 10.659, "cuda": 0.8236}, "floor_ms": 0.0773,
+               "roofline": {"device": "h200", "bandwidth_gb_s": 4312.0,
+                            "bandwidth_source": "a NVIDIA H200 copy timed in this run"}}]
     return {"config": {"variant": "A"}, "machine": machine, "elapsed_s": 67.0, "skipped_cases": ["model x: budget"],
             "model": [{"size": [1024, 1024], "batch": 1, "dtype": "fp32", "candidates": candidates}], "ops": ops,
             "layers": layers}
@@ -68,9 +74,13 @@ def test_report_shows_times_kernel_times_launches_and_ratios():
             "0.185 (0.181) | error | 0.04 | 0.06 |") in text
     assert "- model x: budget" in text
     assert "## Layers of one fused forward: 1024x1024, batch 1, fp32" in text
-    assert "| dwsep_conv | 240->12 ch, 256x256, stride 2 | 1 | 77.0 | 43.0 | 215.6 | 2.80 |" in text
-    assert "| upsample_add | 19@256x256 -> 1024x1024 | 2 | 5291.0 | mismatch | 304.0 | 0.06 |" in text
-    assert "| all, per forward | | 3 | 10.659 ms | – | 0.824 ms | 0.08 |" in text
+    assert ("| dwsep_conv | 240->12 ch, 256x256, stride 2 | 1 | 77.0 | 43.0 | 215.6 | 2.80 | 63.70 | 21.1 | 3.65 | "
+            "10.22 |") in text
+    assert "| upsample_add | 19@256x256 -> 1024x1024 | 2 | 5291.0 | mismatch | 304.0 | 0.06 | 84.70 | 28.1 | 188.30 |" \
+        in text
+    # Per forward: bytes and floors summed over calls (63.7 + 2 x 84.7 MB; 21.1 + 2 x 28.1 us), the ratios of sums.
+    assert "| all, per forward | | 3 | 10.659 ms | – | 0.824 ms | 0.08 | 233.1 | 0.077 ms | 137.89 | 10.65 |" in text
+    assert "over 4312 GB/s (a NVIDIA H200 copy timed in this run), or its FLOPs over the peaks of h200" in text
     assert "CUDA as fast as Triton or faster on 1 of 2 layers." in text
 
 
@@ -114,7 +124,16 @@ def test_dry_run_writes_a_report_with_every_case(tmp_path):
     assert all(row["impls"][impl]["status"] == "ok" for row in layers["rows"] for impl in ("triton", "reference"))
     total = sum(row["calls"] * row["impls"]["triton"]["median_ms"] for row in layers["rows"])
     assert abs(layers["totals_ms"]["triton"] - total) <= 1e-9 * total
-    assert (tmp_path / "gpu_bench.md").read_text().startswith("# DFANet GPU benchmark (A)")
+    # The roofline beside every row: a floor of at least 2 us per kernel, and measured / floor.
+    assert layers["roofline"]["bandwidth_gb_s"] > 0
+    for row in layers["rows"]:
+        assert row["floor"]["bytes"] > 0 and row["floor"]["launch_floor_us"] >= 2 * row["floor"]["kernels"]
+        triton = row["impls"]["triton"]
+        assert triton["over_floor"] == triton["median_ms"] * 1e3 / row["floor"]["launch_floor_us"]
+    floor = sum(row["calls"] * row["floor"]["launch_floor_us"] for row in layers["rows"]) / 1e3
+    assert abs(layers["floor_ms"] - floor) <= 1e-9 * floor
+    text = (tmp_path / "gpu_bench.md").read_text()
+    assert text.startswith("# DFANet GPU benchmark (A)") and "| triton / floor | cuda / floor |" in text
 
 
 def test_distinct_layers_counts_repeated_calls_and_separates_shapes_strides_and_layouts():

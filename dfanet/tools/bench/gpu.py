@@ -7,12 +7,14 @@ The rules of measuring: docs/benchmarking.md; the harness's timers, checks, op c
 Whole model (DFANet A by default; one set of random weights with randomised BatchNorm for every candidate):
   eager_nchw       DFANet(fused=False), NCHW input                      (cuDNN; fp32 convs use TF32 by default)
   eager_cl         the same model and input in channels_last
-  compile          torch.compile(eager model, mode=--compile-mode), compile time reported as setup
+  compile_<mode>   torch.compile(eager model, mode=<mode>) for each of --compile-mode (reduce-overhead and
+                   max-autotune by default), compile time reported as setup; skipped where the budget is too short
   fused_triton     DFANet(fused=True, backend="triton")                 (Triton kernels, autotuned on first call)
   fused_triton_graph   the same, replayed from a CUDA graph (dfanet.cuda_graph.capture)
   fused_cuda[_graph]   backend="cuda" (the C++/CUDA kernels) where they are built
-Cases: --sizes x --batches x --dtypes, batch 1 first. Each candidate's first output is checked against eager_nchw
-(max |out - eager| / max |eager|, and argmax agreement); a mismatch is reported and not timed.
+Cases: --sizes x --batches x --dtypes, batch 1 first, fp16 and fp32 before bf16. Each candidate's first output is
+checked against eager_nchw (max |out - eager| / max |eager|, and argmax agreement); a mismatch is reported and not
+timed.
 
 Per op (``GPU_OPS`` of ``op_calls.model_op_calls``, at the model's shapes for each case): the Triton op vs the torch
 sequence it replaces (the reference implementation: F.relu, depthwise conv2d, 1x1 conv2d, add; mean, linear, linear,
@@ -22,7 +24,9 @@ plus the CUDA backend where built.
 Per layer (batch 1): every distinct op call one fused forward makes (``op_calls.record_op_calls``, with the model's
 own activations as inputs), on the same implementations, timed as CUDA-graph replays: the GPU time of the kernels,
 the measure for "is the CUDA kernel as fast as the Triton one at every layer", which event times at batch 1 cannot
-answer because the CPU's launch cost hides the kernels.
+answer because the CPU's launch cost hides the kernels. Beside each, its roofline floor (``roofline``: minimum bytes
+over the bandwidth of a copy timed in the same run, FLOPs over the GPU's peaks, >= 2 us per kernel) and the ratio
+measured / floor.
 
 Timing: CUDA events. Model: each call synchronised (the latency of one forward, CPU launch overhead included),
 candidates interleaved in rounds with a rotating order, medians and p20/p80 after warm-up. Ops: events around
@@ -31,8 +35,10 @@ keeps cuDNN's default). Ratios are "candidate / fused_triton" (model), "torch / 
 Beside each time, the GPU time of the kernels it launched (torch.profiler, 3 calls): where events >> kernels the
 call is launch-bound (the GPU waits for the CPU); for the fused models, the heaviest kernels.
 
-Time budget (--budget-s): cases run in priority order and a case that would start after the budget is recorded
-as skipped, so a short GPU session always ends with a report. Output: gpu_bench.json and gpu_bench.md in --out
+Time budget (--budget-s): the model cases of every dtype (fp16 and fp32 first) before any op or layer table, each
+section in priority order, and a case that would start after the budget is recorded as skipped, so a short GPU
+session always ends with a report and its model rows. A torch.compile candidate is built only if the budget leaves
+its usual compile time (``COMPILE_SETUP_S``). Output: gpu_bench.json and gpu_bench.md in --out
 (default $OUT, else bench/results under the current folder).
 """
 
@@ -65,6 +71,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 GPU_OPS = ("dwsep_enc2_residual", "dwsep_enc2_first_strided", "dwsep_enc4_residual", "fc_attention_enc4",
            "upsample_concat_enc2", "upsample_add_decoder", "upsample_add_output")
 REPORT_STEM = "gpu_bench"
+# Seconds a torch.compile of unfused DFANet takes (reduce-overhead: ~1 min; max-autotune benchmarks many conv and
+# matmul configs: several minutes, a guess until a GPU run measures it): a mode starts only with this much budget left.
+COMPILE_SETUP_S = {"default": 120, "reduce-overhead": 120, "max-autotune": 300, "max-autotune-no-cudagraphs": 300}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,14 +84,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--variant", default="A", help="DFANet variant (A, B, A')")
     p.add_argument("--sizes", default="1024x1024,512x1024", help="comma-separated HxW input sizes")
     p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
-    p.add_argument("--dtypes", default="fp32,fp16", help=f"comma-separated, of {sorted(DTYPES)}")
+    p.add_argument("--dtypes", default="fp16,fp32,bf16", help=f"comma-separated, of {sorted(DTYPES)}")
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds (every candidate once) before the timed ones")
     p.add_argument("--rounds", type=int, default=30, help="timed rounds (every candidate once per round)")
     p.add_argument("--op-rounds", type=int, default=15, help="timed rounds per op")
     p.add_argument("--op-inner", type=int, default=20, help="back-to-back calls timed together per op round")
-    p.add_argument("--compile-mode", default="reduce-overhead",
-                   choices=["reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "default", "none"],
-                   help="torch.compile mode of the 'compile' baseline ('none' skips it)")
+    p.add_argument("--compile-mode", default="reduce-overhead,max-autotune",
+                   help=f"comma-separated torch.compile modes of the compile_<mode> baselines, of "
+                        f"{sorted(COMPILE_SETUP_S)}; 'none' skips them")
     p.add_argument("--budget-s", type=float, default=300.0,
                    help="no new case starts after this many seconds (partial results are still written)")
     p.add_argument("--autotune", action="store_true",
@@ -96,7 +105,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="CPU smoke test: Triton interpreter, 32x32, batch 1, fp32, 1 round (unless overridden)")
     args = p.parse_args(argv)
     if args.dry_run:
-        defaults = {"sizes": "1024x1024,512x1024", "batches": "1,8", "dtypes": "fp32,fp16"}
+        defaults = {"sizes": "1024x1024,512x1024", "batches": "1,8", "dtypes": "fp16,fp32,bf16"}
         overrides = {"sizes": "32x32", "batches": "1", "dtypes": "fp32"}
         for key, value in overrides.items():
             if getattr(args, key) == defaults[key]:
@@ -105,6 +114,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes.split(",")]
     args.batches = [int(b) for b in args.batches.split(",")]
     args.dtypes = args.dtypes.split(",")
+    args.compile_mode = [] if args.compile_mode == "none" else args.compile_mode.split(",")
+    for mode in args.compile_mode:
+        if mode not in COMPILE_SETUP_S:
+            p.error(f"--compile-mode: unknown {mode!r}, expected some of {sorted(COMPILE_SETUP_S)} or none")
     for d in args.dtypes:
         if d not in DTYPES:
             p.error(f"--dtypes: unknown {d!r}, expected some of {sorted(DTYPES)}")
@@ -144,21 +157,27 @@ def build_candidates(args, device, dtype_name, x, budget_left) -> tuple[dict, di
     x_cl = x.contiguous(memory_format=torch.channels_last)
     add("eager_cl", lambda: (lambda: base_cl(x_cl)))
 
-    if args.compile_mode == "none":
-        skipped["compile"] = "--compile-mode none"
-    elif device.type != "cuda":
-        skipped["compile"] = "not run in the CPU dry run (compiling DFANet takes minutes on a CPU)"
-    elif budget_left() < 120:
-        skipped["compile"] = f"time budget: {budget_left():.0f} s left, compiling DFANet takes ~1 min"
-    else:
-        def make_compiled():
-            torch._dynamo.reset()  # a fresh compile per case: no recompile limits, no automatic dynamic shapes
-            mode = None if args.compile_mode == "default" else args.compile_mode
-            compiled = torch.compile(build_twin(base, fused=False), mode=mode, dynamic=False)
-            compiled(x)  # compile time counts as setup
-            return lambda: compiled(x)
+    if args.compile_mode and device.type == "cuda":
+        # A fresh start per case: no recompile limits, no automatic dynamic shapes. Once, not per mode: a reset drops
+        # the graphs of the modes compiled before it, which would compile again on their first call.
+        torch._dynamo.reset()
 
-        add("compile", make_compiled)
+    def make_compiled(mode):
+        compiled = torch.compile(build_twin(base, fused=False), mode=None if mode == "default" else mode,
+                                 dynamic=False)
+        compiled(x)  # compile time counts as setup
+        return lambda: compiled(x)
+
+    if not args.compile_mode:
+        skipped["compile"] = "--compile-mode none"
+    for mode in args.compile_mode:
+        name, needed = f"compile_{mode}", COMPILE_SETUP_S[mode]
+        if device.type != "cuda":
+            skipped[name] = "not run in the CPU dry run (compiling DFANet takes minutes on a CPU)"
+        elif budget_left() < needed:
+            skipped[name] = f"time budget: {budget_left():.0f} s left, compiling in this mode takes ~{needed} s"
+        else:
+            add(name, functools.partial(make_compiled, mode))
 
     if device.type == "cuda":
         backends = ["triton"] + (["cuda"] if "cuda" in dk.available_backends(device) else [])
@@ -305,19 +324,49 @@ def run_layer_case(args, device, size, batch, dtype_name) -> dict:
     model = build_twin(build_model(args.variant), fused=True, backend="triton").to(device, dtype)
     x = random_input(batch, *size, seed=1).to(device, dtype)
     impls = op_impls(device)
+    roofline = layer_roofline(device, dtype_name)
     rows, totals = [], {impl: 0.0 for impl in impls}
     for call, count in distinct_layers(record_op_calls(model, x)):
-        row = {"op": call.op, "shapes": call.shapes, "calls": count}
+        row = {"op": call.op, "shapes": call.shapes, "calls": count, "floor": roofline.op_floor(call)}
         row.update(time_impls(call, impls, dtype_name, args.op_rounds,
                               lambda fn: kernel_timer(fn, device, args.op_inner)))
         for impl, entry in row["impls"].items():
             if "median_ms" in entry:
                 totals[impl] += count * entry["median_ms"]
+                entry["over_floor"] = entry["median_ms"] * 1e3 / row["floor"]["launch_floor_us"]
         rows.append(row)
     complete = {impl for impl in impls if all(r["impls"][impl]["status"] == "ok" for r in rows)}
     return {"size": list(size), "batch": batch, "dtype": dtype_name, "rows": rows,
             "totals_ms": {impl: ms for impl, ms in totals.items() if impl in complete},
+            "floor_ms": sum(r["calls"] * r["floor"]["launch_floor_us"] for r in rows) / 1e3,
+            "roofline": {"device": roofline.device.name, "bandwidth_gb_s": roofline.bandwidth_gb_s,
+                         "bandwidth_source": roofline.bandwidth_source},
             "timing": "CUDA-graph replays" if device.type == "cuda" else "perf_counter (CPU dry run)"}
+
+
+def measure_bandwidth(device: torch.device) -> float:
+    """GB/s of a copy timed here (each byte read once and written once; median of 5 x 10 copies): the achievable
+    bandwidth of the layer floors, on this GPU, in this run."""
+    nbytes = (512 if device.type == "cuda" else 16) * 2**20  # far beyond the H100's 50 MB L2
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    timer = timer_for(device)
+    timer(lambda: dst.copy_(src))  # warm-up
+    times = [timer(lambda: dst.copy_(src), 10) for _ in range(5)]
+    return 2 * nbytes / (sorted(times)[2] * 1e-3) / 1e9
+
+
+def layer_roofline(device: torch.device, dtype_name: str):
+    """The floors of the layer rows: this GPU's peaks from roofline.DEVICES (H100 SXM figures where it is not
+    listed, and in the CPU dry run), the bandwidth of a copy timed now."""
+    from .roofline import DEVICES, Roofline, device_for
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    spec = device_for(name)
+    source = f"a {name} copy timed in this run"
+    if spec is None:
+        spec, source = DEVICES["h100-sxm"], source + f"; peaks of the H100 SXM ({name} is not in the device table)"
+    return Roofline(spec, dtype_name, measure_bandwidth(device), source)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -348,8 +397,9 @@ def main(argv=None) -> int:
     report = {"config": dict(vars(args)), "machine": machine, "model": [], "ops": [], "layers": [],
               "skipped_cases": [], "errors": [], "elapsed_s": 0.0}
     log(f"{machine['device']}; writing to {out}")
-    # Case by case, batch 1 first (the latency case the fused path is for): its model, op and layer tables come
-    # before any larger batch's, so a short session ends with the complete batch-1 picture.
+    # Batch 1 first (the latency case the fused path is for): its model, op and layer tables come before any larger
+    # batch's, so a short session ends with the complete batch-1 picture; within it the model rows of every dtype
+    # (fp16 and fp32 first) come before the op and layer tables.
     sections = [(name, run) for name, run, skip in (
         ("model", lambda *case: run_model_case(*case, budget_left), args.skip_model),
         ("ops", run_op_case, args.skip_ops),
@@ -357,8 +407,8 @@ def main(argv=None) -> int:
     errors = report["errors"]
     for batch in args.batches:
         for size in args.sizes:
-            for dtype_name in args.dtypes:
-                for section, run in sections:
+            for section, run in sections:
+                for dtype_name in args.dtypes:
                     label = f"{section} {size[0]}x{size[1]} batch {batch} {dtype_name}"
                     if section == "layers" and batch != 1:  # the latency question; and 3 graphs per layer
                         continue

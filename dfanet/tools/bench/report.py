@@ -330,6 +330,11 @@ GPU_LAYER_COLUMNS = [
     *(Column(("torch" if impl == "reference" else impl) + " us", lambda r, impl=impl: _impl_cell(
         r, impl, lambda e: f"{e['median_ms'] * 1e3:.1f}")) for impl in GPU_IMPLS),
     Column("cuda / triton", lambda r: _ratio(r, "cuda_over_triton")),
+    # The roofline (roofline.Roofline.op_floor): minimum bytes, and the floor with >= 2 us per kernel it launches.
+    Column("MB", lambda r: f"{r['floor']['bytes'] / 1e6:.2f}" if "floor" in r else "–"),
+    Column("floor us", lambda r: f"{r['floor']['launch_floor_us']:.1f}" if "floor" in r else "–"),
+    *(Column(f"{impl} / floor", lambda r, impl=impl: _impl_cell(r, impl, lambda e: _ratio(e, "over_floor")))
+      for impl in ("triton", "cuda")),
 ]
 
 
@@ -373,12 +378,22 @@ def _layer_table(case: dict) -> list[str]:
              f"Every distinct op call of the model (calls: how many times one forward makes it), us per call: medians "
              f"of {case['timing']}, i.e. the GPU time of the kernels without the CPU's launch cost. torch = the "
              f"unfused sequence the op replaces (cuDNN, TF32 on).", ""]
+    roofline = case.get("roofline")
+    if roofline:
+        lines += [f"Floor: the op's minimum bytes over {roofline['bandwidth_gb_s']:.0f} GB/s "
+                  f"({roofline['bandwidth_source']}), or its FLOPs over the peaks of {roofline['device']}, and at "
+                  f"least 2 us per kernel it launches (a CUDA-graph node); impl / floor = measured / floor "
+                  f"(docs/benchmarking.md, Roofline).", ""]
     # The per-forward sums in ms (a forward's total), not us like the rows above them.
     cells = [f"{totals[impl]:.3f} ms" if impl in totals else "–" for impl in GPU_IMPLS]
     ratio = f"{totals['cuda'] / totals['triton']:.2f}" if "cuda" in totals and "triton" in totals else "–"
+    floor = case.get("floor_ms")
+    over = [f"{totals[impl] / floor:.2f}" if floor and impl in totals else "–" for impl in ("triton", "cuda")]
     calls = sum(r["calls"] for r in case["rows"])
     lines += markdown_table(GPU_LAYER_COLUMNS, case["rows"])
-    lines += [f"| all, per forward | | {calls} | {' | '.join(cells)} | {ratio} |", ""]
+    lines += [f"| all, per forward | | {calls} | {' | '.join(cells)} | {ratio} | "
+              f"{_fmt(floor and sum(r['calls'] * r['floor']['bytes'] for r in case['rows']) / 1e6, '.1f')} | "
+              f"{_fmt(floor, '.3f', ' ms')} | {' | '.join(over)} |", ""]
     compared = [r["cuda_over_triton"] for r in case["rows"] if "cuda_over_triton" in r]
     if compared:
         lines += [f"CUDA as fast as Triton or faster on {sum(v <= 1 for v in compared)} of {len(compared)} layers.",

@@ -66,6 +66,14 @@ DEVICES = {d.name: d for d in (
 )}
 
 
+def device_for(gpu_name: str) -> Device | None:
+    """The DEVICES entry for a GPU by its name (torch.cuda.get_device_name), or None."""
+    for token, key in (("H100", "h100-sxm"), ("H200", "h200"), ("A100", "a100")):
+        if token in gpu_name:
+            return DEVICES[key]
+    return None
+
+
 @dataclass(frozen=True)
 class Roofline:
     """What bounds a kernel on one device at one dtype."""
@@ -99,6 +107,13 @@ class Roofline:
     def launch_floor_us(self, k: "Kernel") -> float:
         """The floor with the graph node: no kernel takes less than GRAPH_NODE_US."""
         return max(self.floor_us(k), GRAPH_NODE_US)
+
+    def op_floor(self, call: "OpCall") -> dict:
+        """One op call's minimum work and floors today (its kernels summed), for a row of measured times."""
+        kernels = op_kernels(call, ITEMSIZE[self.dtype])
+        return {"kernels": len(kernels), "bytes": sum(k.bytes for k in kernels),
+                "floor_us": sum(map(self.floor_us, kernels)),
+                "launch_floor_us": sum(map(self.launch_floor_us, kernels))}
 
     def bound(self, k: "Kernel") -> str:
         memory, compute = self.memory_us(k), self.compute_us(k)
