@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # One short GPU session in one command: build the package (CUDA kernels included), run the test suite on the GPU
 # and the GPU benchmark. Needs only what the GPU machine has (torch with CUDA, Triton, nvcc, ninja, pytest); no
-# network. Stages: environment, install, import, tests_gpu, bench, sanitizer, tests_rest.
+# network. Stages: environment, install, import, bench, tests_gpu, sanitizer, tests_rest.
+# The benchmark comes first after the build (it checks every candidate against eager before timing it, so it stands
+# without the tests): within its budget (BENCH_TIMEOUT, 240 s; no new case after BENCH_BUDGET, 150 s) it runs, at
+# 1024x1024 batch 1, the whole-model rows in fp16, then fp32, then bf16 (eager NCHW and channels_last,
+# torch.compile reduce-overhead and max-autotune where the budget leaves their compile time, the fused Triton and
+# CUDA models, each also from a CUDA graph), then the per-op rows and the per-layer rows with their roofline floors
+# (docs/benchmarking.md), then the other sizes and batch 8 as time allows. The GPU tests get what is left: ~4.5
+# minutes with a carried build (SKIP_INSTALL=1), little after a fresh install (up to 4 minutes). A bench-only
+# session: SKIP_STAGES="tests_gpu sanitizer tests_rest" BENCH_TIMEOUT=480; a tests-only one: SKIP_STAGES=bench.
 # Results, logs and a stage summary go to $OUT (else bench/results):
 #   gpu_check.log      everything printed, with a timestamp per stage
 #   stages.tsv         stage, exit code, seconds
 #   pytest_*.xml       JUnit reports of the test stages
 #   gpu_bench.json/.md the benchmark (python -m dfanet.tools.bench.gpu)
-# Every stage has a time limit and a failing stage does not stop the next one (the benchmark is worth having even
-# if a test fails); the script exits non-zero if any stage failed. Budget: 9 minutes at most (TOTAL_BUDGET).
+# Every stage has a time limit and a failing stage does not stop the next one; the script exits non-zero if any
+# stage failed. Budget: 9 minutes at most (TOTAL_BUDGET).
 # Knobs (seconds): TOTAL_BUDGET (540), INSTALL_TIMEOUT, TEST_GPU_TIMEOUT, BENCH_TIMEOUT, BENCH_BUDGET,
 # SANITIZER_TIMEOUT, TEST_REST_TIMEOUT; also SKIP_STAGES (names of stages not to run, e.g. "tests_rest"),
 # TESTS_GPU_K (a pytest -k expression selecting among the GPU tests), WHEELS (see below), BENCH_ARGS (extra
@@ -120,12 +128,19 @@ for b in ("cuda", "triton"):
     print(b, "->", dk.backends.unavailable_reason(b, dev) or "available")
 '
 
-# Tests in two stages around the benchmark. First the tests that exercise the GPU (the CPU-only tests also run
-# in CI), then the benchmark, then the rest of tests/ if time allows: together they are `pytest tests`, and a slow
-# CPU test cannot eat the benchmark's time. DFANET_TRITON_AUTOTUNE=0: one config per Triton kernel, or every small
-# test shape would be autotuned. The GPU tests: each with the triton or cuda backend in its id (the op and model
-# tests take the backend as a parameter), tests/kernels/test_{triton,cuda}_backend.py, tests/model/test_cuda_graph.py
-# and tests/app/test_train_gpu.py; the nvcc compile check (tests/kernels/test_cuda_compile.py) is with the rest.
+# The benchmark: model rows in fp16 and fp32 first (see the top). It writes its JSON/Markdown after every case; its
+# --budget-s (no new model case after it) leaves ~90 s of its time limit for the op and layer rows and the report.
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-240}
+BENCH_BUDGET=${BENCH_BUDGET:-$((BENCH_TIMEOUT > 120 ? BENCH_TIMEOUT - 90 : 30))}
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+stage bench "$BENCH_TIMEOUT" "$PYTHON" -m dfanet.tools.bench.gpu --out "$OUT_DIR" --budget-s "$BENCH_BUDGET" ${BENCH_ARGS:-}
+
+# Tests in two stages: first the tests that exercise the GPU (the CPU-only tests also run in CI), then, after the
+# sanitizer, the rest of tests/ if time allows: together they are `pytest tests`. DFANET_TRITON_AUTOTUNE=0: one config
+# per Triton kernel, or every small test shape would be autotuned. The GPU tests: each with the triton or cuda backend
+# in its id (the op and model tests take the backend as a parameter), tests/kernels/test_{triton,cuda}_backend.py,
+# tests/model/test_cuda_graph.py and tests/app/test_train_gpu.py; the nvcc compile check
+# (tests/kernels/test_cuda_compile.py) is with the rest.
 GPU_K="(triton or cuda or train_gpu) and not cuda_compile"
 PARALLEL=()
 TEST_THREADS=$(nproc)
@@ -141,16 +156,9 @@ stage tests_gpu "${TEST_GPU_TIMEOUT:-200}" env DFANET_TRITON_AUTOTUNE=0 OMP_NUM_
   "$PYTHON" -m pytest -q -p no:cacheprovider \
   "${PARALLEL[@]}" -r fE --durations=15 --junitxml="$OUT_DIR/pytest_gpu.xml" "${SELECT[@]}" tests
 
-# The benchmark gets what is left but the sanitizer's share and ~40 s; its --budget-s (no new model case after it)
-# leaves ~90 s more of that for the per-op rows and the report. It writes its JSON/Markdown after every case.
-SANITIZER_TIMEOUT=${SANITIZER_TIMEOUT:-90}  # 31 s on an H200 (2026-11-26)
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-$(($(remaining) - SANITIZER_TIMEOUT - 40))}
-BENCH_BUDGET=${BENCH_BUDGET:-$((BENCH_TIMEOUT > 120 ? BENCH_TIMEOUT - 90 : 30))}
-# shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
-stage bench "$BENCH_TIMEOUT" "$PYTHON" -m dfanet.tools.bench.gpu --out "$OUT_DIR" --budget-s "$BENCH_BUDGET" ${BENCH_ARGS:-}
-
-# compute-sanitizer (memcheck, racecheck) over the CUDA op tests, before the CPU-side rest of tests/ (CI runs those).
-stage sanitizer "$SANITIZER_TIMEOUT" bash bench/compute_sanitizer.sh
+# compute-sanitizer (memcheck, racecheck) over the CUDA op tests (31 s on an H200, 2026-11-26), before the CPU-side
+# rest of tests/ (CI runs those).
+stage sanitizer "${SANITIZER_TIMEOUT:-90}" bash bench/compute_sanitizer.sh
 
 stage tests_rest "${TEST_REST_TIMEOUT:-150}" env DFANET_TRITON_AUTOTUNE=0 OMP_NUM_THREADS="$TEST_THREADS" \
   "$PYTHON" -m pytest -q -p no:cacheprovider \
