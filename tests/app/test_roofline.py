@@ -166,3 +166,58 @@ def test_one_cuda_file_compiles_to_resources_for_every_dtype():
                                                                         "attention_scale")
                                                       for d in ("fp16", "bf16", "fp32")}
     assert all(k.registers > 0 and k.threads > 0 and 0 < k.occupancy <= 1 for k in kernels)
+
+
+def _resources(name: str, family: str, registers: int) -> kr.KernelResources:
+    return kr.KernelResources(name, "triton", family, "fp16", registers, 0, 0, 0, 0, 128, 0.5)
+
+
+def test_triton_launches_are_matched_to_the_rows_of_their_call():
+    dw = [rl.Kernel("dwsep_conv", str(i), 1, 0, 0, "dwsep_conv") for i in range(3)]
+    concat = rl.Kernel("upsample_concat", "", 1, 0, 0, "upsample")
+    shortcut = rl.Kernel("conv1x1", "", 1, 0, 0)
+    launches = [_resources("up a", "upsample", 30), _resources("up b", "upsample", 40),
+                *(_resources(f"dw {i}", "dwsep_conv", 100 + i) for i in range(3))]
+    matched = rl._match_launches([concat, shortcut, *dw], launches)
+    # One launch per separable conv, in order; the concatenation (one launch per input) gets its worst launch.
+    assert [matched[k].name for k in dw] == ["dw 0", "dw 1", "dw 2"]
+    assert matched[concat].name == "up b" and shortcut not in matched
+
+
+def test_triton_resources_need_the_compiler_not_the_interpreter():
+    # tests/conftest.py sets TRITON_INTERPRET=1 for this process: the kernels are set up for the interpreter.
+    per_call, reason = kr.triton_resources([], "fp16")
+    assert per_call == [] and "TRITON_INTERPRET" in reason
+
+
+TRITON_SCRIPT = """
+import json, dataclasses, torch
+from triton.runtime.driver import driver
+from dfanet.tools.bench import kernel_resources as kr
+from dfanet.tools.bench.op_calls import OpCall
+
+logits = torch.empty(1, 19, 64, 64).contiguous(memory_format=torch.channels_last)
+per_call, reason = kr.triton_resources([OpCall("upsample_add", ([logits], (256, 256)))], "fp16")
+assert reason is None and driver._active is None, (reason, driver._active)  # the offline driver is gone again
+print(json.dumps([dataclasses.asdict(r) for r in per_call[0]]))
+"""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels are compiled and run for real")
+def test_a_triton_launch_is_captured_and_compiled_for_sm90():
+    """The launcher's own tiles for DFANet's final resize at fp16, from a capture on meta tensors, compiled for sm_90
+    (a few seconds; in a subprocess, without this process's TRITON_INTERPRET)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", TRITON_SCRIPT], capture_output=True, text=True, env=env,
+                            timeout=300, cwd=kr.ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (launch,) = json.loads(result.stdout.splitlines()[-1])
+    assert launch["name"].startswith("_upsample_kernel[BLOCK_W=") and launch["family"] == "upsample"
+    assert launch["dtype"] == "fp16" and launch["threads"] == 256 and 0 < launch["registers"] <= 255
+    assert 0 < launch["occupancy"] <= 1

@@ -1,13 +1,22 @@
-"""Registers, spills, shared memory and theoretical occupancy of the CUDA kernels (csrc/cuda/*.cu) on sm_90, from an
-offline nvcc compile: no GPU needed (the roofline table's resource columns, ``roofline.py``).
+"""Registers, spills, shared memory and theoretical occupancy of the CUDA and Triton kernels on sm_90, from offline
+compiles: no GPU needed (the roofline table's resource columns, ``roofline.py``).
 
-nvcc compiles each file for sm_90 with the real build's flags (setup.py + torch.utils.cpp_extension's defines) and
-``--resource-usage``; ptxas reports, per kernel, registers, spill stores/loads and static shared memory, and the PTX
-it keeps gives each kernel's ``__launch_bounds__`` thread count (``.maxntid``), the block size of its launches.
+- CUDA (csrc/cuda/*.cu): nvcc compiles each file for sm_90 with the real build's flags (setup.py +
+  torch.utils.cpp_extension's defines) and ``--resource-usage``; ptxas reports, per kernel, registers, spill
+  stores/loads and static shared memory, and the PTX it keeps gives each kernel's ``__launch_bounds__`` thread count
+  (``.maxntid``), the block size of its launches.
+- Triton: the Triton backend's launchers run on meta tensors of a recorded forward's shapes with an offline driver
+  (target sm_90) and Triton's JIT cache hook, which hands over each launch's exact specialisation (signature,
+  constexprs, alignment, warps, stages) instead of compiling and launching it; each distinct one is then compiled
+  for sm_90, and its ptxas log (Triton's bundled ptxas) gives the same figures, plus the shared memory it launches
+  with.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
 import shutil
 import subprocess
@@ -15,8 +24,14 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 from .report import Column
+
+if TYPE_CHECKING:
+    import torch
+
+    from .op_calls import OpCall
 
 ROOT = Path(__file__).resolve().parents[3]
 # The real build's nvcc flags: setup.py's, and the defines torch.utils.cpp_extension adds to every nvcc command.
@@ -42,21 +57,23 @@ SM90 = Sm()
 # Kernel name -> the family of roofline rows it runs (roofline.Kernel.family).
 FAMILIES = {"dwsep_conv_fma_kernel": "dwsep_conv", "dwsep_conv_wmma_kernel": "dwsep_conv",
             "upsample_kernel": "upsample", "pool_partial_kernel": "attention_pool", "matvec_kernel": "attention_fc",
-            "scale_kernel": "attention_scale"}
+            "scale_kernel": "attention_scale", "_dwsep_conv_kernel": "dwsep_conv", "_upsample_kernel": "upsample",
+            "_pool_partial_kernel": "attention_pool", "_fc_hidden_kernel": "attention_fc",
+            "_fc_scale_kernel": "attention_fc", "_scale_kernel": "attention_scale"}
 DTYPES = {"__half": "fp16", "__nv_bfloat16": "bf16", "float": "fp32"}
 
 
 @dataclass(frozen=True)
 class KernelResources:
-    name: str  # demangled, namespaces dropped
-    source: str
+    name: str  # CUDA: demangled, namespaces dropped; Triton: the kernel and its tiles
+    source: str  # the .cu file, or "triton"
     family: str
     dtype: str
     registers: int
     spill_stores: int
     spill_loads: int
     stack_bytes: int
-    smem_bytes: int  # static shared memory
+    smem_bytes: int  # CUDA: static shared memory; Triton: static + what it is launched with
     threads: int  # __launch_bounds__
     occupancy: float  # resident threads / the SM's maximum
 
@@ -73,7 +90,7 @@ def occupancy(registers: int, smem_bytes: int, threads: int, sm: Sm = SM90) -> f
     return min(limits) * warps * 32 / sm.threads
 
 
-_ENTRY = re.compile(r"Compiling entry function '(\S+)' for 'sm_\d+'")
+_ENTRY = re.compile(r"Compiling entry function '(\S+)' for 'sm_\w+'")
 _SPILLS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _USED = re.compile(r"Used (\d+) registers(?:.*?, (\d+) bytes smem)?")
 _MAXNTID = re.compile(r"\.entry (\S+)\([^)]*\)\s*\.maxntid (\d+), (\d+), (\d+)", re.S)
@@ -144,18 +161,155 @@ def cuda_resources() -> tuple[list[KernelResources], str | None]:
         return [k for kernels in pool.map(lambda s: compile_sm90(s, nvcc), sources) for k in kernels], None
 
 
-def worst(resources: list[KernelResources], family: str, dtype: str) -> dict | None:
-    """The family's kernel at ``dtype`` with the most registers (then the most spilled), as a dict; None if none."""
+def worst(resources: Sequence[KernelResources], family: str, dtype: str) -> KernelResources | None:
+    """The family's kernel at ``dtype`` with the most registers (then the most spilled); None if none."""
     candidates = [r for r in resources if r.family == family and r.dtype == dtype]
-    if not candidates:
-        return None
-    top = max(candidates, key=lambda r: (r.registers, r.spill_stores + r.spill_loads))
-    return {key: getattr(top, key) for key in ("name", "registers", "spill_stores", "spill_loads", "smem_bytes",
-                                                "threads", "occupancy")}
+    return max(candidates, key=lambda r: (r.registers, r.spill_stores + r.spill_loads), default=None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Triton: the launches of the Triton backend, captured without a GPU, compiled for sm_90
+# ---------------------------------------------------------------------------------------------------------------
+SM90_TARGET = ("cuda", 90, 32)  # triton.backends.compiler.GPUTarget(backend, arch, warp size)
+
+
+class _OfflineDriver:
+    """Triton's driver interface as far as a JIT launch reads it before compiling: the device, a stream, the
+    target (sm_90)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def get_current_device(self):
+        return 0
+
+    def get_current_stream(self, device=None):
+        return 0
+
+    def get_current_target(self):
+        return self.target
+
+
+@contextlib.contextmanager
+def _capturing_launches(record):
+    """Every Triton launch inside becomes ``record(fn, compile)`` (Triton's JIT cache hook: the jit function and the
+    specialisation it would compile) instead of a compile and a launch. The launchers run on meta tensors, which
+    torch's wrap_triton would not launch at all: their ``launchable`` hands over the raw kernel meanwhile, and the
+    shape-chosen tiles replace autotuning (no timings without a GPU)."""
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime.driver import driver
+
+    from dfanet_kernels.triton import dwsep_conv, fc_attention, upsample
+
+    def hook(*, fn, compile, **_):
+        record(fn.jit_function, compile)
+        return True  # handled: neither compiled nor launched
+
+    saved = [(m, name, getattr(m, name)) for m in (dwsep_conv, fc_attention, upsample)
+             for name in ("launchable", "AUTOTUNE") if hasattr(m, name)]
+    previous_driver, previous_hook = driver._active, knobs.runtime.jit_cache_hook  # no public getter for either
+    try:
+        for module, name, _ in saved:
+            setattr(module, name, (lambda kernel: kernel) if name == "launchable" else False)
+        driver.set_active(_OfflineDriver(GPUTarget(*SM90_TARGET)))
+        knobs.runtime.jit_cache_hook = hook
+        yield
+    finally:
+        driver._active, knobs.runtime.jit_cache_hook = previous_driver, previous_hook
+        for module, name, value in saved:
+            setattr(module, name, value)
+
+
+def _meta(value, dtype: "torch.dtype"):
+    """``value`` with every tensor replaced by a meta tensor of its shape and strides at ``dtype``."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return torch.empty_strided(value.shape, value.stride(), dtype=dtype, device="meta")
+    if isinstance(value, (list, tuple)):
+        return type(value)(_meta(v, dtype) for v in value)
+    return value
+
+
+def _run_on_triton(call: "OpCall") -> None:
+    """The Triton backend's work for one op call (its cuDNN convs run on meta tensors, i.e. not at all)."""
+    from dfanet_kernels import dispatch
+
+    args = call.args
+    if call.op in ("xception_block", "xception_block_cat"):
+        inputs = args[0] if call.op == "xception_block_cat" else [args[0]]
+        dispatch.run_block("triton", list(inputs), *args[1:])
+    elif call.op == "fc_attention":
+        dispatch.run_fc_attention("triton", *args)
+    elif call.op in ("upsample_concat", "upsample_add"):
+        dispatch.run_upsample("triton", call.op, *args)
+    elif call.op == "dwsep_conv":
+        dispatch.run_dwsep_conv("triton", *args)
+
+
+def _variant_name(fn, compile: dict) -> str:
+    params = fn.arg_names
+    tiles = ", ".join(f"{params[i[0]]}={v}" for i, v in compile["constants"].items() if "BLOCK" in params[i[0]])
+    return f"{fn.__name__}[{tiles}, {compile['num_warps']} warps, {compile['num_stages']} stages]"
+
+
+def compile_triton_sm90(fn, compile: dict, dtype: str) -> KernelResources:
+    """One captured specialisation compiled for sm_90 (never from Triton's cache: its ptxas log is the source)."""
+    import triton
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    options = {key: compile[key] for key in ("num_warps", "num_stages", "num_ctas", "enable_fp_fusion")}
+    log = io.StringIO()
+    with knobs.nvidia.scope(), knobs.compilation.scope(), contextlib.redirect_stdout(log):
+        knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile = True, True
+        kernel = triton.compile(ASTSource(fn, compile["signature"], compile["constants"], compile["configs"][0]),
+                                target=GPUTarget(*SM90_TARGET), options=options)
+    (usage,) = parse_ptxas(log.getvalue()).values()
+    usage["smem_bytes"] += kernel.metadata.shared
+    threads = 32 * compile["num_warps"]
+    return KernelResources(_variant_name(fn, compile), "triton", FAMILIES.get(fn.__name__, fn.__name__), dtype,
+                           threads=threads, occupancy=occupancy(usage["registers"], usage["smem_bytes"], threads),
+                           **usage)
+
+
+def triton_resources(calls: Sequence["OpCall"], dtype: str) -> tuple[list[list[KernelResources]], str | None]:
+    """For each op call, the Triton kernels the Triton backend launches for it, in launch order, with their
+    resources on sm_90 (each distinct specialisation compiled once: seconds each); and None, or why there are
+    none."""
+    import torch
+
+    from .gpu import DTYPES
+    from .op_calls import OpCall
+
+    try:
+        import triton.backends.nvidia  # noqa: F401  (the NVIDIA backend: target, ptxas)
+    except ImportError as err:
+        return [], f"Triton's NVIDIA backend is not importable: {err}"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return [], "TRITON_INTERPRET=1: the Triton kernels are set up for the interpreter in this process"
+    launches: list[list] = []
+    with _capturing_launches(lambda fn, compile: launches[-1].append((fn, compile))), torch.no_grad():
+        for call in calls:
+            launches.append([])
+            _run_on_triton(OpCall(call.op, _meta(call.args, DTYPES[dtype])))
+    compiled: dict[str, KernelResources] = {}
+    per_call = []
+    for call_launches in launches:
+        per_call.append([])
+        for fn, compile in call_launches:
+            key = repr((fn.__name__, compile["signature"], compile["constants"], compile["configs"],
+                        compile["num_warps"], compile["num_stages"]))
+            if key not in compiled:
+                compiled[key] = compile_triton_sm90(fn, compile, dtype)
+            per_call[-1].append(compiled[key])
+    return per_call, None
 
 
 RESOURCE_TABLE_COLUMNS = [
-    Column("kernel", lambda r: f"`{r.name}`", numeric=False), Column("file", lambda r: r.source, numeric=False),
+    Column("kernel", lambda r: f"`{r.name}`", numeric=False), Column("source", lambda r: r.source, numeric=False),
     Column("registers", lambda r: str(r.registers)),
     Column("spill st/ld B", lambda r: f"{r.spill_stores}/{r.spill_loads}"),
     Column("stack B", lambda r: str(r.stack_bytes)), Column("static smem B", lambda r: str(r.smem_bytes)),

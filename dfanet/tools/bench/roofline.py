@@ -321,7 +321,7 @@ class Row:
     floor_us: float
     launch_floor_us: float
     bound: str
-    resources: dict | None = None  # worst compiled instance of the kernel's family: kernel_resources.worst
+    resources: dict | None = None  # "cuda" and "triton": the kernels' KernelResources as dicts (roofline_report)
 
 
 def rows_of(kernels: Iterable[Kernel], roofline: Roofline) -> list[Row]:
@@ -345,8 +345,13 @@ def totals(rows: Sequence[Row]) -> dict:
     }
 
 
-def _resource(key: str, spec: str = "d") -> Column:
-    return Column(key, lambda r: "–" if not r.resources else f"{r.resources[key]:{spec}}")
+def _resource(header: str, cell) -> Column:
+    """``header`` of CUDA / Triton: ``cell(resources)`` of each, "–" where there is none."""
+    def text(row: "Row") -> str:
+        found = row.resources or {}
+        return "/".join("–" if found.get(b) is None else cell(found[b]) for b in ("cuda", "triton"))
+
+    return Column(header + " cuda/triton", text)
 
 
 ROOFLINE_COLUMNS = [
@@ -361,9 +366,11 @@ ROOFLINE_COLUMNS = [
     Column("x count, >= 2 us", lambda r: f"{r.count * r.launch_floor_us:.1f}"),
 ]
 RESOURCE_COLUMNS = [
-    _resource("registers"), Column("spill st/ld B", lambda r: "–" if not r.resources else
-                                   f"{r.resources['spill_stores']}/{r.resources['spill_loads']}"),
-    _resource("smem_bytes"), _resource("threads"), _resource("occupancy", ".0%"),
+    _resource("registers", lambda r: str(r["registers"])),
+    _resource("spill B", lambda r: str(r["spill_stores"] + r["spill_loads"])),
+    _resource("smem KB", lambda r: f"{r['smem_bytes'] / 1024:.1f}"),
+    _resource("threads", lambda r: str(r["threads"])),
+    _resource("occupancy", lambda r: f"{r['occupancy']:.0%}"),
 ]
 
 
@@ -388,16 +395,45 @@ def record_forward(variant: str, batch: int, height: int, width: int) -> list["O
         return record_op_calls(model, random_input(batch, height, width))
 
 
+def _match_launches(kernels: Sequence[Kernel], launches: Sequence["KernelResources"]) -> dict:
+    """Kernel -> the Triton kernel launched for it, within one op call: the call's kernels and launches of a family
+    in order where their counts agree; otherwise (Triton's upsample_concat launches once per input) the family's
+    launch with the most registers for each."""
+    from .kernel_resources import worst
+
+    matched = {}
+    for family in {k.family for k in kernels if k.family}:
+        mine = [k for k in kernels if k.family == family]
+        theirs = [r for r in launches if r.family == family]
+        if len(mine) == len(theirs):
+            matched.update(zip(mine, theirs))
+        elif theirs:
+            matched.update((k, worst(theirs, family, theirs[0].dtype)) for k in mine)
+    return matched
+
+
 def roofline_report(calls: Sequence["OpCall"], roofline: Roofline, config: dict,
-                    resources: Sequence["KernelResources"] | None = None) -> dict:
+                    cuda: Sequence["KernelResources"] = (),
+                    triton: Sequence[Sequence["KernelResources"]] = ()) -> dict:
+    """Both plans' rows and totals; with ``cuda`` (kernel_resources.cuda_resources) and ``triton`` (per call,
+    kernel_resources.triton_resources) the resources of today's kernels: the CUDA family's kernel with the most
+    registers at the dtype, and the Triton kernel launched for that very row."""
     from .kernel_resources import worst
 
     itemsize = ITEMSIZE[roofline.dtype]
-    plans = {"ops": rows_of((k for c in calls for k in op_kernels(c, itemsize)), roofline),
-             "fused": rows_of(fused_kernels(calls, itemsize), roofline)}
-    if resources:
-        for row in plans["ops"]:
-            row.resources = worst(resources, row.kernel.family, roofline.dtype)
+    today, triton_of = [], {}
+    for i, call in enumerate(calls):
+        kernels = op_kernels(call, itemsize)
+        today += kernels
+        if triton:
+            triton_of.update(_match_launches(kernels, triton[i]))
+    plans = {"ops": rows_of(today, roofline), "fused": rows_of(fused_kernels(calls, itemsize), roofline)}
+    for row in plans["ops"]:
+        if row.kernel.family and (cuda or triton):
+            found = {"cuda": worst(cuda, row.kernel.family, roofline.dtype), "triton": triton_of.get(row.kernel)}
+            row.resources = {backend: r and asdict(r) for backend, r in found.items()}
+    compiled = [r for r in cuda if r.dtype == roofline.dtype]
+    compiled += {id(r): r for launches in triton for r in launches}.values()
     return {
         "config": config,
         "device": asdict(roofline.device),
@@ -405,7 +441,7 @@ def roofline_report(calls: Sequence["OpCall"], roofline: Roofline, config: dict,
         "bandwidth_source": roofline.bandwidth_source,
         "graph_node_us": GRAPH_NODE_US,
         "plans": {name: {"totals": totals(rows), "rows": [asdict(r) for r in rows]} for name, rows in plans.items()},
-        "resources": [asdict(r) for r in resources or []],
+        "resources": [asdict(r) for r in compiled],
     }
 
 
@@ -439,10 +475,22 @@ def roofline_markdown(report: dict, command: str) -> str:
         lines += [f"## {PLAN_TITLES[plan]}", ""] + markdown_table(columns, rows) + ["", totals_line("All",
                                                                                                    data["totals"]), ""]
     if resources:
-        lines += ["Resource columns: the CUDA kernel (csrc/cuda) of the row's family at this dtype with the most "
-                  "registers, from nvcc's ptxas for sm_90; occupancy = resident threads / 2048 on an sm_90 SM.", "",
-                  "## CUDA kernels compiled for sm_90 (ptxas)", ""]
-        lines += markdown_table(RESOURCE_TABLE_COLUMNS, resources) + [""]
+        lines += ["Resource columns, cuda/triton: the CUDA kernel (csrc/cuda) of the row's family at this dtype with "
+                  "the most registers, and the Triton kernel the Triton backend launches for that row (its tiles as "
+                  "the launcher picks them), each compiled offline for sm_90 (ptxas); spill = spill stores + loads; "
+                  "occupancy = resident threads / 2048 on an sm_90 SM (kernel_resources).", "",
+                  "## Kernels compiled for sm_90", ""]
+        for source in ("cuda", "triton"):
+            mine = [r for r in resources if (r.source == "triton") == (source == "triton")]
+            if mine:
+                top = max(mine, key=lambda r: r.registers)
+                spilled = [f"`{r.name}` {r.spill_stores}/{r.spill_loads} B" for r in mine
+                           if r.spill_stores + r.spill_loads]
+                occupancies = [r.occupancy for r in mine]
+                lines.append(f"- {source}: at most {top.registers} registers (`{top.name}`); "
+                             + (f"spill stores/loads in {', '.join(spilled)}" if spilled else "no spills")
+                             + f"; occupancy {min(occupancies):.0%} to {max(occupancies):.0%}.")
+        lines += [""] + markdown_table(RESOURCE_TABLE_COLUMNS, resources) + [""]
     return "\n".join(lines) + "\n"
 
 
@@ -455,7 +503,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", help="folder for roofline-<device>-<dtype>-....md/.json (default: print only)")
     p.add_argument("--no-resources", action="store_true",
-                   help="skip the nvcc compile for sm_90 (registers, spills, shared memory, occupancy)")
+                   help="skip the offline compiles for sm_90 (registers, spills, shared memory, occupancy of the CUDA "
+                        "kernels with nvcc, of the Triton kernels with Triton: a minute or more)")
     args = p.parse_args(argv)
     if args.device not in DEVICES:
         p.error(f"--device: unknown {args.device!r}, expected one of {sorted(DEVICES)}")
@@ -465,7 +514,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    from .kernel_resources import cuda_resources
+    from .kernel_resources import cuda_resources, triton_resources
     from .log import log
 
     args = parse_args(argv)
@@ -473,13 +522,16 @@ def main(argv=None) -> int:
     command = " ".join(["python -m dfanet.tools.bench.roofline", *argv])
     h, w = args.size
     calls = record_forward(args.variant, args.batch, h, w)
-    resources = None
+    cuda, triton = [], []
     if not args.no_resources:
-        resources, reason = cuda_resources()
+        cuda, reason = cuda_resources()
         if reason:
-            log(f"no resource usage: {reason}")
+            log(f"no CUDA resource usage: {reason}")
+        triton, reason = triton_resources(calls, args.dtype)
+        if reason:
+            log(f"no Triton resource usage: {reason}")
     config = dict(variant=args.variant, height=h, width=w, batch=args.batch, dtype=args.dtype)
-    report = roofline_report(calls, Roofline.assumed(DEVICES[args.device], args.dtype), config, resources)
+    report = roofline_report(calls, Roofline.assumed(DEVICES[args.device], args.dtype), config, cuda, triton)
     markdown = roofline_markdown(report, command)
     if args.out:
         stem = f"roofline-{args.device}-{args.dtype}-{args.variant.replace(chr(39), 'prime')}-{h}x{w}-b{args.batch}"
