@@ -11,4 +11,6 @@ Method: docs/benchmarking.md ("The rules"); which module does what: its section 
 - ``log``: progress lines on stderr.
 - ``cpu_candidates`` + ``cpu_comparison``: the whole-model CPU comparison (``dfanet bench``).
 - ``gpu``: the GPU comparison (model, ops, layers), run by bench/gpu_check.sh as ``python -m dfanet.tools.bench.gpu``.
+- ``roofline`` + ``kernel_resources``: the floor of every kernel of one fused forward on a named GPU, and the
+  kernels' registers, spills and occupancy on sm_90, without a GPU (``python -m dfanet.tools.bench.roofline``).
 """
