@@ -196,22 +196,32 @@ def _capturing_launches(record):
     specialisation it would compile) instead of a compile and a launch. The launchers run on meta tensors, which
     torch's wrap_triton would not launch at all: their ``launchable`` hands over the raw kernel meanwhile, and the
     shape-chosen tiles replace autotuning (no timings without a GPU)."""
+    import torch
     from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.runtime.driver import driver
 
+    from dfanet_kernels import reference
     from dfanet_kernels.triton import dwsep_conv, fc_attention, upsample
 
     def hook(*, fn, compile, **_):
         record(fn.jit_function, compile)
         return True  # handled: neither compiled nor launched
 
+    conv = reference.conv
+
+    def conv_like_cudnn(*args, **kwargs):
+        # cuDNN writes a channels_last input's conv output channels_last (what the block's residual then is); the
+        # meta conv does not.
+        return conv(*args, **kwargs).contiguous(memory_format=torch.channels_last)
+
     saved = [(m, name, getattr(m, name)) for m in (dwsep_conv, fc_attention, upsample)
-             for name in ("launchable", "AUTOTUNE") if hasattr(m, name)]
+             for name in ("launchable", "AUTOTUNE") if hasattr(m, name)] + [(reference, "conv", conv)]
     previous_driver, previous_hook = driver._active, knobs.runtime.jit_cache_hook  # no public getter for either
     try:
+        replacements = {"launchable": lambda kernel: kernel, "AUTOTUNE": False, "conv": conv_like_cudnn}
         for module, name, _ in saved:
-            setattr(module, name, (lambda kernel: kernel) if name == "launchable" else False)
+            setattr(module, name, replacements[name])
         driver.set_active(_OfflineDriver(GPUTarget(*SM90_TARGET)))
         knobs.runtime.jit_cache_hook = hook
         yield
@@ -249,9 +259,15 @@ def _run_on_triton(call: "OpCall") -> None:
 
 
 def _variant_name(fn, compile: dict) -> str:
-    params = fn.arg_names
-    tiles = ", ".join(f"{params[i[0]]}={v}" for i, v in compile["constants"].items() if "BLOCK" in params[i[0]])
-    return f"{fn.__name__}[{tiles}, {compile['num_warps']} warps, {compile['num_stages']} stages]"
+    """The kernel and what its specialisation fixes: tiles and vector widths, the layout flags that are on, the int
+    arguments Triton saw as multiples of 16, warps and stages."""
+    params, signature = fn.arg_names, compile["signature"]
+    constants = {params[i[0]]: v for i, v in compile["constants"].items()}
+    parts = [f"{k}={v}" for k, v in constants.items() if k.isupper() and not isinstance(v, bool)]
+    parts += [k for k, v in constants.items() if k.isupper() and v is True]
+    parts += [f"{params[i[0]]}%16" for i, attrs in compile["configs"][0].items()
+              if attrs and not str(signature[params[i[0]]]).startswith("*")]
+    return f"{fn.__name__}[{', '.join(parts)}; {compile['num_warps']} warps, {compile['num_stages']} stages]"
 
 
 def compile_triton_sm90(fn, compile: dict, dtype: str) -> KernelResources:
