@@ -314,7 +314,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=1,
                    help="video frames per forward pass (default %(default)s)")
     p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                   help="refuse images of more than N pixels before decoding them (default 8192 x 8192 = 67108864)")
+                   help="refuse images (and videos whose frames have) more than N pixels before decoding them "
+                        "(default 8192 x 8192 = 67108864)")
     p.add_argument("--threads", type=_positive_int, default=None)
     p.set_defaults(func=cmd_predict)
 
