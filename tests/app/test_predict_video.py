@@ -176,6 +176,25 @@ def test_no_progress_bar_off_a_terminal(clip, tmp_path, capsys):
     assert "frame/s" not in capsys.readouterr().err
 
 
+def test_a_failure_mid_video_leaves_no_output(clip, tmp_path, monkeypatch):
+    """The error reaches the caller, the threads stop, and the half-written video is removed."""
+    from dfanet.tools.video import predict_video
+
+    model = DFANet(num_classes=19, variant="B").eval()
+    calls = []
+
+    def failing_predict(x):
+        calls.append(len(x))
+        if len(calls) == 3:
+            raise RuntimeError("out of memory (simulated)")
+        return DFANet.predict(model, x)
+
+    monkeypatch.setattr(model, "predict", failing_predict)
+    with pytest.raises(RuntimeError, match="simulated"):
+        predict_video(model, clip, tmp_path / "seg.mp4", batch_size=2)
+    assert calls == [2, 2, 2] and not list(tmp_path.iterdir())
+
+
 def test_frames_are_drawn_a_bounded_number_ahead():
     """What keeps a long video out of memory: the decoder runs at most ``depth`` frames ahead of the model."""
     from concurrent.futures import ThreadPoolExecutor
