@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v")
 # --out's suffix picks the container and codec: H.264 in MP4 plays everywhere but is lossy (a colour's edges blur a
-# little); FFV1 in Matroska is lossless, every pixel of the mask exact, in files several times larger.
+# little); FFV1 in Matroska is lossless, every pixel of the mask exact, in larger files (30 frames of 512x1024 colour
+# masks: 3.6x H.264's size; overlays, as noisy as the video: 45x).
 ENCODINGS = {".mp4": ("mp4", "libx264"), ".mkv": ("matroska", "ffv1")}
 # Frames decoded ahead of the model and frames waiting for the encoder, per batch: enough for each thread to keep
 # working while the model runs, few enough that memory stays a few frames whatever the video's length.
