@@ -139,9 +139,20 @@ def tiny_video(path):
     write_video(path, [np.zeros((20, 24, 3), dtype=np.uint8)] * 2)
 
 
+def audio_only(path):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
 @pytest.mark.parametrize("make, message", [
     (junk_video, "video: {path}: cannot read"),
     (tiny_video, "video: {path} has 24x20 (WxH) frames; DFANet takes images of at least 32x32"),
+    (audio_only, "video: {path} has no video stream"),
 ])
 def test_bad_videos_are_one_line_errors_naming_the_file_before_any_work(clip, tmp_path, caplog, make, message):
     folder = tmp_path / "inputs"
