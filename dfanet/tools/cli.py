@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..training.stopped import Stopped
 from ..variants import VARIANTS
+from .formats import FORMATS
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -76,15 +77,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from ..training.distributed import check_backend
     from ..training.images import MAX_PIXELS
+    from .formats import check_format
     from .predict import expand_inputs, load_model, output_paths, predict_files
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    images = expand_inputs(args.images)
-    outs = output_paths(images, args.out, keep=[args.weights] if args.weights else [])
+    check_format(args.format, args.num_classes)
+    inputs = expand_inputs(args.inputs)
+    outs = output_paths(inputs, args.out, keep=[args.weights] if args.weights else [])
     check_backend(args.backend, torch.device("cpu"))
     model = load_model(args.weights, args.variant, args.num_classes, args.backend)
-    predict_files(model, images, outs, with_overlay=args.overlay, max_pixels=args.max_pixels or MAX_PIXELS)
+    predict_files(model, inputs, outs, fmt=args.format, max_pixels=args.max_pixels or MAX_PIXELS,
+                  batch_size=args.batch_size)
     return 0
 
 
@@ -290,19 +294,28 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", default="bench/out", help="folder for the Markdown, JSON and PNG report")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("predict", help="segment images and write colourised masks (PNG)")
-    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p = sub.add_parser("predict", help="segment images and videos: colour masks, overlays or label-id PNGs")
+    p.add_argument("inputs", nargs="+", metavar="input",
+                   help="image or video files, or folders of them (images and videos may be mixed)")
     p.add_argument("--out", required=True,
-                   help="output .png for one image, or a folder that gets <image name>.png per image (images whose "
-                        "names differ only in folder or extension, e.g. a/x.png and b/x.jpg, are refused: predict "
-                        "them into separate --out folders)")
+                   help="output .png for one image, .mp4 (H.264) or .mkv (FFV1, lossless) for one video, or a folder "
+                        "that gets <name>.png per image and <name>.mp4 per video (inputs whose names differ only in "
+                        "folder or extension, e.g. a/x.png and b/x.jpg, are refused: predict them into separate "
+                        "--out folders)")
+    p.add_argument("--format", default="color", choices=FORMATS,
+                   help="color: the colour mask (default); overlay: the colours blended over the input; labelid: "
+                        "Cityscapes label ids as 8-bit PNG, what its evaluator and test server read (19-class "
+                        "models); trainid: the class ids as 8-bit PNG. Videos take color or overlay")
     p.add_argument("--weights", default=None, help="DFANet state_dict (.pt); random weights if omitted")
     p.add_argument("--variant", default="A", choices=list(VARIANTS))
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--backend", default=None, choices=["reference", "cpu", "triton", "cuda"])
-    p.add_argument("--overlay", action="store_true", help="blend the mask over the image")
+    p.add_argument("--overlay", dest="format", action="store_const", const="overlay", help="--format overlay")
+    p.add_argument("--batch-size", type=_positive_int, default=1,
+                   help="video frames per forward pass (default %(default)s)")
     p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
-                   help="refuse images of more than N pixels before decoding them (default 8192 x 8192 = 67108864)")
+                   help="refuse images (and videos whose frames have) more than N pixels before decoding them "
+                        "(default 8192 x 8192 = 67108864)")
     p.add_argument("--threads", type=_positive_int, default=None)
     p.set_defaults(func=cmd_predict)
 
@@ -411,7 +424,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 # What the commands import beyond the model's torch and numpy, and the extra that installs it.
-EXTRAS = {"PIL": "app", "tqdm": "app", "cityscapesscripts": "app", "tomli": "app", "matplotlib": "bench",
+EXTRAS = {"PIL": "app", "tqdm": "app", "cityscapesscripts": "app", "tomli": "app", "av": "video", "matplotlib": "bench",
           "onnx": "bench", "onnxscript": "bench", "onnxruntime": "bench", "openvino": "bench"}
 
 

@@ -1,5 +1,6 @@
 """What `pip install -e .` alone gives: the model and the kernels run with torch and numpy only, none of the
-application's packages (the extras `app` and `bench`) importable, and the library never imports the application."""
+application's packages (the extras `app`, `video` and `bench`) importable, and the library never imports the
+application."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 import dfanet
 
 # Every package an extra brings (pyproject.toml), as imported.
-APPLICATION_PACKAGES = ("PIL", "tqdm", "cityscapesscripts", "tomli", "matplotlib", "onnx", "onnxscript", "onnxruntime",
-                        "openvino", "pytest", "pytest_benchmark", "triton")
+APPLICATION_PACKAGES = ("PIL", "tqdm", "cityscapesscripts", "tomli", "av", "matplotlib", "onnx", "onnxscript",
+                        "onnxruntime", "openvino", "pytest", "pytest_benchmark", "triton")
 
 # Run in a fresh interpreter where the application's packages cannot be imported: a None in sys.modules makes
 # `import X` raise ModuleNotFoundError and importlib.util.find_spec(X) return None, as for a package not installed.
