@@ -308,7 +308,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=2,
                    help="intra-op threads for every runtime (default 2)")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds; each runs every candidate once")
-    p.add_argument("--candidates", nargs="+", default=None, help="subset of candidates to run (default: all)")
+    p.add_argument("--candidates", nargs="+", default=None,
+                   help="subset of candidates to run (default: all but aoti, the fused model's AOTInductor package, "
+                        "which runs when named: its compile takes minutes)")
     p.add_argument("--out", default="bench/out", help="folder for the Markdown, JSON and PNG report")
     p.set_defaults(func=cmd_bench)
 
