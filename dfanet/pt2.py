@@ -48,8 +48,8 @@ def export_pt2(model: DFANet, path: str | os.PathLike, batch: int = 1, height: i
 
 
 class Pt2Model:
-    """A loaded package: ``model(x) -> logits`` for a float32 CPU ``x`` of ``input_shape`` (checked here, since the
-    compiled code would read out of bounds of any other shape)."""
+    """A loaded package: ``model(x) -> logits`` for a float32 ``x`` of ``input_shape`` on ``device`` (checked here,
+    since the compiled code would read out of bounds of any other shape)."""
 
     def __init__(self, compiled, path: Path):
         metadata = compiled.get_metadata()
@@ -58,11 +58,12 @@ class Pt2Model:
         self._compiled = compiled
         self.input_shape = tuple(int(v) for v in metadata[INPUT_SHAPE].split("x"))
         self.num_classes = int(metadata[NUM_CLASSES])
+        self.device = metadata["AOTI_DEVICE_KEY"]  # "cpu" or "cuda", as AOTInductor records it
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape) != self.input_shape or x.dtype != torch.float32 or x.device.type != "cpu":
-            raise ValueError(f"x: this package takes a float32 CPU tensor of shape {self.input_shape}, got "
-                             f"{x.dtype} on {x.device} of shape {tuple(x.shape)}")
+        if tuple(x.shape) != self.input_shape or x.dtype != torch.float32 or x.device.type != self.device:
+            raise ValueError(f"x: this package takes a float32 tensor on {self.device} of shape {self.input_shape}, "
+                             f"got {x.dtype} on {x.device} of shape {tuple(x.shape)}")
         return self._compiled(x.contiguous())  # compiled for the strides of the contiguous example
 
 
