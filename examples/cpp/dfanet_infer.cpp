@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <stdexcept>
@@ -87,6 +88,7 @@ int main(int argc, char** argv) {
   const std::string model = argv[1], image = argv[2], out = argv[3];
   try {
     load_kernels();
+    if (!std::filesystem::is_regular_file(model)) throw std::runtime_error(model + ": no such file");
     torch::inductor::AOTIModelPackageLoader loader(model);
     const at::Tensor x = read_image(image, input_shape(loader, model));
     const at::Tensor logits = loader.run({x}).at(0);
@@ -96,6 +98,9 @@ int main(int argc, char** argv) {
                         mask.data_ptr<uint8_t>(), static_cast<int>(mask.size(1)))) {
       throw std::runtime_error(out + ": cannot write the PNG");
     }
+  } catch (const c10::Error& err) {  // torch's errors: the message without its C++ stack trace
+    std::cerr << "dfanet_infer: " << err.what_without_backtrace() << "\n";
+    return 1;
   } catch (const std::exception& err) {
     std::cerr << "dfanet_infer: " << err.what() << "\n";
     return 1;

@@ -151,9 +151,10 @@ def test_package_in_a_fresh_process_equals_the_fused_model(exported, tmp_path):
 @pytest.mark.xdist_group("pt2")
 def test_load_pt2_checks_the_input(exported):
     compiled = load_pt2(exported[0])
-    assert compiled.input_shape == (1, 3, *SIZE) and compiled.num_classes == 19
-    with pytest.raises(ValueError, match=r"x: this package takes a float32 CPU tensor of shape \(1, 3, 64, 96\)"):
-        compiled(torch.randn(1, 3, 64, 64))
+    assert (compiled.input_shape, compiled.num_classes, compiled.device) == ((1, 3, *SIZE), 19, "cpu")
+    for bad in (torch.randn(1, 3, 64, 64), torch.randn(2, 3, *SIZE), torch.randn(1, 3, *SIZE, dtype=torch.float64)):
+        with pytest.raises(ValueError, match=r"x: this package takes a float32 tensor on cpu of shape \(1, 3, 64, 96"):
+            compiled(bad)
     x = torch.randn(1, 3, *SIZE)
     torch.testing.assert_close(compiled(x.contiguous(memory_format=torch.channels_last)), compiled(x), rtol=0, atol=0)
 
@@ -226,3 +227,6 @@ def test_cpp_example_writes_the_python_mask(exported, dfanet_infer, tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "small.png: 32x96 (HxW), but the package takes one image of 1x3x64x96" in \
         result.stderr and not (tmp_path / "m2.png").exists()
+    result = subprocess.run([str(dfanet_infer), str(tmp_path / "none.pt2"), str(tmp_path / "image.png"),
+                             str(tmp_path / "m3.png")], capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stderr) == (1, f"dfanet_infer: {tmp_path / 'none.pt2'}: no such file\n")
