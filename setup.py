@@ -1,5 +1,10 @@
 """Builds dfanet_kernels._C: the C++ CPU kernels always, the CUDA kernels where CUDA is available.
 
+_C.abi3.so is a plain shared library of torch ops, not a Python module: it needs libtorch and libc10 only (no
+libpython, no libtorch_python), so a C++ program can load it too (examples/cpp). py_limited_api=True is what makes
+torch's build helpers leave libtorch_python out; Python loads the library with torch.ops.load_library
+(dfanet_kernels/backends.py).
+
 Switches (environment variables):
   DFANET_FORCE_CUDA=1   build the CUDA sources even if torch.cuda reports no device (needs a CUDA torch + nvcc)
   DFANET_SKIP_CUDA=1    never build the CUDA sources
@@ -75,7 +80,7 @@ def extensions():
     if not _want_cuda():
         print(f"dfanet_kernels: building CPU kernels ({len(sources)} sources)")
         return [CppExtension("dfanet_kernels._C", sources, extra_compile_args={"cxx": cxx_flags},
-                             extra_link_args=link_flags)]
+                             extra_link_args=link_flags, py_limited_api=True)]
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;8.6;8.9;9.0+PTX")
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda/*.cpp"))
     print(
@@ -89,6 +94,7 @@ def extensions():
             sources + cuda_sources,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             extra_link_args=link_flags,
+            py_limited_api=True,
         )
     ]
 

@@ -1,15 +1,8 @@
 // Schemas of the dfanet ops, defined once. Each backend file (csrc/cpu/*.cpp, csrc/cuda/*_glue.cpp) adds only its own
 // TORCH_LIBRARY_IMPL block. Fake (meta) implementations live in dfanet_kernels/_fake.py.
-#include <Python.h>
+// No Python here: loading the library (torch.ops.load_library in Python, dlopen in C++) runs the static initialisers
+// below, which register the ops.
 #include <torch/library.h>
-
-extern "C" {
-// Importing dfanet_kernels._C runs the static initialisers below, which register the ops.
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
 
 TORCH_LIBRARY(dfanet, m) {
   m.def(

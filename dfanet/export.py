@@ -43,16 +43,19 @@ def unfused_copy(model: DFANet) -> DFANet:
 
 @contextlib.contextmanager
 def _quiet_exporter():
-    """Silence the exporters' chatter (registration notes, tracer warnings on shape checks) for one export."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Silence the exporters' chatter (registration notes, tracer warnings on shape checks, the dynamo exporter's
+    optimiser passes, which log at INFO) for one export."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def export_onnx(model: DFANet, path: str | Path, batch: int = 1, height: int = 512, width: int = 1024) -> ExportResult:

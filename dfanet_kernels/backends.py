@@ -1,35 +1,43 @@
 """Which backends exist on this machine, and which one a call runs on.
 
-The compiled library (``dfanet_kernels._C``) is loaded once, here. If it is missing or broken the package still
+The compiled library (``dfanet_kernels/_C.abi3.so``, built by setup.py) is loaded once, here. It is a plain shared
+library of torch ops, not a Python module (C++ programs load the same file: examples/cpp), so it is loaded with
+``torch.ops.load_library``, whose static initialisers register the ops. If it is missing or broken the package still
 imports and runs on the reference backend, with one warning that says how to rebuild.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
 from .constants import BACKEND_DTYPES, BACKENDS
 
-_REBUILD_HINT = "rebuild with `pip install --no-build-isolation -e .` (see README, 'Install')"
+REBUILD_HINT = "rebuild with `pip install --no-build-isolation -e .` (see README, 'Install')"
+# setup.py's extension dfanet_kernels._C, built with py_limited_api: the one name it has on every Python version.
+# (A `_C.cpython-*.so` beside it is a stale build of the old Python-module form, never loaded.)
+LIBRARY_PATH = Path(__file__).with_name("_C.abi3.so")
 
 
-def _load_compiled_library():
-    """The ``dfanet_kernels._C`` module, or None (with a warning) if it could not be loaded."""
+def _load_compiled_library() -> Path | None:
+    """LIBRARY_PATH once loaded, or None (with a warning) if it is missing or cannot be loaded."""
     try:
-        return importlib.import_module("dfanet_kernels._C")
-    except ImportError as err:  # a missing or ABI-incompatible build: keep working on the reference backend
+        if not LIBRARY_PATH.is_file():
+            raise OSError(f"{LIBRARY_PATH} is not built")
+        torch.ops.load_library(LIBRARY_PATH)
+    except OSError as err:  # a missing or ABI-incompatible build: keep working on the reference backend
         warnings.warn(
             f"dfanet_kernels: the compiled kernels could not be loaded ({err}); the 'cpu' and 'cuda' backends are "
-            f"unavailable and ops fall back to the slow reference backend. To fix: {_REBUILD_HINT}.",
+            f"unavailable and ops fall back to the slow reference backend. To fix: {REBUILD_HINT}.",
             RuntimeWarning,
             stacklevel=4,
         )
         return None
+    return LIBRARY_PATH
 
 
 # Everything below is fixed for the life of the process, so it is worked out once, at import: the choice of backend
@@ -45,8 +53,8 @@ _TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _CUDA_AVAILABLE = torch.cuda.is_available()
 
 
-def compiled_library():
-    """The loaded ``dfanet_kernels._C`` module, or None if it could not be loaded."""
+def compiled_library() -> Path | None:
+    """The path of the loaded compiled library (for a C++ program to load too), or None if it could not be loaded."""
     return _LIBRARY
 
 
@@ -65,13 +73,13 @@ def unavailable_reason(backend: str, device: torch.device) -> str | None:
     if backend == "cpu":
         if device.type != "cpu":
             return f"backend 'cpu' runs on CPU tensors, got a tensor on {device}"
-        return None if _COMPILED_KERNELS["CPU"] else f"the compiled CPU kernels are not built; {_REBUILD_HINT}"
+        return None if _COMPILED_KERNELS["CPU"] else f"the compiled CPU kernels are not built; {REBUILD_HINT}"
     if backend == "cuda":
         if device.type != "cuda":
             return f"backend 'cuda' runs on CUDA tensors, got a tensor on {device}"
         return None if _COMPILED_KERNELS["CUDA"] else (
             "the CUDA kernels are not built (torch without CUDA or no nvcc at build time); "
-            f"{_REBUILD_HINT} on a machine with a CUDA build of torch"
+            f"{REBUILD_HINT} on a machine with a CUDA build of torch"
         )
     if backend == "triton":
         if device.type not in ("cuda", "cpu"):

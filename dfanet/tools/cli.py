@@ -1,4 +1,4 @@
-"""The ``dfanet`` command: summary, bench, predict, train, eval, pretrain."""
+"""The ``dfanet`` command: summary, bench, predict, export, train, eval, pretrain."""
 
 from __future__ import annotations
 
@@ -89,6 +89,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = load_model(args.weights, args.variant, args.num_classes, args.backend)
     predict_files(model, inputs, outs, fmt=args.format, max_pixels=args.max_pixels or MAX_PIXELS,
                   batch_size=args.batch_size)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..model import DFANet
+    from ..training.io import atomic_path
+
+    if args.format == "onnx":
+        import onnx  # noqa: F401  (the exporter needs it; a missing one is reported with the extra to install)
+
+        from ..export import export_onnx as export
+    else:
+        from ..pt2 import export_pt2 as export
+    model = DFANet(num_classes=args.num_classes, variant=args.variant, fused=True)
+    if args.weights is not None:
+        from ..pretrained import load_weights
+
+        load_weights(model, args.weights)
+    with atomic_path(args.out) as tmp:
+        result = export(model.eval(), tmp, args.batch, *args.size)
+    size = Path(args.out).stat().st_size / 2**20
+    print(f"{args.out}: {args.format}, {size:.1f} MiB, exported in {result.seconds:.1f} s ({result.exporter})")
     return 0
 
 
@@ -290,7 +312,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=2,
                    help="intra-op threads for every runtime (default 2)")
     p.add_argument("--rounds", type=int, default=10, help="timed rounds; each runs every candidate once")
-    p.add_argument("--candidates", nargs="+", default=None, help="subset of candidates to run (default: all)")
+    p.add_argument("--candidates", nargs="+", default=None,
+                   help="subset of candidates to run (default: all but aoti, the fused model's AOTInductor package, "
+                        "which runs when named: its compile takes minutes)")
     p.add_argument("--out", default="bench/out", help="folder for the Markdown, JSON and PNG report")
     p.set_defaults(func=cmd_bench)
 
@@ -318,6 +342,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         "(default 8192 x 8192 = 67108864)")
     p.add_argument("--threads", type=_positive_int, default=None)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write the model as a file to deploy: ONNX (the unfused model) or an "
+                                      "AOTInductor package (.pt2, the fused model)",
+                       description="Export DFANet for a static input size. onnx: the unfused model (BatchNorm and "
+                                   "all) in standard ONNX operators, for ONNX Runtime or OpenVINO. pt2: the fused "
+                                   "model compiled by torch.export + AOTInductor, calling the dfanet kernels; load it "
+                                   "with dfanet.pt2.load_pt2 or from C++ (examples/cpp).")
+    p.add_argument("--format", required=True, choices=["onnx", "pt2"])
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (replaced atomically)")
+    p.add_argument("--weights", default=None, help="DFANet state_dict (.pt) or checkpoint; random weights if omitted")
+    p.add_argument("--variant", default="A", choices=list(VARIANTS))
+    p.add_argument("--num-classes", type=_positive_int, default=19)
+    p.add_argument("--size", type=parse_size, default=(512, 1024),
+                   help="the input HxW the file takes, and only that (default 512x1024)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="the input batch the file takes (default 1)")
+    p.set_defaults(func=cmd_export)
 
     # The training commands' options need modules that import torch: built only for the command being parsed.
     training_commands = {

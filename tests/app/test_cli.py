@@ -15,7 +15,8 @@ from dfanet.tools.cli import main
 from dfanet.tools.palette import palette
 
 
-@pytest.mark.parametrize("command", [[], ["summary"], ["bench"], ["predict"], ["train"], ["eval"], ["pretrain"]])
+@pytest.mark.parametrize("command", [[], ["summary"], ["bench"], ["predict"], ["export"], ["train"], ["eval"],
+                                     ["pretrain"]])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])

@@ -1,9 +1,11 @@
 """Backend selection: automatic choice per device, clear errors for unavailable ones, a working fallback."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -34,12 +36,17 @@ def test_unavailable_or_unknown_backend_is_a_clear_error(backend, message):
         dk.upsample_add([x], (5, 5), backend=backend)
 
 
-def test_package_imports_without_the_compiled_library_and_warns():
-    """A failed build must not break `import dfanet_kernels`: warn with the fix, and run on the reference."""
+@pytest.mark.parametrize("library", [None, b"not a shared library"], ids=["missing", "broken"])
+def test_package_imports_without_the_compiled_library_and_warns(tmp_path, library):
+    """A failed build must not break `import dfanet_kernels`: warn with the fix, and run on the reference. The child
+    imports a copy of the package whose library is missing, or is a file the loader cannot load."""
+    package = Path(dk.__file__).parent
+    shutil.copytree(package, tmp_path / package.name, ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    if library is not None:
+        (tmp_path / package.name / backends.LIBRARY_PATH.name).write_bytes(library)
     script = textwrap.dedent(
         """
-        import sys, warnings
-        sys.modules["dfanet_kernels._C"] = None  # makes `import dfanet_kernels._C` raise ImportError
+        import warnings
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             import dfanet_kernels as dk
@@ -51,19 +58,36 @@ def test_package_imports_without_the_compiled_library_and_warns():
         """
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # no Triton-on-CPU in this child
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    # `python -c` puts its working directory first on sys.path: the copy, not this checkout, is imported.
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env,
+                            cwd=tmp_path)
     lines = result.stdout.splitlines()
     assert lines[0] == "['reference']"
     assert lines[1] == "(1, 3, 5, 5)"
-    assert "pip install --no-build-isolation -e ." in lines[2]
+    assert "pip install --no-build-isolation -e ." in lines[2] and "_C.abi3.so" in lines[2]
 
 
 def test_compiled_cpu_kernels_are_built():
     """The CPU kernel tests skip when the extension is missing (so the reference-only fallback stays testable);
     this test makes a missing or broken build a failure instead of a quiet sea of skips."""
     assert "cpu" in dk.available_backends("cpu"), (
-        "dfanet_kernels._C is missing or failed to load: rebuild with `pip install --no-build-isolation -e .`"
+        f"{backends.LIBRARY_PATH} is missing or failed to load: rebuild with `pip install --no-build-isolation -e .`"
     )
+
+
+@needs_cpu_kernels
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="readelf (binutils) is not installed")
+def test_compiled_library_needs_no_python():
+    """The library is for C++ programs too (examples/cpp): it must need libtorch and libc10 only, neither libpython
+    nor libtorch_python, and use no Python symbol (a PyInit function would leave Py* symbols undefined)."""
+    path = str(backends.compiled_library())
+    dynamic = subprocess.run(["readelf", "--dynamic", "--wide", path], capture_output=True, text=True, check=True)
+    needed = [line.split("[", 1)[1].rstrip("]") for line in dynamic.stdout.splitlines() if "(NEEDED)" in line]
+    assert "libtorch_cpu.so" in needed and "libc10.so" in needed, needed
+    assert not [n for n in needed if "python" in n], needed
+    symbols = subprocess.run(["readelf", "--dyn-syms", "--wide", path], capture_output=True, text=True, check=True)
+    undefined = [f[7] for f in map(str.split, symbols.stdout.splitlines()) if len(f) >= 8 and f[6] == "UND"]
+    assert not [s for s in undefined if s.startswith(("Py", "_Py"))], undefined
 
 
 def test_installed_triton_makes_the_triton_backend_available():

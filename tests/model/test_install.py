@@ -33,7 +33,7 @@ def test_model_and_kernels_run_without_the_application_packages():
 import torch
 import dfanet_kernels as dk
 from dfanet import DFANet
-import dfanet.cuda_graph, dfanet.export, dfanet.pretrained, dfanet.classifier, dfanet.testing
+import dfanet.cuda_graph, dfanet.export, dfanet.pt2, dfanet.pretrained, dfanet.classifier, dfanet.testing
 
 torch.manual_seed(0)
 unfused = DFANet(num_classes=5, variant="B").eval()

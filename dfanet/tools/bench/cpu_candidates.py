@@ -2,8 +2,9 @@
 :class:`Candidate` (one forward on the prepared input, and how to read its output) or raises :class:`Unavailable`.
 
 All share one random DFANet (``models.build_model``): eager NCHW, eager channels_last, torch.compile, ONNX Runtime
-and OpenVINO (both from one ONNX export of the unfused model), and the fused path (``DFANet(fused=True)``), in fp32;
-and one lower-precision row shown beside them, not as a baseline: OpenVINO in bf16 (its default on CPUs that compute
+and OpenVINO (both from one ONNX export of the unfused model), the fused path (``DFANet(fused=True)``) and, when
+named (``OPT_IN``), its AOTInductor package (``dfanet export --format pt2``, compiled in the run), in fp32; and one
+lower-precision row shown beside them, not as a baseline: OpenVINO in bf16 (its default on CPUs that compute
 bf16 natively). To add a candidate: write a builder and add it to ``BUILDERS``.
 """
 
@@ -23,7 +24,10 @@ from ...model import DFANet
 from .log import log
 from .models import build_twin
 
-CANDIDATES = ("eager", "channels_last", "compile", "onnxruntime", "openvino", "openvino_bf16", "fused")
+CANDIDATES = ("eager", "channels_last", "compile", "onnxruntime", "openvino", "openvino_bf16", "fused", "aoti")
+# Run only when named: the fused model itself in another runtime (a check of the package's speed, not a baseline),
+# whose compile takes ~1.5 min on 2 CPUs, six times torch.compile's.
+OPT_IN = ("aoti",)
 
 
 class Unavailable(Exception):
@@ -163,16 +167,34 @@ def _fused(ctx: Context) -> Candidate:
                      "NCHW input, read by the first conv kernel, NHWC inside", _inference(lambda: model(x)))
 
 
+def _aoti(ctx: Context) -> Candidate:
+    from ...pt2 import export_pt2, load_pt2
+
+    n, _, h, w = ctx.x.shape
+    log(f"AOTInductor: exporting and compiling the fused model ({n}x3x{h}x{w}) ...", ctx.verbose)
+    start = time.perf_counter()
+    package = export_pt2(build_twin(ctx.model, fused=True), ctx.work_dir / "dfanet-fused.pt2", n, h, w).path
+    compiled = load_pt2(package)
+    seconds = time.perf_counter() - start
+    log(f"AOTInductor: compiled and loaded in {seconds:.1f} s", ctx.verbose)
+    x = ctx.x
+    return Candidate("aoti", "AOTInductor package of the fused model (dfanet export --format pt2: torch.export, "
+                     "aoti_compile_and_package), loaded with dfanet.pt2.load_pt2, NCHW input",
+                     _inference(lambda: compiled(x)), setup_s=seconds)
+
+
 BUILDERS: dict[str, Callable[[Context], Candidate]] = {
     "eager": _eager, "channels_last": _channels_last, "compile": _compile,
     "onnxruntime": _onnxruntime, "openvino": _openvino, "openvino_bf16": _openvino_bf16, "fused": _fused,
+    "aoti": _aoti,
 }
 
 
 def parse_candidates(candidates: Sequence[str] | str | None) -> list[str]:
-    """The candidate names asked for (None: all), checked; a string may list them separated by commas."""
+    """The candidate names asked for (None: all but the OPT_IN ones), checked; a string may list them separated by
+    commas."""
     if candidates is None:
-        return list(CANDIDATES)
+        return [c for c in CANDIDATES if c not in OPT_IN]
     if isinstance(candidates, str):
         candidates = [c.strip() for c in candidates.split(",") if c.strip()]
     unknown = [c for c in candidates if c not in CANDIDATES]

@@ -226,7 +226,7 @@ def run_comparison(
     Args:
         variant: "A", "B" or "A'". height, width: input size (>= 32). batch: images per forward.
         threads: CPU threads for every runtime. rounds: interleaved timing rounds (>= 10 for a report).
-        candidates: names from :data:`CANDIDATES` (list or comma-separated string); None for all.
+        candidates: names from :data:`CANDIDATES` (list or comma-separated string); None for all but :data:`OPT_IN`.
         out_dir: if given, the Markdown table, JSON and bar chart are written there (see :meth:`Report.write`).
         memory: also measure peak allocator memory of one forward for the torch-based candidates.
         verbose: log lines and a progress bar on stderr.
