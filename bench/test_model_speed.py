@@ -1,6 +1,7 @@
-"""Whole DFANet on CPU: fused vs eager NCHW, eager channels_last, torch.compile, ONNX Runtime, OpenVINO.
+"""Whole DFANet on CPU: fused vs eager NCHW, eager channels_last, torch.compile, ONNX Runtime, OpenVINO; and the
+fused model's labels, ``predict`` vs forward + argmax.
 
-The numbers to quote come from the interleaved comparison (``dfanet.tools.bench.cpu_comparison``), run once for this
+The numbers to quote come from the interleaved comparisons (``dfanet.tools.bench.cpu_comparison``), run once for this
 module and printed at the end of the session; each candidate is also recorded with pytest-benchmark.
 """
 
@@ -11,7 +12,8 @@ import time
 import pytest
 
 from dfanet.tools.bench.cpu_candidates import CANDIDATES
-from dfanet.tools.bench.cpu_comparison import Comparison
+from dfanet.tools.bench.cpu_comparison import Comparison, predict_comparison
+from dfanet.tools.bench.report import write_markdown_and_json
 from dfanet.tools.bench.timing import PAUSE_S
 
 
@@ -54,3 +56,14 @@ def test_model_speed(name, comparison, bench_config, benchmark):
     # setup's sleep is outside the timing: the previous test's runtime threads go idle first (docs/benchmarking.md).
     benchmark.pedantic(comp.candidates[name].run, setup=lambda: time.sleep(PAUSE_S),
                        rounds=c.rounds, iterations=1, warmup_rounds=1)
+
+
+def test_predict_speed(bench_config, bench_summary):
+    """predict (labels from the quarter-size logits) against forward + argmax on the fused model, in interleaved
+    rounds; printed at the end of the session and written beside the other reports."""
+    c = bench_config
+    result = predict_comparison(c.variant, c.height, c.width, c.batch, c.threads, c.rounds)
+    stem = f"predict-{c.variant.replace(chr(39), 'prime')}-{c.height}x{c.width}-b{c.batch}-t{c.threads}"
+    write_markdown_and_json(c.out_dir, stem, result["markdown"], {k: v for k, v in result.items() if k != "markdown"})
+    bench_summary(f"DFANet {c.variant} predict vs forward + argmax, {c.height}x{c.width}",
+                  result["markdown"] + f"Written: {c.out_dir / stem}.md/.json")

@@ -134,4 +134,13 @@ inline void check_upsample(at::TensorList inputs, at::IntArrayRef size, bool sam
   }
 }
 
+// Checks the input of upsample_labels.
+inline void check_upsample_labels(const at::Tensor& x, at::IntArrayRef size) {
+  check_activation(x, "x");
+  TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0, "size: expected two positive ints, got ", size);
+}
+
+// The labels' dtype for `channels` classes: uint8 holds up to 256 (dfanet_kernels.constants.labels_dtype).
+inline at::ScalarType labels_dtype(int64_t channels) { return channels <= 256 ? at::kByte : at::kLong; }
+
 }  // namespace dfanet

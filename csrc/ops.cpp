@@ -12,6 +12,9 @@ TORCH_LIBRARY(dfanet, m) {
       "fc_attention(Tensor x, Tensor fc_weight, Tensor? fc_bias, Tensor conv_weight, Tensor? conv_bias) -> Tensor");
   m.def("upsample_concat(Tensor[] inputs, SymInt[2] size) -> Tensor");
   m.def("upsample_add(Tensor[] inputs, SymInt[2] size) -> Tensor");
+  // argmax(bilinear(x, size), dim=1): N x H x W labels, uint8 for up to 256 channels, else int64; the resized map is
+  // never written (DFANet.predict).
+  m.def("upsample_labels(Tensor x, SymInt[2] size) -> Tensor");
   // A whole Xception block: sep3(sep2(sep1(x))) + shortcut(x), sep_i = ReLU -> depthwise 3x3 (no bias) -> 1x1 + pb_i;
   // sep1 and the shortcut (a 1x1 conv + bias, or the identity when shortcut_weight is None) have the stride.
   // x = upsample_concat(inputs, inputs[0]'s H x W): usually one tensor; several form a concatenation that the CPU

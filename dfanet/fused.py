@@ -146,6 +146,9 @@ class FusedRunner:
     def add(self, inputs, size):
         return dk.upsample_add(inputs, tuple(size), backend=self.folded.backend)
 
+    def labels(self, x, size):
+        return dk.upsample_labels(x, tuple(size), backend=self.folded.backend)
+
     def reduce_low(self, backbone, x):
         return self.folded.low_reduce[backbone](x)
 

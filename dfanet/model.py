@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dfanet_kernels import reference
-from dfanet_kernels.constants import BACKENDS
+from dfanet_kernels.constants import BACKENDS, labels_dtype  # noqa: F401  (labels_dtype: still dfanet.model's)
 
 from .fused import FoldCache
 from .layers import Backbone, ConvBNReLU, Decoder, FCAttention, XceptionBlock
@@ -31,6 +31,8 @@ class Runner(Protocol):
     def attention(self, backbone: int, x: torch.Tensor) -> torch.Tensor: ...
     def concat(self, inputs: Sequence[torch.Tensor], size: Sequence[int]) -> Any: ...
     def add(self, inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor: ...
+    # The argmax over channels of x resized to size, in labels_dtype (predict's last step instead of add([x])).
+    def labels(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor: ...
     def reduce_low(self, backbone: int, x: torch.Tensor) -> torch.Tensor: ...
     def fuse_low(self, x: torch.Tensor) -> torch.Tensor: ...
     def reduce_high(self, backbone: int, x: torch.Tensor) -> torch.Tensor: ...
@@ -58,6 +60,9 @@ class EagerRunner:
     def add(self, inputs, size):
         return reference.upsample_add(inputs, size)
 
+    def labels(self, x, size):
+        return reference.upsample_labels(x, size)
+
     def reduce_low(self, backbone, x):
         return self.model.decoder.low_reduce[backbone](x)
 
@@ -84,11 +89,6 @@ def check_input(x: object) -> torch.Tensor:
     if h < MIN_INPUT_SIZE or w < MIN_INPUT_SIZE:
         raise ValueError(f"x: expected H and W >= {MIN_INPUT_SIZE}, got {h} x {w}")
     return x
-
-
-def labels_dtype(num_classes: int) -> torch.dtype:
-    """The dtype of DFANet.predict's labels: uint8 holds up to 256 classes (a quarter of int32's bytes)."""
-    return torch.uint8 if num_classes <= 256 else torch.int64
 
 
 def _fold_before_loading(model: "DFANet", *hook_args) -> None:
@@ -184,20 +184,26 @@ class DFANet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run_checked(x, labels=False)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """One label per pixel: N x H x W, uint8 for up to 256 classes, else int64 (what ``forward(x).argmax(1)``
+        gives, except where two logits tie within rounding). Runs without autograd, in the model's current mode.
+        Fused in eval, the last step resizes the quarter-size logits and keeps only each pixel's argmax
+        (``dfanet_kernels.upsample_labels``): the full-size logits, the largest tensor of the forward, are never
+        written. Elsewhere (and on the reference backend) it is exactly ``forward(x).argmax(1)``."""
+        return self._run_checked(x, labels=True)
+
+    def _run_checked(self, x: torch.Tensor, labels: bool) -> torch.Tensor:
         check_input(x)
         x = self._input_for_weights(x)
         if self.fused and not self.training:  # the fused stem takes the image as it is (see FusedRunner.stem)
             if torch.is_autocast_enabled(x.device.type):  # the fused ops' own aten calls stay in their dtype
                 with torch.autocast(x.device.type, enabled=False):
-                    return self.run(x, self._fold.runner(self))
-            return self.run(x, self._fold.runner(self))
-        return self.run(x, EagerRunner(self))
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """One label per pixel: N x H x W, uint8 for up to 256 classes, else int64 (what ``forward(x).argmax(1)``
-        gives, except where two logits tie within rounding). Runs without autograd, in the model's current mode."""
-        return self.forward(x).argmax(1).to(labels_dtype(self.num_classes))
+                    return self.run(x, self._fold.runner(self), labels)
+            return self.run(x, self._fold.runner(self), labels)
+        return self.run(x, EagerRunner(self), labels)
 
     def _input_for_weights(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` checked against the weights' device and dtype (here, not in the first conv, whose message would blame
@@ -213,10 +219,13 @@ class DFANet(nn.Module):
                 return x.to(weight.dtype)
         return x
 
-    def run(self, x: torch.Tensor, runner: Runner) -> torch.Tensor:
-        """The DFANet graph (paper Fig. 3), computed piece by piece by ``runner``."""
+    def run(self, x: torch.Tensor, runner: Runner, labels: bool = False) -> torch.Tensor:
+        """The DFANet graph (paper Fig. 3), computed piece by piece by ``runner``: the logits at the input size, or
+        with ``labels`` their argmax over classes (``predict``)."""
         # Every intermediate map is freed when _quarter_logits returns, before the forward's largest allocation, the
         # full-size output (fused at 1024 x 1024 they held 59 MiB next to its 76 MiB; in training autograd keeps them).
+        if labels:
+            return runner.labels(self._quarter_logits(x, runner), x.shape[-2:])
         return runner.add([self._quarter_logits(x, runner)], x.shape[-2:])
 
     def _quarter_logits(self, x: torch.Tensor, runner: Runner) -> torch.Tensor:

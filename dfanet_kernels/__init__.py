@@ -1,7 +1,8 @@
-"""Fused inference kernels for DFANet: depthwise-separable conv, FC attention, bilinear upsample-concat/add.
+"""Fused inference kernels for DFANet: depthwise-separable conv, FC attention, bilinear upsample-concat/add/argmax.
 
 Public API: :func:`dwsep_conv`, :func:`xception_block`, :func:`xception_block_cat` (a block that reads a
 concatenation without writing it), :func:`fc_attention`, :func:`upsample_concat`, :func:`upsample_add`,
+:func:`upsample_labels` (the argmax of a resize, without writing the resize),
 :func:`conv1x1`, :func:`conv3x3` (each with a ``backend=`` argument), :func:`available_backends`, the
 BN-folding helpers in :mod:`dfanet_kernels.fold` (with their finiteness check, :func:`check_finite`), and
 :class:`PreparedConv`, :class:`PreparedBlock`, :class:`PreparedAttention` (the weighted ops with their weights
@@ -20,6 +21,7 @@ from .ops import (
     fc_attention,
     upsample_add,
     upsample_concat,
+    upsample_labels,
     xception_block,
     xception_block_cat,
 )
@@ -42,6 +44,7 @@ __all__ = [
     "fold_conv_bn",
     "upsample_add",
     "upsample_concat",
+    "upsample_labels",
     "xception_block",
     "xception_block_cat",
 ]

@@ -1,6 +1,7 @@
 """Fake (meta) implementations of the compiled ops, so torch.compile and torch.export can trace through them.
 
-They compute only the output's shape, dtype and (channels_last) layout, mirroring csrc/checks.h.
+They compute only the output's shape, dtype and layout (channels_last maps; contiguous labels), mirroring
+csrc/checks.h.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from .backends import compiled_library
+from .constants import labels_dtype
 
 
 def _empty_nhwc(like: torch.Tensor, shape) -> torch.Tensor:
@@ -53,6 +55,10 @@ def _register() -> None:
     @torch.library.register_fake("dfanet::upsample_add")
     def _(inputs, size):
         return _empty_nhwc(inputs[0], (inputs[0].shape[0], inputs[0].shape[1], size[0], size[1]))
+
+    @torch.library.register_fake("dfanet::upsample_labels")
+    def _(x, size):
+        return x.new_empty((x.shape[0], size[0], size[1]), dtype=labels_dtype(x.shape[1]))
 
 
 if compiled_library() is not None:

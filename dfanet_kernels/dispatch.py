@@ -108,3 +108,10 @@ def run_upsample(backend, op, inputs, size):
     if backend == "reference":
         return getattr(reference, op)(inputs, size)
     return compiled_op(backend, op)(list(inputs), list(size))
+
+
+def run_upsample_labels(backend, x, size):
+    """upsample_labels on checked arguments, on ``backend``."""
+    if backend == "reference":
+        return reference.upsample_labels(x, size)
+    return compiled_op(backend, "upsample_labels")(x, list(size))

@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .constants import ALIGN_CORNERS
+from .constants import ALIGN_CORNERS, labels_dtype
 
 
 def dwsep_conv(
@@ -124,3 +124,8 @@ def upsample_add(inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.T
     for t in inputs[1:]:
         out = out + resize(t, size)
     return out
+
+
+def upsample_labels(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``resize(x, size).argmax(1)`` as ``labels_dtype(C)``: the first maximum wins, and a NaN over any number."""
+    return resize(x, size).argmax(1).to(labels_dtype(x.shape[1]))

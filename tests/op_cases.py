@@ -120,13 +120,15 @@ def fc_args(n, c, h, w, k, *, device, dtype=torch.float32, fc_bias=True, conv_bi
 def op_args(op, *, device, dwsep=(2, 5, 7, 9, 6), dtype=torch.float32, seed=6):
     """Positional arguments of the registered op (torch.ops.dfanet.<op> or <op>_<backend>) for opcheck and direct
     calls: dwsep_conv with ``dwsep`` = (N, C, Cout, H, W) in ``dtype``, stride 2, the model's flags and a residual;
-    fc_attention and the upsampling ops at small odd sizes."""
+    fc_attention and the upsampling ops (upsample_labels with 19 channels) at small odd sizes."""
     if op == "dwsep_conv":
         a = dw_args(*dwsep, 2, device=device, dtype=dtype, seed=seed)
         return (a["x"], a["dw_weight"], a["dw_bias"], a["pw_weight"], a["pw_bias"], 2, True, False, True, a["residual"])
     if op == "fc_attention":
         return tuple(fc_args(2, 5, 7, 3, 11, device=device, seed=seed).values())
     gen = torch.Generator().manual_seed(seed)
+    if op == "upsample_labels":
+        return (rand(2, 19, 4, 5, gen=gen, device=device), [9, 7])
     return ([rand(2, 3, 4, 5, gen=gen, device=device), rand(2, 3, 9, 7, gen=gen, device=device)], [9, 7])
 
 

@@ -72,6 +72,16 @@ struct UpsampleArgs {
   float* out = nullptr;  // [N][Ho][Wo][Cout]
 };
 
+// The argmax over channels of one source bilinearly resized to Ho x Wo, as upsample_add of it computes the values:
+// one label per output pixel, never the resized map. The first maximum wins, and a NaN over any number (as
+// torch.argmax).
+struct LabelsArgs {
+  UpsampleSource src;  // channel_offset 0
+  int64_t N = 0, Ho = 0, Wo = 0;
+  void* out = nullptr;  // [N][Ho][Wo]: uint8_t where u8, else int64_t
+  bool u8 = true;
+};
+
 // A 1x1 convolution of stride 1 or 2 (+ bias, ReLU), NHWC fp32: DFANet's decoder convs.
 struct PointwiseArgs {
   const float* x = nullptr;  // [N][H][W][C]
@@ -152,15 +162,20 @@ inline int64_t upsample_scratch_floats(const UpsampleArgs& a) {
   return n;
 }
 
+// Per-thread scratch of upsample_labels_rows: one pixel's channel values (a whole number of vectors) and the
+// source's vertical blend of one row.
+inline int64_t labels_scratch_floats(const LabelsArgs& a) { return round_up(a.src.C, kPad) + a.src.W * a.src.C; }
+
 // Computes output rows [begin, end) of the flattened N * Ho rows, with `scratch` (dwsep_scratch_floats(a) floats,
 // zero-initialised) private to the calling thread. One function per path; the AVX ones exist only on x86-64
 // builds and may be called only when the CPU has the instructions (see active_isa()).
-#define DFANET_CPU_PATH_FUNCTIONS                                                         \
-  void dwsep_rows(const DwsepArgs& a, int64_t begin, int64_t end, float* scratch);       \
-  void pointwise_rows(const PointwiseArgs& a, int64_t begin, int64_t end, float* scratch); \
-  void block_rows(const BlockArgs& a, int64_t begin, int64_t end, float* scratch);       \
-  void conv3x3_rows(const Conv3x3Args& a, int64_t begin, int64_t end, float* scratch);   \
-  void upsample_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch);
+#define DFANET_CPU_PATH_FUNCTIONS                                                             \
+  void dwsep_rows(const DwsepArgs& a, int64_t begin, int64_t end, float* scratch);            \
+  void pointwise_rows(const PointwiseArgs& a, int64_t begin, int64_t end, float* scratch);    \
+  void block_rows(const BlockArgs& a, int64_t begin, int64_t end, float* scratch);            \
+  void conv3x3_rows(const Conv3x3Args& a, int64_t begin, int64_t end, float* scratch);        \
+  void upsample_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch);      \
+  void upsample_labels_rows(const LabelsArgs& a, int64_t begin, int64_t end, float* scratch);
 
 namespace scalar {
 DFANET_CPU_PATH_FUNCTIONS
@@ -185,6 +200,7 @@ struct CpuPath {
   void (*block_rows)(const BlockArgs&, int64_t, int64_t, float*);
   void (*conv3x3_rows)(const Conv3x3Args&, int64_t, int64_t, float*);
   void (*upsample_rows)(const UpsampleArgs&, int64_t, int64_t, float*);
+  void (*upsample_labels_rows)(const LabelsArgs&, int64_t, int64_t, float*);
 };
 // The functions of active_isa()'s path (same errors).
 const CpuPath& cpu_path();

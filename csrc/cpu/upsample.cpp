@@ -1,7 +1,7 @@
-// Bilinear upsample + concat / + add on the CPU, NHWC fp32, in one pass over the output: the torch glue. It checks
-// the inputs, computes each axis's taps once per call, splits the output rows over at::parallel_for's threads and
-// runs the SIMD path chosen by active_isa() (kernels/upsample.h: vertical blend of two source rows, then the
-// horizontal blend per pixel, vectorised over channels; same-size sources copied exactly).
+// Bilinear upsample + concat / + add, and upsample + argmax (labels), on the CPU, NHWC fp32, in one pass over the
+// output: the torch glue. It checks the inputs, computes each axis's taps once per call, splits the output rows over
+// at::parallel_for's threads and runs the SIMD path chosen by active_isa() (kernels/upsample.h: vertical blend of
+// two source rows, then the horizontal blend per pixel, vectorised over channels; same-size sources copied exactly).
 // align_corners=False, with PyTorch's source-index rule (src = (dst + 0.5) * in / out - 0.5, clamped at 0).
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -57,6 +57,30 @@ at::Tensor upsample_cpu(at::TensorList inputs, c10::SymIntArrayRef size_sym, boo
   return out;
 }
 
+// Labels are N x Ho x Wo integers from torch's allocator (the pool holds NHWC float32 maps): a fraction of the
+// size of the logits they replace.
+at::Tensor upsample_labels_cpu(const at::Tensor& x, c10::SymIntArrayRef size_sym) {
+  const at::IntArrayRef size = C10_AS_INTARRAYREF_SLOW(size_sym);
+  check_upsample_labels(x, size);
+  check_cpu_float(x, "x");
+  const auto run = cpu_path().upsample_labels_rows;
+  const int64_t N = x.size(0), C = x.size(1), Ho = size[0], Wo = size[1];
+  const ResizeSources prepared({x}, Ho, Wo, /*add=*/true);
+  at::Tensor out = at::empty({N, Ho, Wo}, x.options().dtype(labels_dtype(C)));
+
+  LabelsArgs args;
+  args.src = prepared.sources[0];
+  args.N = N, args.Ho = Ho, args.Wo = Wo;
+  args.out = out.data_ptr();
+  args.u8 = out.scalar_type() == at::kByte;
+  const int64_t grain = std::max<int64_t>(1, kMinTaskFloats / std::max<int64_t>(1, Wo * C));
+  at::parallel_for(0, N * Ho, grain, [&](int64_t begin, int64_t end) {
+    AlignedFloats scratch(labels_scratch_floats(args));
+    run(args, begin, end, scratch.data());
+  });
+  return out;
+}
+
 at::Tensor upsample_concat_cpu(at::TensorList inputs, c10::SymIntArrayRef size) {
   return upsample_cpu(inputs, size, /*add=*/false);
 }
@@ -70,6 +94,7 @@ at::Tensor upsample_add_cpu(at::TensorList inputs, c10::SymIntArrayRef size) {
 TORCH_LIBRARY_IMPL(dfanet, CPU, m) {
   m.impl("upsample_concat", &upsample_concat_cpu);
   m.impl("upsample_add", &upsample_add_cpu);
+  m.impl("upsample_labels", &upsample_labels_cpu);
 }
 
 }  // namespace dfanet::cpu

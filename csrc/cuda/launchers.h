@@ -72,4 +72,15 @@ struct UpsampleParams {
 };
 cudaError_t launch_upsample(const UpsampleParams& p, cudaStream_t stream);
 
+// out[n, h, w] = argmax over c of the source resized to Ho x Wo (as launch_upsample computes it): the first channel
+// holding the maximum, or the first NaN (as torch.argmax).
+struct UpsampleLabelsParams {
+  UpsampleSource source;
+  void* out;  // N x Ho x Wo: int64_t where int64_labels, else uint8_t
+  int64_t N, Ho, Wo;
+  bool int64_labels;
+  DType dtype;
+};
+cudaError_t launch_upsample_labels(const UpsampleLabelsParams& p, cudaStream_t stream);
+
 }  // namespace dfanet::cuda

@@ -1,4 +1,5 @@
-// Bilinear upsample + concat / + add on the GPU, NHWC, in one pass over the output.
+// Bilinear upsample + concat / + add on the GPU, NHWC, in one pass over the output; and upsample + argmax over
+// channels (labels), which reads a pixel's channels through the same taps and writes only its label.
 // align_corners=False with PyTorch's source-index rule (src = (dst + 0.5) * in / out - 0.5, clamped at 0), the same
 // fp32 arithmetic as PyTorch's CUDA kernel; a source already at the output size is copied exactly.
 // A thread per kChannelsPerThread channels of a pixel, consecutive threads on consecutive channel groups: no idle
@@ -207,24 +208,63 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The label of each output pixel, a thread per pixel: its channels read kChannelsPerThread at a time through the
+// pixel's taps (one aligned vector per source pixel where kVector), the first maximum kept. !(v <= best) takes a
+// greater value or a NaN; once best is NaN nothing replaces it: torch.argmax's choice.
+template <typename T, typename Index, typename Label, bool kVector>
+__global__ void __launch_bounds__(kThreads)
+    upsample_labels_kernel(const SourceArgs s, Label* __restrict__ out, Index Ho, Index Wo, Index total) {
+  const Index C = static_cast<Index>(s.C);
+  const Index step = static_cast<Index>(gridDim.x) * kThreads;
+  for (Index pix = static_cast<Index>(blockIdx.x) * kThreads + static_cast<Index>(threadIdx.x); pix < total;
+       pix += step) {
+    const Index ow = pix % Wo, rest = pix / Wo;
+    const Index oh = rest % Ho, n = rest / Ho;
+    const SourceTaps<T, Index> taps(s, n, oh, ow, Ho, Wo);
+    float best = -INFINITY;
+    Index label = 0;
+    for (Index c = 0; c < C; c += kChannelsPerThread) {
+      const int count = static_cast<int>(C - c < kChannelsPerThread ? C - c : kChannelsPerThread);
+      float v[kChannelsPerThread];
+      taps.template values<kVector>(c, count, v);
+#pragma unroll
+      for (int j = 0; j < kChannelsPerThread; ++j) {
+        if (j < count && !(v[j] <= best) && best == best) {
+          best = v[j];
+          label = c + j;
+        }
+      }
+    }
+    out[pix] = static_cast<Label>(label);
+  }
+}
+
+bool source_fits_int32(int64_t N, const UpsampleSource& s) { return N * s.H * s.W * s.C < kInt32IndexLimit; }
+
 bool fits_int32(const UpsampleParams& p) {
   if (p.N * p.Ho * p.Wo * p.Cout >= kInt32IndexLimit) return false;
   for (int64_t i = 0; i < p.num_sources; ++i) {
-    const UpsampleSource& s = p.sources[i];
-    if (p.N * s.H * s.W * s.C >= kInt32IndexLimit) return false;
+    if (!source_fits_int32(p.N, p.sources[i])) return false;
   }
   return true;
+}
+
+template <typename T>
+bool vector_aligned(const void* ptr) {
+  return reinterpret_cast<uintptr_t>(ptr) % (kChannelsPerThread * sizeof(T)) == 0;
+}
+
+template <typename T>
+bool vector_source(const UpsampleSource& s) {
+  return s.C % kChannelsPerThread == 0 && vector_aligned<T>(s.data);
 }
 
 // Whether every thread's channel group can be one aligned vector access (see Vec4).
 template <typename T>
 bool vectorizable(const UpsampleParams& p) {
-  const auto aligned = [](const void* ptr) {
-    return reinterpret_cast<uintptr_t>(ptr) % (kChannelsPerThread * sizeof(T)) == 0;
-  };
-  if (p.Cout % kChannelsPerThread || !aligned(p.out)) return false;
+  if (p.Cout % kChannelsPerThread || !vector_aligned<T>(p.out)) return false;
   for (int64_t i = 0; i < p.num_sources; ++i) {
-    if (p.sources[i].C % kChannelsPerThread || !aligned(p.sources[i].data)) return false;
+    if (!vector_source<T>(p.sources[i])) return false;
   }
   return true;
 }
@@ -259,12 +299,44 @@ cudaError_t launch_indexed(const UpsampleParams& p, cudaStream_t stream) {
   return vectorizable<T>(p) ? launch_typed<T, Index, true>(p, stream) : launch_typed<T, Index, false>(p, stream);
 }
 
+template <typename T, typename Index, typename Label>
+cudaError_t launch_labels_typed(const UpsampleLabelsParams& p, cudaStream_t stream) {
+  const UpsampleSource& src = p.source;
+  const SourceArgs s{src.data, src.C, src.H, src.W, 0, static_cast<float>(src.H) / static_cast<float>(p.Ho),
+                     static_cast<float>(src.W) / static_cast<float>(p.Wo)};
+  const int64_t total = p.N * p.Ho * p.Wo;
+  Label* out = static_cast<Label*>(p.out);
+  const auto Ho = static_cast<Index>(p.Ho), Wo = static_cast<Index>(p.Wo);
+  const unsigned grid = grid_size(total, kThreads);
+  if (vector_source<T>(src)) {
+    upsample_labels_kernel<T, Index, Label, true><<<grid, kThreads, 0, stream>>>(s, out, Ho, Wo, Index(total));
+  } else {
+    upsample_labels_kernel<T, Index, Label, false><<<grid, kThreads, 0, stream>>>(s, out, Ho, Wo, Index(total));
+  }
+  return cudaGetLastError();
+}
+
+template <typename T, typename Index>
+cudaError_t launch_labels_indexed(const UpsampleLabelsParams& p, cudaStream_t stream) {
+  return p.int64_labels ? launch_labels_typed<T, Index, int64_t>(p, stream)
+                        : launch_labels_typed<T, Index, uint8_t>(p, stream);
+}
+
 }  // namespace
 
 cudaError_t launch_upsample(const UpsampleParams& p, cudaStream_t stream) {
   return dispatch_dtype(p.dtype, [&](auto type) {
     using T = typename decltype(type)::type;
     return fits_int32(p) ? launch_indexed<T, int32_t>(p, stream) : launch_indexed<T, int64_t>(p, stream);
+  });
+}
+
+cudaError_t launch_upsample_labels(const UpsampleLabelsParams& p, cudaStream_t stream) {
+  return dispatch_dtype(p.dtype, [&](auto type) {
+    using T = typename decltype(type)::type;
+    return p.N * p.Ho * p.Wo < kInt32IndexLimit && source_fits_int32(p.N, p.source)
+               ? launch_labels_indexed<T, int32_t>(p, stream)
+               : launch_labels_indexed<T, int64_t>(p, stream);
   });
 }
 

@@ -1,5 +1,5 @@
-// Torch glue of the CUDA upsample_concat / upsample_add (kernels in upsample.cu): checks, device guard, NHWC layout,
-// launch on the current stream.
+// Torch glue of the CUDA upsample_concat / upsample_add / upsample_labels (kernels in upsample.cu): checks, device
+// guard, NHWC layout, launch on the current stream.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -45,6 +45,26 @@ at::Tensor upsample_cuda(at::TensorList inputs, c10::SymIntArrayRef size_sym, bo
   return out;
 }
 
+at::Tensor upsample_labels_cuda(const at::Tensor& x, c10::SymIntArrayRef size_sym) {
+  const at::IntArrayRef size = C10_AS_INTARRAYREF_SLOW(size_sym);
+  check_upsample_labels(x, size);  // non-empty x, positive size: out is never empty
+  const DType dtype = check_cuda_input(x, "x");
+  const c10::cuda::CUDAGuard device_guard(x.device());
+  const at::Tensor src = nhwc(x);  // alive until the kernel is queued
+  at::Tensor out = at::empty({x.size(0), size[0], size[1]}, x.options().dtype(labels_dtype(x.size(1))));
+
+  UpsampleLabelsParams p{};
+  p.source = UpsampleSource{src.const_data_ptr(), x.size(1), x.size(2), x.size(3)};
+  p.out = out.mutable_data_ptr();
+  p.N = x.size(0);
+  p.Ho = size[0];
+  p.Wo = size[1];
+  p.int64_labels = out.scalar_type() == at::kLong;
+  p.dtype = dtype;
+  check_launch(launch_upsample_labels(p, at::cuda::getCurrentCUDAStream().stream()), "upsample_labels");
+  return out;
+}
+
 at::Tensor upsample_concat_cuda(at::TensorList inputs, c10::SymIntArrayRef size) {
   return upsample_cuda(inputs, size, /*add=*/false);
 }
@@ -58,6 +78,7 @@ at::Tensor upsample_add_cuda(at::TensorList inputs, c10::SymIntArrayRef size) {
 TORCH_LIBRARY_IMPL(dfanet, CUDA, m) {
   m.impl("upsample_concat", &upsample_concat_cuda);
   m.impl("upsample_add", &upsample_add_cuda);
+  m.impl("upsample_labels", &upsample_labels_cuda);
 }
 
 }  // namespace dfanet::cuda

@@ -28,6 +28,7 @@ else:
         "fc_attention": fc_attention.fc_attention_forward,
         "upsample_concat": upsample.upsample_concat_forward,
         "upsample_add": upsample.upsample_add_forward,
+        "upsample_labels": upsample.upsample_labels_forward,
     }
 
 

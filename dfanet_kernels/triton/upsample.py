@@ -1,4 +1,5 @@
-"""Bilinear upsample + concat / + add in Triton (``dfanet::upsample_concat_triton``, ``dfanet::upsample_add_triton``).
+"""Bilinear upsample + concat / + add in Triton (``dfanet::upsample_concat_triton``, ``dfanet::upsample_add_triton``),
+and upsample + argmax over channels (``dfanet::upsample_labels_triton``).
 
 align_corners=False with PyTorch's source-index rule: ``src = (dst + 0.5) * in / out - 0.5``, clamped at 0, the
 upper neighbour clamped at ``in - 1``. An input already at the target size is copied exactly (no 0 * neighbour
@@ -7,7 +8,9 @@ term, so inf/NaN and -0.0 pass through as they do in the reference).
 One kernel serves both ops: a program computes a [BLOCK_W pixels of one row, BLOCK_C channels] tile of the NHWC
 output as the sum of up to MAX_SOURCES resized sources and writes it once. ``upsample_concat`` launches it once per
 input, each writing its own channel slice (every output value is still written once); ``upsample_add`` sums up to
-MAX_SOURCES inputs in one launch, in fp32 (DFANet's decoder adds at most four).
+MAX_SOURCES inputs in one launch, in fp32 (DFANet's decoder adds at most four). ``upsample_labels`` resizes one
+input with the same tile function and keeps, per pixel, the first channel holding the maximum (or the first NaN, as
+torch.argmax), a channel tile at a time: it writes one label per pixel, never the resized map.
 """
 
 import torch
@@ -15,6 +18,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from ..constants import labels_dtype
 from ._common import (
     INTERPRET,
     TILE_ELEMENTS,
@@ -148,6 +152,39 @@ def _upsample_kernel(
     tl.store(o_ptrs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
+@triton.jit(do_not_specialize=["HO", "WO", "H", "W", "s_n", "s_c", "s_h", "s_w"])
+def _upsample_labels_kernel(
+    out_ptr,  # N x HO x WO labels, contiguous (uint8 or int64)
+    x_ptr, H, W, s_n, s_c, s_h, s_w, fh, fw, C, HO, WO, SAME,
+    SRC_NHWC: tl.constexpr, IDX64: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # A program labels BLOCK_W consecutive pixels of one output row, BLOCK_C channels at a time; a later channel tile
+    # takes over a pixel only with a strictly greater maximum, so the first maximum wins across tiles too.
+    row = tl.program_id(0)  # n * HO + oh
+    n = row // HO
+    oh = row - n * HO
+    ow = tl.program_id(1) * BLOCK_W + tl.arange(0, BLOCK_W)
+    in_row = ow < WO
+    no_channel = C  # what a min-reduction over channel indices gives where no channel qualifies
+    best = tl.full((BLOCK_W,), float("-inf"), tl.float32)
+    label = tl.zeros((BLOCK_W,), tl.int32)
+    first_nan = label + no_channel
+    for c0 in range(0, C, BLOCK_C):
+        offs_c = c0 + tl.arange(0, BLOCK_C)
+        in_c = (offs_c < C)[None, :]
+        val = _bilinear_tile(x_ptr, n, oh, ow, offs_c, in_row[:, None] & in_c, C, H, W, s_n, s_c, s_h, s_w, fh, fw,
+                             SAME, SRC_NHWC, IDX64)
+        val = tl.where(in_c, val, float("-inf"))
+        first_nan = tl.minimum(first_nan, tl.min(tl.where(val != val, offs_c[None, :], no_channel), axis=1))
+        top = tl.max(val, axis=1)
+        at_top = tl.min(tl.where(val == top[:, None], offs_c[None, :], no_channel), axis=1)
+        take = top > best
+        best = tl.where(take, top, best)
+        label = tl.where(take, at_top, label)
+    label = tl.where(first_nan < no_channel, first_nan, label)
+    tl.store(out_ptr + widen(row, IDX64) * WO + ow, label.to(out_ptr.dtype.element_ty), mask=in_row)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Host launchers and registration
 # ---------------------------------------------------------------------------------------------------------------
@@ -231,6 +268,26 @@ def upsample_add_forward(inputs: list[torch.Tensor], size: list[int]) -> torch.T
     return out
 
 
+def upsample_labels_forward(x: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """``bilinear(x, size).argmax(1)`` as N x H x W labels (``constants.labels_dtype``); checked in ops.py."""
+    check_activation(x, "x")
+    check(len(size) == 2 and size[0] > 0 and size[1] > 0, lambda: f"size: expected two positive ints, got {size}")
+    n, c, h, w = x.shape
+    ho, wo = size[0], size[1]
+    out = torch.empty((n, ho, wo), dtype=labels_dtype(c), device=x.device)
+    if interpreter_tracing(x):
+        return out
+    block_w, block_c = tiles(c, wo)
+    check(n * ho < 2**31, lambda: f"size: at most 2**31 - 1 output rows (N * H), got {n * ho}")
+    check(triton.cdiv(wo, block_w) <= 65535, lambda: f"size: output width {wo} is more than this kernel tiles")
+    launchable(_upsample_labels_kernel)[(n * ho, triton.cdiv(wo, block_w))](
+        out, *_source_args(x, ho, wo), c, ho, wo, bool(h == ho and w == wo),
+        SRC_NHWC=is_nhwc(x), IDX64=needs_int64(out, x), BLOCK_W=block_w, BLOCK_C=block_c, num_warps=TILE_WARPS,
+    )
+    return out
+
+
 # The ops (schemas from the type hints); the *_forward functions stay plain functions for eager calls.
 upsample_concat_triton = triton_op("dfanet::upsample_concat_triton", mutates_args=())(upsample_concat_forward)
 upsample_add_triton = triton_op("dfanet::upsample_add_triton", mutates_args=())(upsample_add_forward)
+upsample_labels_triton = triton_op("dfanet::upsample_labels_triton", mutates_args=())(upsample_labels_forward)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from dfanet.tools.bench.cpu_candidates import parse_candidates
-from dfanet.tools.bench.cpu_comparison import run_comparison
+from dfanet.tools.bench.cpu_comparison import predict_comparison, run_comparison
 from dfanet.tools.bench.models import build_model
 from dfanet.tools.bench.report import CandidateResult, Report, attach_ratios
 from dfanet.tools.bench.timing import cpu_timer, interleaved
@@ -76,6 +76,28 @@ def test_run_comparison_reports_and_writes(tmp_path, monkeypatch):
     assert data["machine"]["threads"] == 1 and data["machine"]["torch"] == torch.__version__
     assert (tmp_path / f"{report.stem}.png").stat().st_size > 0
     assert (tmp_path / f"{report.stem}.md").read_text() == md
+
+
+def test_predict_comparison_checks_times_and_measures_both_ways_to_labels():
+    threads = torch.get_num_threads()
+    result = predict_comparison("B", 64, 96, threads=1, rounds=2, warmup=1, pause_s=0, verbose=False)
+    assert torch.get_num_threads() == threads  # restored
+    assert result["agreement"] >= 0.999
+    rows = {r["name"]: r for r in result["rows"]}
+    assert set(rows) == {"forward + argmax", "predict"}
+    assert rows["predict"]["ratio_to_predict"] == pytest.approx(1.0)
+    assert all(len(r["times_ms"]) == 2 and r["peak_mib"] > 0 for r in rows.values())
+    # forward + argmax holds the full-size 19-channel fp32 logits, predict never does.
+    assert rows["forward + argmax"]["peak_mib"] >= 64 * 96 * 19 * 4 / 2**20 > rows["predict"]["peak_mib"]
+    assert "| predict |" in result["markdown"] and "Method:" in result["markdown"]
+
+
+def test_upsample_labels_op_call_at_the_model_s_shape():
+    from dfanet.tools.bench.op_calls import model_op_calls
+
+    call = model_op_calls("B", 1, 64, 96)["upsample_labels_output"]
+    assert call.shapes == "19@16x24 -> 64x96 labels"
+    assert call.run("reference").shape == (1, 64, 96)
 
 
 def test_lower_precision_row_is_shown_but_is_not_a_baseline():

@@ -13,6 +13,7 @@ from ..utils import assert_close, needs_cpu_kernels, randn
 from . import test_dwsep_conv as dwsep_tests
 from . import test_fc_attention as fc_tests
 from . import test_upsample as up_tests
+from . import test_upsample_labels as labels_tests
 
 # Beyond the per-op shapes: channel counts past the micro-kernel's two fixed tile strides (C > 304 takes the
 # run-time stride), Cout spanning several register panels with a partial last vector, rows narrower than a vector.
@@ -83,6 +84,21 @@ def test_add_of_one_source_is_its_concat(every_isa, c, src, size):
     assert torch.equal(out, dk.upsample_concat([x], size, backend="cpu"))
     # ATen's 4-tap blend rounds differently from the kernels' separable one: up to ~2e-5 here (as before this path).
     assert_close(out, reference.upsample_add([x], size), 5e-5, 1e-5)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("case", labels_tests.CASES["cpu"], ids=labels_tests.case_id)
+def test_upsample_labels(every_isa, case):
+    for layout in ("strided", "channels_last"):
+        labels_tests.test_labels_match_the_reference_argmax("cpu", case, 2, layout, torch.float32)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("c", [2, 19, 37, 300])
+def test_upsample_labels_ties_and_nan(every_isa, c):
+    for src, size in [((5, 3), (10, 6)), ((5, 3), (20, 12)), ((1, 1), (4, 8))]:
+        labels_tests.test_ties_go_to_the_first_channel("cpu", torch.float32, c, src, size)
+    labels_tests.test_nan_and_inf_logits_win_as_in_torch_argmax("cpu")
 
 
 @needs_cpu_kernels

@@ -34,7 +34,7 @@ def test_cuda_backend_is_built():
 # ------------------------------------------------------------------------------------------------------------------
 # The glue: checks, registration, streams, devices
 # ------------------------------------------------------------------------------------------------------------------
-OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add"]
+OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels"]
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -57,6 +57,10 @@ def test_direct_op_calls_check_device_and_dtype():
         torch.ops.dfanet.dwsep_conv(x, dw[:3], None, pw, None, 1, False, False, False, None)
     with pytest.raises(RuntimeError, match=r"inputs\[1\]: expected dtype"):
         torch.ops.dfanet.upsample_add([x, x.half()], [7, 7])
+    with pytest.raises(RuntimeError, match="x: the cuda backend takes float32, float16 or bfloat16"):
+        torch.ops.dfanet.upsample_labels(x.double(), [7, 7])
+    with pytest.raises(RuntimeError, match="size: expected two positive ints"):
+        torch.ops.dfanet.upsample_labels(x, [7, 0])
     with pytest.raises(TypeError, match="backend 'cuda' takes dtype"):
         dk.fc_attention(x.double(), rand(3, 4, gen=gen).double(), None, rand(4, 3, 1, 1, gen=gen).double(), None,
                         backend="cuda")

@@ -23,6 +23,9 @@ import pytest
 import torch
 
 from dfanet_kernels import cuda_toolkit, reference
+from dfanet_kernels.constants import labels_dtype
+
+from .test_upsample_labels import MARGIN, expected_labels
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
@@ -100,8 +103,10 @@ def _bytes(t: torch.Tensor) -> bytes:
     return (t.view(torch.int16) if t.element_size() == 2 else t).numpy().tobytes()
 
 
-def _run(exe: Path, tmp_path: Path, op: str, dtype: torch.dtype, header: list[int], arrays: list, out_shape):
-    """Runs one launcher; arrays are NHWC/row-major tensors in `dtype`. Returns the output, shaped out_shape."""
+def _run(exe: Path, tmp_path: Path, op: str, dtype: torch.dtype, header: list[int], arrays: list, out_shape,
+         out_dtype: torch.dtype | None = None):
+    """Runs one launcher; arrays are NHWC/row-major tensors in `dtype`. Returns the output, shaped out_shape, in
+    `dtype` (or `out_dtype`: labels)."""
     src, dst = tmp_path / f"{op}.in", tmp_path / f"{op}.out"
     values = [DTYPE_CODES[dtype], *map(int, header)]
     payload = struct.pack(f"<q{len(values)}q", len(values), *values) + b"".join(_bytes(a) for a in arrays)
@@ -110,9 +115,12 @@ def _run(exe: Path, tmp_path: Path, op: str, dtype: torch.dtype, header: list[in
     r = subprocess.run([str(exe), op, str(src), str(dst)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, f"emulated {op} failed (exit {r.returncode}):\n{r.stderr[-6000:]}"
     raw = bytearray(dst.read_bytes())
-    flat = torch.frombuffer(raw, dtype=torch.int16).view(dtype) if dtype != torch.float32 else torch.frombuffer(
-        raw, dtype=torch.float32
-    )
+    if out_dtype is not None:
+        flat = torch.frombuffer(raw, dtype=out_dtype)
+    elif dtype != torch.float32:
+        flat = torch.frombuffer(raw, dtype=torch.int16).view(dtype)
+    else:
+        flat = torch.frombuffer(raw, dtype=torch.float32)
     return flat.reshape(out_shape).clone()
 
 
@@ -264,6 +272,45 @@ def test_same_size_input_is_copied_bit_exactly_emulated(runners, tmp_path, add, 
     got = _run(runners["asan"], tmp_path, "upsample", torch.float32, [add, 1, 5, 6, 1, channels, 5, 6], [_nhwc(x)],
                (1, 5, 6, channels))
     assert torch.equal(got.permute(0, 3, 1, 2).contiguous().view(torch.int32), x.view(torch.int32))
+
+
+# (N, (Ho, Wo), (C, H, W), dtype): one channel, DFANet's 19 (read value by value), 36 (one vector per 4 channels)
+# and 300 (int64 labels), up- and downsampling, an input at the output size, a 1 x 1 map.
+LABELS_CASES = [
+    (2, (9, 11), (19, 4, 5), torch.float32),
+    (1, (7, 5), (1, 7, 5), torch.float16),
+    (3, (5, 3), (36, 9, 7), torch.bfloat16),
+    (1, (6, 7), (300, 2, 3), torch.float32),
+    (2, (3, 2), (4, 1, 1), torch.float16),
+]
+
+
+def _labels_case(exe, tmp_path, x, size):
+    n, c, h, w = x.shape
+    return _run(exe, tmp_path, "upsample_labels", x.dtype, [n, *size, c, h, w], [_nhwc(x)], (n, *size),
+                out_dtype=labels_dtype(c))
+
+
+@pytest.mark.parametrize("runner", ["asan", "asan64"], ids=["int32-indices", "int64-indices"])
+@pytest.mark.parametrize("case", LABELS_CASES, ids=lambda c: f"{c[2][0]}@{c[2][1]}x{c[2][2]}-{str(c[3])[6:]}")
+def test_upsample_labels_emulated(runners, tmp_path, case, runner):
+    """Against the float64 reference's argmax wherever its margin is clear (test_upsample_labels.MARGIN)."""
+    n, size, (c, h, w), dtype = case
+    x = _randn(n, c, h, w, dtype=dtype, gen=torch.Generator().manual_seed(c))
+    got = _labels_case(runners[runner], tmp_path, x, size)
+    expected, margin = expected_labels(x, size)
+    clear = margin > MARGIN
+    assert int((~clear).sum()) <= 1 + 0.01 * clear.numel() and torch.equal(got[clear], expected[clear])
+
+
+@pytest.mark.parametrize("c", [19, 36])
+def test_upsample_labels_ties_and_nan_emulated(runners, tmp_path, c):
+    """Integer logits resized by exactly 2 (every value exact): ties go to the first channel; a NaN wins."""
+    x = torch.randint(0, 4, (2, c, 5, 3), generator=torch.Generator().manual_seed(c)).float()
+    x[1, c - 2, 2, 1] = float("nan")  # its 2 x 2 output pixels read it with a weight of 9/16
+    got = _labels_case(runners["asan"], tmp_path, x, (10, 6))
+    expected = reference.upsample_labels(x.double(), (10, 6))
+    assert (expected[1, 4:6, 2:4] == c - 2).all() and torch.equal(got, expected)
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,17 @@ def test_an_output_no_device_can_hold_is_refused_naming_size_and_bytes(backend, 
         op([x], size, backend=backend)
 
 
+@pytest.mark.parametrize("backend", CHECKED_BACKENDS)
+@pytest.mark.parametrize("c, dtype", [(19, "uint8"), (300, "int64")])
+def test_labels_no_device_can_hold_are_refused_naming_size_and_bytes(backend, c, dtype):
+    """upsample_labels' output has no channels: its bytes are N x H x W labels (1 or 8 bytes each)."""
+    x = torch.randn(2, c, 4, 4)
+    needed = 2 * 2**31 * 2**31 * (1 if dtype == "uint8" else 8)
+    with pytest.raises(ValueError, match=rf"^size: an output of 2 x {2**31} x {2**31} {dtype} needs {needed} bytes, "
+                                         r"more than the cpu device has"):
+        dk.upsample_labels(x, (2**31, 2**31), backend=backend)
+
+
 def prepared_ops(backend):
     conv = dk.PreparedConv(torch.randn(5, 4, 1, 1), None, backend=backend)
     block = dk.PreparedBlock([torch.randn(4, 1, 3, 3), torch.randn(4, 1, 3, 3), torch.randn(6, 1, 3, 3)],

@@ -126,7 +126,7 @@ def test_dwsep_conv_direct_op_call_with_bad_shape_raises():
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# upsample_concat / upsample_add: 64-bit indices, tiles
+# upsample_concat / upsample_add / upsample_labels: 64-bit indices, tiles
 # ------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("nhwc", [True, False], ids=["nhwc", "mixed-layouts"])
 @pytest.mark.parametrize("op", ["upsample_concat", "upsample_add"])
@@ -160,10 +160,28 @@ def test_upsample_over_several_row_and_channel_tiles(monkeypatch, int64):
           1e-5, 1e-5)
 
 
+@pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
+def test_upsample_labels_over_several_row_and_channel_tiles(monkeypatch, int64):
+    """16 x 16 tiles: rows of 40 pixels take three width tiles and 37 channels three channel tiles, the maximum
+    carried from tile to tile; integer logits resized by exactly 2 tie across tiles, and the earlier tile wins."""
+    from dfanet_kernels.triton import upsample as module
+
+    from . import test_upsample_labels as labels_tests
+
+    monkeypatch.setattr(module, "tiles", lambda c, wo: (16, 16))
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: int64)
+    gen = torch.Generator().manual_seed(10)
+    x = in_layout(rand(2, 37, 5, 17, gen=gen), "strided")
+    labels_tests.check_labels(dk.upsample_labels(x, (13, 40), backend="triton"), x, (13, 40), "triton")
+    ties = torch.randint(0, 3, (2, 37, 7, 20), generator=gen).float()
+    labels_tests.check_labels(dk.upsample_labels(ties, (14, 40), backend="triton"), ties, (14, 40), "triton",
+                              exact=True)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Registration: schemas, fake (meta) implementations, opcheck
 # ------------------------------------------------------------------------------------------------------------------
-OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add"]
+OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels"]
 
 
 def _normalise(arg_type: str) -> str:

@@ -42,11 +42,11 @@ SCRIPT = textwrap.dedent(
 
     SMEM_LIMIT = {90: 227 * 1024, 80: 163 * 1024}  # usable shared memory per block, H100 / A100
     # Runtime flags (bools) and counts of the kernels; every other non-pointer argument is an int32 size/stride.
-    BOOLS = {"ACT_IN", "ACT_MID", "ACT_OUT", "HAS_DW_BIAS", "HAS_PW_BIAS", "HAS_RESIDUAL", "SAME0", "SAME1",
+    BOOLS = {"ACT_IN", "ACT_MID", "ACT_OUT", "HAS_DW_BIAS", "HAS_PW_BIAS", "HAS_RESIDUAL", "SAME", "SAME0", "SAME1",
              "SAME2", "SAME3", "ACCUMULATE"}
 
     def compile_(kernel, dtype, constexprs, arch, f32_ptrs=(), num_warps=4, num_stages=3, scales="fp32",
-                 aligned=(), spills_allowed=False):
+                 aligned=(), spills_allowed=False, out_type=None):
         # Compiles for sm_<arch>. `aligned` names the int arguments Triton sees as multiples of 16 (as it
         # specialises them at launch), and every pointer is then 16-byte aligned; by default nothing is.
         fn = kernel.fn if hasattr(kernel, "configs") else kernel  # the JITFunction under an Autotuner
@@ -60,6 +60,8 @@ SCRIPT = textwrap.dedent(
                 sig[name] = "i1"
             elif name in f32_ptrs:
                 sig[name] = "*fp32"
+            elif name == "out_ptr" and out_type:  # the labels: *u8 or *i64
+                sig[name] = out_type
             elif name.endswith("_ptr") or name in ("p0", "p1", "p2", "p3"):  # the upsample's sources
                 sig[name] = "*" + dtype
             elif name[:2] in ("fh", "fw"):
@@ -119,6 +121,14 @@ SCRIPT = textwrap.dedent(
                  num_warps=TILE_WARPS, aligned=aligned)
     compile_(U._upsample_kernel, "fp16", dict(SRC_NHWC=False, IDX64=True, BLOCK_W=block_w, BLOCK_C=block_c), 90,
              num_warps=TILE_WARPS, scales="fp64")
+    # The labels at DFANet's 19 classes (one channel tile) and past 256 (a loop of tiles, int64 labels).
+    for c, out_type in ((19, "*u8"), (300, "*i64")):
+        block_w, block_c = U.tiles(c, 1024)
+        compile_(U._upsample_labels_kernel, "fp32", dict(SRC_NHWC=True, IDX64=False, BLOCK_W=block_w,
+                                                         BLOCK_C=block_c), 90, num_warps=TILE_WARPS,
+                 out_type=out_type)
+    compile_(U._upsample_labels_kernel, "bf16", dict(SRC_NHWC=False, IDX64=True, BLOCK_W=block_w, BLOCK_C=block_c),
+             80, num_warps=TILE_WARPS, out_type="*u8", scales="fp64")
     compile_(F._fc_hidden_kernel, "fp16", dict(HAS_BIAS=True, BLOCK_S=32, BLOCK_K=64, BLOCK_C=128), 90,
              f32_ptrs=("part_ptr", "hidden_ptr"), num_warps=TILE_WARPS)
     compile_(F._fc_scale_kernel, "fp16", dict(HAS_BIAS=True, BLOCK_C=32, BLOCK_K=128), 90,

@@ -1,10 +1,12 @@
-"""The fused model on every backend (the backend a parameter): against the unfused model, and on Triton and CUDA
-against the same folded weights on the reference backend, in fp32 and (GPU only) fp16 at DFANet A's full size."""
+"""The fused model on every backend (the backend a parameter): against the unfused model (logits, and predict's
+labels), and on Triton and CUDA against the same folded weights on the reference backend, in fp32 and (GPU only)
+fp16 at DFANet A's full size."""
 
 import pytest
 import torch
 
 from dfanet import DFANet
+from dfanet_kernels.constants import labels_dtype
 
 from ..op_cases import DEVICES, on
 from ..utils import FP16_MODEL_TOLERANCE, FP32_MODEL_TOLERANCE, assert_close, assert_logits_close, randomize_batchnorm
@@ -44,6 +46,42 @@ def test_fused_matches_unfused_in_eval(backend, variant, batch, size):
     fused = model(x)
     assert fused.is_contiguous(memory_format=torch.channels_last)
     assert_logits_close(fused, unfused, **FP32_MODEL_TOLERANCE)
+
+
+# (variant, classes, batch, size) per backend: 19 classes at odd sizes with batch > 1, and 300 (int64 labels).
+PREDICT_CASES = {
+    "cpu": [("A", 19, 2, (97, 131)), ("B", 300, 1, (64, 96))],
+    "reference": [("B", 19, 2, (97, 131))],
+    "triton": [("B", 5, 2, (67, 45))],  # ~10 s under the interpreter
+    "cuda": [("A", 19, 2, (97, 131)), ("A", 19, 2, (512, 1024))],
+}
+
+
+@torch.no_grad()
+@pytest.mark.usefixtures("no_tf32")
+@pytest.mark.parametrize("backend, variant, classes, batch, size", [
+    on(backend, *case, id=f"{case[0]}-{case[1]}cls-{case[2]}x{case[3][0]}x{case[3][1]}")
+    for backend, cases in PREDICT_CASES.items() for case in cases
+])
+def test_fused_predict_matches_the_unfused_argmax(backend, variant, classes, batch, size):
+    """DFANet(fused=True).predict, whose last step is upsample_labels on the quarter-size logits, against the unfused
+    model's forward(x).argmax(1). The fused logits differ from the unfused by at most FP32_MODEL_TOLERANCE's max_rel
+    of the logit scale, so a label can only change where the unfused top two logits are within twice that: every
+    pixel with a wider margin must agree, and at least FP32_MODEL_TOLERANCE's argmax share of all pixels."""
+    model = make_model(variant, num_classes=classes).to(DEVICES[backend])
+    x = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(12)).to(DEVICES[backend])
+    logits = model(x)
+    expected = model.predict(x)
+    assert torch.equal(expected, logits.argmax(1).to(labels_dtype(classes)))  # unfused: forward + argmax exactly
+    model.fused, model.backend = True, backend
+    labels = model.predict(x)
+    assert labels.dtype == labels_dtype(classes) and labels.shape == (batch, *size)
+    top2 = logits.topk(2, dim=1).values
+    clear = top2[:, 0] - top2[:, 1] > 2 * FP32_MODEL_TOLERANCE["max_rel"] * logits.abs().max()
+    assert torch.equal(labels[clear], expected[clear])
+    assert (labels == expected).float().mean() >= FP32_MODEL_TOLERANCE["argmax"]
+    if backend in ("reference", "cpu"):  # the labels kernel blends as the fused upsample does, bit for bit
+        assert torch.equal(labels, model(x).argmax(1).to(labels.dtype))
 
 
 @torch.no_grad()

@@ -328,6 +328,32 @@ def test_fused_model_compiles_and_exports_with_the_custom_ops():
     assert_logits_match(exported.module()(x), expected)
 
 
+@needs_cpu_kernels
+def test_fused_predict_compiles_and_exports_with_the_labels_op():
+    """predict's graph ends in upsample_labels, with no full-size upsample_add (the logits are never written), under
+    torch.compile and torch.export alike."""
+
+    class Predict(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model.predict(x)
+
+    model = make_model("B", fused=True)
+    module, x = Predict(model), torch.randn(2, 3, 64, 96)
+    expected = model.predict(x)
+    assert torch.equal(torch.compile(module, fullgraph=True)(x), expected)
+    exported = torch.export.export(module, (x,))
+    # predict's no_grad puts its graph in a submodule (wrap_with_set_grad_enabled): every graph's calls.
+    calls = [(str(n.target), n.args) for gm in exported.graph_module.modules() if isinstance(gm, torch.fx.GraphModule)
+             for n in gm.graph.nodes if n.op == "call_function"]
+    assert [args[1] for target, args in calls if target == "dfanet.upsample_labels.default"] == [[64, 96]]
+    assert all(args[1] != [64, 96] for target, args in calls if target == "dfanet.upsample_add.default")
+    assert torch.equal(exported.module()(x), expected)
+
+
 @pytest.mark.parametrize("backend", FUSED_BACKENDS)
 def test_fused_runner_concat_is_read_by_the_next_stage(backend):
     """FusedRunner.concat returns a stand-in that stage() reads (xception_block_cat); the stage's result equals the

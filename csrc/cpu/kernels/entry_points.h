@@ -16,3 +16,6 @@ void conv3x3_rows(const Conv3x3Args& a, int64_t begin, int64_t end, float* scrat
 void upsample_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch) {
   upsample_rows_impl<Vec>(a, begin, end, scratch);
 }
+void upsample_labels_rows(const LabelsArgs& a, int64_t begin, int64_t end, float* scratch) {
+  upsample_labels_rows_impl<Vec>(a, begin, end, scratch);
+}

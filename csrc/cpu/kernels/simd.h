@@ -34,6 +34,12 @@ struct Vec {
   static T add(T a, T b) { return _mm512_add_ps(a, b); }
   // max(0, a) returns its second operand when either is NaN: NaN stays NaN, as in torch.relu.
   static T max0(T a) { return _mm512_max_ps(_mm512_setzero_ps(), a); }
+  // For argmax over channels: the lanes' maximum, lane bit masks (lane i -> bit i), a blend.
+  static T max(T a, T b) { return _mm512_max_ps(a, b); }
+  static float hmax(T a) { return _mm512_reduce_max_ps(a); }
+  static uint32_t eq_bits(T a, T b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+  static uint32_t nan_bits(T a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+  static T select(M m, T a, T b) { return _mm512_mask_blend_ps(m, b, a); }  // a where m, else b
 };
 
 #elif defined(DFANET_SIMD_AVX2)
@@ -59,6 +65,15 @@ struct Vec {
   static T add(T a, T b) { return _mm256_add_ps(a, b); }
   // max(0, a) returns its second operand when either is NaN: NaN stays NaN, as in torch.relu.
   static T max0(T a) { return _mm256_max_ps(_mm256_setzero_ps(), a); }
+  static T max(T a, T b) { return _mm256_max_ps(a, b); }
+  static float hmax(T a) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+  }
+  static uint32_t eq_bits(T a, T b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)); }
+  static uint32_t nan_bits(T a) { return _mm256_movemask_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q)); }
+  static T select(M m, T a, T b) { return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(m)); }
 };
 
 #else  // portable: four-float structs in plain loops; the compiler vectorises them for whatever it targets
@@ -100,6 +115,29 @@ struct Vec {
   }
   static T max0(T a) {
     for (int i = 0; i < 4; ++i) a.v[i] = a.v[i] < 0.f ? 0.f : a.v[i];
+    return a;
+  }
+  static T max(T a, T b) {
+    for (int i = 0; i < 4; ++i) a.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i];
+    return a;
+  }
+  static float hmax(T a) {
+    float m = a.v[0];
+    for (int i = 1; i < 4; ++i) m = a.v[i] > m ? a.v[i] : m;
+    return m;
+  }
+  static uint32_t eq_bits(T a, T b) {
+    uint32_t bits = 0;
+    for (int i = 0; i < 4; ++i) bits |= static_cast<uint32_t>(a.v[i] == b.v[i]) << i;
+    return bits;
+  }
+  static uint32_t nan_bits(T a) {
+    uint32_t bits = 0;
+    for (int i = 0; i < 4; ++i) bits |= static_cast<uint32_t>(a.v[i] != a.v[i]) << i;
+    return bits;
+  }
+  static T select(M n, T a, T b) {
+    for (int64_t i = n; i < 4; ++i) a.v[i] = b.v[i];
     return a;
   }
 };

@@ -1,5 +1,6 @@
-// Bilinear upsample + concat / + add, NHWC fp32, written once against `Vec` (kernels/simd.h) and compiled per
-// instruction-set path by csrc/cpu/isa_<path>.cpp. No torch headers here (see csrc/cpu/isa.h).
+// Bilinear upsample + concat / + add, and upsample + argmax over channels, NHWC fp32, written once against `Vec`
+// (kernels/simd.h) and compiled per instruction-set path by csrc/cpu/isa_<path>.cpp. No torch headers here (see
+// csrc/cpu/isa.h).
 //
 // Separable, per output row: first the vertical blend of the two source rows, a flat axpy over W * C contiguous
 // floats (vectorises whatever C is), into a per-thread row buffer; then per output pixel the horizontal blend of
@@ -7,9 +8,12 @@
 // are read once per output row. A source already at the output size is copied bit for bit.
 // Plain stores, not non-temporal ones: streaming the rows out made the 31 MB enc2 concat 25% faster on its own but
 // the whole forward 9% slower (78 -> 85 ms, 1 thread, A/B in one process), its consumer then reading from DRAM.
+// The labels kernel blends each pixel exactly as the one-source add does, then compares the channels in vectors:
+// 1 byte written per pixel instead of C floats.
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "../isa.h"
 
@@ -148,6 +152,53 @@ void upsample_rows_impl(const UpsampleArgs& a, int64_t begin, int64_t end, float
           horizontal_pixel<V>(pixel_taps(a.src[i], rows[i], ow), a.src[i].C, o + a.src[i].channel_offset);
         }
       }
+    }
+  }
+}
+
+// The label of one output pixel: the first channel holding the maximum, or the first NaN (as torch.argmax). Its
+// C blended values go to `vals` (round_up(C, kPad) floats, lanes past C at -inf) while their maximum is reduced, then
+// are compared against it a vector at a time.
+template <class V>
+int64_t argmax_pixel(const PixelTaps& t, int64_t C, float* vals) {
+  using T = typename V::T;
+  const T lowest = V::set1(-std::numeric_limits<float>::infinity());
+  T top = lowest;
+  int64_t c0 = 0;
+  for (; c0 < C; c0 += V::L) {
+    T v;
+    if (c0 + V::L <= C) {
+      v = horizontal<V, false>(t, c0, V::mask(V::L));
+    } else {
+      const typename V::M m = V::mask(C - c0);
+      v = V::select(m, horizontal<V, true>(t, c0, m), lowest);
+    }
+    if (const uint32_t nan = V::nan_bits(v)) return c0 + __builtin_ctz(nan);
+    V::store(vals + c0, v);
+    top = V::max(top, v);
+  }
+  const T best = V::set1(V::hmax(top));
+  for (c0 = 0;; c0 += V::L) {  // some lane equals the maximum: the loop ends
+    if (const uint32_t hit = V::eq_bits(V::load(vals + c0), best)) return c0 + __builtin_ctz(hit);
+  }
+}
+
+template <class V, class Label>
+void labels_row(const UpsampleSource& s, const float* row, int64_t Wo, Label* out, float* vals) {
+  for (int64_t ow = 0; ow < Wo; ++ow) out[ow] = static_cast<Label>(argmax_pixel<V>(pixel_taps(s, row, ow), s.C, vals));
+}
+
+template <class V>
+void upsample_labels_rows_impl(const LabelsArgs& a, int64_t begin, int64_t end, float* scratch) {
+  float* vals = scratch;
+  float* buf = scratch + round_up(a.src.C, kPad);
+  for (int64_t r = begin; r < end; ++r) {
+    bool used;
+    const float* row = source_row<V>(a.src, r / a.Ho, r % a.Ho, buf, used);
+    if (a.u8) {
+      labels_row<V>(a.src, row, a.Wo, static_cast<uint8_t*>(a.out) + r * a.Wo, vals);
+    } else {
+      labels_row<V>(a.src, row, a.Wo, static_cast<int64_t*>(a.out) + r * a.Wo, vals);
     }
   }
 }

@@ -17,6 +17,9 @@ GPU_MODEL_TOLERANCE = {"fp32": 1e-2, "fp16": 5e-2, "bf16": 2e-1}
 # One op against its torch sequence computed exactly (no TF32): a few ulp in fp32, one rounding of the output in
 # fp16/bf16 with fp32 accumulation.
 OP_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 2e-2}
+# Labels (upsample_labels, DFANet.predict) against the argmax of the reference's values: a label may differ only
+# where two of its pixel's values lie within rounding of each other (tests/utils.py FP32_MODEL_TOLERANCE's argmax).
+LABELS_AGREEMENT = 0.999
 
 
 def compare(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
@@ -30,6 +33,14 @@ def compare(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
     rel = float((out - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
     agree = float((out.argmax(1) == ref.argmax(1)).float().mean()) if out.dim() == 4 else 1.0
     return rel, agree
+
+
+def labels_agreement(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """The fraction of pixels whose labels equal the reference's; a shape other than the reference's raises
+    ValueError."""
+    if out.shape != ref.shape:
+        raise ValueError(f"output shape {tuple(out.shape)} differs from the reference's {tuple(ref.shape)}")
+    return float((out == ref).float().mean())
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ median over fused's, the per-round ratio's p20–p80, and fused against the best
 torch.compile) are reported apart.
 
 Entry point: :func:`run_comparison`; :class:`Comparison` keeps the built candidates for other timers (bench/).
+:func:`predict_comparison` times the fused model's two ways to labels, ``predict`` and forward + argmax.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from dfanet_kernels.constants import labels_dtype
+
 from ...model import MIN_INPUT_SIZE
-from .check import CPU_MODEL_TOLERANCE, compare
+from .check import CPU_MODEL_TOLERANCE, LABELS_AGREEMENT, compare, labels_agreement
 from .cpu_candidates import BUILDERS, Candidate, Context, Unavailable, as_tensor, parse_candidates
 from .log import log
 from .machine import load_average, machine_info
-from .models import build_model, random_input
-from .report import CandidateResult, Report, attach_ratios
-from .timing import PAUSE_S, cpu_timer, interleaved
+from .models import build_model, build_twin, random_input
+from .report import CandidateResult, Column, Report, attach_ratios, markdown_table, paired_ratio
+from .timing import PAUSE_S, cpu_timer, interleaved, quantiles
 
 MEMORY_METHOD = (
     "peak of live bytes allocated through torch's CPU allocator during one warm forward (torch.profiler "
@@ -240,3 +243,56 @@ def run_comparison(
         paths = report.write(out_dir)
         log("wrote " + ", ".join(str(p) for p in paths.values()), verbose)
     return report
+
+
+PREDICT_COLUMNS = [
+    Column("fused model", lambda r: r["name"], numeric=False),
+    Column("median ms", lambda r: f"{r['median_ms']:.1f}"),
+    Column("p20–p80 ms", lambda r: f"{r['p20_ms']:.1f}–{r['p80_ms']:.1f}"),
+    Column("time / predict (medians)", lambda r: f"{r['ratio_to_predict']:.2f}x"),
+    Column("per round p20–p80", lambda r: f"{r['per_round_p20_p80'][0]:.2f}–{r['per_round_p20_p80'][1]:.2f}x"),
+    Column("peak MiB", lambda r: "–" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"),
+]
+
+
+def predict_comparison(variant: str = "A", height: int = 1024, width: int = 1024, batch: int = 1, threads: int = 2,
+                       rounds: int = 10, warmup: int = 2, pause_s: float = PAUSE_S, seed: int = 0,
+                       memory: bool = True, verbose: bool = True) -> dict:
+    """``DFANet.predict`` (the quarter-size logits' labels from ``upsample_labels``, the full-size logits never
+    written) against ``forward(x).argmax(1)`` on the same fused model (backend None: the CPU kernels): time and
+    peak memory. The two label maps are checked to agree (``LABELS_AGREEMENT``) before timing; then interleaved
+    rounds as in :class:`Comparison`. Returns the title, method, rows and Markdown table."""
+    machine = machine_info(threads)  # before the work: the load average is that of the run's start
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = build_twin(build_model(variant, seed=seed), fused=True)
+        x = random_input(batch, height, width, seed=seed + 2)
+        dtype = labels_dtype(model.num_classes)
+        runs = {"forward + argmax": lambda: model(x).argmax(1).to(dtype), "predict": lambda: model.predict(x)}
+        with torch.inference_mode():
+            agree = labels_agreement(runs["predict"](), runs["forward + argmax"]())
+            if agree < LABELS_AGREEMENT:
+                raise RuntimeError(f"predict's labels agree with forward + argmax on only {agree:.5f} of pixels")
+            log(f"predict vs forward + argmax at {batch}x3x{height}x{width}: labels agree on {agree:.6f} of pixels; "
+                f"timing {warmup} warm-up + {rounds} interleaved rounds", verbose)
+            times = interleaved({name: functools.partial(cpu_timer, run) for name, run in runs.items()}, rounds,
+                                warmup, pause_s, verbose, desc="predict rounds")
+            peaks = {name: peak_forward_mib(run) if memory else None for name, run in runs.items()}
+    finally:
+        torch.set_num_threads(previous)
+    rows = []
+    for name, t in times.items():
+        p20, median, p80 = quantiles(t)
+        ratio_p20, _, ratio_p80 = paired_ratio(t, times["predict"])
+        rows.append({"name": name, "median_ms": median, "p20_ms": p20, "p80_ms": p80,
+                     "ratio_to_predict": median / quantiles(times["predict"])[1],
+                     "per_round_p20_p80": [ratio_p20, ratio_p80], "peak_mib": peaks[name], "times_ms": t})
+    title = (f"DFANet {variant} fused, {batch}x3x{height}x{width}, {threads} threads: predict vs forward + argmax "
+             f"(labels agree on {agree:.6f} of pixels)")
+    method = (f"{rounds} interleaved rounds after {warmup} warm-up round(s), {pause_s * 1000:.0f} ms pause before "
+              "each run; wall time per call, median and p20/p80; the ratios as in the whole-model comparison, against "
+              f"predict. Peak memory: {MEMORY_METHOD if memory else 'not measured'}")
+    markdown = "\n".join([f"### {title}", "", *markdown_table(PREDICT_COLUMNS, rows), "", f"Method: {method}"]) + "\n"
+    return {"title": title, "method": method, "rows": rows, "markdown": markdown, "agreement": agree,
+            "machine": machine}

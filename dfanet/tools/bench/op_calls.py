@@ -55,6 +55,9 @@ def describe_call(op: str, args: tuple) -> str:
     if op == "fc_attention":
         x, fc_weight = args[0], args[1]
         return f"{x.shape[1]} ch, {x.shape[2]}x{x.shape[3]}, K={fc_weight.shape[0]}"
+    if op == "upsample_labels":
+        x, size = args
+        return f"{_maps([x])} -> {size[0]}x{size[1]} labels"
     inputs, size = args  # upsample_concat, upsample_add
     return f"{_maps(inputs)} -> {size[0]}x{size[1]}"
 
@@ -94,7 +97,8 @@ class _RandomTensors:
 def model_op_calls(variant: str, batch: int, height: int, width: int, dtype: torch.dtype = torch.float32,
                    device: torch.device | str = "cpu") -> dict[str, OpCall]:
     """Named op calls of one DFANet forward at this input (shapes as the model computes them): the stem, first
-    backbone's blocks, the second backbone's first block on its concatenated input, FC attention, the decoder."""
+    backbone's blocks, the second backbone's first block on its concatenated input, FC attention, the decoder, and the
+    last step as forward (upsample_add) and as predict (upsample_labels) make it."""
     spec = get_variant(variant)
     c2, _, c4 = spec.stage_channels
     (w2, _), (w3, _), (w4, _) = spec.stages
@@ -151,6 +155,8 @@ def model_op_calls(variant: str, batch: int, height: int, width: int, dtype: tor
         "conv1x1_low_reduce": OpCall("conv1x1", (t(n, c2, *s2), *t.pointwise(d, c2), 1, True)),
         # logits upsampled to the input size.
         "upsample_add_output": upsample("upsample_add", [(19, s2)], (height, width)),
+        # predict's last step instead: only each pixel's label at the input size, the resized logits never written.
+        "upsample_labels_output": OpCall("upsample_labels", (t(n, 19, *s2), (height, width))),
     }
 
 

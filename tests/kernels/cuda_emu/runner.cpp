@@ -1,11 +1,12 @@
 // Runs one csrc/cuda launcher under the CPU emulator (emu.h) on arrays read from a file; driven by
 // tests/test_cuda_emulated.py, which writes the input file and checks the output against dfanet_kernels.reference.
 //
-//   runner <dwsep_conv|fc_attention|upsample> <input> <output>
+//   runner <dwsep_conv|fc_attention|upsample|upsample_labels> <input> <output>
 //
 // input: int64 count, that many int64 header values (dtype code first, then the op's sizes and flags, in the order
 // read below), then the arrays, dense, in the dtype. Every array gets its own exact-size heap buffer, so ASan flags
-// any access past it; the output and the fc_attention workspace start as NaN, so a value never written shows.
+// any access past it; the output and the fc_attention workspace start as NaN (labels: 255 or -1), so a value never
+// written shows. The output file holds the output in its own type (labels: uint8 or int64).
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -80,6 +81,7 @@ int main(int argc, char** argv) {
 
   std::unique_ptr<unsigned char[]> out, workspace;
   int64_t out_count = 0;
+  size_t out_elem = in.elem;
   cudaError_t err = cudaErrorInvalidValue;
   if (op == "dwsep_conv") {
     DwsepConvParams p{};
@@ -134,11 +136,24 @@ int main(int argc, char** argv) {
     out = nan_buffer(out_count * in.elem);
     p.out = out.get();
     err = launch_upsample(p, nullptr);
+  } else if (op == "upsample_labels") {
+    UpsampleLabelsParams p{};
+    p.dtype = dtype;
+    p.N = in.value(), p.Ho = in.value(), p.Wo = in.value();
+    UpsampleSource& s = p.source;
+    s.C = in.value(), s.H = in.value(), s.W = in.value();
+    s.data = in.array(p.N * s.H * s.W * s.C);
+    p.int64_labels = s.C > 256;
+    out_elem = p.int64_labels ? sizeof(int64_t) : sizeof(uint8_t);
+    out_count = p.N * p.Ho * p.Wo;
+    out = nan_buffer(out_count * out_elem);
+    p.out = out.get();
+    err = launch_upsample_labels(p, nullptr);
   }
   if (err != cudaSuccess) {
     std::fprintf(stderr, "launcher returned cudaError_t %d\n", static_cast<int>(err));
     return 2;
   }
-  std::ofstream(argv[3], std::ios::binary).write(reinterpret_cast<const char*>(out.get()), out_count * in.elem);
+  std::ofstream(argv[3], std::ios::binary).write(reinterpret_cast<const char*>(out.get()), out_count * out_elem);
   return 0;
 }
