@@ -100,13 +100,15 @@ def _bytes(t: torch.Tensor) -> bytes:
     return (t.view(torch.int16) if t.element_size() == 2 else t).numpy().tobytes()
 
 
-def _run(exe: Path, tmp_path: Path, op: str, dtype: torch.dtype, header: list[int], arrays: list, out_shape):
-    """Runs one launcher; arrays are NHWC/row-major tensors in `dtype`. Returns the output, shaped out_shape."""
+def _run(exe: Path, tmp_path: Path, op: str, dtype: torch.dtype, header: list[int], arrays: list, out_shape,
+         sms: int = 132):
+    """Runs one launcher on an emulated GPU of `sms` SMs; arrays are NHWC/row-major tensors in `dtype`. Returns the
+    output, shaped out_shape."""
     src, dst = tmp_path / f"{op}.in", tmp_path / f"{op}.out"
     values = [DTYPE_CODES[dtype], *map(int, header)]
     payload = struct.pack(f"<q{len(values)}q", len(values), *values) + b"".join(_bytes(a) for a in arrays)
     src.write_bytes(payload)
-    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=0")
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=0", EMU_SMS=str(sms))
     r = subprocess.run([str(exe), op, str(src), str(dst)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, f"emulated {op} failed (exit {r.returncode}):\n{r.stderr[-6000:]}"
     raw = bytearray(dst.read_bytes())
@@ -130,10 +132,9 @@ def _randn(*shape, dtype, scale=1.0, gen):
     return (torch.randn(*shape, generator=gen) * scale).to(dtype)
 
 
-# (N, C, H, W, Cout, stride, act_in, act_mid, act_out, dw_bias, pw_bias, residual, dtype): the FMA path (fp32, and
-# fp16/bf16 with C or Cout < 16) with each of its tile widths (Cout 1 and 3: 16 channels, 17: 32, 70: two of 64),
-# the tensor-core path (fp16/bf16 with C, Cout >= 16), 1 and 2 K-chunks, 1 and 2 output-channel tiles, several
-# pixel tiles, 1x1 images, odd sizes at stride 2.
+# (N, C, H, W, Cout, stride, act_in, act_mid, act_out, dw_bias, pw_bias, residual, dtype): the FMA path (fp32) and
+# the tensor-core path (fp16/bf16), 1 and several input-channel chunks, several output-channel tiles, 8 x 8 pixel
+# tiles cut by the map's edge, 1x1 images, odd sizes at stride 2.
 DWSEP_CASES = [
     (1, 1, 1, 1, 1, 1, False, False, False, False, False, False, torch.float32),
     (2, 3, 7, 5, 17, 2, True, False, False, True, False, True, torch.float32),
@@ -146,9 +147,35 @@ DWSEP_CASES = [
 ]
 
 
-def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False):
-    """Runs one dwsep_conv case; with ``nan_input`` one input value is NaN and the output must have NaN exactly
-    where the reference has (NaN passes through each ReLU, as in torch.relu) and match it elsewhere."""
+# The tiling at the shapes it branches on, as (case, SMs the emulated GPU reports). 132 SMs: these small maps take the
+# narrowest output-channel tiles (16 FMA, 32 tensor-core) to fill the grid; 1 SM: the widest that covers Cout
+# (48, 96, 192; past 192 several tiles of 192). Channels 1, 3, 8, 12, 24, 240 (16-byte halo copies where C is a
+# multiple of 16 bytes, element copies elsewhere; 240 = 7.5 tensor-core chunks, 15 FMA chunks), vector epilogues
+# (Cout a multiple of 8) and element ones, maps of 1x1, 2x2 and not multiples of 8, batch > 1, residual.
+DWSEP_TILE_CASES = [
+    ((2, 8, 17, 19, 12, 2, True, False, False, True, True, False, torch.float32), 132),
+    ((2, 8, 17, 19, 12, 2, True, False, False, True, True, False, torch.float16), 132),
+    ((1, 12, 9, 10, 48, 1, False, True, True, True, True, True, torch.float16), 132),
+    ((1, 12, 9, 10, 48, 1, False, True, True, True, True, True, torch.float32), 1),
+    ((1, 24, 11, 9, 96, 1, True, False, True, True, False, True, torch.bfloat16), 1),
+    ((1, 24, 11, 9, 96, 1, True, False, True, True, False, True, torch.float32), 1),
+    ((1, 240, 10, 10, 12, 2, True, False, False, True, True, False, torch.float16), 132),
+    ((1, 240, 9, 9, 12, 2, True, False, False, False, True, False, torch.float32), 132),
+    ((1, 96, 12, 12, 48, 2, True, True, False, True, True, True, torch.bfloat16), 1),
+    ((1, 48, 16, 16, 192, 1, True, False, False, True, True, True, torch.float32), 1),
+    ((1, 48, 16, 16, 192, 1, True, False, False, True, True, True, torch.bfloat16), 1),
+    ((1, 16, 6, 6, 200, 1, False, False, True, True, True, True, torch.float16), 1),
+    ((1, 16, 6, 6, 200, 1, False, False, True, True, True, True, torch.float32), 1),
+    ((2, 1, 2, 2, 3, 1, True, True, True, True, True, True, torch.bfloat16), 132),
+    ((3, 3, 1, 1, 1, 2, False, False, False, True, False, True, torch.float16), 132),
+    ((3, 3, 2, 2, 5, 2, False, True, False, False, True, False, torch.float32), 132),
+]
+
+
+def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False, sms=132):
+    """Runs one dwsep_conv case on an emulated GPU of ``sms`` SMs; with ``nan_input`` one input value is NaN and
+    the output must have NaN exactly where the reference has (NaN passes through each ReLU, as in torch.relu) and
+    match it elsewhere."""
     n, c, h, w, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res, dtype = case
     gen = torch.Generator().manual_seed(seed)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -163,7 +190,7 @@ def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False):
     header = [n, h, w, c, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res]
     arrays = [_nhwc(x), dw] + ([dwb] if has_dwb else []) + [pw] + ([pwb] if has_pwb else [])
     arrays += [_nhwc(res)] if has_res else []
-    got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout)).permute(0, 3, 1, 2)
+    got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout), sms).permute(0, 3, 1, 2)
     d = lambda t: None if t is None else t.double()  # noqa: E731
     expected = reference.dwsep_conv(d(x), d(dw), d(dwb), d(pw), d(pwb), stride, act_in, act_mid, act_out, d(res))
     if nan_input:
@@ -177,12 +204,18 @@ def test_dwsep_conv_emulated(runners, tmp_path, case):
     _dwsep_case(runners["asan"], tmp_path, case)
 
 
+@pytest.mark.parametrize("case, sms", DWSEP_TILE_CASES,
+                         ids=lambda c: f"{c[:6]}-{str(c[-1])[6:]}" if isinstance(c, tuple) else f"{c}sm")
+def test_dwsep_conv_tiles_emulated(runners, tmp_path, case, sms):
+    _dwsep_case(runners["asan"], tmp_path, case, sms=sms)
+
+
 @pytest.mark.parametrize("flag", ["act_in", "act_mid", "act_out"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fma", "tensor-core"])
 def test_dwsep_conv_relu_keeps_nan_emulated(runners, tmp_path, flag, dtype):
     """relu(NaN) = NaN at each ReLU point and on both paths (fmaxf(NaN, 0) would give 0 and pass every other case)."""
     acts = [f == flag for f in ("act_in", "act_mid", "act_out")]
-    case = (1, 24, 7, 6, 32, 1, *acts, True, True, False, dtype)  # C, Cout >= 16: the tensor-core path in fp16
+    case = (1, 24, 7, 6, 32, 1, *acts, True, True, False, dtype)  # fp16: the tensor-core path
     _dwsep_case(runners["asan"], tmp_path, case, nan_input=True)
 
 
@@ -268,11 +301,13 @@ def test_same_size_input_is_copied_bit_exactly_emulated(runners, tmp_path, add, 
 
 @pytest.mark.parametrize(
     "op, case",
-    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("fc_attention", FC_CASES[0]),
-     ("upsample", UPSAMPLE_CASES[1])],
-    ids=["dwsep-fma", "dwsep-wmma", "fc_attention", "upsample_add"],
+    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[10][0]),
+     ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1])],
+    ids=["dwsep-fma", "dwsep-wmma", "dwsep-wmma-192", "fc_attention", "upsample_add"],
 )
 def test_no_shared_memory_races_emulated(runners, tmp_path, op, case):
-    """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck)."""
-    run_case = {"dwsep_conv": _dwsep_case, "fc_attention": _fc_case, "upsample": _upsample_case}[op]
+    """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck). The
+    192-channel case runs two pixel tiles in a block, the epilogue's scratch reused by the next tile's halo."""
+    run_case = {"dwsep_conv": _dwsep_case, "dwsep_conv_1sm": lambda *args: _dwsep_case(*args, sms=1),
+                "fc_attention": _fc_case, "upsample": _upsample_case}[op]
     run_case(runners["tsan"], tmp_path, case)

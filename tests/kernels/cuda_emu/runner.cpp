@@ -6,6 +6,7 @@
 // input: int64 count, that many int64 header values (dtype code first, then the op's sizes and flags, in the order
 // read below), then the arrays, dense, in the dtype. Every array gets its own exact-size heap buffer, so ASan flags
 // any access past it; the output and the fc_attention workspace start as NaN, so a value never written shows.
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -27,8 +28,12 @@ cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
+// An H100; EMU_SMS overrides its 132 SMs (launchers that size their grid by it take other tiles on fewer SMs).
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
-  *value = attr == cudaDevAttrComputeCapabilityMajor ? 9 : 0;  // an H100
+  const char* sms = std::getenv("EMU_SMS");
+  *value = attr == cudaDevAttrComputeCapabilityMajor ? 9
+           : attr == cudaDevAttrMultiProcessorCount  ? (sms ? std::atoi(sms) : 132)
+                                                     : 0;
   return cudaSuccess;
 }
 }
