@@ -1,6 +1,6 @@
 // Fused depthwise-separable convolution on the GPU, NHWC.
 // A block owns an 8 x 8 tile of output pixels of one image and a tile of output channels (all of them where the
-// width fits and the grid is full, see pick_width), and walks the input channels in chunks: it stages the chunk's
+// width fits and the grid is full, see plan), and walks the input channels in chunks: it stages the chunk's
 // 3x3 halo of x once in shared memory (16-byte copies, cp.async on sm_80+), computes the depthwise result of the
 // 64 pixels from it with threads over (pixel, channel) pairs, so an 8- or 12-channel layer keeps its lanes busy,
 // and multiplies it by the chunk's pointwise weights; the depthwise result never goes to global memory.
@@ -33,14 +33,20 @@
 namespace dfanet::cuda {
 namespace {
 
-constexpr int kTileH = 8, kTileW = 8;
-constexpr int kTileM = kTileH * kTileW;  // output pixels per tile
-// Input pixels under a tile's 3x3 windows at stride 2 (the larger stride): a square of 17.
-constexpr int kHaloSpan = (kTileH - 1) * 2 + 3;
-constexpr int kHaloPixels = kHaloSpan * kHaloSpan;
-constexpr int kThreads = 256;
-// At most 128 registers a thread, so two blocks fit an SM; the launcher's grid aims for that many.
-constexpr int kMinBlocksPerSm = 2;
+// A square tile of kTile x kTile output pixels (8, or 4 on maps too small to fill the GPU with 8), 4 threads a
+// pixel: 256 or 64 threads.
+template <int kTile>
+struct Geometry {
+  static constexpr int kPixels = kTile * kTile;
+  static constexpr int kThreads = 4 * kPixels;
+  // At most 128 registers a thread, so 16 warps fit an SM (2 blocks of 256 threads, 8 of 64).
+  static constexpr int kMinBlocksPerSm = 512 / kThreads;
+  // Input pixels under the tile's 3x3 windows at stride 2, the larger stride.
+  static constexpr int kHaloPixels = (2 * kTile + 1) * (2 * kTile + 1);
+  __device__ static int span(int stride) { return (kTile - 1) * stride + 3; }  // halo rows and columns
+};
+// The launcher aims for this many blocks of 8 x 8 per SM (what fits it), then takes 4 x 4 tiles.
+constexpr int kTargetBlocksPerSm = Geometry<8>::kMinBlocksPerSm;
 // Input channels per chunk: 64 bytes of x per halo pixel (4 x 16-byte copies) on the FMA path; 32 on the
 // tensor-core path, two 16-deep MMA steps. Sized so each kernel's shared memory stays under the 48 KB static limit.
 constexpr int kFmaChunk = 16;
@@ -61,16 +67,18 @@ struct Tile {
 // Tiles numbered output-channel tile fastest, then along rows: blocks running together share x reads in L2.
 struct TileGrid {
   int64_t tiles_w, tiles_h, splits;
+  int edge, width;
 
-  __host__ __device__ TileGrid(const DwsepConvParams& p, int width)
-      : tiles_w(ceil_div(p.Wo, kTileW)), tiles_h(ceil_div(p.Ho, kTileH)), splits(ceil_div(p.Cout, width)) {}
+  __host__ __device__ TileGrid(const DwsepConvParams& p, int edge, int width)
+      : tiles_w(ceil_div(p.Wo, edge)), tiles_h(ceil_div(p.Ho, edge)), splits(ceil_div(p.Cout, width)), edge(edge),
+        width(width) {}
   __host__ __device__ int64_t count(const DwsepConvParams& p) const { return p.N * tiles_h * tiles_w * splits; }
-  __device__ Tile tile(int64_t t, int width) const {
+  __device__ Tile tile(int64_t t) const {
     const int64_t split = t % splits;
     t /= splits;
     const int64_t tw = t % tiles_w;
     t /= tiles_w;
-    return Tile{t / tiles_h, (t % tiles_h) * kTileH, tw * kTileW, split * width};
+    return Tile{t / tiles_h, (t % tiles_h) * edge, tw * edge, split * width};
   }
 };
 
@@ -95,13 +103,13 @@ __device__ __forceinline__ void copy_wait() {
 // Input channels [c0, c0 + kc) of the tile's halo into halo[pixel][kChunk] (row-major over the span x span square
 // the stride needs), zeros for the padding. 16-byte copies where `vec_x` (C a multiple of 16 bytes and x aligned,
 // so every copy is), else one element per thread.
-template <typename T, int kChunk>
+template <typename T, int kTile, int kChunk>
 __device__ void stage_halo(const DwsepConvParams& p, const Tile& t, int64_t c0, int kc, bool vec_x, T* halo) {
-  const int span = (kTileH - 1) * p.stride + 3;
+  const int span = Geometry<kTile>::span(p.stride);
   const int64_t ih0 = t.oh0 * p.stride - 1, iw0 = t.ow0 * p.stride - 1;
   const T* x = static_cast<const T*>(p.x) + t.n * p.H * p.W * p.C + c0;
   const int units = vec_x ? kc / kVec<T> : kc;  // per halo pixel
-  for (int e = threadIdx.x; e < span * span * units; e += kThreads) {
+  for (int e = threadIdx.x; e < span * span * units; e += Geometry<kTile>::kThreads) {
     const int hp = e / units, u = e % units;
     const int64_t ih = ih0 + hp / span, iw = iw0 + hp % span;
     const bool inside = ih >= 0 && ih < p.H && iw >= 0 && iw < p.W;
@@ -125,9 +133,9 @@ struct DwWeights {
   float b[kChunk];
 };
 
-template <typename T, int kChunk>
+template <typename T, int kTile, int kChunk>
 __device__ void stage_dw_weights(const DwsepConvParams& p, int64_t c0, int kc, DwWeights<kChunk>& dw) {
-  for (int e = threadIdx.x; e < kc * 10; e += kThreads) {
+  for (int e = threadIdx.x; e < kc * 10; e += Geometry<kTile>::kThreads) {
     if (e < kc * 9) {
       dw.w[e / 9][e % 9] = to_float(static_cast<const T*>(p.dw_weight)[c0 * 9 + e]);
     } else {
@@ -141,15 +149,15 @@ __device__ void stage_dw_weights(const DwsepConvParams& p, int64_t c0, int kc, D
 // store(i, c, v); 0 for c >= kc (K padding). Consecutive threads take consecutive channels of a pixel: conflict-free
 // halo reads, and a narrow layer's pairs still fill every lane. Pixels past the map read halo zeros or real
 // neighbours: finite, and never stored.
-template <typename T, int kChunk, typename Store>
+template <typename T, int kTile, int kChunk, typename Store>
 __device__ void depthwise_tile(const DwsepConvParams& p, const T* halo, const DwWeights<kChunk>& dw, int kc, int kpad,
                                Store store) {
-  const int s = p.stride, span = (kTileH - 1) * s + 3;
-  for (int e = threadIdx.x; e < kTileM * kpad; e += kThreads) {
+  const int s = p.stride, span = Geometry<kTile>::span(s);
+  for (int e = threadIdx.x; e < Geometry<kTile>::kPixels * kpad; e += Geometry<kTile>::kThreads) {
     const int i = e / kpad, c = e % kpad;
     float v = 0.f;
     if (c < kc) {
-      const T* taps = halo + ((i / kTileW) * s * span + (i % kTileW) * s) * kChunk + c;
+      const T* taps = halo + ((i / kTile) * s * span + (i % kTile) * s) * kChunk + c;
       float acc = dw.b[c];
 #pragma unroll
       for (int kh = 0; kh < 3; ++kh) {
@@ -167,8 +175,9 @@ __device__ void depthwise_tile(const DwsepConvParams& p, const T* halo, const Dw
 }
 
 // Output pixel index of tile pixel i, or -1 past the map.
+template <int kTile>
 __device__ __forceinline__ int64_t output_pixel(const DwsepConvParams& p, const Tile& t, int i) {
-  const int64_t oh = t.oh0 + i / kTileW, ow = t.ow0 + i % kTileW;
+  const int64_t oh = t.oh0 + i / kTile, ow = t.ow0 + i % kTile;
   return oh < p.Ho && ow < p.Wo ? (t.n * p.Ho + oh) * p.Wo + ow : -1;
 }
 
@@ -205,46 +214,47 @@ __device__ void store_outputs(const DwsepConvParams& p, int64_t m, int64_t n, bo
   *reinterpret_cast<uint4*>(static_cast<T*>(p.out) + o) = raw;
 }
 
-// ---- FMA path (fp32; fp16/bf16 before sm_80): 16 x 16 threads, each accumulating 4 pixels x kCols output
-// channels in registers, a tile of 16 * kCols channels.
+// ---- FMA path (fp32; fp16/bf16 before sm_80): (pixels / 4) x 16 threads, each accumulating 4 pixels x kCols
+// output channels in registers, a tile of 16 * kCols channels.
 
-template <typename T, int kCols>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) dwsep_conv_fma_kernel(const DwsepConvParams p,
-                                                                                    bool vec_x) {
-  constexpr int kWidth = 16 * kCols;
-  __shared__ __align__(16) T halo[kHaloPixels * kFmaChunk];
+template <typename T, int kTile, int kCols>
+__global__ void __launch_bounds__(Geometry<kTile>::kThreads, Geometry<kTile>::kMinBlocksPerSm)
+    dwsep_conv_fma_kernel(const DwsepConvParams p, bool vec_x) {
+  using G = Geometry<kTile>;
+  constexpr int kWidth = 16 * kCols, kRows = G::kPixels / 4;
+  __shared__ __align__(16) T halo[G::kHaloPixels * kFmaChunk];
   __shared__ DwWeights<kFmaChunk> dw;
   // [k][pixel] and [k][out channel]: the product loop reads rows; +1 keeps the writes (consecutive threads on
   // consecutive k, so down a column) on distinct banks.
-  __shared__ float a_tile[kFmaChunk][kTileM + 1];
+  __shared__ float a_tile[kFmaChunk][G::kPixels + 1];
   __shared__ float b_tile[kFmaChunk][kWidth + 1];
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const T* pw_weight = static_cast<const T*>(p.pw_weight);
-  const TileGrid grid(p, kWidth);
+  const TileGrid grid(p, kTile, kWidth);
 
   for (int64_t tile = blockIdx.x; tile < grid.count(p); tile += gridDim.x) {
-    const Tile t = grid.tile(tile, kWidth);
+    const Tile t = grid.tile(tile);
     float acc[4][kCols] = {};
     for (int64_t c0 = 0; c0 < p.C; c0 += kFmaChunk) {
       const int kc = static_cast<int>(p.C - c0 < kFmaChunk ? p.C - c0 : kFmaChunk);
       // The previous chunk's depthwise read the halo and weights before its last barrier: overwrite them now, so
       // the copies overlap the previous chunk's products.
-      stage_halo<T, kFmaChunk>(p, t, c0, kc, vec_x, halo);
-      stage_dw_weights<T, kFmaChunk>(p, c0, kc, dw);
+      stage_halo<T, kTile, kFmaChunk>(p, t, c0, kc, vec_x, halo);
+      stage_dw_weights<T, kTile, kFmaChunk>(p, c0, kc, dw);
       __syncthreads();  // the previous chunk's products are done with a_tile and b_tile
-      for (int e = threadIdx.x; e < kWidth * kFmaChunk; e += kThreads) {
+      for (int e = threadIdx.x; e < kWidth * kFmaChunk; e += G::kThreads) {
         const int j = e / kFmaChunk, k = e % kFmaChunk;
         const int64_t n = t.n0 + j;
         b_tile[k][j] = k < kc && n < p.Cout ? to_float(pw_weight[n * p.C + c0 + k]) : 0.f;
       }
       copy_wait();
       __syncthreads();
-      depthwise_tile<T, kFmaChunk>(p, halo, dw, kc, kc, [&](int i, int c, float v) { a_tile[c][i] = v; });
+      depthwise_tile<T, kTile, kFmaChunk>(p, halo, dw, kc, kc, [&](int i, int c, float v) { a_tile[c][i] = v; });
       __syncthreads();
       for (int k = 0; k < kc; ++k) {
         float a[4], b[kCols];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) a[i] = a_tile[k][ty + 16 * i];
+        for (int i = 0; i < 4; ++i) a[i] = a_tile[k][ty + kRows * i];
 #pragma unroll
         for (int j = 0; j < kCols; ++j) b[j] = b_tile[k][tx + 16 * j];
 #pragma unroll
@@ -256,7 +266,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) dwsep_conv_fma_kern
     }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int64_t m = output_pixel(p, t, ty + 16 * i);
+      const int64_t m = output_pixel<kTile>(p, t, ty + kRows * i);
       if (m < 0) continue;
 #pragma unroll
       for (int j = 0; j < kCols; ++j) {
@@ -267,35 +277,36 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) dwsep_conv_fma_kern
   }
 }
 
-// ---- Tensor-core path (fp16/bf16, sm_80+): 8 warps in 4 x 2, each 16 pixels x 16 * kFrags output channels
-// (kFrags WMMA 16x16x16 accumulators), a tile of 32 * kFrags channels.
+// ---- Tensor-core path (fp16/bf16, sm_80+): warps in (pixels / 16) x 2, each 16 pixels x 16 * kFrags output
+// channels (kFrags WMMA 16x16x16 accumulators), a tile of 32 * kFrags channels.
 
-template <typename T, int kFrags>
-__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) dwsep_conv_wmma_kernel(const DwsepConvParams p,
-                                                                                     bool vec_x, bool vec_out) {
+template <typename T, int kTile, int kFrags>
+__global__ void __launch_bounds__(Geometry<kTile>::kThreads, Geometry<kTile>::kMinBlocksPerSm)
+    dwsep_conv_wmma_kernel(const DwsepConvParams p, bool vec_x, bool vec_out) {
 #if __CUDA_ARCH__ >= 800  // bf16 WMMA needs sm_80; the launcher sends older GPUs to the FMA path
   using namespace nvcuda;
-  constexpr int kWidth = 32 * kFrags;
+  using G = Geometry<kTile>;
+  constexpr int kWidth = 32 * kFrags, kWarpRows = G::kPixels / 16;
   // Row pitches: multiples of 8 halves / 4 floats as WMMA requires, keeping every fragment 32-byte aligned; the
   // +8 / +4 also shift banks from row to row.
   constexpr int kLd = kMmaChunk + 8;
   constexpr int kLdC = 16 + 4;
-  constexpr int kHaloBytes = kHaloPixels * kMmaChunk * static_cast<int>(sizeof(T));
-  constexpr int kScratchBytes = (kThreads / 32) * 16 * kLdC * static_cast<int>(sizeof(float));
+  constexpr int kHaloBytes = G::kHaloPixels * kMmaChunk * static_cast<int>(sizeof(T));
+  constexpr int kScratchBytes = (G::kThreads / 32) * 16 * kLdC * static_cast<int>(sizeof(float));
   static_assert(kScratchBytes <= kHaloBytes, "the epilogue's scratch lives in the halo");
   // The halo, then (once the last chunk's depthwise has read it) each warp's 16 x 16 accumulator for the epilogue.
   __shared__ __align__(32) unsigned char halo_bytes[kHaloBytes];
   __shared__ DwWeights<kMmaChunk> dw;
-  __shared__ __align__(32) T a_tile[kTileM * kLd];  // depthwise result [pixel][k]: row-major A
+  __shared__ __align__(32) T a_tile[G::kPixels * kLd];  // depthwise result [pixel][k]: row-major A
   __shared__ __align__(32) T b_tile[kWidth * kLd];  // pointwise weight [out channel][k], as in memory: col-major B
   T* halo = reinterpret_cast<T*>(halo_bytes);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int warp_m = (warp % 4) * 16, warp_n = (warp / 4) * 16 * kFrags;
+  const int warp_m = (warp % kWarpRows) * 16, warp_n = (warp / kWarpRows) * 16 * kFrags;
   const T* pw_weight = static_cast<const T*>(p.pw_weight);
-  const TileGrid grid(p, kWidth);
+  const TileGrid grid(p, kTile, kWidth);
 
   for (int64_t tile = blockIdx.x; tile < grid.count(p); tile += gridDim.x) {
-    const Tile t = grid.tile(tile, kWidth);
+    const Tile t = grid.tile(tile);
     wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kFrags];
 #pragma unroll
     for (int j = 0; j < kFrags; ++j) wmma::fill_fragment(acc[j], 0.f);
@@ -303,18 +314,18 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) dwsep_conv_wmma_ker
       const int kc = static_cast<int>(p.C - c0 < kMmaChunk ? p.C - c0 : kMmaChunk);
       const int kpad = (kc + 15) / 16 * 16;
       // As in the FMA kernel; the previous tile's epilogue ends with a barrier before this reuses its scratch.
-      stage_halo<T, kMmaChunk>(p, t, c0, kc, vec_x, halo);
-      stage_dw_weights<T, kMmaChunk>(p, c0, kc, dw);
+      stage_halo<T, kTile, kMmaChunk>(p, t, c0, kc, vec_x, halo);
+      stage_dw_weights<T, kTile, kMmaChunk>(p, c0, kc, dw);
       __syncthreads();  // the previous chunk's fragments are loaded
-      for (int e = threadIdx.x; e < kWidth * kMmaChunk; e += kThreads) {
+      for (int e = threadIdx.x; e < kWidth * kMmaChunk; e += G::kThreads) {
         const int j = e / kMmaChunk, k = e % kMmaChunk;
         const int64_t n = t.n0 + j;
         b_tile[j * kLd + k] = k < kc && n < p.Cout ? pw_weight[n * p.C + c0 + k] : from_float<T>(0.f);
       }
       copy_wait();
       __syncthreads();
-      depthwise_tile<T, kMmaChunk>(p, halo, dw, kc, kpad,
-                                   [&](int i, int c, float v) { a_tile[i * kLd + c] = from_float<T>(v); });
+      depthwise_tile<T, kTile, kMmaChunk>(p, halo, dw, kc, kpad,
+                                          [&](int i, int c, float v) { a_tile[i * kLd + c] = from_float<T>(v); });
       __syncthreads();
       for (int ks = 0; ks < kpad / 16; ++ks) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
@@ -331,7 +342,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm) dwsep_conv_wmma_ker
     // (WMMA's register layout is opaque): lane / 2 is the row, lane % 2 the half.
     float* scratch = reinterpret_cast<float*>(halo_bytes) + warp * 16 * kLdC;
     const int row = lane / 2, col = (lane % 2) * kVec<T>;
-    const int64_t m = output_pixel(p, t, warp_m + row);
+    const int64_t m = output_pixel<kTile>(p, t, warp_m + row);
 #pragma unroll
     for (int j = 0; j < kFrags; ++j) {
       wmma::store_matrix_sync(scratch, acc[j], kLdC, wmma::mem_row_major);
@@ -361,16 +372,23 @@ cudaError_t query_device(Device* d) {
   return err;
 }
 
-// The output-channel tile: the narrowest width that covers Cout (the widest past it: the depthwise is then
-// recomputed per tile), narrowed further while the grid has fewer than kMinBlocksPerSm blocks per SM: on a small
-// map an SM with no block costs more than recomputing the depthwise for another 16 or 32 channels.
+// The tiles of a launch. The output-channel tile is the narrowest width that covers Cout (the widest past it: the
+// depthwise is then recomputed per tile), narrowed while the grid of 8 x 8 tiles has fewer than
+// kTargetBlocksPerSm blocks per SM: on a small map an idle SM costs more than recomputing the depthwise for another
+// 16 or 32 channels. At the narrowest width a map still too small takes 4 x 4 tiles (4x the blocks, 2.25x the
+// halo reads per output pixel at stride 1, from L2).
+struct Plan {
+  int edge, width;
+};
+
 template <size_t kCount>
-int pick_width(const int (&widths)[kCount], const DwsepConvParams& p, int sms) {
+Plan plan(const int (&widths)[kCount], const DwsepConvParams& p, int sms) {
+  const auto blocks = [&](int edge, int width) { return TileGrid(p, edge, width).count(p); };
+  const int64_t target = int64_t{kTargetBlocksPerSm} * sms;
   size_t w = 0;
   while (w + 1 < kCount && widths[w] < p.Cout) ++w;
-  const int64_t pixel_tiles = p.N * ceil_div(p.Ho, kTileH) * ceil_div(p.Wo, kTileW);
-  while (w > 0 && pixel_tiles * ceil_div(p.Cout, widths[w]) < int64_t{kMinBlocksPerSm} * sms) --w;
-  return widths[w];
+  while (w > 0 && blocks(8, widths[w]) < target) --w;
+  return Plan{w == 0 && blocks(8, widths[0]) < target ? 4 : 8, widths[w]};
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
@@ -380,36 +398,39 @@ bool vector_x(const DwsepConvParams& p) {
   return p.C % kVec<T> == 0 && aligned16(p.x);
 }
 
-template <typename T, int kCols>
+template <typename T, int kTile, int kCols>
 cudaError_t launch_fma(const DwsepConvParams& p, cudaStream_t stream) {
-  const unsigned blocks = grid_size(TileGrid(p, 16 * kCols).count(p), 1);
+  const unsigned blocks = grid_size(TileGrid(p, kTile, 16 * kCols).count(p), 1);
   const bool vec_x = vector_x<T>(p);
-  dwsep_conv_fma_kernel<T, kCols><<<blocks, kThreads, 0, stream>>>(p, vec_x);
+  dwsep_conv_fma_kernel<T, kTile, kCols><<<blocks, Geometry<kTile>::kThreads, 0, stream>>>(p, vec_x);
   return cudaGetLastError();
 }
 
-template <typename T, int kFrags>
+template <typename T, int kTile, int kFrags>
 cudaError_t launch_wmma(const DwsepConvParams& p, cudaStream_t stream) {
   const bool vec_out = p.Cout % kVec<T> == 0 && aligned16(p.out) && (!p.residual || aligned16(p.residual));
   const bool vec_x = vector_x<T>(p);
-  const unsigned blocks = grid_size(TileGrid(p, 32 * kFrags).count(p), 1);
-  dwsep_conv_wmma_kernel<T, kFrags><<<blocks, kThreads, 0, stream>>>(p, vec_x, vec_out);
+  const unsigned blocks = grid_size(TileGrid(p, kTile, 32 * kFrags).count(p), 1);
+  dwsep_conv_wmma_kernel<T, kTile, kFrags><<<blocks, Geometry<kTile>::kThreads, 0, stream>>>(p, vec_x, vec_out);
   return cudaGetLastError();
 }
 
+// 4 x 4 tiles come only at the narrowest width (plan), so they have one instantiation per dtype and path.
 template <typename T>
 cudaError_t launch_fma_path(const DwsepConvParams& p, int sms, cudaStream_t stream) {
-  switch (pick_width(kFmaWidths, p, sms)) {
+  const Plan plan_ = plan(kFmaWidths, p, sms);
+  if (plan_.edge == 4) return launch_fma<T, 4, 1>(p, stream);
+  switch (plan_.width) {
     case 16:
-      return launch_fma<T, 1>(p, stream);
+      return launch_fma<T, 8, 1>(p, stream);
     case 32:
-      return launch_fma<T, 2>(p, stream);
+      return launch_fma<T, 8, 2>(p, stream);
     case 48:
-      return launch_fma<T, 3>(p, stream);
+      return launch_fma<T, 8, 3>(p, stream);
     case 96:
-      return launch_fma<T, 6>(p, stream);
+      return launch_fma<T, 8, 6>(p, stream);
     default:
-      return launch_fma<T, 12>(p, stream);
+      return launch_fma<T, 8, 12>(p, stream);
   }
 }
 
@@ -423,15 +444,17 @@ cudaError_t launch_typed(const DwsepConvParams& p, cudaStream_t stream) {
     return launch_fma_path<T>(p, d.sms, stream);
   } else {
     if (!d.sm80) return launch_fma_path<T>(p, d.sms, stream);
-    switch (pick_width(kMmaWidths, p, d.sms)) {
+    const Plan plan_ = plan(kMmaWidths, p, d.sms);
+    if (plan_.edge == 4) return launch_wmma<T, 4, 1>(p, stream);
+    switch (plan_.width) {
       case 32:
-        return launch_wmma<T, 1>(p, stream);
+        return launch_wmma<T, 8, 1>(p, stream);
       case 64:
-        return launch_wmma<T, 2>(p, stream);
+        return launch_wmma<T, 8, 2>(p, stream);
       case 96:
-        return launch_wmma<T, 3>(p, stream);
+        return launch_wmma<T, 8, 3>(p, stream);
       default:
-        return launch_wmma<T, 6>(p, stream);
+        return launch_wmma<T, 8, 6>(p, stream);
     }
   }
 }

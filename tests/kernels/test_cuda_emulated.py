@@ -147,15 +147,19 @@ DWSEP_CASES = [
 ]
 
 
-# The tiling at the shapes it branches on, as (case, SMs the emulated GPU reports). 132 SMs: these small maps take the
-# narrowest output-channel tiles (16 FMA, 32 tensor-core) to fill the grid; 1 SM: the widest that covers Cout
-# (48, 96, 192; past 192 several tiles of 192). Channels 1, 3, 8, 12, 24, 240 (16-byte halo copies where C is a
-# multiple of 16 bytes, element copies elsewhere; 240 = 7.5 tensor-core chunks, 15 FMA chunks), vector epilogues
-# (Cout a multiple of 8) and element ones, maps of 1x1, 2x2 and not multiples of 8, batch > 1, residual.
+# The tiling at the shapes it branches on, as (case, SMs the emulated GPU reports), each kernel instantiation of the
+# fp32 and tensor-core paths at least once. 132 SMs: these small maps take 4 x 4 pixel tiles at the narrowest
+# output-channel tile (16 FMA, 32 tensor-core) to fill the grid; 1 SM: 8 x 8 pixel tiles and the narrowest width
+# that covers Cout (16 to 192; past 192 several tiles of 192), narrowed where even 1 SM's 2 blocks are not there.
+# Channels 1, 3, 8, 12, 24, 240 (16-byte halo copies where C is a multiple of 16 bytes, element copies elsewhere;
+# 240 = 7.5 tensor-core chunks, 15 FMA chunks), vector epilogues (Cout a multiple of 8) and element ones, maps of
+# 1x1, 2x2 and not multiples of the tile, batch > 1, residual.
 DWSEP_TILE_CASES = [
-    ((2, 8, 17, 19, 12, 2, True, False, False, True, True, False, torch.float32), 132),
+    ((2, 8, 17, 19, 12, 2, True, False, False, True, True, False, torch.float32), 1),
     ((2, 8, 17, 19, 12, 2, True, False, False, True, True, False, torch.float16), 132),
-    ((1, 12, 9, 10, 48, 1, False, True, True, True, True, True, torch.float16), 132),
+    ((2, 24, 9, 9, 24, 1, True, True, False, True, False, True, torch.float32), 1),
+    ((2, 24, 9, 9, 24, 1, True, True, False, True, False, True, torch.bfloat16), 1),
+    ((1, 12, 9, 10, 48, 1, False, True, True, True, True, True, torch.float16), 1),
     ((1, 12, 9, 10, 48, 1, False, True, True, True, True, True, torch.float32), 1),
     ((1, 24, 11, 9, 96, 1, True, False, True, True, False, True, torch.bfloat16), 1),
     ((1, 24, 11, 9, 96, 1, True, False, True, True, False, True, torch.float32), 1),
@@ -301,7 +305,7 @@ def test_same_size_input_is_copied_bit_exactly_emulated(runners, tmp_path, add, 
 
 @pytest.mark.parametrize(
     "op, case",
-    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[10][0]),
+    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]),
      ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1])],
     ids=["dwsep-fma", "dwsep-wmma", "dwsep-wmma-192", "fc_attention", "upsample_add"],
 )
