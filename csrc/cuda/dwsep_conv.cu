@@ -1,28 +1,14 @@
 // Fused depthwise-separable convolution on the GPU, NHWC.
-// A block owns an 8 x 8 tile of output pixels of one image and a tile of output channels (all of them where the
-// width fits and the grid is full, see plan), and walks the input channels in chunks: it stages the chunk's
+// A block owns an 8 x 8 (or 4 x 4) tile of output pixels of one image and a tile of output channels (all of them
+// where the width fits and the grid is full), and walks the input channels in chunks: it stages the chunk's
 // 3x3 halo of x once in shared memory (16-byte copies, cp.async on sm_80+), computes the depthwise result of the
-// 64 pixels from it with threads over (pixel, channel) pairs, so an 8- or 12-channel layer keeps its lanes busy,
+// tile's pixels from it with threads over (pixel, channel) pairs, so an 8- or 12-channel layer keeps its lanes busy,
 // and multiplies it by the chunk's pointwise weights; the depthwise result never goes to global memory.
 // fp16/bf16 multiply on tensor cores (WMMA, fp32 accumulation, K padded to 16 and N to 32 for narrow layers), fp32
 // on FMA; the tensor-core epilogue adds biases, ReLU and residual in registers and stores 16 bytes at a time.
 //
-// Design note (H100: 3.0 TB/s, 132 SMs; DFANet A at 1024 x 1024, batch 1; the floor is x read once, out written
-// once, residual read once). Blocks of 256 threads, at most 128 registers: 2 resident an SM, so the launcher aims
-// for 2 x SMs blocks, narrowing the output-channel tile (which recomputes the depthwise per tile) only until then.
-//   layer (in map)             bytes fp32 / fp16   floor us fp32/fp16   width FMA / MMA   blocks FMA / MMA (per SM)
-//   8->12 s2 (512x512)         9.6 / 4.8 MB        3.2 / 1.6            16 / 32           1024 / 1024 (7.8)
-//   12->12 s1 (256x256)        6.3 / 3.1 MB        2.1 / 1.0            16 / 32           1024 / 1024 (7.8)
-//   12->48 s1 +res (256x256)   28 / 14 MB          9.4 / 4.7            48 / 64           1024 / 1024 (7.8)
-//   240->12 s2 (256x256)       66 / 33 MB          22 / 11              16 / 32           256 / 256 (1.9)
-//   48->24 s2 (256x256)        14 / 7.1 MB         4.7 / 2.4            32 / 32           256 / 256 (1.9)
-//   24->96 s1 +res (128x128)   14 / 7.1 MB         4.7 / 2.4            48 / 32           512 / 768 (3.9 / 5.8)
-//   96->48 s2 (128x128)        7.1 / 3.5 MB        2.4 / 1.2            16 / 32           192 / 128 (1.5 / 1.0)
-//   48->192 s1 +res (64x64)    7.1 / 3.5 MB        2.4 / 1.2            32 / 32           384 / 384 (2.9)
-//   288->48 s2 (64x64)         5.1 / 2.6 MB        1.7 / 0.9            16 / 32           48 / 32 (0.4 / 0.2)
-//   48->192 s1 +res (16x16)    0.4 / 0.2 MB        0.15 / 0.07          16 / 32           48 / 24 (0.4 / 0.2)
-// The last maps cannot fill 132 SMs with 8 x 8 tiles and at least 16 (32) output channels a block; they are a few
-// microseconds of launch latency either way.
+// Tiles are chosen per launch from the shapes (plan); the bytes floor of each DFANet layer and the blocks per SM the
+// rule gives it are in docs/ops.md ("The CUDA dwsep_conv tiles").
 #include <mma.h>
 
 #include <type_traits>
@@ -45,7 +31,7 @@ struct Geometry {
   static constexpr int kHaloPixels = (2 * kTile + 1) * (2 * kTile + 1);
   __device__ static int span(int stride) { return (kTile - 1) * stride + 3; }  // halo rows and columns
 };
-// The launcher aims for this many blocks of 8 x 8 per SM (what fits it), then takes 4 x 4 tiles.
+// The launcher narrows the output-channel tile until the grid has this many blocks of 8 x 8 per SM (what fits).
 constexpr int kTargetBlocksPerSm = Geometry<8>::kMinBlocksPerSm;
 // Input channels per chunk: 64 bytes of x per halo pixel (4 x 16-byte copies) on the FMA path; 32 on the
 // tensor-core path, two 16-deep MMA steps. Sized so each kernel's shared memory stays under the 48 KB static limit.
@@ -374,9 +360,9 @@ cudaError_t query_device(Device* d) {
 
 // The tiles of a launch. The output-channel tile is the narrowest width that covers Cout (the widest past it: the
 // depthwise is then recomputed per tile), narrowed while the grid of 8 x 8 tiles has fewer than
-// kTargetBlocksPerSm blocks per SM: on a small map an idle SM costs more than recomputing the depthwise for another
-// 16 or 32 channels. At the narrowest width a map still too small takes 4 x 4 tiles (4x the blocks, 2.25x the
-// halo reads per output pixel at stride 1, from L2).
+// kTargetBlocksPerSm blocks per SM: on a small map more threads in flight are worth recomputing the depthwise for
+// another 16 or 32 channels. At the narrowest width, a grid with fewer blocks than SMs takes 4 x 4 tiles: the same
+// threads in 4x the blocks, so that no SM idles, for 2.25x the halo reads per output pixel at stride 1 (from L2).
 struct Plan {
   int edge, width;
 };
@@ -388,7 +374,7 @@ Plan plan(const int (&widths)[kCount], const DwsepConvParams& p, int sms) {
   size_t w = 0;
   while (w + 1 < kCount && widths[w] < p.Cout) ++w;
   while (w > 0 && blocks(8, widths[w]) < target) --w;
-  return Plan{w == 0 && blocks(8, widths[0]) < target ? 4 : 8, widths[w]};
+  return Plan{w == 0 && blocks(8, widths[0]) < sms ? 4 : 8, widths[w]};
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
