@@ -73,7 +73,7 @@ struct TileGrid {
 __device__ __forceinline__ void copy16(void* dst, const void* src) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned smem = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(src));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(__cvta_generic_to_global(src)));
 #else
   *static_cast<uint4*>(dst) = *static_cast<const uint4*>(src);
 #endif

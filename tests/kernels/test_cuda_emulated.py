@@ -6,7 +6,9 @@ The emulator build has ASan/UBSan (any access outside an input, output or worksp
 takes the kernels' 64-bit index paths (used on a GPU only past 2**30 elements), and a TSan build checks for
 shared-memory races between barriers. It does not replace the GPU run (the cuda cases of tests/kernels): it has
 no real warps, memory model, timing or tensor-core rounding, and the torch glue (csrc/cuda/*_glue.cpp) is not in it.
-The grid cap (kMaxBlocks) is lowered to 3 so that every grid-stride loop goes round more than once.
+The grid cap (kMaxBlocks) is lowered to 3 so that every grid-stride loop goes round more than once. Code under
+`__CUDA_ARCH__ >= 800` runs (WMMA); code that also asks `defined(__CUDA_ARCH__)` (dwsep_conv's cp.async halo copies,
+inline PTX) takes its fallback, a plain 16-byte copy.
 """
 
 from __future__ import annotations
