@@ -25,20 +25,23 @@ template <int kTile>
 struct Geometry {
   static constexpr int kPixels = kTile * kTile;
   static constexpr int kThreads = 4 * kPixels;
-  // At most 128 registers a thread, so 16 warps fit an SM (2 blocks of 256 threads, 8 of 64).
-  static constexpr int kMinBlocksPerSm = 512 / kThreads;
+  // Blocks an SM for the launch bounds: 24 warps (at most 80 registers a thread) where a thread holds at most 12
+  // accumulators, else 16 warps (128 registers): the wider tiles spilled at 80 (ptxas -v, sm_80 and sm_90).
+  static constexpr int min_blocks_per_sm(int accumulators) { return (accumulators <= 12 ? 768 : 512) / kThreads; }
   // Input pixels under the tile's 3x3 windows at stride 2, the larger stride.
   static constexpr int kHaloPixels = (2 * kTile + 1) * (2 * kTile + 1);
   __device__ static int span(int stride) { return (kTile - 1) * stride + 3; }  // halo rows and columns
 };
-// The launcher narrows the output-channel tile until the grid has this many blocks of 8 x 8 per SM (what fits).
-constexpr int kTargetBlocksPerSm = Geometry<8>::kMinBlocksPerSm;
+// The launcher narrows the output-channel tile until the grid has this many blocks of 8 x 8 per SM (what fits of
+// any of them).
+constexpr int kTargetBlocksPerSm = Geometry<8>::min_blocks_per_sm(128);
 // Input channels per chunk: 64 bytes of x per halo pixel (4 x 16-byte copies) on the FMA path; 32 on the
 // tensor-core path, two 16-deep MMA steps. Sized so each kernel's shared memory stays under the 48 KB static limit.
 constexpr int kFmaChunk = 16;
 constexpr int kMmaChunk = 32;
-// Output-channel tile widths, narrowest first: the FMA path's threads hold 16 * kCols channels, the tensor-core
-// path's 8 warps 2 x 16 * kFrags. They match DFANet's output widths (12, 24, 48, 96, 192).
+// Output-channel tile widths, narrowest first: 16 * kCols on the FMA path (16 threads across, kCols channels each),
+// 32 * kFrags on tensor cores (2 warps across, kFrags 16-wide accumulators each). They match DFANet's output widths
+// (12, 24, 48, 96, 192).
 constexpr int kFmaWidths[] = {16, 32, 48, 96, 192};
 constexpr int kMmaWidths[] = {32, 64, 96, 192};
 
@@ -204,7 +207,7 @@ __device__ void store_outputs(const DwsepConvParams& p, int64_t m, int64_t n, bo
 // output channels in registers, a tile of 16 * kCols channels.
 
 template <typename T, int kTile, int kCols>
-__global__ void __launch_bounds__(Geometry<kTile>::kThreads, Geometry<kTile>::kMinBlocksPerSm)
+__global__ void __launch_bounds__(Geometry<kTile>::kThreads, Geometry<kTile>::min_blocks_per_sm(4 * kCols))
     dwsep_conv_fma_kernel(const DwsepConvParams p, bool vec_x) {
   using G = Geometry<kTile>;
   constexpr int kWidth = 16 * kCols, kRows = G::kPixels / 4;
@@ -267,7 +270,7 @@ __global__ void __launch_bounds__(Geometry<kTile>::kThreads, Geometry<kTile>::kM
 // channels (kFrags WMMA 16x16x16 accumulators), a tile of 32 * kFrags channels.
 
 template <typename T, int kTile, int kFrags>
-__global__ void __launch_bounds__(Geometry<kTile>::kThreads, Geometry<kTile>::kMinBlocksPerSm)
+__global__ void __launch_bounds__(Geometry<kTile>::kThreads, Geometry<kTile>::min_blocks_per_sm(8 * kFrags))
     dwsep_conv_wmma_kernel(const DwsepConvParams p, bool vec_x, bool vec_out) {
 #if __CUDA_ARCH__ >= 800  // bf16 WMMA needs sm_80; the launcher sends older GPUs to the FMA path
   using namespace nvcuda;

@@ -103,14 +103,15 @@ def _bytes(t: torch.Tensor) -> bytes:
 
 
 def _run(exe: Path, tmp_path: Path, op: str, dtype: torch.dtype, header: list[int], arrays: list, out_shape,
-         sms: int = 132):
-    """Runs one launcher on an emulated GPU of `sms` SMs; arrays are NHWC/row-major tensors in `dtype`. Returns the
-    output, shaped out_shape."""
+         sms: int = 132, cc_major: int = 9):
+    """Runs one launcher on an emulated GPU of `sms` SMs and compute capability `cc_major`; arrays are
+    NHWC/row-major tensors in `dtype`. Returns the output, shaped out_shape."""
     src, dst = tmp_path / f"{op}.in", tmp_path / f"{op}.out"
     values = [DTYPE_CODES[dtype], *map(int, header)]
     payload = struct.pack(f"<q{len(values)}q", len(values), *values) + b"".join(_bytes(a) for a in arrays)
     src.write_bytes(payload)
-    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=0", EMU_SMS=str(sms))
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=0", EMU_SMS=str(sms),
+               EMU_CC_MAJOR=str(cc_major))
     r = subprocess.run([str(exe), op, str(src), str(dst)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, f"emulated {op} failed (exit {r.returncode}):\n{r.stderr[-6000:]}"
     raw = bytearray(dst.read_bytes())
@@ -178,10 +179,10 @@ DWSEP_TILE_CASES = [
 ]
 
 
-def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False, sms=132):
-    """Runs one dwsep_conv case on an emulated GPU of ``sms`` SMs; with ``nan_input`` one input value is NaN and
-    the output must have NaN exactly where the reference has (NaN passes through each ReLU, as in torch.relu) and
-    match it elsewhere."""
+def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False, sms=132, cc_major=9):
+    """Runs one dwsep_conv case on an emulated GPU of ``sms`` SMs and compute capability ``cc_major``; with
+    ``nan_input`` one input value is NaN and the output must have NaN exactly where the reference has (NaN passes
+    through each ReLU, as in torch.relu) and match it elsewhere."""
     n, c, h, w, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res, dtype = case
     gen = torch.Generator().manual_seed(seed)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -196,7 +197,7 @@ def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False, sms=132):
     header = [n, h, w, c, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res]
     arrays = [_nhwc(x), dw] + ([dwb] if has_dwb else []) + [pw] + ([pwb] if has_pwb else [])
     arrays += [_nhwc(res)] if has_res else []
-    got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout), sms).permute(0, 3, 1, 2)
+    got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout), sms, cc_major).permute(0, 3, 1, 2)
     d = lambda t: None if t is None else t.double()  # noqa: E731
     expected = reference.dwsep_conv(d(x), d(dw), d(dwb), d(pw), d(pwb), stride, act_in, act_mid, act_out, d(res))
     if nan_input:
@@ -214,6 +215,16 @@ def test_dwsep_conv_emulated(runners, tmp_path, case):
                          ids=lambda c: f"{c[:6]}-{str(c[-1])[6:]}" if isinstance(c, tuple) else f"{c}sm")
 def test_dwsep_conv_tiles_emulated(runners, tmp_path, case, sms):
     _dwsep_case(runners["asan"], tmp_path, case, sms=sms)
+
+
+@pytest.mark.parametrize("sms", [132, 1], ids=["4x4", "8x8"])
+@pytest.mark.parametrize("case", [
+    (2, 40, 9, 7, 70, 1, True, True, True, True, True, True, torch.float16),
+    (1, 12, 10, 9, 24, 2, False, True, False, True, False, True, torch.bfloat16),
+], ids=lambda c: f"{c[:6]}-{str(c[-1])[6:]}")
+def test_dwsep_conv_before_sm80_emulated(runners, tmp_path, case, sms):
+    """fp16/bf16 on a GPU without bf16 WMMA take the FMA path (16-byte halo copies where C is a multiple of 8)."""
+    _dwsep_case(runners["asan"], tmp_path, case, sms=sms, cc_major=7)
 
 
 @pytest.mark.parametrize("flag", ["act_in", "act_mid", "act_out"])

@@ -28,11 +28,15 @@ cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
-// An H100; EMU_SMS overrides its 132 SMs (launchers that size their grid by it take other tiles on fewer SMs).
+// An H100; EMU_SMS overrides its 132 SMs (launchers that size their grid by it take other tiles on fewer SMs) and
+// EMU_CC_MAJOR its compute capability 9 (launchers send older GPUs down other paths).
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
-  const char* sms = std::getenv("EMU_SMS");
-  *value = attr == cudaDevAttrComputeCapabilityMajor ? 9
-           : attr == cudaDevAttrMultiProcessorCount  ? (sms ? std::atoi(sms) : 132)
+  const auto env = [](const char* name, int fallback) {
+    const char* v = std::getenv(name);
+    return v ? std::atoi(v) : fallback;
+  };
+  *value = attr == cudaDevAttrComputeCapabilityMajor ? env("EMU_CC_MAJOR", 9)
+           : attr == cudaDevAttrMultiProcessorCount  ? env("EMU_SMS", 132)
                                                      : 0;
   return cudaSuccess;
 }
