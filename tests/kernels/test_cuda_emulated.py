@@ -318,13 +318,14 @@ def test_same_size_input_is_copied_bit_exactly_emulated(runners, tmp_path, add, 
 
 @pytest.mark.parametrize(
     "op, case",
-    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]),
-     ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1])],
-    ids=["dwsep-fma", "dwsep-wmma", "dwsep-wmma-192", "fc_attention", "upsample_add"],
+    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[11][0]),
+     ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]), ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1])],
+    ids=["dwsep-fma", "dwsep-wmma", "dwsep-fma-192", "dwsep-wmma-192", "fc_attention", "upsample_add"],
 )
 def test_no_shared_memory_races_emulated(runners, tmp_path, op, case):
     """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck). The
-    192-channel case runs two pixel tiles in a block, the epilogue's scratch reused by the next tile's halo."""
+    first two take 4 x 4 pixel tiles, the 192-channel ones 8 x 8, two in a block (the tensor-core epilogue's scratch
+    then reused by the next tile's halo)."""
     run_case = {"dwsep_conv": _dwsep_case, "dwsep_conv_1sm": lambda *args: _dwsep_case(*args, sms=1),
                 "fc_attention": _fc_case, "upsample": _upsample_case}[op]
     run_case(runners["tsan"], tmp_path, case)
