@@ -407,9 +407,9 @@ cudaError_t launch_wmma(const DwsepConvParams& p, cudaStream_t stream) {
 // 4 x 4 tiles come only at the narrowest width (plan), so they have one instantiation per dtype and path.
 template <typename T>
 cudaError_t launch_fma_path(const DwsepConvParams& p, int sms, cudaStream_t stream) {
-  const Plan plan_ = plan(kFmaWidths, p, sms);
-  if (plan_.edge == 4) return launch_fma<T, 4, 1>(p, stream);
-  switch (plan_.width) {
+  const Plan tiles = plan(kFmaWidths, p, sms);
+  if (tiles.edge == 4) return launch_fma<T, 4, 1>(p, stream);
+  switch (tiles.width) {
     case 16:
       return launch_fma<T, 8, 1>(p, stream);
     case 32:
@@ -433,9 +433,9 @@ cudaError_t launch_typed(const DwsepConvParams& p, cudaStream_t stream) {
     return launch_fma_path<T>(p, d.sms, stream);
   } else {
     if (!d.sm80) return launch_fma_path<T>(p, d.sms, stream);
-    const Plan plan_ = plan(kMmaWidths, p, d.sms);
-    if (plan_.edge == 4) return launch_wmma<T, 4, 1>(p, stream);
-    switch (plan_.width) {
+    const Plan tiles = plan(kMmaWidths, p, d.sms);
+    if (tiles.edge == 4) return launch_wmma<T, 4, 1>(p, stream);
+    switch (tiles.width) {
       case 32:
         return launch_wmma<T, 8, 1>(p, stream);
       case 64:
