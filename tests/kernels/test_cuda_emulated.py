@@ -6,7 +6,9 @@ The emulator build has ASan/UBSan (any access outside an input, output or worksp
 takes the kernels' 64-bit index paths (used on a GPU only past 2**30 elements), and a TSan build checks for
 shared-memory races between barriers. It does not replace the GPU run (the cuda cases of tests/kernels): it has
 no real warps, memory model, timing or tensor-core rounding, and the torch glue (csrc/cuda/*_glue.cpp) is not in it.
-The grid cap (kMaxBlocks) is lowered to 3 so that every grid-stride loop goes round more than once.
+The grid cap (kMaxBlocks) is lowered to 3 so that every grid-stride loop goes round more than once. Code under
+`__CUDA_ARCH__ >= 800` runs (WMMA); code that also asks `defined(__CUDA_ARCH__)` (dwsep_conv's cp.async halo copies,
+inline PTX) takes its fallback, a plain 16-byte copy.
 """
 
 from __future__ import annotations
@@ -104,14 +106,15 @@ def _bytes(t: torch.Tensor) -> bytes:
 
 
 def _run(exe: Path, tmp_path: Path, op: str, dtype: torch.dtype, header: list[int], arrays: list, out_shape,
-         out_dtype: torch.dtype | None = None):
-    """Runs one launcher; arrays are NHWC/row-major tensors in `dtype`. Returns the output, shaped out_shape, in
-    `dtype` (or `out_dtype`: labels)."""
+         out_dtype: torch.dtype | None = None, sms: int = 132, cc_major: int = 9):
+    """Runs one launcher on an emulated GPU of `sms` SMs and compute capability `cc_major`; arrays are
+    NHWC/row-major tensors in `dtype`. Returns the output, shaped out_shape, in `dtype` (or `out_dtype`: labels)."""
     src, dst = tmp_path / f"{op}.in", tmp_path / f"{op}.out"
     values = [DTYPE_CODES[dtype], *map(int, header)]
     payload = struct.pack(f"<q{len(values)}q", len(values), *values) + b"".join(_bytes(a) for a in arrays)
     src.write_bytes(payload)
-    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=0")
+    env = dict(os.environ, TSAN_OPTIONS="halt_on_error=1", ASAN_OPTIONS="detect_leaks=0", EMU_SMS=str(sms),
+               EMU_CC_MAJOR=str(cc_major))
     r = subprocess.run([str(exe), op, str(src), str(dst)], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, f"emulated {op} failed (exit {r.returncode}):\n{r.stderr[-6000:]}"
     raw = bytearray(dst.read_bytes())
@@ -138,10 +141,9 @@ def _randn(*shape, dtype, scale=1.0, gen):
     return (torch.randn(*shape, generator=gen) * scale).to(dtype)
 
 
-# (N, C, H, W, Cout, stride, act_in, act_mid, act_out, dw_bias, pw_bias, residual, dtype): the FMA path (fp32, and
-# fp16/bf16 with C or Cout < 16) with each of its tile widths (Cout 1 and 3: 16 channels, 17: 32, 70: two of 64),
-# the tensor-core path (fp16/bf16 with C, Cout >= 16), 1 and 2 K-chunks, 1 and 2 output-channel tiles, several
-# pixel tiles, 1x1 images, odd sizes at stride 2.
+# (N, C, H, W, Cout, stride, act_in, act_mid, act_out, dw_bias, pw_bias, residual, dtype): the FMA path (fp32) and
+# the tensor-core path (fp16/bf16), 1 and several input-channel chunks, several output-channel tiles, 8 x 8 pixel
+# tiles cut by the map's edge, 1x1 images, odd sizes at stride 2.
 DWSEP_CASES = [
     (1, 1, 1, 1, 1, 1, False, False, False, False, False, False, torch.float32),
     (2, 3, 7, 5, 17, 2, True, False, False, True, False, True, torch.float32),
@@ -154,9 +156,39 @@ DWSEP_CASES = [
 ]
 
 
-def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False):
-    """Runs one dwsep_conv case; with ``nan_input`` one input value is NaN and the output must have NaN exactly
-    where the reference has (NaN passes through each ReLU, as in torch.relu) and match it elsewhere."""
+# The tiling at the shapes it branches on, as (case, SMs the emulated GPU reports), each kernel instantiation of the
+# fp32 and tensor-core paths at least once. 132 SMs: these small maps take 4 x 4 pixel tiles at the narrowest
+# output-channel tile (16 FMA, 32 tensor-core) to fill the grid; 1 SM: 8 x 8 pixel tiles and the narrowest width
+# that covers Cout (16 to 192; past 192 several tiles of 192), narrowed where even 1 SM's 2 blocks are not there.
+# Channels 1, 3, 8, 12, 24, 240 (16-byte halo copies where C is a multiple of 16 bytes, element copies elsewhere;
+# 240 = 7.5 tensor-core chunks, 15 FMA chunks), vector epilogues (Cout a multiple of 8) and element ones, maps of
+# 1x1, 2x2 and not multiples of the tile, batch > 1, residual.
+DWSEP_TILE_CASES = [
+    ((2, 8, 17, 19, 12, 2, True, False, False, True, True, False, torch.float32), 1),
+    ((2, 8, 17, 19, 12, 2, True, False, False, True, True, False, torch.float16), 132),
+    ((2, 24, 9, 9, 24, 1, True, True, False, True, False, True, torch.float32), 1),
+    ((2, 24, 9, 9, 24, 1, True, True, False, True, False, True, torch.bfloat16), 1),
+    ((1, 12, 9, 10, 48, 1, False, True, True, True, True, True, torch.float16), 1),
+    ((1, 12, 9, 10, 48, 1, False, True, True, True, True, True, torch.float32), 1),
+    ((1, 24, 11, 9, 96, 1, True, False, True, True, False, True, torch.bfloat16), 1),
+    ((1, 24, 11, 9, 96, 1, True, False, True, True, False, True, torch.float32), 1),
+    ((1, 240, 10, 10, 12, 2, True, False, False, True, True, False, torch.float16), 132),
+    ((1, 240, 9, 9, 12, 2, True, False, False, False, True, False, torch.float32), 132),
+    ((1, 96, 12, 12, 48, 2, True, True, False, True, True, True, torch.bfloat16), 1),
+    ((1, 48, 16, 16, 192, 1, True, False, False, True, True, True, torch.float32), 1),
+    ((1, 48, 16, 16, 192, 1, True, False, False, True, True, True, torch.bfloat16), 1),
+    ((1, 16, 6, 6, 200, 1, False, False, True, True, True, True, torch.float16), 1),
+    ((1, 16, 6, 6, 200, 1, False, False, True, True, True, True, torch.float32), 1),
+    ((2, 1, 2, 2, 3, 1, True, True, True, True, True, True, torch.bfloat16), 132),
+    ((3, 3, 1, 1, 1, 2, False, False, False, True, False, True, torch.float16), 132),
+    ((3, 3, 2, 2, 5, 2, False, True, False, False, True, False, torch.float32), 132),
+]
+
+
+def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False, sms=132, cc_major=9):
+    """Runs one dwsep_conv case on an emulated GPU of ``sms`` SMs and compute capability ``cc_major``; with
+    ``nan_input`` one input value is NaN and the output must have NaN exactly where the reference has (NaN passes
+    through each ReLU, as in torch.relu) and match it elsewhere."""
     n, c, h, w, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res, dtype = case
     gen = torch.Generator().manual_seed(seed)
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
@@ -171,7 +203,7 @@ def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False):
     header = [n, h, w, c, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res]
     arrays = [_nhwc(x), dw] + ([dwb] if has_dwb else []) + [pw] + ([pwb] if has_pwb else [])
     arrays += [_nhwc(res)] if has_res else []
-    got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout)).permute(0, 3, 1, 2)
+    got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout), sms, cc_major).permute(0, 3, 1, 2)
     d = lambda t: None if t is None else t.double()  # noqa: E731
     expected = reference.dwsep_conv(d(x), d(dw), d(dwb), d(pw), d(pwb), stride, act_in, act_mid, act_out, d(res))
     if nan_input:
@@ -185,12 +217,28 @@ def test_dwsep_conv_emulated(runners, tmp_path, case):
     _dwsep_case(runners["asan"], tmp_path, case)
 
 
+@pytest.mark.parametrize("case, sms", DWSEP_TILE_CASES,
+                         ids=lambda c: f"{c[:6]}-{str(c[-1])[6:]}" if isinstance(c, tuple) else f"{c}sm")
+def test_dwsep_conv_tiles_emulated(runners, tmp_path, case, sms):
+    _dwsep_case(runners["asan"], tmp_path, case, sms=sms)
+
+
+@pytest.mark.parametrize("sms", [132, 1], ids=["4x4", "8x8"])
+@pytest.mark.parametrize("case", [
+    (2, 40, 9, 7, 70, 1, True, True, True, True, True, True, torch.float16),
+    (1, 12, 10, 9, 24, 2, False, True, False, True, False, True, torch.bfloat16),
+], ids=lambda c: f"{c[:6]}-{str(c[-1])[6:]}")
+def test_dwsep_conv_before_sm80_emulated(runners, tmp_path, case, sms):
+    """fp16/bf16 on a GPU without bf16 WMMA take the FMA path (16-byte halo copies where C is a multiple of 8)."""
+    _dwsep_case(runners["asan"], tmp_path, case, sms=sms, cc_major=7)
+
+
 @pytest.mark.parametrize("flag", ["act_in", "act_mid", "act_out"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fma", "tensor-core"])
 def test_dwsep_conv_relu_keeps_nan_emulated(runners, tmp_path, flag, dtype):
     """relu(NaN) = NaN at each ReLU point and on both paths (fmaxf(NaN, 0) would give 0 and pass every other case)."""
     acts = [f == flag for f in ("act_in", "act_mid", "act_out")]
-    case = (1, 24, 7, 6, 32, 1, *acts, True, True, False, dtype)  # C, Cout >= 16: the tensor-core path in fp16
+    case = (1, 24, 7, 6, 32, 1, *acts, True, True, False, dtype)  # fp16: the tensor-core path
     _dwsep_case(runners["asan"], tmp_path, case, nan_input=True)
 
 
@@ -315,11 +363,14 @@ def test_upsample_labels_ties_and_nan_emulated(runners, tmp_path, c):
 
 @pytest.mark.parametrize(
     "op, case",
-    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("fc_attention", FC_CASES[0]),
-     ("upsample", UPSAMPLE_CASES[1])],
-    ids=["dwsep-fma", "dwsep-wmma", "fc_attention", "upsample_add"],
+    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[11][0]),
+     ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]), ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1])],
+    ids=["dwsep-fma", "dwsep-wmma", "dwsep-fma-192", "dwsep-wmma-192", "fc_attention", "upsample_add"],
 )
 def test_no_shared_memory_races_emulated(runners, tmp_path, op, case):
-    """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck)."""
-    run_case = {"dwsep_conv": _dwsep_case, "fc_attention": _fc_case, "upsample": _upsample_case}[op]
+    """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck). The
+    first two take 4 x 4 pixel tiles, the 192-channel ones 8 x 8, two in a block (the tensor-core epilogue's scratch
+    then reused by the next tile's halo)."""
+    run_case = {"dwsep_conv": _dwsep_case, "dwsep_conv_1sm": lambda *args: _dwsep_case(*args, sms=1),
+                "fc_attention": _fc_case, "upsample": _upsample_case}[op]
     run_case(runners["tsan"], tmp_path, case)

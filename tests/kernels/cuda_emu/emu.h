@@ -4,7 +4,7 @@
 // races between barriers).
 //
 // Model: blocks run one after another, each as blockDim real threads; __shared__ is a function-local static (one
-// block alive at a time); __syncthreads and the warp shuffles are std::barriers; a WMMA fragment is the whole 16x16
+// block alive at a time); __syncthreads, __syncwarp and the warp shuffles are std::barriers; a WMMA fragment is the whole 16x16
 // tile held by every lane, and a warp's load/mma/store computes it redundantly (products of the 16-bit inputs in
 // fp32, like the tensor cores). Launches go through emu::launch (test_cuda_emulated.py rewrites the <<<>>> syntax).
 // Not modelled: warp-synchronous code without barriers, memory fences, timing.
@@ -101,6 +101,12 @@ inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 }  // namespace emu
 
 inline void __syncthreads() { emu::g_block->sync.arrive_and_wait(); }
+
+// A barrier of the calling thread's warp (full mask only), as on Volta+ where lanes may diverge.
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  EMU_CHECK(mask == 0xffffffffu, "only full-warp __syncwarp is emulated");
+  emu::g_block->warps[emu::linear_thread() / 32]->arrive_and_wait();
+}
 
 inline float __shfl_down_sync(unsigned mask, float v, unsigned delta, int width = 32) {
   EMU_CHECK(mask == 0xffffffffu && width == 32, "only full-warp shuffles are emulated");

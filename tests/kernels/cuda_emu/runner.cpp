@@ -7,6 +7,7 @@
 // read below), then the arrays, dense, in the dtype. Every array gets its own exact-size heap buffer, so ASan flags
 // any access past it; the output and the fc_attention workspace start as NaN (labels: 255 or -1), so a value never
 // written shows. The output file holds the output in its own type (labels: uint8 or int64).
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -28,8 +29,16 @@ cudaError_t cudaGetDevice(int* device) {
   *device = 0;
   return cudaSuccess;
 }
+// An H100; EMU_SMS overrides its 132 SMs (launchers that size their grid by it take other tiles on fewer SMs) and
+// EMU_CC_MAJOR its compute capability 9 (launchers send older GPUs down other paths).
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
-  *value = attr == cudaDevAttrComputeCapabilityMajor ? 9 : 0;  // an H100
+  const auto env = [](const char* name, int fallback) {
+    const char* v = std::getenv(name);
+    return v ? std::atoi(v) : fallback;
+  };
+  *value = attr == cudaDevAttrComputeCapabilityMajor ? env("EMU_CC_MAJOR", 9)
+           : attr == cudaDevAttrMultiProcessorCount  ? env("EMU_SMS", 132)
+                                                     : 0;
   return cudaSuccess;
 }
 }
