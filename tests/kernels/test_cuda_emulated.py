@@ -106,7 +106,7 @@ def _bytes(t: torch.Tensor) -> bytes:
 
 
 def _run(exe: Path, tmp_path: Path, op: str, dtype: torch.dtype, header: list[int], arrays: list, out_shape,
-         out_dtype: torch.dtype | None = None, sms: int = 132, cc_major: int = 9):
+         *, out_dtype: torch.dtype | None = None, sms: int = 132, cc_major: int = 9):
     """Runs one launcher on an emulated GPU of `sms` SMs and compute capability `cc_major`; arrays are
     NHWC/row-major tensors in `dtype`. Returns the output, shaped out_shape, in `dtype` (or `out_dtype`: labels)."""
     src, dst = tmp_path / f"{op}.in", tmp_path / f"{op}.out"
@@ -203,7 +203,8 @@ def _dwsep_case(exe, tmp_path, case, seed=0, nan_input=False, sms=132, cc_major=
     header = [n, h, w, c, cout, stride, act_in, act_mid, act_out, has_dwb, has_pwb, has_res]
     arrays = [_nhwc(x), dw] + ([dwb] if has_dwb else []) + [pw] + ([pwb] if has_pwb else [])
     arrays += [_nhwc(res)] if has_res else []
-    got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout), sms, cc_major).permute(0, 3, 1, 2)
+    got = _run(exe, tmp_path, "dwsep_conv", dtype, header, arrays, (n, ho, wo, cout), sms=sms, cc_major=cc_major)
+    got = got.permute(0, 3, 1, 2)
     d = lambda t: None if t is None else t.double()  # noqa: E731
     expected = reference.dwsep_conv(d(x), d(dw), d(dwb), d(pw), d(pwb), stride, act_in, act_mid, act_out, d(res))
     if nan_input:
