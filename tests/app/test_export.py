@@ -136,13 +136,13 @@ def test_package_in_a_fresh_process_equals_the_fused_model(exported, tmp_path):
         import dfanet_kernels  # registers the dfanet:: ops the package calls
         assert "dfanet" not in sys.modules  # the model's Python code is not needed
         compiled = torch._inductor.aoti_load_package({str(package)!r})
-        torch.save(compiled(torch.load({str(tmp_path / "x.pt")!r})), {str(tmp_path / "y.pt")!r})
+        torch.save(compiled(torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)), {str(tmp_path / "y.pt")!r})
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     with torch.no_grad():
         expected = model(x)
-    out = torch.load(tmp_path / "y.pt")
+    out = torch.load(tmp_path / "y.pt", weights_only=True)
     assert out.shape == (1, 19, *SIZE)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
 

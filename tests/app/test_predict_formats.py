@@ -76,7 +76,7 @@ def test_trainid_and_labelid_files_hold_the_predicted_ids(cityscapes, weights, t
         assert main(["predict", str(image), "--out", str(tmp_path / f"{fmt}.png"), "--weights", str(weights),
                      "--variant", "B", "--format", fmt]) == 0
     model = DFANet(num_classes=19, variant="B")
-    model.load_state_dict(torch.load(weights))
+    model.load_state_dict(torch.load(weights, weights_only=True))
     expected = model.eval().predict(load_image(image)[1])[0].numpy()
     with Image.open(tmp_path / "trainid.png") as train_ids, Image.open(tmp_path / "labelid.png") as label_ids:
         assert train_ids.mode == label_ids.mode == "L"  # 8-bit, one channel

@@ -62,7 +62,7 @@ def weights(tmp_path_factory):
 def expected_pictures(video, weights, fmt):
     """Each decoded frame of ``video`` predicted as an image and rendered in ``fmt``."""
     model = DFANet(num_classes=19, variant="B")
-    model.load_state_dict(torch.load(weights))
+    model.load_state_dict(torch.load(weights, weights_only=True))
     model.eval()
     frames, _, _ = read_video(video)
     with torch.no_grad():
