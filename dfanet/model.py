@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dfanet_kernels import reference
-from dfanet_kernels.constants import BACKENDS, labels_dtype  # noqa: F401  (labels_dtype: still dfanet.model's)
+from dfanet_kernels.constants import BACKENDS
 
 from .fused import FoldCache
 from .layers import Backbone, ConvBNReLU, Decoder, FCAttention, XceptionBlock
