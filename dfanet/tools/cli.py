@@ -96,6 +96,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..model import DFANet
     from ..training.io import atomic_path
 
+    if Path(args.out).is_dir():  # else found only by the rename, after minutes of compiling
+        raise ValueError(f"--out: {args.out} is a folder; expected the name of the file to write")
     if args.format == "onnx":
         import onnx  # noqa: F401  (the exporter needs it; a missing one is reported with the extra to install)
 

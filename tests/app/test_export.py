@@ -74,13 +74,17 @@ def test_bad_arguments_name_the_flag(argv, message, capsys):
 
 def test_unwritable_out_and_missing_weights_are_one_line_errors_before_any_compile(tmp_path, caplog):
     (tmp_path / "notes.txt").write_text("a file")
+    (tmp_path / "models").mkdir()
     assert main(["export", "--format", "pt2", "--out", str(tmp_path / "notes.txt" / "m.pt2"), "--variant", "B"]) == 2
     assert main(["export", "--format", "pt2", "--out", str(tmp_path / "m.pt2"), "--variant", "B",
                  "--weights", str(tmp_path / "none.pt")]) == 2
+    assert main(["export", "--format", "pt2", "--out", str(tmp_path / "models"), "--variant", "B"]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "notes.txt is a file, not a folder" in errors[0] and "\n" not in errors[0]
     assert "none.pt" in errors[1] and "\n" not in errors[1]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no file, no temporary left behind
+    assert errors[2] == f"--out: {tmp_path / 'models'} is a folder; expected the name of the file to write"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "notes.txt"]  # no file, no temporary left behind
+    assert not list((tmp_path / "models").iterdir())
 
 
 def test_onnx_format_writes_what_export_onnx_writes(tmp_path, capsys, monkeypatch):
