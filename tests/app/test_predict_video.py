@@ -5,6 +5,7 @@ files refused by name before anything is written."""
 import sys
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,6 @@ from dfanet.tools.video import prefetched
 from dfanet.training.images import normalize
 
 from ..synthetic import draw_scene
-
-av = pytest.importorskip("av")
 
 FRAMES, HEIGHT, WIDTH, RATE = 12, 64, 96, 7
 
