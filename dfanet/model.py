@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from dfanet_kernels import reference
-from dfanet_kernels.constants import BACKENDS, labels_dtype  # noqa: F401  (labels_dtype: still dfanet.model's)
+from dfanet_kernels.constants import BACKENDS
 
 from .fused import FoldCache
 from .layers import Backbone, ConvBNReLU, Decoder, FCAttention, XceptionBlock
@@ -184,7 +184,7 @@ class DFANet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run_checked(x, labels=False)
+        return self._run_checked(x, to_labels=False)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -193,17 +193,17 @@ class DFANet(nn.Module):
         Fused in eval, the last step resizes the quarter-size logits and keeps only each pixel's argmax
         (``dfanet_kernels.upsample_labels``): the full-size logits, the largest tensor of the forward, are never
         written. Elsewhere (and on the reference backend) it is exactly ``forward(x).argmax(1)``."""
-        return self._run_checked(x, labels=True)
+        return self._run_checked(x, to_labels=True)
 
-    def _run_checked(self, x: torch.Tensor, labels: bool) -> torch.Tensor:
+    def _run_checked(self, x: torch.Tensor, to_labels: bool) -> torch.Tensor:
         check_input(x)
         x = self._input_for_weights(x)
         if self.fused and not self.training:  # the fused stem takes the image as it is (see FusedRunner.stem)
             if torch.is_autocast_enabled(x.device.type):  # the fused ops' own aten calls stay in their dtype
                 with torch.autocast(x.device.type, enabled=False):
-                    return self.run(x, self._fold.runner(self), labels)
-            return self.run(x, self._fold.runner(self), labels)
-        return self.run(x, EagerRunner(self), labels)
+                    return self.run(x, self._fold.runner(self), to_labels)
+            return self.run(x, self._fold.runner(self), to_labels)
+        return self.run(x, EagerRunner(self), to_labels)
 
     def _input_for_weights(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` checked against the weights' device and dtype (here, not in the first conv, whose message would blame
@@ -219,12 +219,12 @@ class DFANet(nn.Module):
                 return x.to(weight.dtype)
         return x
 
-    def run(self, x: torch.Tensor, runner: Runner, labels: bool = False) -> torch.Tensor:
+    def run(self, x: torch.Tensor, runner: Runner, to_labels: bool = False) -> torch.Tensor:
         """The DFANet graph (paper Fig. 3), computed piece by piece by ``runner``: the logits at the input size, or
-        with ``labels`` their argmax over classes (``predict``)."""
+        with ``to_labels`` their argmax over classes (``predict``)."""
         # Every intermediate map is freed when _quarter_logits returns, before the forward's largest allocation, the
         # full-size output (fused at 1024 x 1024 they held 59 MiB next to its 76 MiB; in training autograd keeps them).
-        if labels:
+        if to_labels:
             return runner.labels(self._quarter_logits(x, runner), x.shape[-2:])
         return runner.add([self._quarter_logits(x, runner)], x.shape[-2:])
 

@@ -96,6 +96,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from ..model import DFANet
     from ..training.io import atomic_path
 
+    if Path(args.out).is_dir():  # else found only by the rename, after minutes of compiling
+        raise ValueError(f"--out: {args.out} is a folder; expected the name of the file to write")
     if args.format == "onnx":
         import onnx  # noqa: F401  (the exporter needs it; a missing one is reported with the extra to install)
 
@@ -334,7 +336,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--variant", default="A", choices=list(VARIANTS))
     p.add_argument("--num-classes", type=int, default=19)
     p.add_argument("--backend", default=None, choices=["reference", "cpu", "triton", "cuda"])
-    p.add_argument("--overlay", dest="format", action="store_const", const="overlay", help="--format overlay")
+    p.add_argument("--overlay", dest="format", action="store_const", const="overlay",
+                   help="the same as --format overlay (the option before --format existed)")
     p.add_argument("--batch-size", type=_positive_int, default=1,
                    help="video frames per forward pass (default %(default)s)")
     p.add_argument("--max-pixels", type=_positive_int, default=None, metavar="N",
@@ -349,7 +352,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                                    "all) in standard ONNX operators, for ONNX Runtime or OpenVINO. pt2: the fused "
                                    "model compiled by torch.export + AOTInductor, calling the dfanet kernels; load it "
                                    "with dfanet.pt2.load_pt2 or from C++ (examples/cpp).")
-    p.add_argument("--format", required=True, choices=["onnx", "pt2"])
+    p.add_argument("--format", required=True, choices=["onnx", "pt2"],
+                   help="onnx: the unfused model, for ONNX Runtime or OpenVINO; pt2: the fused model, AOTInductor")
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write (replaced atomically)")
     p.add_argument("--weights", default=None, help="DFANet state_dict (.pt) or checkpoint; random weights if omitted")
     p.add_argument("--variant", default="A", choices=list(VARIANTS))

@@ -40,8 +40,9 @@ class EvalReport:
 
 @torch.no_grad()
 def evaluate(model: DFANet, files: SegmentationFiles, ctx: Context, workers: int = 2, warmup: int = 3) -> EvalReport:
-    """Score ``model`` (put in eval; fused if it was built with fused=True) on every image of ``files``; under
-    torchrun each process takes every world_size-th image and the confusion matrices are summed."""
+    """Score ``model`` (put in eval; fused if it was built with fused=True) on every image of ``files``, from the
+    labels of ``model.predict`` (what ``dfanet predict`` writes); under torchrun each process takes every
+    world_size-th image and the confusion matrices are summed."""
     if model.num_classes != files.num_classes:
         raise ValueError(f"model: has {model.num_classes} classes, the {files.name} data set {files.num_classes}")
     model.eval()
@@ -64,14 +65,16 @@ def evaluate(model: DFANet, files: SegmentationFiles, ctx: Context, workers: int
             image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
             if i == 0:  # first calls fold BN, pick kernels, fill caches: not what a deployed model pays per image
                 for _ in range(warmup):
-                    model(image)
+                    model.predict(image)
             sync()
             start = time.perf_counter()
-            logits = model(image)
+            # predict, not forward + argmax: fused, it never writes the full-size logits; unfused it is exactly
+            # forward(image).argmax(1), so the unfused model's confusion matrix is what it always was.
+            labels = model.predict(image)
             sync()
             times.append(time.perf_counter() - start)
             sizes.add(f"{image.shape[-2]}x{image.shape[-1]}")
-            confusion += confusion_matrix(logits.argmax(1), mask, files.num_classes)
+            confusion += confusion_matrix(labels, mask, files.num_classes)
     all_reduce_sum(confusion, ctx)
 
     times.sort()
@@ -85,11 +88,12 @@ def evaluate(model: DFANet, files: SegmentationFiles, ctx: Context, workers: int
         "threads": threads,
         "warmup_runs": warmup,
         "input_sizes": sorted(sizes),
-        "method": (f"forward pass of the model on one image at a time (batch 1) at full resolution "
+        "method": (f"model.predict (the forward pass to per-pixel labels, argmax included) on one image at a time "
+                   f"(batch 1) at full resolution "
                    f"({', '.join(sorted(sizes))}) on {device}"
                    + (f" ({torch.cuda.get_device_name(device)}, synchronised)" if device.type == "cuda" else
                       f" with {threads} threads")
-                   + f"; {warmup} warm-up runs excluded; data loading, argmax and scoring not timed"
+                   + f"; {warmup} warm-up runs excluded; data loading and scoring not timed"
                    + (f"; timed on rank 0's {len(times)} of the images" if ctx.distributed else "") + "."),
     }
     return EvalReport(files.name, files.split, Scores(confusion.cpu(), files.classes), speed)

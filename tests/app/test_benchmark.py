@@ -117,6 +117,22 @@ def test_lower_precision_row_is_shown_but_is_not_a_baseline():
     assert report.to_dict()["fused_vs_lower_precision"]["openvino_bf16"]["speedup"] == pytest.approx(0.8)
 
 
+def test_aoti_row_is_shown_but_is_not_the_best_baseline():
+    # aoti is the fused model compiled by AOTInductor: faster than every baseline here, it must still not be the
+    # headline's "best baseline", which would then compare the fused kernels with themselves.
+    results = [CandidateResult("fused", "", "ok", times_ms=[10, 10, 10]),
+               CandidateResult("aoti", "", "ok", times_ms=[9, 9, 9]),
+               CandidateResult("eager", "", "ok", times_ms=[30, 30, 30])]
+    attach_ratios(results)
+    report = Report({"variant": "A", "height": 64, "width": 64, "batch": 1, "threads": 1, "rounds": 3},
+                    {"cpu": "x", "logical_cpus": 1, "torch": "t", "onnxruntime": None, "openvino": None,
+                     "date_utc": "d"}, "m", "m", results)
+    assert report.best_baseline.name == "eager" and report.fused_vs_best == pytest.approx(3.0)
+    md = report.to_markdown()
+    assert "| aoti | fp32 | 9.0 |" in md and "**fused vs best baseline (eager)**: 3.00x" in md
+    assert report.to_dict()["fused_vs_best_baseline"]["best_baseline"] == "eager"
+
+
 # In a subprocess: OpenVINO's bf16 kernels leave AMX tile state live on the calling thread, and a signal delivered
 # there afterwards (SIGCHLD from any child process, once torch's DataLoader has installed a handler for it) overflows
 # the small alternate signal stack that pytest's faulthandler sets up: the kernel kills the test process (SIGSEGV,

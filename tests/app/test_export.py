@@ -74,13 +74,17 @@ def test_bad_arguments_name_the_flag(argv, message, capsys):
 
 def test_unwritable_out_and_missing_weights_are_one_line_errors_before_any_compile(tmp_path, caplog):
     (tmp_path / "notes.txt").write_text("a file")
+    (tmp_path / "models").mkdir()
     assert main(["export", "--format", "pt2", "--out", str(tmp_path / "notes.txt" / "m.pt2"), "--variant", "B"]) == 2
     assert main(["export", "--format", "pt2", "--out", str(tmp_path / "m.pt2"), "--variant", "B",
                  "--weights", str(tmp_path / "none.pt")]) == 2
+    assert main(["export", "--format", "pt2", "--out", str(tmp_path / "models"), "--variant", "B"]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert "notes.txt is a file, not a folder" in errors[0] and "\n" not in errors[0]
     assert "none.pt" in errors[1] and "\n" not in errors[1]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no file, no temporary left behind
+    assert errors[2] == f"--out: {tmp_path / 'models'} is a folder; expected the name of the file to write"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "notes.txt"]  # no file, no temporary left behind
+    assert not list((tmp_path / "models").iterdir())
 
 
 def test_onnx_format_writes_what_export_onnx_writes(tmp_path, capsys, monkeypatch):
@@ -136,13 +140,13 @@ def test_package_in_a_fresh_process_equals_the_fused_model(exported, tmp_path):
         import dfanet_kernels  # registers the dfanet:: ops the package calls
         assert "dfanet" not in sys.modules  # the model's Python code is not needed
         compiled = torch._inductor.aoti_load_package({str(package)!r})
-        torch.save(compiled(torch.load({str(tmp_path / "x.pt")!r})), {str(tmp_path / "y.pt")!r})
+        torch.save(compiled(torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)), {str(tmp_path / "y.pt")!r})
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     with torch.no_grad():
         expected = model(x)
-    out = torch.load(tmp_path / "y.pt")
+    out = torch.load(tmp_path / "y.pt", weights_only=True)
     assert out.shape == (1, 19, *SIZE)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6 * float(expected.abs().max()))
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from dfanet.tools.bench import gpu
@@ -166,6 +167,13 @@ def test_a_failing_section_is_reported_and_the_rest_still_runs(tmp_path, monkeyp
     assert report["errors"] == ["layers 32x32 batch 1 fp32: RuntimeError: boom"]
     assert report["ops"] == [op_row]
     assert "## Failed\n\n- layers 32x32 batch 1 fp32: RuntimeError: boom" in (tmp_path / "gpu_bench.md").read_text()
+
+
+def test_an_unknown_variant_is_refused_before_any_case(capsys):
+    """Not by every case failing in turn on a GPU session's time."""
+    with pytest.raises(SystemExit) as exit_:
+        gpu.parse_args(["--variant", "C"])
+    assert exit_.value.code == 2 and "argument --variant: invalid choice: 'C'" in capsys.readouterr().err
 
 
 def test_interleaved_times_every_timer_once_a_round_in_a_rotating_order():

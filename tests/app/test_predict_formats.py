@@ -76,7 +76,7 @@ def test_trainid_and_labelid_files_hold_the_predicted_ids(cityscapes, weights, t
         assert main(["predict", str(image), "--out", str(tmp_path / f"{fmt}.png"), "--weights", str(weights),
                      "--variant", "B", "--format", fmt]) == 0
     model = DFANet(num_classes=19, variant="B")
-    model.load_state_dict(torch.load(weights))
+    model.load_state_dict(torch.load(weights, weights_only=True))
     expected = model.eval().predict(load_image(image)[1])[0].numpy()
     with Image.open(tmp_path / "trainid.png") as train_ids, Image.open(tmp_path / "labelid.png") as label_ids:
         assert train_ids.mode == label_ids.mode == "L"  # 8-bit, one channel
@@ -143,3 +143,29 @@ def test_cityscapes_evaluator_on_labelid_files_agrees_with_dfanet_eval(cityscape
             assert math.isnan(theirs["classScores"][name])
         else:
             assert theirs["classScores"][name] == pytest.approx(iou, abs=1e-12)
+
+
+def test_eval_scores_predict_labels_as_the_unfused_forward_argmax_did(cityscapes, weights):
+    """evaluate() scores model.predict's labels; its confusion matrix, fused or not, is the one that the unfused
+    model's forward + argmax (what evaluate used to score) gives on the same images."""
+    from dfanet.training.distributed import Context
+    from dfanet.training.evaluate import evaluate
+    from dfanet.training.metrics import confusion_matrix
+
+    files = get_dataset("cityscapes").open(cityscapes, "val")
+    state = torch.load(weights, weights_only=True)
+    unfused = DFANet(num_classes=19, variant="B", fused=False).eval()
+    unfused.load_state_dict(state)
+    expected = torch.zeros(19, 19, dtype=torch.int64)
+    with torch.no_grad():
+        for index in range(len(files)):
+            rgb, mask = files.read(index)
+            labels = unfused(normalize(rgb)[None]).argmax(1)
+            expected += confusion_matrix(labels, torch.from_numpy(mask.astype(np.int64))[None], 19)
+    assert expected.diagonal().sum() > 0 and expected.sum() > expected.diagonal().sum()  # partly right
+    ctx = Context(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    for fused in (False, True):
+        model = DFANet(num_classes=19, variant="B", fused=fused)
+        model.load_state_dict(state)
+        confusion = evaluate(model, files, ctx, workers=0, warmup=0).scores.confusion
+        assert torch.equal(confusion, expected), f"fused={fused}"

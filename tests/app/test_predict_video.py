@@ -5,6 +5,7 @@ files refused by name before anything is written."""
 import sys
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,6 @@ from dfanet.tools.video import prefetched
 from dfanet.training.images import normalize
 
 from ..synthetic import draw_scene
-
-av = pytest.importorskip("av")
 
 FRAMES, HEIGHT, WIDTH, RATE = 12, 64, 96, 7
 
@@ -62,7 +61,7 @@ def weights(tmp_path_factory):
 def expected_pictures(video, weights, fmt):
     """Each decoded frame of ``video`` predicted as an image and rendered in ``fmt``."""
     model = DFANet(num_classes=19, variant="B")
-    model.load_state_dict(torch.load(weights))
+    model.load_state_dict(torch.load(weights, weights_only=True))
     model.eval()
     frames, _, _ = read_video(video)
     with torch.no_grad():

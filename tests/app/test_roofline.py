@@ -114,6 +114,9 @@ def test_cli_help_and_a_bad_device(capsys):
     with pytest.raises(SystemExit) as exit_:
         rl.parse_args(["--device", "h300"])
     assert exit_.value.code == 2 and "unknown 'h300'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused by the parser, not by a traceback after tracing the model
+        rl.parse_args(["--variant", "C"])
+    assert exit_.value.code == 2 and "argument --variant: invalid choice: 'C'" in capsys.readouterr().err
 
 
 PTXAS = """\

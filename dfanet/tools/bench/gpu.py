@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ...variants import VARIANTS
 from .check import GPU_MODEL_TOLERANCE, OP_TOLERANCE, compare, exact_fp32
 from .log import log
 from .machine import machine_info
@@ -81,7 +82,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=os.environ.get("OUT") or str(Path("bench") / "results"),
                    help="output folder for gpu_bench.json / .md (default: $OUT, else bench/results)")
-    p.add_argument("--variant", default="A", help="DFANet variant (A, B, A')")
+    p.add_argument("--variant", default="A", choices=list(VARIANTS), help="DFANet variant (default A)")
     p.add_argument("--sizes", default="1024x1024,512x1024", help="comma-separated HxW input sizes")
     p.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     p.add_argument("--dtypes", default="fp16,fp32,bf16", help=f"comma-separated, of {sorted(DTYPES)}")

@@ -20,6 +20,9 @@ from typing import Any, Callable, Sequence
 from .timing import quantiles
 
 REFERENCE = "fused"  # every ratio is "candidate time / fused time": above 1 means fused is faster
+# The fused model itself in another runtime (cpu_candidates.OPT_IN): a row beside fused, never a baseline, or the
+# headline "fused vs best baseline" would compare the fused kernels with themselves.
+FUSED_RUNTIMES = ("aoti",)
 
 
 @dataclass
@@ -131,8 +134,10 @@ class Report:
 
     @property
     def best_baseline(self) -> CandidateResult | None:
-        """The fastest timed fp32 candidate other than fused (by median): lower-precision rows are not baselines."""
-        timed = [r for r in self.results if r.timed and r.name != REFERENCE and r.precision == "fp32"]
+        """The fastest timed fp32 candidate other than fused (by median): lower-precision rows and the fused model in
+        another runtime (:data:`FUSED_RUNTIMES`) are not baselines."""
+        timed = [r for r in self.results
+                 if r.timed and r.name != REFERENCE and r.name not in FUSED_RUNTIMES and r.precision == "fp32"]
         return min(timed, key=lambda r: r.median_ms, default=None)
 
     @property

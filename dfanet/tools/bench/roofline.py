@@ -26,6 +26,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
+from ...variants import VARIANTS
 from .report import Column, markdown_table, write_markdown_and_json
 
 if TYPE_CHECKING:
@@ -499,7 +500,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="h100-sxm", help=f"one of {sorted(DEVICES)} (default h100-sxm)")
     p.add_argument("--dtype", default="fp16", choices=sorted(ITEMSIZE))
     p.add_argument("--size", nargs=2, type=int, default=(1024, 1024), metavar=("H", "W"))
-    p.add_argument("--variant", default="A", help="DFANet variant (A, B, A')")
+    p.add_argument("--variant", default="A", choices=list(VARIANTS), help="DFANet variant (default A)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--out", help="folder for roofline-<device>-<dtype>-....md/.json (default: print only)")
     p.add_argument("--no-resources", action="store_true",
