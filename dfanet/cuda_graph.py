@@ -22,8 +22,10 @@ import torch
 WARMUP_CALLS = 3  # before capture: folds BN, autotunes the Triton kernels and picks cuDNN algorithms, off-graph
 
 
-def capture(model: torch.nn.Module, example_input: torch.Tensor, warmup: int = WARMUP_CALLS) -> Callable:
-    """A function that runs ``model(x)`` by replaying a CUDA graph captured on ``example_input``'s shape.
+def capture(model: torch.nn.Module, example_input: torch.Tensor, warmup: int = WARMUP_CALLS,
+            labels: bool = False) -> Callable:
+    """A function that runs ``model(x)`` (``model.predict(x)`` with ``labels=True``: a DFANet's labels) by replaying
+    a CUDA graph captured on ``example_input``'s shape.
 
     ``model`` must be in eval mode and on the same CUDA device as ``example_input``. Every call must pass a tensor
     of the example's shape, dtype and device (any memory layout); it is copied into the graph's static input.
@@ -34,6 +36,7 @@ def capture(model: torch.nn.Module, example_input: torch.Tensor, warmup: int = W
     if model.training:
         raise ValueError("model: expected eval mode (call model.eval() first); training cannot run in a CUDA graph")
     static_input = example_input.detach().clone()
+    run = model.predict if labels else model
 
     # Warm-up on a side stream, as torch.cuda.graphs recommends: lazy work (BN folding, Triton autotuning, cuDNN
     # algorithm search) must not happen during capture.
@@ -41,12 +44,12 @@ def capture(model: torch.nn.Module, example_input: torch.Tensor, warmup: int = W
     stream.wait_stream(torch.cuda.current_stream(static_input.device))
     with torch.no_grad(), torch.cuda.stream(stream):
         for _ in range(max(1, warmup)):
-            model(static_input)
+            run(static_input)
     torch.cuda.current_stream(static_input.device).wait_stream(stream)
 
     graph = torch.cuda.CUDAGraph()
     with torch.no_grad(), torch.cuda.graph(graph):
-        static_output = model(static_input)
+        static_output = run(static_input)
 
     def replay(x: torch.Tensor) -> torch.Tensor:
         if x.shape != static_input.shape or x.dtype != static_input.dtype or x.device != static_input.device:

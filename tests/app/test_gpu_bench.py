@@ -117,6 +117,10 @@ def test_dry_run_writes_a_report_with_every_case(tmp_path):
     (case,) = report["model"]
     statuses = {name: entry["status"] for name, entry in case["candidates"].items()}
     assert statuses["fused_triton"] == statuses["eager_nchw"] == statuses["eager_cl"] == "ok", statuses
+    # predict's labels (upsample_labels) checked against eager's argmax, on both backends the dry run has.
+    for name in ("fused_triton_predict", "fused_cpu_predict"):
+        entry = case["candidates"][name]
+        assert entry["status"] == "ok" and entry["argmax_agreement"] >= 0.999 and "rel_err" not in entry, entry
     assert len(report["ops"]) == 7
     assert all(row["impls"]["triton"]["status"] == "ok" for row in report["ops"])
     # Every distinct op call of one forward, each op kind among them, all timed and summed per forward.

@@ -12,6 +12,7 @@ Whole model (DFANet A by default; one set of random weights with randomised Batc
   fused_triton     DFANet(fused=True, backend="triton")                 (Triton kernels, autotuned on first call)
   fused_triton_graph   the same, replayed from a CUDA graph (dfanet.cuda_graph.capture)
   fused_cuda[_graph]   backend="cuda" (the C++/CUDA kernels) where they are built
+  fused_*_predict[_graph]   model.predict(x): the labels (upsample_labels), checked against eager's argmax
 Cases: --sizes x --batches x --dtypes, batch 1 first, fp16 and fp32 before bf16. Each candidate's first output is
 checked against eager_nchw (max |out - eager| / max |eager|, and argmax agreement); a mismatch is reported and not
 timed.
@@ -56,7 +57,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from ...variants import VARIANTS
-from .check import GPU_MODEL_TOLERANCE, OP_TOLERANCE, compare, exact_fp32
+from .check import GPU_MODEL_TOLERANCE, LABELS_AGREEMENT, OP_TOLERANCE, compare, exact_fp32, labels_agreement
 from .log import log
 from .machine import machine_info
 from .report import gpu_markdown, write_markdown_and_json
@@ -192,16 +193,25 @@ def build_candidates(args, device, dtype_name, x, budget_left) -> tuple[dict, di
         fused_models[backend] = model  # only a model that ran is captured in a CUDA graph
         return lambda: model(x)
 
-    def make_graph(backend):
+    def make_graph(backend, labels):
         from ...cuda_graph import capture
 
-        replay = capture(fused_models[backend], x)
+        replay = capture(fused_models[backend], x, labels=labels)
         return lambda: replay(x)
+
+    def make_predict(backend):
+        model = fused_models[backend]
+        return lambda: model.predict(x)
 
     for backend in backends:
         add(f"fused_{backend}", functools.partial(make_fused, backend))
-        if backend in fused_models and device.type == "cuda":
-            add(f"fused_{backend}_graph", functools.partial(make_graph, backend))
+        if backend not in fused_models:
+            continue
+        # predict: the labels from the quarter-size logits (upsample_labels), beside forward's full-size logits.
+        add(f"fused_{backend}_predict", functools.partial(make_predict, backend))
+        if device.type == "cuda":
+            add(f"fused_{backend}_graph", functools.partial(make_graph, backend, False))
+            add(f"fused_{backend}_predict_graph", functools.partial(make_graph, backend, True))
     return candidates, skipped
 
 
@@ -220,12 +230,19 @@ def run_model_case(args, device, size, batch, dtype_name, budget_left) -> dict:
     expected = candidates["eager_nchw"][0]().float().clone()
     timed = {}
     for name, (fn, setup_s) in candidates.items():
-        rel, agree = compare(fn(), expected)
-        entry = results[name] = {"setup_s": round(setup_s, 3), "rel_err": rel, "argmax_agreement": agree}
-        tolerance = GPU_MODEL_TOLERANCE[dtype_name]
-        if not rel <= tolerance:
-            entry.update(status="mismatch", reason=f"rel_err {rel:.3g} > {tolerance:g}: not timed")
-            log(f"  {name}: MISMATCH rel_err={rel:.3g}")
+        entry = results[name] = {"setup_s": round(setup_s, 3)}
+        out = fn()
+        if out.is_floating_point():
+            rel, entry["argmax_agreement"] = compare(out, expected)
+            entry["rel_err"] = rel
+            tolerance = GPU_MODEL_TOLERANCE[dtype_name]
+            mismatch = None if rel <= tolerance else f"rel_err {rel:.3g} > {tolerance:g}"
+        else:  # predict's labels, against the argmax of eager's logits
+            agree = entry["argmax_agreement"] = labels_agreement(out, expected.argmax(1))
+            mismatch = None if agree >= LABELS_AGREEMENT else f"labels agree {agree:.4f} < {LABELS_AGREEMENT}"
+        if mismatch is not None:
+            entry.update(status="mismatch", reason=f"{mismatch}: not timed")
+            log(f"  {name}: MISMATCH {mismatch}")
         else:
             entry["status"] = "ok"
             timed[name] = fn

@@ -318,6 +318,7 @@ GPU_MODEL_COLUMNS = [
     Column("/ fused_triton", lambda e: _ratio(e, "ratio_to_fused_triton")),
     Column("setup s", lambda e: str(e.get("setup_s", "–"))),
     Column("rel err", lambda e: f"{e['rel_err']:.1e}" if "rel_err" in e else "–"),
+    Column("argmax agree", lambda e: f"{e['argmax_agreement']:.4f}" if "argmax_agreement" in e else "–"),
     Column("status", lambda e: e["status"] + (f": {e['reason']}" if e.get("reason") else ""), numeric=False),
 ]
 GPU_OP_COLUMNS = [
