@@ -30,11 +30,14 @@ def _report() -> dict:
                    git_commit="abc1234", date_utc="2026-11-26T23:47:14+00:00", cudnn_allow_tf32=True,
                    triton_autotune="0")
     candidates = {
+        "fused_triton_predict": {"status": "ok", "median_ms": 33.1, "p20_ms": 32.9, "p80_ms": 33.4, "setup_s": 0.0,
+                                 "argmax_agreement": 1.0, "ratio_to_fused_triton": 0.949},
         "compile": {"status": "skipped", "reason": "--compile-mode none"},
         "eager_nchw": {"status": "ok", "median_ms": 18.978, "p20_ms": 18.372, "p80_ms": 19.369, "kernel_ms": 3.113,
                        "launches": 639.0, "setup_s": 0.0, "rel_err": 0.0, "ratio_to_fused_triton": 0.544},
         "fused_triton": {"status": "ok", "median_ms": 34.872, "p20_ms": 34.127, "p80_ms": 35.183, "kernel_ms": 8.715,
-                         "launches": 203.0, "setup_s": 29.853, "rel_err": 1.4e-3, "ratio_to_fused_triton": 1.0,
+                         "launches": 203.0, "setup_s": 29.853, "rel_err": 1.4e-3, "argmax_agreement": 0.99987,
+                         "ratio_to_fused_triton": 1.0,
                          "top_kernels": [{"name": "_upsample_kernel", "ms": 5.533},
                                          {"name": "_dwsep_conv_kernel", "ms": 2.821}]},
     }
@@ -66,8 +69,10 @@ def _report() -> dict:
 
 def test_report_shows_times_kernel_times_launches_and_ratios():
     text = gpu_markdown(_report())
-    assert "| fused_triton | 34.872 | 34.127–35.183 | 8.715 | 203 | 1.00 | 29.853 | 1.4e-03 | ok |" in text
-    assert "| compile | – | – | – | – | – | – | – | skipped: --compile-mode none |" in text
+    assert "| fused_triton | 34.872 | 34.127–35.183 | 8.715 | 203 | 1.00 | 29.853 | 1.4e-03 | 0.9999 | ok |" in text
+    # predict's labels: no logits to compare, the agreement with eager's argmax instead.
+    assert "| fused_triton_predict | 33.100 | 32.900–33.400 | – | – | 0.95 | 0.0 | – | 1.0000 | ok |" in text
+    assert "| compile | – | – | – | – | – | – | – | – | skipped: --compile-mode none |" in text
     assert "Heaviest kernels of fused_triton (ms per forward): `_upsample_kernel` 5.533; `_dwsep_conv_kernel` 2.821" \
         in text
     assert "Heaviest kernels of eager_nchw" not in text
