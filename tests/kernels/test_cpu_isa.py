@@ -87,6 +87,28 @@ def test_add_of_one_source_is_its_concat(every_isa, c, src, size):
 
 
 @needs_cpu_kernels
+@pytest.mark.parametrize("c", range(1, 18))
+def test_every_partial_vector_width(every_isa, c):
+    """Channel counts 1..17 end in every partial-vector width of every path (AVX-512 16 lanes, AVX2 8, portable 4),
+    whose loads and stores each path implements its own way (AVX2 stores the live lanes as 4-, 2- and 1-float
+    stores): the pointwise epilogue (conv1x1 to c channels, with and without a residual via dwsep_conv) and the
+    resize's per-pixel and per-row blends (an add of one and of two sources, a concat)."""
+    gen = torch.Generator().manual_seed(c)
+    x = randn(2, 7, 5, 9, gen=gen)
+    weight, bias = randn(c, 7, 1, 1, gen=gen), randn(c, gen=gen)
+    assert_close(dk.conv1x1(x, weight, bias, backend="cpu"), reference.conv(x, weight, bias, 1, False), 1e-5, 1e-5)
+    args = dw_args(2, c, 5, 9, c, 1, residual=True, seed=c, device="cpu")
+    assert_close(dk.dwsep_conv(**args, backend="cpu"), reference.dwsep_conv(**args), 1e-5, 1e-5)
+    small, same = randn(2, c, 3, 4, gen=gen), randn(2, c, 7, 9, gen=gen)
+    for inputs in ([small], [small, same]):
+        assert_close(dk.upsample_add(inputs, (7, 9), backend="cpu"), reference.upsample_add(inputs, (7, 9)),
+                     5e-5, 1e-5)
+    inputs = [same, small, randn(2, 3, 2, 2, gen=gen)]
+    assert_close(dk.upsample_concat(inputs, (7, 9), backend="cpu"), reference.upsample_concat(inputs, (7, 9)),
+                 5e-5, 1e-5)
+
+
+@needs_cpu_kernels
 @pytest.mark.parametrize("case", labels_tests.CASES["cpu"], ids=labels_tests.case_id)
 def test_upsample_labels(every_isa, case):
     for layout in ("strided", "channels_last"):
