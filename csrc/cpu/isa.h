@@ -118,6 +118,16 @@ struct BlockArgs {
   // InputRows).
   const UpsampleSource* src = nullptr;
   int64_t src_count = 0;
+  // The 1x1 shortcut, split where a virtual input makes part of it cheaper (see xception_block.cpp): the input
+  // channel ranges [begin, end) multiplied at the pixels the shortcut reads (input (oh * stride, ow * stride)) with
+  // their rows of sc_w, and the resized sources whose product with their rows of sc_w the glue computed at their
+  // own, smaller size (data: N x Hs x Ws x C3, taps as in src), resized here at those pixels. Linear maps commute
+  // with the bilinear resize (its weights sum to 1), so the sum is the shortcut of the concatenation.
+  const int64_t* sc_ranges = nullptr;  // [2 * sc_range_count]: begin, end
+  int64_t sc_range_count = 0;
+  const UpsampleSource* sc_resized = nullptr;
+  int64_t sc_resized_count = 0;
+  const float* sc_zero = nullptr;  // [round_up(C3, kPad)] zeros: the bias of every range after the first
 };
 // Input rows the block keeps built at once for a virtual input (see InputRows in kernels/xception_block.h).
 constexpr int64_t block_input_ring(int64_t stride) { return 2 * stride + 2; }
@@ -127,8 +137,17 @@ inline int64_t block_tile_floats(const BlockArgs& a) {
   for (int i = 0; i < 2; ++i) ld = ld > tile_stride(a.sep[i].Cout) ? ld : tile_stride(a.sep[i].Cout);
   return (a.tile_w + kPad) * ld;
 }
+// The shortcut's vertical blend of two rows of a resized product (the last part of block_rows' scratch).
+inline int64_t block_shortcut_blend_floats(const BlockArgs& a) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < a.sc_resized_count; ++i) {
+    const int64_t row = a.sc_resized[i].W * a.sc_resized[i].C;
+    n = n > row ? n : row;
+  }
+  return n;
+}
 // Per-thread scratch of block_rows: two rings of three rows (ReLU(y1), ReLU(y2)) and one tile; for a virtual
-// input also its ring of built rows and one source row's vertical blend.
+// input also its ring of built rows and one source row's vertical blend, and one of the shortcut's resized products.
 inline int64_t block_scratch_floats(const BlockArgs& a) {
   int64_t n = 3 * a.Wo * (a.sep[0].Cout + a.sep[1].Cout) + block_tile_floats(a);
   if (a.src_count > 0) {
@@ -139,7 +158,7 @@ inline int64_t block_scratch_floats(const BlockArgs& a) {
     }
     n += block_input_ring(a.stride) * a.W * a.C0 + blend;
   }
-  return n;
+  return n + block_shortcut_blend_floats(a);
 }
 
 // A dense 3x3 convolution (padding 1, stride 1 or 2, + bias, ReLU) for few input channels, input in any layout

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "../checks.h"
 #include "common.h"
@@ -22,6 +23,59 @@ namespace {
 
 // Each thread recomputes two rows of y2 and four of y1 above and below its band: keep bands at least this tall.
 constexpr int64_t kMinBandRows = 8;
+
+// The projection shortcut's parts (BlockArgs::sc_ranges): a resized source smaller than the output is multiplied
+// by its rows of the 1x1 weight at its own size and resized afterwards, which takes Hs * Ws / (Ho * Wo) of the
+// multiply-adds (DFANet's aggregation inputs: the attention map 4x upsampled, 192 of 240 channels, at stride 2:
+// a quarter); every other source's channels are multiplied at the output's pixels.
+struct ShortcutParts {
+  std::vector<int64_t> ranges;
+  std::vector<UpsampleSource> resized;
+  std::vector<at::Tensor> products;
+};
+
+ShortcutParts split_shortcut(const BlockArgs& a, const ResizeSources* virtual_input) {
+  ShortcutParts parts;
+  const int64_t C3 = a.sep[2].Cout, C3p = round_up(C3, kPad);
+  auto take_range = [&](int64_t lo, int64_t hi) {
+    if (!parts.ranges.empty() && parts.ranges.back() == lo) {
+      parts.ranges.back() = hi;
+    } else {
+      parts.ranges.insert(parts.ranges.end(), {lo, hi});
+    }
+  };
+  if (!virtual_input) {
+    take_range(0, a.C0);
+    return parts;
+  }
+  const auto run = cpu_path().pointwise_rows;
+  for (const UpsampleSource& s : virtual_input->sources) {
+    if (s.same || s.H * s.W >= a.Ho * a.Wo) {
+      take_range(s.channel_offset, s.channel_offset + s.C);
+      continue;
+    }
+    at::Tensor product = empty_nhwc({a.N, C3, s.H, s.W}, virtual_input->tensor(0));
+    PointwiseArgs pa;
+    pa.x = s.data;
+    pa.N = a.N, pa.H = s.H, pa.W = s.W, pa.C = s.C;
+    pa.Ho = s.H, pa.Wo = s.W, pa.Cout = C3;
+    pa.w = a.sc_w + s.channel_offset * C3p;
+    pa.b = a.sc_zero;
+    pa.out = product.data_ptr<float>();
+    pa.tile_w = tile_width(s.W, s.C);
+    at::parallel_for(0, a.N * s.H, row_grain(s.W * s.C * C3, kMinTaskMacs), [&](int64_t begin, int64_t end) {
+      AlignedFloats scratch(pointwise_scratch_floats(pa));
+      run(pa, begin, end, scratch.data());
+    });
+    UpsampleSource r = s;
+    r.data = product.data_ptr<float>();
+    r.C = C3;
+    r.channel_offset = 0;
+    parts.resized.push_back(r);
+    parts.products.push_back(std::move(product));
+  }
+  return parts;
+}
 
 at::Tensor xception_block_cpu(at::TensorList inputs, const at::Tensor& dw1, const at::Tensor& pw1,
                               const std::optional<at::Tensor>& pb1, const at::Tensor& dw2, const at::Tensor& pw2,
@@ -46,8 +100,9 @@ at::Tensor xception_block_cpu(at::TensorList inputs, const at::Tensor& dw1, cons
   }
   const int64_t C[4] = {virtual_input ? virtual_input->channels : x.size(1), pw1.size(0), pw2.size(0), pw3.size(0)};
 
-  // Packed weights, one zeroed block: per sep conv dw [9][Cin_p], pw [Cin][Cout_p], bias [Cout_p]; the shortcut.
-  int64_t total = C[0] * round_up(C[3], kPad) + round_up(C[3], kPad);
+  // Packed weights, one zeroed block: per sep conv dw [9][Cin_p], pw [Cin][Cout_p], bias [Cout_p]; the shortcut's
+  // weight and bias, and zeros.
+  int64_t total = C[0] * round_up(C[3], kPad) + 2 * round_up(C[3], kPad);
   for (int i = 0; i < 3; ++i) {
     total += 9 * round_up(C[i], kPad) + C[i] * round_up(C[i + 1], kPad) + round_up(C[i + 1], kPad);
   }
@@ -72,6 +127,8 @@ at::Tensor xception_block_cpu(at::TensorList inputs, const at::Tensor& dw1, cons
     p += C[0] * round_up(C[3], kPad);
     pack_bias(sc_bias, p);
     a.sc_b = p;
+    p += round_up(C[3], kPad);
+    a.sc_zero = p;
   }
 
   at::Tensor out = empty_nhwc(out_shape, inputs[0]);
@@ -85,6 +142,14 @@ at::Tensor xception_block_cpu(at::TensorList inputs, const at::Tensor& dw1, cons
   a.Ho = Ho, a.Wo = Wo, a.stride = stride;
   a.out = out.data_ptr<float>();
   a.tile_w = tile_width(Wo, std::max({C[0], C[1], C[2]}));
+  ShortcutParts shortcut;
+  if (sc_weight) {
+    shortcut = split_shortcut(a, virtual_input ? &*virtual_input : nullptr);
+    a.sc_ranges = shortcut.ranges.data();
+    a.sc_range_count = static_cast<int64_t>(shortcut.ranges.size()) / 2;
+    a.sc_resized = shortcut.resized.data();
+    a.sc_resized_count = static_cast<int64_t>(shortcut.resized.size());
+  }
   int64_t row_macs = C[0] * (9 + C[1]) + C[1] * (9 + C[2]) + C[2] * (9 + C[3]) + (sc_weight ? C[0] * C[3] : 0);
   row_macs *= Wo;
   const int64_t grain = std::max(kMinBandRows, row_grain(row_macs, kMinTaskMacs));

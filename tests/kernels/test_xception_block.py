@@ -209,6 +209,20 @@ def cat_case_id(case):
     return f"n{n}-" + "+".join(f"{c}@{h}x{w}" for c, h, w in specs[:3]) + f"-s{stride}-{'proj' if projection else 'id'}"
 
 
+# The shortcut part of an input smaller than the output, computed at the input's size and then resized, against
+# the 1x1 conv of the resized input: the same products summed in another order, a few ulp of the O(1) outputs.
+SHORTCUT_ORDER_ATOL, SHORTCUT_ORDER_RTOL = 1e-5, 1e-6
+
+
+def shortcut_of_a_smaller_input(args):
+    """Whether the CPU kernel computes part of the projection shortcut before the resize: some input has fewer
+    pixels than the block's output."""
+    h, w = args["inputs"][0].shape[-2:]
+    out_pixels = dk.conv_output_size(h, args["stride"]) * dk.conv_output_size(w, args["stride"])
+    smaller = any(t.shape[-2] * t.shape[-1] < out_pixels for t in args["inputs"][1:])
+    return args["shortcut_weight"] is not None and smaller
+
+
 def cpu_composition(args):
     """upsample_concat then xception_block, both on the CPU kernels."""
     rest = {k: v for k, v in args.items() if k != "inputs"}
@@ -223,8 +237,13 @@ def test_cat_matches_reference_on_every_path(every_isa, case):
     out = dk.xception_block_cat(**args, backend="cpu")
     assert out.is_contiguous(memory_format=torch.channels_last)
     # The concatenation's values are those upsample_concat computes (the same row code, kernels/upsample.h), and
-    # the block then runs as on a materialised input: equal bit for bit to the two CPU ops in a row ...
-    assert torch.equal(out, cpu_composition(args))
+    # the block then runs as on a materialised input: the two CPU ops in a row, up to the shortcut's summation
+    # order (an input smaller than the output has its part of the 1x1 shortcut computed at its own size and
+    # resized afterwards: a few ulp of the O(1) outputs) ...
+    if shortcut_of_a_smaller_input(args):
+        assert_close(out, cpu_composition(args), SHORTCUT_ORDER_ATOL, SHORTCUT_ORDER_RTOL)
+    else:
+        assert torch.equal(out, cpu_composition(args))
     # ... and within the block's own tolerance of the reference (the resize's rounding, < 1e-6 on these O(1)
     # inputs, is far inside it).
     assert_close(out, reference.xception_block_cat(**args), ATOL, RTOL)
@@ -243,7 +262,8 @@ def test_cat_layouts_and_threads(layout, threads):
         expected = cpu_composition(args)
     finally:
         torch.set_num_threads(previous)
-    assert torch.equal(out, expected)
+    assert shortcut_of_a_smaller_input(args)
+    assert_close(out, expected, SHORTCUT_ORDER_ATOL, SHORTCUT_ORDER_RTOL)
     assert_close(out, reference.xception_block_cat(**args), ATOL, RTOL)
 
 

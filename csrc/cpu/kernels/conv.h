@@ -20,16 +20,18 @@ namespace {
 // conv1x1 (also the Xception block's shortcut, kernels/xception_block.h).
 // ---------------------------------------------------------------------------------------------------------------
 
-// One output row of a 1x1 conv of stride `stride` from input row `row` (pixel stride C): the pixels it reads are
-// gathered into tiles of `buf` (so the micro-kernel sees the fixed stride LD), then multiplied.
+// One output row of a 1x1 conv of stride `stride` from the C channels of input row `row` (pixel stride ld >= C):
+// the pixels it reads are gathered into tiles of `buf` (so the micro-kernel sees the fixed stride LD), then
+// multiplied.
 template <class V, int LD>
-void pointwise_row_t(const float* row, int64_t C, int64_t stride, int64_t Wo, int64_t tile_w, const float* w,
-                     const float* b, int64_t Cout, bool relu, const float* res, float* out, float* buf) {
+void pointwise_row_t(const float* row, int64_t ld, int64_t C, int64_t stride, int64_t Wo, int64_t tile_w,
+                     const float* w, const float* b, int64_t Cout, bool relu, const float* res, float* out,
+                     float* buf) {
   const int64_t ldt = tile_stride(C), CoutP = round_up(Cout, kPad);
   for (int64_t ow0 = 0; ow0 < Wo; ow0 += tile_w) {
     const int64_t cnt = imin(tile_w, Wo - ow0);
     for (int64_t p = 0; p < cnt; ++p) {
-      const float* src = row + (ow0 + p) * stride * C;
+      const float* src = row + (ow0 + p) * stride * ld;
       float* dst = buf + p * ldt;
       int64_t c = 0;
       for (; c + V::L <= C; c += V::L) V::store(dst + c, V::load(src + c));
@@ -40,15 +42,15 @@ void pointwise_row_t(const float* row, int64_t C, int64_t stride, int64_t Wo, in
 }
 
 template <class V>
-void pointwise_row(const float* row, int64_t C, int64_t stride, int64_t Wo, int64_t tile_w, const float* w,
-                   const float* b, int64_t Cout, bool relu, const float* res, float* out, float* buf) {
+void pointwise_row(const float* row, int64_t ld, int64_t C, int64_t stride, int64_t Wo, int64_t tile_w,
+                   const float* w, const float* b, int64_t Cout, bool relu, const float* res, float* out, float* buf) {
   switch (tile_stride(C)) {
     case 64:
-      return pointwise_row_t<V, 64>(row, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
+      return pointwise_row_t<V, 64>(row, ld, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
     case 304:
-      return pointwise_row_t<V, 304>(row, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
+      return pointwise_row_t<V, 304>(row, ld, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
     default:
-      return pointwise_row_t<V, 0>(row, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
+      return pointwise_row_t<V, 0>(row, ld, C, stride, Wo, tile_w, w, b, Cout, relu, res, out, buf);
   }
 }
 
@@ -57,7 +59,7 @@ void pointwise_rows_impl(const PointwiseArgs& a, int64_t begin, int64_t end, flo
   for (int64_t r = begin; r < end; ++r) {
     const int64_t n = r / a.Ho, oh = r % a.Ho;
     const float* row = a.x + ((n * a.H + oh * a.stride) * a.W) * a.C;
-    pointwise_row<V>(row, a.C, a.stride, a.Wo, a.tile_w, a.w, a.b, a.Cout, a.relu, nullptr,
+    pointwise_row<V>(row, a.C, a.C, a.stride, a.Wo, a.tile_w, a.w, a.b, a.Cout, a.relu, nullptr,
                      a.out + r * a.Wo * a.Cout, buf);
   }
 }

@@ -108,6 +108,28 @@ void concat_source_row(const UpsampleSource& s, int64_t n, int64_t oh, int64_t W
   }
 }
 
+// out[ow] += source `s` resized to its output size, at input row ih and columns ow * stride, for ow < Wo (pixel
+// stride s.C): the Xception block's shortcut adds its resized products this way. `buf`: s.W * s.C floats.
+template <class V>
+void add_resized_row(const UpsampleSource& s, int64_t n, int64_t ih, int64_t stride, int64_t Wo, float* out,
+                     float* buf) {
+  bool used;
+  const float* row = source_row<V>(s, n, ih, buf, used);
+  const int64_t C = s.C;
+  for (int64_t ow = 0; ow < Wo; ++ow) {
+    const PixelTaps t = pixel_taps(s, row, ow * stride);
+    float* o = out + ow * C;
+    int64_t c0 = 0;
+    for (; c0 + V::L <= C; c0 += V::L) {
+      V::store(o + c0, V::add(V::load(o + c0), horizontal<V, false>(t, c0, V::mask(V::L))));
+    }
+    if (c0 < C) {
+      const typename V::M m = V::mask(C - c0);
+      V::storem(o + c0, V::add(V::loadm(o + c0, m), horizontal<V, true>(t, c0, m)), m);
+    }
+  }
+}
+
 template <class V>
 void upsample_rows_impl(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch) {
   const float* rows[kMaxUpsampleSources];

@@ -45,6 +45,28 @@ class InputRows {
   int64_t tags_[block_input_ring(2)];
 };
 
+// Output row `oh` of image n of the projection shortcut into `out` (see BlockArgs::sc_ranges): its channel ranges
+// multiplied from input row `in_row`, the first with the bias, then the resized products added. `blend`: the
+// largest sc_resized row.
+template <class V>
+void shortcut_row(const BlockArgs& a, const float* in_row, int64_t n, int64_t oh, float* out, float* buf,
+                  float* blend) {
+  const int64_t C3 = a.sep[2].Cout, C3p = round_up(C3, kPad);
+  for (int64_t i = 0; i < a.sc_range_count; ++i) {
+    const int64_t lo = a.sc_ranges[2 * i], hi = a.sc_ranges[2 * i + 1];
+    pointwise_row<V>(in_row + lo, a.C0, hi - lo, a.stride, a.Wo, a.tile_w, a.sc_w + lo * C3p, i ? a.sc_zero : a.sc_b,
+                     C3, false, i ? out : nullptr, out, buf);
+  }
+  if (a.sc_range_count == 0) {
+    for (int64_t ow = 0; ow < a.Wo; ++ow) {
+      for (int64_t c = 0; c < C3; ++c) out[ow * C3 + c] = a.sc_b[c];
+    }
+  }
+  for (int64_t i = 0; i < a.sc_resized_count; ++i) {
+    add_resized_row<V>(a.sc_resized[i], n, oh * a.stride, a.stride, a.Wo, out, blend);
+  }
+}
+
 // Xception block, rows streamed through two rings of three rows each (see BlockArgs). The rings hold ReLU(y1) and
 // ReLU(y2): the ReLU that sep2 and sep3 apply to their input is applied once, in the producer's epilogue, instead
 // of at every depthwise tap.
@@ -55,6 +77,7 @@ void block_rows_impl(const BlockArgs& a, int64_t begin, int64_t end, float* scra
   float* ring2 = ring1 + 3 * a.Wo * C1;
   float* buf = ring2 + 3 * a.Wo * C2;
   InputRows<V> input(a, buf + block_tile_floats(a));
+  float* sc_blend = scratch + block_scratch_floats(a) - block_shortcut_blend_floats(a);
   const SepConv s1{a.sep[0].dw_w, nullptr, a.sep[0].pw_w, a.sep[0].pw_b, a.C0, C1, true, false, true};
   const SepConv s2{a.sep[1].dw_w, nullptr, a.sep[1].pw_w, a.sep[1].pw_b, C1, C2, false, false, true};
   const SepConv s3{a.sep[2].dw_w, nullptr, a.sep[2].pw_w, a.sep[2].pw_b, C2, C3, false, false, false};
@@ -94,8 +117,7 @@ void block_rows_impl(const BlockArgs& a, int64_t begin, int64_t end, float* scra
     float* out = a.out + r * a.Wo * C3;
     const float* res;
     if (a.sc_w) {  // projection shortcut: 1x1 conv of stride s into the output row, which sep3 then adds to
-      pointwise_row<V>(input.get(n, oh * a.stride), a.C0, a.stride, a.Wo, a.tile_w, a.sc_w, a.sc_b, C3, false,
-                       nullptr, out, buf);
+      shortcut_row<V>(a, input.get(n, oh * a.stride), n, oh, out, buf, sc_blend);
       res = out;
     } else {  // identity: stride 1 and C3 == C0 (a built row stays valid: sep3 asks for no input row)
       res = input.get(n, oh);
