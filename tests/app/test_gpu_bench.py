@@ -18,6 +18,7 @@ import torch
 
 from dfanet.tools.bench import gpu
 from dfanet.tools.bench.check import exact_fp32
+from dfanet.tools.bench.memory import peak_call_mib
 from dfanet.tools.bench.op_calls import OpCall, distinct_layers
 from dfanet.tools.bench.report import gpu_markdown
 from dfanet.tools.bench.timing import interleaved, kernel_profile
@@ -144,6 +145,15 @@ def test_dry_run_writes_a_report_with_every_case(tmp_path):
     assert abs(layers["floor_ms"] - floor) <= 1e-9 * floor
     text = (tmp_path / "gpu_bench.md").read_text()
     assert text.startswith("# DFANet GPU benchmark (A)") and "| triton / floor | cuda / floor |" in text
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no GPU"))])
+def test_peak_call_mib_counts_one_calls_allocations_above_what_was_held_before(device):
+    held = torch.ones(2**20, device=device)  # 4 MiB allocated before the call: not counted
+    # ones (1 MiB) and the product (1 MiB, the output) are alive together.
+    assert peak_call_mib(lambda: torch.ones(2**18, device=device) * 2, device) == pytest.approx(2.0, abs=1e-3)
+    del held
 
 
 def test_distinct_layers_counts_repeated_calls_and_separates_shapes_strides_and_layouts():
