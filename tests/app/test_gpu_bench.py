@@ -35,6 +35,7 @@ def _report() -> dict:
                                  "argmax_agreement": 1.0, "ratio_to_fused_triton": 0.949, "peak_mib": 21.4},
         "fused_triton_argmax": {"status": "ok", "median_ms": 35.2, "p20_ms": 35.0, "p80_ms": 35.5, "setup_s": 0.0,
                                 "argmax_agreement": 1.0, "ratio_to_fused_triton": 1.009, "peak_mib": 103.0},
+        "fused_triton_pt2": {"status": "skipped", "reason": "the package takes a float32 input"},
         "compile": {"status": "skipped", "reason": "--compile-mode none"},
         "eager_nchw": {"status": "ok", "median_ms": 18.978, "p20_ms": 18.372, "p80_ms": 19.369, "kernel_ms": 3.113,
                        "launches": 639.0, "setup_s": 0.0, "rel_err": 0.0, "ratio_to_fused_triton": 0.544,
@@ -127,10 +128,11 @@ def test_kernel_profile_is_empty_without_a_gpu_and_counts_launches_with_one():
 
 def test_dry_run_writes_a_report_with_every_case(tmp_path):
     """The whole run on the CPU (Triton under its interpreter, 32x32, one round): every model candidate it can
-    build there matches eager and every op row is timed."""
+    build there matches eager and every op row is timed. With --pt2 the CPU backend's package is built (~45 s of
+    AOTInductor compiling here), the Triton one refused with the reason."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-m", "dfanet.tools.bench.gpu", "--dry-run", "--out", str(tmp_path)],
-                            capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
+    result = subprocess.run([sys.executable, "-m", "dfanet.tools.bench.gpu", "--dry-run", "--pt2", "cpu,triton",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=900, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "gpu_bench.json").read_text())
     (case,) = report["model"]
@@ -141,13 +143,18 @@ def test_dry_run_writes_a_report_with_every_case(tmp_path):
     for name in ("fused_triton_predict", "fused_cpu_predict", "fused_triton_argmax", "fused_cpu_argmax"):
         entry = candidates[name]
         assert entry["status"] == "ok" and entry["argmax_agreement"] >= 0.999 and "rel_err" not in entry, entry
+    # The fused model's AOTInductor package: compiled as setup, checked against eager like the others, and timed.
+    pt2 = candidates["fused_cpu_pt2"]
+    assert pt2["status"] == "ok" and pt2["setup_s"] > 1 and pt2["rel_err"] <= 1e-4 and pt2["median_ms"] > 0, pt2
+    assert "Triton kernels for a GPU only" in candidates["fused_triton_pt2"]["reason"]
     # Peak memory of one call (the CPU profiler's, as in the CPU comparison): forward's counts its own full-size
     # logits, which predict never writes, so predict peaks below them; the interpreter's rows say why they have none.
     logits_mib = 19 * 32 * 32 * 4 / 2**20
     peaks = {name: candidates[name]["peak_mib"] for name in ("eager_nchw", "fused_cpu", "fused_cpu_argmax",
-                                                               "fused_cpu_predict")}
+                                                               "fused_cpu_predict", "fused_cpu_pt2")}
     assert peaks["fused_cpu"] >= logits_mib and peaks["fused_cpu_argmax"] > peaks["fused_cpu"], peaks
     assert 0 < peaks["fused_cpu_predict"] < logits_mib and peaks["eager_nchw"] >= logits_mib, peaks
+    assert peaks["fused_cpu_pt2"] >= logits_mib, peaks
     assert candidates["fused_triton_predict"]["peak_not_measured"] == gpu.INTERPRETER_PEAK
     triton_row, cpu_row = case["predict_vs_argmax"]
     assert cpu_row["backend"] == "cpu" and cpu_row["predict_mib"] == peaks["fused_cpu_predict"]
@@ -175,6 +182,26 @@ def test_dry_run_writes_a_report_with_every_case(tmp_path):
     text = (tmp_path / "gpu_bench.md").read_text()
     assert text.startswith("# DFANet GPU benchmark (A)") and "| triton / floor | cuda / floor |" in text
     assert "| memory: (forward + argmax) / predict |" in text
+
+
+def test_pt2_candidate_is_built_only_where_it_runs_and_the_budget_leaves_its_compile(capsys):
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    plenty, short = (lambda: 1000.0), (lambda: gpu.PT2_SETUP_S - 1.0)
+    for backend in ("cuda", "triton"):
+        assert gpu.pt2_skip_reason(backend, cuda, "fp32", ["triton", "cuda"], plenty) is None
+    assert gpu.pt2_skip_reason("cpu", cpu, "fp32", ["triton", "cpu"], plenty) is None  # the dry run's
+    assert gpu.pt2_skip_reason("cuda", cuda, "fp32", ["triton", "cuda"], short) == (
+        f"time budget: {gpu.PT2_SETUP_S - 1} s left, exporting and compiling the package takes ~{gpu.PT2_SETUP_S} s")
+    assert gpu.pt2_skip_reason("cuda", cuda, "fp16", ["triton", "cuda"], plenty) == (
+        "the package takes a float32 input (dfanet.pt2.export_pt2): fp32 cases only")
+    assert gpu.pt2_skip_reason("cuda", cuda, "fp32", ["triton"], plenty) == (
+        "backend 'cuda' does not run on cuda here (these do: triton)")
+    assert "for a GPU only" in gpu.pt2_skip_reason("triton", cpu, "fp32", ["triton", "cpu"], plenty)
+    # Opt-in: minutes of compiling per backend.
+    assert gpu.parse_args([]).pt2 == [] and gpu.parse_args(["--pt2", "cuda,triton"]).pt2 == ["cuda", "triton"]
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["--pt2", "tensorrt"])
+    assert "--pt2: unknown 'tensorrt', expected some of ['cuda', 'triton', 'cpu'] or none" in capsys.readouterr().err
 
 
 def test_predict_rows_pair_each_backends_predict_with_its_forward_and_argmax():
