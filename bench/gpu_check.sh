@@ -6,10 +6,13 @@
 # without the tests): within its budget (BENCH_TIMEOUT, 240 s; no new case after BENCH_BUDGET, 150 s) it runs, at
 # 1024x1024 batch 1, the whole-model rows in fp16, then fp32, then bf16 (eager NCHW and channels_last,
 # torch.compile reduce-overhead and max-autotune where the budget leaves their compile time, the fused Triton and
-# CUDA models, each also from a CUDA graph), then the per-op rows and the per-layer rows with their roofline floors
-# (docs/benchmarking.md), then the other sizes and batch 8 as time allows. The GPU tests get what is left: ~4.5
-# minutes with a carried build (SKIP_INSTALL=1), little after a fresh install (up to 4 minutes). A bench-only
-# session: SKIP_STAGES="tests_gpu sanitizer tests_rest" BENCH_TIMEOUT=480; a tests-only one: SKIP_STAGES=bench.
+# CUDA models, each also from a CUDA graph, and their forward + argmax and predict rows; peak memory per row), then
+# the per-op rows and the per-layer rows with their roofline floors (docs/benchmarking.md), then the other sizes and
+# batch 8 as time allows. The fused model's AOTInductor package is a candidate only when asked for (minutes of
+# compiling): BENCH_ARGS="--pt2 cuda" (or cuda,triton), with a BENCH_TIMEOUT that leaves it time. The GPU tests get
+# what is left: ~4.5 minutes with a carried build (SKIP_INSTALL=1), little after a fresh install (up to 4 minutes).
+# A bench-only session: SKIP_STAGES="tests_gpu sanitizer tests_rest" BENCH_TIMEOUT=480; a tests-only one:
+# SKIP_STAGES=bench.
 # Results, logs and a stage summary go to $OUT (else bench/results):
 #   gpu_check.log      everything printed, with a timestamp per stage
 #   stages.tsv         stage, exit code, seconds

@@ -22,7 +22,7 @@ import torch
 
 from ...model import DFANet
 from .log import log
-from .models import build_twin
+from .models import aoti_package, build_twin
 
 CANDIDATES = ("eager", "channels_last", "compile", "onnxruntime", "openvino", "openvino_bf16", "fused", "aoti")
 # Run only when named: the fused model itself in another runtime (a check of the package's speed, not a baseline),
@@ -168,13 +168,9 @@ def _fused(ctx: Context) -> Candidate:
 
 
 def _aoti(ctx: Context) -> Candidate:
-    from ...pt2 import export_pt2, load_pt2
-
-    n, _, h, w = ctx.x.shape
-    log(f"AOTInductor: exporting and compiling the fused model ({n}x3x{h}x{w}) ...", ctx.verbose)
+    log(f"AOTInductor: exporting and compiling the fused model ({'x'.join(map(str, ctx.x.shape))}) ...", ctx.verbose)
     start = time.perf_counter()
-    package = export_pt2(build_twin(ctx.model, fused=True), ctx.work_dir / "dfanet-fused.pt2", n, h, w).path
-    compiled = load_pt2(package)
+    compiled = aoti_package(build_twin(ctx.model, fused=True), ctx.x, ctx.work_dir / "dfanet-fused.pt2")
     seconds = time.perf_counter() - start
     log(f"AOTInductor: compiled and loaded in {seconds:.1f} s", ctx.verbose)
     x = ctx.x

@@ -19,48 +19,19 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import torch
-
-from dfanet_kernels.constants import labels_dtype
 
 from ...model import MIN_INPUT_SIZE
 from .check import CPU_MODEL_TOLERANCE, LABELS_AGREEMENT, compare, labels_agreement
 from .cpu_candidates import BUILDERS, Candidate, Context, Unavailable, as_tensor, parse_candidates
 from .log import log
 from .machine import load_average, machine_info
-from .models import build_model, build_twin, random_input
+from .memory import CPU_MEMORY_METHOD, peak_call_mib
+from .models import build_model, build_twin, forward_labels, random_input
 from .report import CandidateResult, Column, Report, attach_ratios, markdown_table, paired_ratio
 from .timing import PAUSE_S, cpu_timer, interleaved, quantiles
-
-MEMORY_METHOD = (
-    "peak of live bytes allocated through torch's CPU allocator during one warm forward (torch.profiler "
-    "profile_memory; allocation and free events summed in time order), output included, weights and input "
-    "excluded. Not counted: memory allocated outside torch's allocator (oneDNN/OpenMP internals, per-thread C++ "
-    "scratch rows of the fused kernels). Not available for ONNX Runtime and OpenVINO (their own allocators)."
-)
-
-
-def peak_forward_mib(run: Callable[[], Any]) -> float:
-    """Peak live MiB allocated through torch's CPU allocator during one call of ``run`` (see MEMORY_METHOD)."""
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        run()
-    allocations = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        event = stack.pop()
-        if event.tag == _EventType.Allocation:
-            allocations.append((event.start_time_ns, event.extra_fields.alloc_size))  # negative for a free
-        stack.extend(event.children)
-    live = peak = 0
-    for _, size in sorted(allocations):
-        live += size
-        peak = max(peak, live)
-    return peak / 2**20
 
 
 class Comparison:
@@ -154,7 +125,7 @@ class Comparison:
             for name, cand in self.candidates.items():
                 if cand.torch_based:
                     try:
-                        self.results[name].peak_mib = peak_forward_mib(cand.run)
+                        self.results[name].peak_mib = peak_call_mib(cand.run)
                     except (ImportError, AttributeError, RuntimeError) as err:  # private profiler API moved
                         notes.append(f"peak memory of {name} not measured: {type(err).__name__}: {err}")
         results = [self.results[name] for name in c["candidates"]]
@@ -171,7 +142,7 @@ class Comparison:
                      "which were measured side by side in the same rounds"
                      + (f" (1-minute load average at the start: {load[0]:.2f} on "
                         f"{self.machine['logical_cpus']} CPUs)" if load else ""))
-        return Report(config, self.machine, _method(config), MEMORY_METHOD if memory else "not measured",
+        return Report(config, self.machine, _method(config), CPU_MEMORY_METHOD if memory else "not measured",
                       results, notes)
 
     def close(self) -> None:
@@ -268,8 +239,7 @@ def predict_comparison(variant: str = "A", height: int = 1024, width: int = 1024
     try:
         model = build_twin(build_model(variant, seed=seed), fused=True)
         x = random_input(batch, height, width, seed=seed + 2)
-        dtype = labels_dtype(model.num_classes)
-        runs = {"forward + argmax": lambda: model(x).argmax(1).to(dtype), "predict": lambda: model.predict(x)}
+        runs = {"forward + argmax": lambda: forward_labels(model, x), "predict": lambda: model.predict(x)}
         with torch.inference_mode():
             agree = labels_agreement(runs["predict"](), runs["forward + argmax"]())
             if agree < LABELS_AGREEMENT:
@@ -278,7 +248,7 @@ def predict_comparison(variant: str = "A", height: int = 1024, width: int = 1024
                 f"timing {warmup} warm-up + {rounds} interleaved rounds", verbose)
             times = interleaved({name: functools.partial(cpu_timer, run) for name, run in runs.items()}, rounds,
                                 warmup, pause_s, verbose, desc="predict rounds")
-            peaks = {name: peak_forward_mib(run) if memory else None for name, run in runs.items()}
+            peaks = {name: peak_call_mib(run) if memory else None for name, run in runs.items()}
     finally:
         torch.set_num_threads(previous)
     rows = []
@@ -292,7 +262,7 @@ def predict_comparison(variant: str = "A", height: int = 1024, width: int = 1024
              f"(labels agree on {agree:.6f} of pixels)")
     method = (f"{rounds} interleaved rounds after {warmup} warm-up round(s), {pause_s * 1000:.0f} ms pause before "
               "each run; wall time per call, median and p20/p80; the ratios as in the whole-model comparison, against "
-              f"predict. Peak memory: {MEMORY_METHOD if memory else 'not measured'}")
+              f"predict. Peak memory: {CPU_MEMORY_METHOD if memory else 'not measured'}")
     markdown = "\n".join([f"### {title}", "", *markdown_table(PREDICT_COLUMNS, rows), "", f"Method: {method}"]) + "\n"
     return {"title": title, "method": method, "rows": rows, "markdown": markdown, "agreement": agree,
             "machine": machine}

@@ -12,10 +12,16 @@ Whole model (DFANet A by default; one set of random weights with randomised Batc
   fused_triton     DFANet(fused=True, backend="triton")                 (Triton kernels, autotuned on first call)
   fused_triton_graph   the same, replayed from a CUDA graph (dfanet.cuda_graph.capture)
   fused_cuda[_graph]   backend="cuda" (the C++/CUDA kernels) where they are built
+  fused_*_argmax   model(x).argmax(1) in predict's label dtype: what a user of forward does to get labels
   fused_*_predict[_graph]   model.predict(x): the labels (upsample_labels), checked against eager's argmax
+  fused_*_pt2      opt-in (--pt2 BACKENDS): the fused model exported by torch.export and compiled by AOTInductor for
+                   this GPU (dfanet.pt2, as ``dfanet export --format pt2``), fp32 cases only; compile time reported as
+                   setup, built only where the budget leaves its usual compile time (``PT2_SETUP_S``)
 Cases: --sizes x --batches x --dtypes, batch 1 first, fp16 and fp32 before bf16. Each candidate's first output is
-checked against eager_nchw (max |out - eager| / max |eager|, and argmax agreement); a mismatch is reported and not
-timed.
+checked against eager_nchw (max |out - eager| / max |eager|, and argmax agreement; labels against eager's argmax);
+a mismatch is reported and not timed. Beside each time, the peak memory of one call above what was allocated before
+it (``memory.peak_call_mib``: the CUDA allocator's peak; in the dry run the CPU profiler's, none for Triton's
+interpreter); and per fused backend predict against forward + argmax, time and peak memory side by side.
 
 Per op (``GPU_OPS`` of ``op_calls.model_op_calls``, at the model's shapes for each case): the Triton op vs the torch
 sequence it replaces (the reference implementation: F.relu, depthwise conv2d, 1x1 conv2d, add; mean, linear, linear,
@@ -39,8 +45,8 @@ call is launch-bound (the GPU waits for the CPU); for the fused models, the heav
 Time budget (--budget-s): the model cases of every dtype (fp16 and fp32 first) before any op or layer table, each
 section in priority order, and a case that would start after the budget is recorded as skipped, so a short GPU
 session always ends with a report and its model rows. A torch.compile candidate is built only if the budget leaves
-its usual compile time (``COMPILE_SETUP_S``). Output: gpu_bench.json and gpu_bench.md in --out
-(default $OUT, else bench/results under the current folder).
+its usual compile time (``COMPILE_SETUP_S``), a pt2 one likewise (``PT2_SETUP_S``). Output: gpu_bench.json and
+gpu_bench.md in --out (default $OUT, else bench/results under the current folder).
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ import argparse
 import functools
 import os
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -60,6 +67,7 @@ from ...variants import VARIANTS
 from .check import GPU_MODEL_TOLERANCE, LABELS_AGREEMENT, OP_TOLERANCE, compare, exact_fp32, labels_agreement
 from .log import log
 from .machine import machine_info
+from .memory import memory_method, peak_call_mib
 from .report import gpu_markdown, write_markdown_and_json
 from .timing import interleaved, kernel_profile, kernel_timer, summary_ms, timer_for
 
@@ -76,6 +84,14 @@ REPORT_STEM = "gpu_bench"
 # Seconds a torch.compile of unfused DFANet takes (reduce-overhead: ~1 min; max-autotune benchmarks many conv and
 # matmul configs: several minutes, a guess until a GPU run measures it): a mode starts only with this much budget left.
 COMPILE_SETUP_S = {"default": 120, "reduce-overhead": 120, "max-autotune": 300, "max-autotune-no-cudagraphs": 300}
+# Seconds to export and compile the fused model with AOTInductor: 95 s for a CPU package on 2 busy CPU threads
+# (README, Export); on a GPU machine a guess until a GPU run measures it (Triton kernels are compiled into it too).
+PT2_SETUP_S = 180
+# The fused backends a pt2 candidate may be exported with: the GPU's two, and the CPU's for the dry run.
+PT2_BACKENDS = ("cuda", "triton", "cpu")
+# Why the dry run gives its Triton rows no peak: the CPU profiler misses part of what Triton's interpreter allocates
+# (measured 2026-12-07 at 32x32: forward + argmax peaked below the size of forward's own output).
+INTERPRETER_PEAK = "not measured under Triton's interpreter (the CPU profiler misses part of its memory)"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -94,6 +110,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile-mode", default="reduce-overhead,max-autotune",
                    help=f"comma-separated torch.compile modes of the compile_<mode> baselines, of "
                         f"{sorted(COMPILE_SETUP_S)}; 'none' skips them")
+    p.add_argument("--pt2", default="none",
+                   help=f"comma-separated fused backends, of {list(PT2_BACKENDS)}, whose AOTInductor package is a "
+                        f"candidate (fused_<backend>_pt2; minutes of compiling each, fp32 cases only); 'none' "
+                        f"(default) builds none")
     p.add_argument("--budget-s", type=float, default=300.0,
                    help="no new case starts after this many seconds (partial results are still written)")
     p.add_argument("--autotune", action="store_true",
@@ -120,6 +140,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     for mode in args.compile_mode:
         if mode not in COMPILE_SETUP_S:
             p.error(f"--compile-mode: unknown {mode!r}, expected some of {sorted(COMPILE_SETUP_S)} or none")
+    args.pt2 = [] if args.pt2 == "none" else args.pt2.split(",")
+    for backend in args.pt2:
+        if backend not in PT2_BACKENDS:
+            p.error(f"--pt2: unknown {backend!r}, expected some of {list(PT2_BACKENDS)} or none")
     for d in args.dtypes:
         if d not in DTYPES:
             p.error(f"--dtypes: unknown {d!r}, expected some of {sorted(DTYPES)}")
@@ -130,6 +154,25 @@ def _error(err: Exception) -> str:
     return f"{type(err).__name__}: {err}".splitlines()[0][:300]
 
 
+def budget_reason(needed_s: float, budget_left: Callable[[], float], what: str) -> str | None:
+    """Why a candidate whose setup (``what``) takes ~``needed_s`` is not built: the budget left is shorter."""
+    left = budget_left()
+    return f"time budget: {left:.0f} s left, {what} takes ~{needed_s} s" if left < needed_s else None
+
+
+def pt2_skip_reason(backend: str, device: torch.device, dtype_name: str, available: list[str],
+                    budget_left: Callable[[], float]) -> str | None:
+    """Why ``fused_<backend>_pt2`` is not built in this case (``available``: the fused backends that run here), or
+    None to build it."""
+    if backend not in available:
+        return f"backend {backend!r} does not run on {device.type} here (these do: {', '.join(available)})"
+    if backend == "triton" and device.type != "cuda":
+        return "AOTInductor compiles Triton kernels for a GPU only (the dry run's Triton is its interpreter)"
+    if dtype_name != "fp32":
+        return "the package takes a float32 input (dfanet.pt2.export_pt2): fp32 cases only"
+    return budget_reason(PT2_SETUP_S, budget_left, "exporting and compiling the package")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Whole model
 # ---------------------------------------------------------------------------------------------------------------
@@ -137,7 +180,7 @@ def build_candidates(args, device, dtype_name, x, budget_left) -> tuple[dict, di
     """name -> (callable, setup seconds), and name -> reason for those that could not be built."""
     import dfanet_kernels as dk
 
-    from .models import build_model, build_twin
+    from .models import aoti_package, build_model, build_twin, forward_labels
 
     base = build_model(args.variant).to(device, DTYPES[dtype_name])
     candidates, skipped = {}, {}
@@ -176,8 +219,8 @@ def build_candidates(args, device, dtype_name, x, budget_left) -> tuple[dict, di
         name, needed = f"compile_{mode}", COMPILE_SETUP_S[mode]
         if device.type != "cuda":
             skipped[name] = "not run in the CPU dry run (compiling DFANet takes minutes on a CPU)"
-        elif budget_left() < needed:
-            skipped[name] = f"time budget: {budget_left():.0f} s left, compiling in this mode takes ~{needed} s"
+        elif reason := budget_reason(needed, budget_left, "compiling in this mode"):
+            skipped[name] = reason
         else:
             add(name, functools.partial(make_compiled, mode))
 
@@ -199,19 +242,36 @@ def build_candidates(args, device, dtype_name, x, budget_left) -> tuple[dict, di
         replay = capture(fused_models[backend], x, labels=labels)
         return lambda: replay(x)
 
+    def make_argmax(backend):
+        model = fused_models[backend]
+        return lambda: forward_labels(model, x)
+
     def make_predict(backend):
         model = fused_models[backend]
         return lambda: model.predict(x)
+
+    def make_pt2(backend):
+        with tempfile.TemporaryDirectory(prefix="dfanet-pt2-") as folder:  # the loaded package needs no file
+            package = aoti_package(build_twin(base, fused=True, backend=backend), x, Path(folder) / "fused.pt2")
+        return lambda: package(x)
 
     for backend in backends:
         add(f"fused_{backend}", functools.partial(make_fused, backend))
         if backend not in fused_models:
             continue
-        # predict: the labels from the quarter-size logits (upsample_labels), beside forward's full-size logits.
+        # predict: the labels from the quarter-size logits (upsample_labels), against the labels a user of forward
+        # computes (forward + argmax); forward's full-size logits beside them.
+        add(f"fused_{backend}_argmax", functools.partial(make_argmax, backend))
         add(f"fused_{backend}_predict", functools.partial(make_predict, backend))
         if device.type == "cuda":
             add(f"fused_{backend}_graph", functools.partial(make_graph, backend, False))
             add(f"fused_{backend}_predict_graph", functools.partial(make_graph, backend, True))
+    for backend in args.pt2:
+        name = f"fused_{backend}_pt2"
+        if reason := pt2_skip_reason(backend, device, dtype_name, backends, budget_left):
+            skipped[name] = reason
+        else:
+            add(name, functools.partial(make_pt2, backend))
     return candidates, skipped
 
 
@@ -252,14 +312,43 @@ def run_model_case(args, device, size, batch, dtype_name, budget_left) -> dict:
     for name, fn in timed.items():
         results[name].update(summary_ms(times[name]))
         results[name].update(kernel_profile(fn, top=8 if name.startswith("fused") else 0))
+        if device.type != "cuda" and name.startswith("fused_triton"):
+            results[name]["peak_not_measured"] = INTERPRETER_PEAK
+            continue
+        try:
+            results[name]["peak_mib"] = peak_call_mib(fn, device)
+        except (ImportError, AttributeError, RuntimeError) as err:  # the CPU's is a private profiler API
+            results[name]["peak_not_measured"] = _error(err)
     if "fused_triton" in timed:
         ref = results["fused_triton"]["median_ms"]
         for name in timed:
             results[name]["ratio_to_fused_triton"] = results[name]["median_ms"] / ref
+    case["predict_vs_argmax"] = predict_rows(results)
     del candidates, timed
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return case
+
+
+def predict_rows(results: dict) -> list[dict]:
+    """Per fused backend whose predict and forward + argmax were both timed: their medians and peaks side by side,
+    forward's beside them, and forward + argmax over predict (above 1: predict is faster, or needs less memory)."""
+    rows = []
+    for name, predict in results.items():
+        if not (name.startswith("fused_") and name.endswith("_predict")):
+            continue
+        backend = name.removeprefix("fused_").removesuffix("_predict")
+        argmax, forward = results.get(f"fused_{backend}_argmax", {}), results.get(f"fused_{backend}", {})
+        if "median_ms" not in predict or "median_ms" not in argmax:
+            continue
+        row = {"backend": backend}
+        for way, entry in (("forward", forward), ("argmax", argmax), ("predict", predict)):
+            row.update({f"{way}_ms": entry.get("median_ms"), f"{way}_mib": entry.get("peak_mib")})
+        row["time_ratio"] = row["argmax_ms"] / row["predict_ms"]
+        if row["argmax_mib"] and row["predict_mib"]:
+            row["memory_ratio"] = row["argmax_mib"] / row["predict_mib"]
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -412,8 +501,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     machine = dict(machine_info(device=device), triton_interpret=os.environ.get("TRITON_INTERPRET"),
                    triton_autotune=os.environ.get("DFANET_TRITON_AUTOTUNE"))
-    report = {"config": dict(vars(args)), "machine": machine, "model": [], "ops": [], "layers": [],
-              "skipped_cases": [], "errors": [], "elapsed_s": 0.0}
+    report = {"config": dict(vars(args)), "machine": machine, "memory_method": memory_method(device), "model": [],
+              "ops": [], "layers": [], "skipped_cases": [], "errors": [], "elapsed_s": 0.0}
     log(f"{machine['device']}; writing to {out}")
     # Batch 1 first (the latency case the fused path is for): its model, op and layer tables come before any larger
     # batch's, so a short session ends with the complete batch-1 picture; within it the model rows of every dtype

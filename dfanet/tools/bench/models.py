@@ -3,9 +3,14 @@ docs/benchmarking.md, "Check, then time": randomised BatchNorm statistics so tha
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from dfanet_kernels.constants import labels_dtype
+
 from ...model import DFANet
+from ...pt2 import Pt2Model, export_pt2, load_pt2
 from ...testing import randomize_batchnorm
 
 
@@ -29,3 +34,16 @@ def build_twin(model: DFANet, fused: bool, backend: str | None = None) -> DFANet
 def random_input(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     """A seeded N x 3 x H x W input (on the CPU; move it where it runs)."""
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def forward_labels(model: DFANet, x: torch.Tensor) -> torch.Tensor:
+    """``model(x).argmax(1)`` in ``predict``'s label dtype: the labels a user of forward gets, the row ``predict`` is
+    timed and measured against."""
+    return model(x).argmax(1).to(labels_dtype(model.num_classes))
+
+
+def aoti_package(fused: DFANet, x: torch.Tensor, path: Path) -> Pt2Model:
+    """The fused model compiled by AOTInductor for ``x``'s shape on its device (``dfanet export --format pt2``:
+    dfanet.pt2.export_pt2) into ``path``, and loaded back (dfanet.pt2.load_pt2): the fused model in another runtime."""
+    n, _, h, w = x.shape
+    return load_pt2(export_pt2(fused, path, n, h, w).path)

@@ -6,7 +6,7 @@ Every table is a list of rows (dataclasses or dicts) rendered by :func:`markdown
 
 - :class:`Report`, :class:`CandidateResult`: the whole-model CPU comparison (``dfanet bench``);
 - :func:`op_speed_markdown`: ``pytest bench/``'s per-op table;
-- :func:`gpu_markdown`: the GPU comparison's model, op and layer tables;
+- :func:`gpu_markdown`: the GPU comparison's model (and predict against forward + argmax), op and layer tables;
 - :func:`write_markdown_and_json`: the files beside each other.
 """
 
@@ -315,11 +315,21 @@ GPU_MODEL_COLUMNS = [
     Column("p20–p80 ms", lambda e: _spread(e["p20_ms"], e["p80_ms"], ".3f") if "p20_ms" in e else "–"),
     Column("kernel ms", lambda e: _ms(e, "kernel_ms")),
     Column("launches", lambda e: f"{e['launches']:.0f}" if "launches" in e else "–"),
+    Column("peak MiB", lambda e: _fmt(e.get("peak_mib"), ".1f")),
     Column("/ fused_triton", lambda e: _ratio(e, "ratio_to_fused_triton")),
     Column("setup s", lambda e: str(e.get("setup_s", "–"))),
     Column("rel err", lambda e: f"{e['rel_err']:.1e}" if "rel_err" in e else "–"),
     Column("argmax agree", lambda e: f"{e['argmax_agreement']:.4f}" if "argmax_agreement" in e else "–"),
     Column("status", lambda e: e["status"] + (f": {e['reason']}" if e.get("reason") else ""), numeric=False),
+]
+# gpu.predict_rows: per fused backend, predict against forward + argmax (forward's logits alone beside them).
+_PREDICT_WAYS = {"forward": "forward", "argmax": "forward + argmax", "predict": "predict"}  # row key -> header
+GPU_PREDICT_COLUMNS = [
+    _field("backend"),
+    *(Column(f"{label} ms", lambda r, way=way: _fmt(r[f"{way}_ms"], ".3f")) for way, label in _PREDICT_WAYS.items()),
+    Column("time: (forward + argmax) / predict", lambda r: f"{r['time_ratio']:.2f}"),
+    *(Column(f"{label} MiB", lambda r, way=way: _fmt(r[f"{way}_mib"], ".1f")) for way, label in _PREDICT_WAYS.items()),
+    Column("memory: (forward + argmax) / predict", lambda r: _fmt(r.get("memory_ratio"), ".2f")),
 ]
 GPU_OP_COLUMNS = [
     _field("op"), _field("shapes"),
@@ -355,15 +365,10 @@ def gpu_markdown(report: dict) -> str:
         "Medians of CUDA-event times; ratios are candidate / fused_triton (model) and torch / triton (ops): "
         "above 1 means the Triton path is faster. Method: docs/benchmarking.md and dfanet/tools/bench/gpu.py.", "",
     ]
+    if report.get("memory_method"):
+        lines += [f"Peak MiB: {report['memory_method']}", ""]
     for case in report["model"]:
-        h, w = case["size"]
-        entries = [dict(e, name=name) for name, e in case["candidates"].items()]
-        lines += [f"## Model {h}x{w}, batch {case['batch']}, {case['dtype']}", ""]
-        lines += markdown_table(GPU_MODEL_COLUMNS, entries) + [""]
-        for e in entries:
-            if e.get("top_kernels"):
-                lines += [f"Heaviest kernels of {e['name']} (ms per forward): "
-                          + "; ".join(f"`{k['name'][:60]}` {k['ms']:.3f}" for k in e["top_kernels"]), ""]
+        lines += _model_tables(case)
     if report["ops"]:
         lines += ["## Ops (ms per call: events, and in brackets the GPU time of its kernels)", ""]
         lines += markdown_table(GPU_OP_COLUMNS, report["ops"]) + [""]
@@ -375,6 +380,27 @@ def gpu_markdown(report: dict) -> str:
         lines += ["## Not run", ""] + [f"- {s}" for s in report["skipped_cases"]] + [""]
     lines.append(f"Total {report['elapsed_s']:.0f} s.")
     return "\n".join(lines) + "\n"
+
+
+def _model_tables(case: dict) -> list[str]:
+    """A model case: every candidate, then predict against forward + argmax, then the fused models' heaviest kernels."""
+    h, w = case["size"]
+    entries = [dict(e, name=name) for name, e in case["candidates"].items()]
+    lines = [f"## Model {h}x{w}, batch {case['batch']}, {case['dtype']}", ""]
+    lines += markdown_table(GPU_MODEL_COLUMNS, entries) + [""]
+    for why in dict.fromkeys(e["peak_not_measured"] for e in entries if "peak_not_measured" in e):
+        names = [e["name"] for e in entries if e.get("peak_not_measured") == why]
+        lines += [f"Peak memory of {', '.join(names)}: {why}.", ""]
+    if case.get("predict_vs_argmax"):
+        lines += ["predict (the labels from the quarter-size logits, `upsample_labels`) against forward + argmax (the "
+                  "labels from the full-size logits), per fused backend: medians and peak memory of one call; a ratio "
+                  "above 1 means predict is faster, or needs less memory.", ""]
+        lines += markdown_table(GPU_PREDICT_COLUMNS, case["predict_vs_argmax"]) + [""]
+    for e in entries:
+        if e.get("top_kernels"):
+            lines += [f"Heaviest kernels of {e['name']} (ms per forward): "
+                      + "; ".join(f"`{k['name'][:60]}` {k['ms']:.3f}" for k in e["top_kernels"]), ""]
+    return lines
 
 
 def _layer_table(case: dict) -> list[str]:
