@@ -126,6 +126,9 @@ def test_kernel_profile_is_empty_without_a_gpu_and_counts_launches_with_one():
     assert result["launches"] == 2 and result["kernel_ms"] > 0 and len(result["top_kernels"]) == 2
 
 
+# With the export tests' group: one AOTInductor compile at a time on this worker, not two racing for the CPUs and the
+# compile cache.
+@pytest.mark.xdist_group("pt2")
 def test_dry_run_writes_a_report_with_every_case(tmp_path):
     """The whole run on the CPU (Triton under its interpreter, 32x32, one round): every model candidate it can
     build there matches eager and every op row is timed. With --pt2 the CPU backend's package is built (~45 s of
