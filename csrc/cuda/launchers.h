@@ -40,9 +40,12 @@ struct FcAttentionParams {
   const void* conv_bias;    // C, or nullptr
   void* out;                // N x HW x C
   float* workspace;         // fc_attention_workspace_floats(N, HW, C, K) floats of scratch
+  unsigned* counters;       // kFcAttentionCounters zeros, left at zero by every launch (see fc_attention.cu)
   int64_t N, HW, C, K;
   DType dtype;
 };
+// The counters the first kernel synchronises its tiles with: zeroed once per (device, stream), never per call.
+constexpr int kFcAttentionCounters = 4;
 // Pooling splits the HW pixels of a sample into this many parts, summed by separate blocks (one block per 32
 // channels alone would give a 192-channel batch-1 map 6 blocks on a GPU of 132 SMs): about 128 pixels each, at
 // most 32 parts. Their partial sums are added, in a fixed order, where the first mat-vec reads them.

@@ -47,25 +47,23 @@ def test_upsample_concat_reads_each_input_once_and_resizes_only_the_small_one():
     assert (k.dense_flops, k.fma_flops) == (0, rl.BILINEAR_FLOPS * 192 * 256 * 256)
 
 
-def test_fc_attention_four_kernels_today_two_in_the_fused_plan():
+def test_fc_attention_two_kernels_today_and_in_the_fused_plan():
     x = meta(1, 192, 64, 64)
     weights = (meta(1000, 192), meta(1000), meta(192, 1000, 1, 1), meta(192))
     attention = OpCall("fc_attention", (x, *weights), output=meta(1, 192, 64, 64))
     today = rl.op_kernels(attention, itemsize=2)
-    assert [k.op for k in today] == ["fc_attention: pool", "fc_attention: fc", "fc_attention: fc2",
-                                     "fc_attention: scale"]
+    assert [k.op for k in today] == ["fc_attention: pool + fc", "fc_attention: scale"]
     n_x, fc = 192 * 64 * 64, 2 * 1000 * 192
     assert sum(k.fma_flops for k in today) == 2 * n_x + 2 * fc
-    # The map is read twice (mean, then scaling) and written once; fp32 vectors between the kernels.
-    assert today[3].bytes == 2 * 2 * n_x + 4 * 192
-    # The fused plan: an FC attention then a decoder of one conv on its output.
+    # The map and every weight read once for the scale vector (fp32), then the map read again and written once.
+    weight_elements = 1000 * 192 * 2 + 1000 + 192
+    assert today[0].bytes == 2 * (n_x + weight_elements) + 4 * 192
+    assert today[1].bytes == 2 * 2 * n_x + 4 * 192
+    # The fused plan: the same two kernels, then a decoder of one conv on the attention's output.
     conv = OpCall("conv1x1", (attention.output, meta(32, 192, 1, 1), meta(32), 1, True), output=meta(1, 32, 64, 64))
     pool_fc, scale, decoder = rl.fused_kernels([attention, conv], itemsize=2)
-    weight_elements = 1000 * 192 * 2 + 1000 + 192
-    assert pool_fc.bytes == 2 * (n_x + weight_elements) + 4 * 192
-    assert scale.bytes == 2 * 2 * n_x + 4 * 192
+    assert (pool_fc, scale) == tuple(today)
     assert decoder.bytes == 2 * (n_x + 32 * 192 + 32 + 32 * 64 * 64)
-    assert pool_fc.fma_flops + scale.fma_flops == 2 * n_x + 2 * fc
 
 
 def test_floor_bound_and_launch_floor():
@@ -99,9 +97,9 @@ def test_totals_are_the_sum_of_rows_and_kernel_counts_follow_the_model():
         assert t["launch_floor_us"] == pytest.approx(sum(r["count"] * r["launch_floor_us"] for r in rows))
         assert t["launch_floor_us"] >= t["kernels"] * rl.GRAPH_NODE_US
     ops, fused = (report["plans"][p]["totals"] for p in ("ops", "fused"))
-    # Today: image layout + stem conv + ReLU, 42 blocks x 3 dwsep_conv, 9 shortcuts, 6 concatenations, 3 x 4 FC
+    # Today: image layout + stem conv + ReLU, 42 blocks x 3 dwsep_conv, 9 shortcuts, 6 concatenations, 3 x 2 FC
     # attention kernels, 8 decoder convs + 7 ReLUs, 3 resizes. Fused: stem, 42 blocks, 3 x 2, decoder.
-    assert ops["kernels"] == 3 + 126 + 9 + 6 + 12 + 15 + 3 == 174
+    assert ops["kernels"] == 3 + 126 + 9 + 6 + 6 + 15 + 3 == 168
     assert fused["kernels"] == 1 + 42 + 6 + 1
     assert fused["bytes"] < ops["bytes"] and fused["dense_flops"] == ops["dense_flops"]
     assert "## Fused across ops" in rl.roofline_markdown(report, "cmd")
@@ -165,8 +163,7 @@ def test_occupancy_on_sm90():
 @pytest.mark.skipif(NVCC is None, reason="nvcc not found (PATH, CUDA_HOME)")
 def test_one_cuda_file_compiles_to_resources_for_every_dtype():
     kernels = kr.compile_sm90(kr.ROOT / "csrc" / "cuda" / "fc_attention.cu", NVCC)
-    assert {(k.family, k.dtype) for k in kernels} >= {(f, d) for f in ("attention_pool", "attention_fc",
-                                                                        "attention_scale")
+    assert {(k.family, k.dtype) for k in kernels} >= {(f, d) for f in ("attention_vector", "attention_scale")
                                                       for d in ("fp16", "bf16", "fp32")}
     assert all(k.registers > 0 and k.threads > 0 and 0 < k.occupancy <= 1 for k in kernels)
 

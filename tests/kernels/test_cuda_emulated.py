@@ -245,7 +245,9 @@ def test_dwsep_conv_relu_keeps_nan_emulated(runners, tmp_path, flag, dtype):
 
 # (N, H, W, C, K, fc_bias, conv_bias, dtype); K = 0 leaves scale = relu(conv_bias). The pooling splits the pixels
 # into ceil(HW / 128) parts, at most 32: 1 part, 2 (143 pixels), 12 (1480) and 32 (4355, capped). The mat-vecs
-# stage their vector in chunks of 1024: C = 1030 and K = 1100 take two.
+# stage their vector in chunks of 1024: C = 1030 and K = 1100 take two. N = 3 with 2 splits of 143 pixels (one short)
+# and N = 3 of 1 x 1 maps stress the tile counters; the runner launches every case twice back to back and checks
+# that each launch leaves its counters at zero.
 FC_CASES = [
     (2, 5, 7, 40, 70, True, True, torch.float32),
     (3, 1, 1, 3, 1000, False, False, torch.float16),
@@ -255,6 +257,8 @@ FC_CASES = [
     (2, 65, 67, 5, 7, False, True, torch.float32),
     (2, 2, 3, 1030, 9, True, True, torch.float32),
     (1, 3, 5, 7, 1100, True, False, torch.bfloat16),
+    (3, 13, 11, 19, 45, True, True, torch.float32),
+    (3, 1, 1, 40, 33, True, True, torch.float16),
 ]
 
 

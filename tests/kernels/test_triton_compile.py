@@ -60,6 +60,8 @@ SCRIPT = textwrap.dedent(
                 sig[name] = "i1"
             elif name in f32_ptrs:
                 sig[name] = "*fp32"
+            elif name == "count_ptr":  # fc_attention's counters
+                sig[name] = "*i32"
             elif name == "out_ptr" and out_type:  # the labels: *u8 or *i64
                 sig[name] = out_type
             elif name.endswith("_ptr") or name in ("p0", "p1", "p2", "p3"):  # the upsample's sources
@@ -112,8 +114,12 @@ SCRIPT = textwrap.dedent(
     for c, aligned in ((19, ()), (192, ("C", "C_TOTAL", "C_OFF"))):
         block_hw, block_p, block_c = F.tiles(c, 64 * 64)
         for nhwc in (True, False):
-            compile_(F._pool_partial_kernel, "bf16", dict(X_NHWC=nhwc, BLOCK_HW=block_hw, BLOCK_C=block_c), 90,
-                     f32_ptrs=("part_ptr",), num_warps=TILE_WARPS, aligned=aligned)
+            vector = dict(X_NHWC=nhwc, HAS_FC_BIAS=True, HAS_CONV_BIAS=nhwc, BLOCK_HW=block_hw, BLOCK_C=block_c,
+                          BLOCK_S=32, BLOCK_K=F._BLOCK_K, SCALE_BLOCK_C=F.channel_block(c, F._SCALE_BLOCK_C),
+                          HIDDEN_BLOCK_C=F.channel_block(c, F._MATVEC_BLOCK), SCALE_BLOCK_K=F._MATVEC_BLOCK)
+            for vector_dtype in ("bf16", "fp32") if nhwc else ("fp16",):
+                compile_(F._attention_vector_kernel, vector_dtype, vector, 90, num_warps=TILE_WARPS, aligned=aligned,
+                         f32_ptrs=("part_ptr", "hidden_ptr", "scale_ptr"))
             compile_(F._scale_kernel, "fp16", dict(X_NHWC=nhwc, BLOCK_P=block_p, BLOCK_C=block_c), 90,
                      f32_ptrs=("scale_ptr",), num_warps=TILE_WARPS, aligned=aligned)
         block_w, block_c = U.tiles(c, 1024)
@@ -129,10 +135,6 @@ SCRIPT = textwrap.dedent(
                  out_type=out_type)
     compile_(U._upsample_labels_kernel, "bf16", dict(SRC_NHWC=False, IDX64=True, BLOCK_W=block_w, BLOCK_C=block_c),
              80, num_warps=TILE_WARPS, out_type="*u8", scales="fp64")
-    compile_(F._fc_hidden_kernel, "fp16", dict(HAS_BIAS=True, BLOCK_S=32, BLOCK_K=64, BLOCK_C=128), 90,
-             f32_ptrs=("part_ptr", "hidden_ptr"), num_warps=TILE_WARPS)
-    compile_(F._fc_scale_kernel, "fp16", dict(HAS_BIAS=True, BLOCK_C=32, BLOCK_K=128), 90,
-             f32_ptrs=("hidden_ptr", "scale_ptr"), num_warps=TILE_WARPS)
     print("compiled")
     """
 )

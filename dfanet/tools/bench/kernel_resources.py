@@ -56,10 +56,9 @@ SM90 = Sm()
 
 # Kernel name -> the family of roofline rows it runs (roofline.Kernel.family).
 FAMILIES = {"dwsep_conv_fma_kernel": "dwsep_conv", "dwsep_conv_wmma_kernel": "dwsep_conv",
-            "upsample_kernel": "upsample", "pool_partial_kernel": "attention_pool", "matvec_kernel": "attention_fc",
+            "upsample_kernel": "upsample", "attention_vector_kernel": "attention_vector",
             "scale_kernel": "attention_scale", "_dwsep_conv_kernel": "dwsep_conv", "_upsample_kernel": "upsample",
-            "_pool_partial_kernel": "attention_pool", "_fc_hidden_kernel": "attention_fc",
-            "_fc_scale_kernel": "attention_fc", "_scale_kernel": "attention_scale"}
+            "_attention_vector_kernel": "attention_vector", "_scale_kernel": "attention_scale"}
 DTYPES = {"__half": "fp16", "__nv_bfloat16": "bf16", "float": "fp32"}
 
 

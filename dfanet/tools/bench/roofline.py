@@ -10,7 +10,7 @@ max(bytes / bandwidth, FLOPs / peak), and at least one CUDA-graph node (``GRAPH_
 
 - ``ops``: the kernels the GPU backends launch today (dfanet_kernels.dispatch: an Xception block is an
   upsample_concat where its input is a concatenation, a cuDNN 1x1 shortcut where it has one, and three dwsep_conv;
-  FC attention four kernels; every conv a cuDNN conv plus a ReLU kernel; the image made channels_last first);
+  FC attention two kernels; every conv a cuDNN conv plus a ReLU kernel; the image made channels_last first);
 - ``fused``: issue 16's plan: the stem reading the image as it is, one kernel per Xception block reading the
   concatenation in place, FC attention in two kernels (pool + FCs, then the scaling), the decoder in one kernel.
 
@@ -232,18 +232,16 @@ def block_kernels(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_we
 
 
 def attention_kernels(x, fc_weight, fc_bias, conv_weight, conv_bias, e: _Sizes) -> list[Kernel]:
-    """FC attention as the GPU backends run it: the mean over H x W (fp32 partial sums), the two FCs (fp32 vectors
-    between them), the scaling of the map."""
+    """FC attention as the GPU backends run it: one kernel for the scale vector (the mean over H x W, then both FCs,
+    in tiles handed over through device counters; its fp32 scratch stays in L2), one scaling the map."""
     n, c, h, w = x.shape
     k = fc_weight.shape[0]
     f32 = _Sizes(4)
     shapes = f"{_map(n, c, h, w)}, K={k}"
+    weights = e(fc_weight.numel(), _numel(fc_bias), conv_weight.numel(), _numel(conv_bias))
     return [
-        Kernel("fc_attention: pool", shapes, e(x.numel()) + f32(n * c), 0, x.numel(), "attention_pool"),
-        Kernel("fc_attention: fc", shapes, e(fc_weight.numel(), _numel(fc_bias)) + f32(n * c, n * k), 0,
-               2 * n * k * c, "attention_fc"),
-        Kernel("fc_attention: fc2", shapes, e(conv_weight.numel(), _numel(conv_bias)) + f32(n * k, n * c), 0,
-               2 * n * c * k, "attention_fc"),
+        Kernel("fc_attention: pool + fc", shapes, e(x.numel()) + weights + f32(n * c), 0,
+               x.numel() + 4 * n * k * c, "attention_vector"),
         Kernel("fc_attention: scale", shapes, e(2 * x.numel()) + f32(n * c), 0, x.numel(), "attention_scale"),
     ]
 
@@ -288,19 +286,15 @@ def _output_numel(call: "OpCall") -> int:
 def fused_kernels(calls: Sequence["OpCall"], itemsize: int) -> list[Kernel]:
     """Issue 16's plan for the forward of ``calls`` (recorded, outputs included): the stem in one kernel reading
     the image as it is, one kernel per Xception block (its input, concatenation or not, read in place), FC attention
-    in two (pool + FCs to the scale vector; the scaling), and the decoder (every call after the last FC attention)
-    in one."""
+    in two (pool + FCs to the scale vector; the scaling: what the GPU backends launch today), and the decoder
+    (every call after the last FC attention) in one."""
     e = _Sizes(itemsize)
     last_attention = max(i for i, c in enumerate(calls) if c.op == "fc_attention")
     kernels = []
     for call in calls[:last_attention + 1]:
         parts = [k for k in op_kernels(call, itemsize) if k.op != "to channels_last"]
-        if call.op == "fc_attention":
-            x, weights = call.args[0], call.args[1:]
-            vector = 4 * x.shape[0] * x.shape[1]
-            kernels += [_merged("fc_attention: pool + fc", parts[0].shapes, parts[:3], e(x.numel(), _numel(weights))
-                                + vector),
-                        _merged("fc_attention: scale", parts[0].shapes, parts[3:], e(2 * x.numel()) + vector)]
+        if call.op == "fc_attention":  # already the plan's two kernels: the scale vector, the scaling
+            kernels += parts
         else:
             kernels.append(_merged(call.op, call.shapes, parts, e(_numel(call.args), _output_numel(call))))
     tail = calls[last_attention + 1:]

@@ -7,13 +7,16 @@
 // block alive at a time); __syncthreads, __syncwarp and the warp shuffles are std::barriers; a WMMA fragment is the whole 16x16
 // tile held by every lane, and a warp's load/mma/store computes it redundantly (products of the 16-bit inputs in
 // fp32, like the tensor cores). Launches go through emu::launch (test_cuda_emulated.py rewrites the <<<>>> syntax).
-// Not modelled: warp-synchronous code without barriers, memory fences, timing.
+// Global atomics are std::atomic_ref operations and __threadfence a sequentially consistent fence (blocks never run
+// at once, so a block that spins (__nanosleep) for another block's work aborts: it may only wait for blocks that
+// ran before it). Not modelled: warp-synchronous code without barriers, caches (__ldcg is a plain load), timing.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -101,6 +104,16 @@ inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 }  // namespace emu
 
 inline void __syncthreads() { emu::g_block->sync.arrive_and_wait(); }
+
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).fetch_add(v); }
+inline unsigned atomicExch(unsigned* p, unsigned v) { return std::atomic_ref<unsigned>(*p).exchange(v); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+// A spin-wait's pause: nothing the waiter waits for can happen while its block runs alone.
+inline void __nanosleep(unsigned) { EMU_CHECK(false, "a block waits for a block that has not run (deadlock)"); }
+template <class T>
+T __ldcg(const T* p) {
+  return *p;
+}
 
 // A barrier of the calling thread's warp (full mask only), as on Volta+ where lanes may diverge.
 inline void __syncwarp(unsigned mask = 0xffffffffu) {

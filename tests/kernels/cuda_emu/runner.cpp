@@ -124,9 +124,16 @@ int main(int argc, char** argv) {
     p.conv_bias = in.optional_array(conv_bias, p.C);
     workspace = nan_buffer(fc_attention_workspace_floats(p.N, p.HW, p.C, p.K) * sizeof(float));
     p.workspace = reinterpret_cast<float*>(workspace.get());
+    unsigned counters[kFcAttentionCounters] = {};
+    p.counters = counters;
     out = nan_buffer(out_count * in.elem);
     p.out = out.get();
-    err = launch_fc_attention(p, nullptr);
+    // Twice back to back (the second output is written): each launch must leave the counters at zero for the next.
+    for (int launch = 0; launch < 2; ++launch) {
+      if ((err = launch_fc_attention(p, nullptr)) != cudaSuccess) break;
+      for (unsigned c : counters) EMU_CHECK(c == 0, "fc_attention left a counter set");
+      if (launch == 0) std::memset(out.get(), 0xff, out_count * in.elem);  // NaN again: the second must write it
+    }
   } else if (op == "upsample") {
     UpsampleParams p{};
     p.dtype = dtype;
