@@ -339,8 +339,13 @@ __global__ void __launch_bounds__(Geometry<kEdge>::kThreads, kMinBlocks<kEdge>) 
 
 // The tiles of a launch. 8 x 8 output pixels where the map gives every SM a block of them, else 4 x 4 (y1 is
 // computed on 4x the tile's pixels then, instead of 2.25x); then, while the grid has fewer blocks than SMs, the
-// output channels split over more blocks (each recomputing y1 and y2): DFANet A at 1024 x 1024 has its smallest
-// maps at 32 x 32 (64 tiles of 4 x 4 at batch 1; 192 output channels in 2 splits of 96: 128 blocks).
+// output channels split over more blocks, at least kMinSplitWidth each. Each split recomputes y1 and y2, which on
+// 4 x 4 tiles cost about 5x sep3 per output pixel (DFANet's 4x wider outputs): splitting shortens a block's
+// critical path little, so it stops early. DFANet A at 1024 x 1024, batch 1: 8 x 8 tiles down to 128 x 128 maps
+// (256+ blocks), 4 x 4 below; 32 x 32 maps with 192 channels in 3 splits (192 blocks), 16 x 16 in 4 (64);
+// the table is in docs/ops.md ("The CUDA xception_block kernel").
+constexpr int64_t kMinSplitWidth = 48;
+
 struct Plan {
   int edge;
   int64_t tiles_h, tiles_w, splits, split_width;
@@ -351,9 +356,11 @@ Plan plan(const XceptionBlockParams& p, int sms) {
   Plan pl{8, ceil_div(p.Ho, 8), ceil_div(p.Wo, 8), 1, p.C3};
   if (pl.blocks(p.N) < sms) pl = Plan{4, ceil_div(p.Ho, 4), ceil_div(p.Wo, 4), 1, p.C3};
   // Widths a multiple of 16 (the threads across), so a count of parts may repeat the previous width: count on.
-  for (int64_t parts = 2; pl.blocks(p.N) < sms && pl.split_width > 16; ++parts) {
-    pl.split_width = ceil_div(ceil_div(p.C3, parts), 16) * 16;
-    pl.splits = ceil_div(p.C3, pl.split_width);
+  for (int64_t parts = 2; pl.blocks(p.N) < sms; ++parts) {
+    const int64_t width = ceil_div(ceil_div(p.C3, parts), 16) * 16;
+    if (width < kMinSplitWidth) break;
+    pl.split_width = width;
+    pl.splits = ceil_div(p.C3, width);
   }
   return pl;
 }

@@ -364,11 +364,12 @@ def test_upsample_labels_ties_and_nan_emulated(runners, tmp_path, c):
 
 # (N, [(C, H, W) of each source], C1, C2, C3, stride, projection, biases, dtype, SMs): xception_block, its input
 # the concatenation of the sources resized to the first one's size. `biases`: which of pb1, pb2, pb3 and the
-# shortcut bias are given. On 132 SMs these maps take 4 x 4 tiles and split the output channels over blocks to
-# fill the grid; on 1 SM 8 x 8 tiles and one split. Mid widths in each of the kernel's four column counts (up to
-# 16, 32, 48, 64), output channels past one sep3 pass (48 or 96 a pass) and not multiples of 16, input channels
-# past one chunk (16 at stride 1, 8 at stride 2), maps of 1 x 1 and not multiples of the tile, both shortcuts,
-# batches > 1; concatenations up- and downsampled, at the same size, and a 1 x 1 source.
+# shortcut bias are given. On 132 SMs these maps take 4 x 4 tiles and split output channels past 48 over blocks
+# (192 in 4 splits of 48, 200 in 5 of 48 and 8); on 1 SM 8 x 8 tiles and one split. Mid widths in each of the
+# kernel's four column counts (up to 16, 32, 48, 64), output channels past one sep3 pass (48 or 96 a pass) and not
+# multiples of 16, input channels past one chunk (16 at stride 1, 8 at stride 2), maps of 1 x 1 and not multiples
+# of the tile, both shortcuts, batches > 1; concatenations up- and downsampled, at the same size, and a 1 x 1
+# source.
 BLOCK_EMU_CASES = [
     (2, [(12, 9, 7)], 12, 12, 12, 1, False, "111-", torch.float32, 132),
     (1, [(12, 9, 7)], 12, 12, 12, 1, False, "101-", torch.float32, 1),
@@ -377,6 +378,7 @@ BLOCK_EMU_CASES = [
     (1, [(5, 1, 1)], 7, 7, 9, 2, True, "1111", torch.float32, 132),
     (1, [(48, 17, 9)], 12, 12, 48, 1, False, "111-", torch.float32, 1),
     (1, [(70, 6, 5)], 50, 64, 200, 2, True, "1101", torch.float32, 1),
+    (1, [(70, 6, 5)], 50, 64, 200, 2, True, "1111", torch.bfloat16, 132),
     (3, [(17, 13, 11)], 19, 23, 17, 1, False, "011-", torch.float16, 132),
     (1, [(48, 11, 10)], 48, 48, 192, 1, True, "1111", torch.bfloat16, 1),
     (1, [(48, 11, 10)], 48, 48, 192, 1, True, "1111", torch.float32, 132),
@@ -438,7 +440,7 @@ def test_xception_block_emulated(runners, tmp_path, case):
     "op, case",
     [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[11][0]),
      ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]), ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1]),
-     ("xception_block", BLOCK_EMU_CASES[3]), ("xception_block", BLOCK_EMU_CASES[14])],
+     ("xception_block", BLOCK_EMU_CASES[3]), ("xception_block", BLOCK_EMU_CASES[15])],
     ids=["dwsep-fma", "dwsep-wmma", "dwsep-fma-192", "dwsep-wmma-192", "fc_attention", "upsample_add",
          "xception_block-8x8", "xception_block-4x4-cat"],
 )
