@@ -111,6 +111,9 @@ struct Args {
 // read as is or bilinearly resized (upsample.cu's taps and blend).
 template <typename T>
 __device__ float input_value(const Args& a, int64_t n, int64_t ih, int64_t iw, int64_t c) {
+  if (a.count == 1) {  // a plain input (the launcher's one source is at H x W): no source search, no taps
+    return to_float(static_cast<const T*>(a.src[0].data)[((n * a.H + ih) * a.W + iw) * a.C0 + c]);
+  }
   int s = 0;
   while (s + 1 < a.count && c >= a.src[s + 1].offset) ++s;
   const Source& src = a.src[s];
