@@ -8,7 +8,8 @@ shared-memory races between barriers. It does not replace the GPU run (the cuda 
 no real warps, memory model, timing or tensor-core rounding, and the torch glue (csrc/cuda/*_glue.cpp) is not in it.
 The grid cap (kMaxBlocks) is lowered to 3 so that every grid-stride loop goes round more than once. Code under
 `__CUDA_ARCH__ >= 800` runs (WMMA); code that also asks `defined(__CUDA_ARCH__)` (dwsep_conv's cp.async halo copies,
-inline PTX) takes its fallback, a plain 16-byte copy.
+inline PTX) takes its fallback, a plain 16-byte copy. Dynamic shared memory (xception_block) is a buffer of exactly
+the launch's size per emulated block, so ASan flags a kernel that reaches past its layout.
 """
 
 from __future__ import annotations
@@ -403,11 +404,16 @@ def block_emu_id(case):
             f"{'proj' if projection else 'id'}-{biases}-{str(dtype)[6:]}-{sms}sm")
 
 
-def _block_case(exe, tmp_path, case, seed=0):
+def _block_case(exe, tmp_path, case, seed=0, nan_input=False):
+    """Runs one xception_block case; with ``nan_input`` one value of the last input is NaN and the output must have
+    NaN exactly where the reference has (it spreads through each 3x3 window and every channel, and the zero padding
+    outside the map stays zero) and match it elsewhere."""
     n, specs, c1, c2, c3, stride, projection, biases, dtype, sms = case
     gen = torch.Generator().manual_seed(seed)
     c = [sum(ck for ck, _, _ in specs), c1, c2, c3]
     inputs = [_randn(n, ck, h, w, dtype=dtype, gen=gen) for ck, h, w in specs]
+    if nan_input:
+        inputs[-1][n - 1, specs[-1][0] // 2, specs[-1][1] // 2, specs[-1][2] // 2] = float("nan")
     dws = [_randn(c[i], 1, 3, 3, dtype=dtype, scale=1 / 3, gen=gen) for i in range(3)]
     pws = [_randn(c[i + 1], c[i], 1, 1, dtype=dtype, scale=c[i] ** -0.5, gen=gen) for i in range(3)]
     pbs = [_randn(c[i + 1], dtype=dtype, gen=gen) if biases[i] == "1" else None for i in range(3)]
@@ -426,6 +432,9 @@ def _block_case(exe, tmp_path, case, seed=0):
     expected = reference.xception_block_cat([t.double() for t in inputs], [d(t) for t in dws], [d(t) for t in pws],
                                             [d(t) for t in pbs], stride, d(sc_w), d(sc_b))
     got = got.permute(0, 3, 1, 2)
+    if nan_input:
+        assert expected.isnan().any() and not expected.isnan().all() and torch.equal(got.isnan(), expected.isnan())
+        got, expected = got.nan_to_num(0.0), expected.nan_to_num(0.0)
     assert torch.isfinite(got).all(), "output has NaN/inf (a value never written?)"
     atol, rtol = BLOCK_TOLERANCES[dtype]
     torch.testing.assert_close(got.double(), expected, atol=atol, rtol=rtol)
@@ -434,6 +443,16 @@ def _block_case(exe, tmp_path, case, seed=0):
 @pytest.mark.parametrize("case", BLOCK_EMU_CASES, ids=block_emu_id)
 def test_xception_block_emulated(runners, tmp_path, case):
     _block_case(runners["asan"], tmp_path, case)
+
+
+@pytest.mark.parametrize("case", [
+    (1, [(12, 21, 19)], 12, 12, 12, 1, False, "111-", torch.float32, 1),
+    (1, [(8, 29, 27), (4, 7, 5)], 12, 12, 48, 2, True, "1111", torch.float16, 132),
+], ids=block_emu_id)
+def test_xception_block_keeps_nan_emulated(runners, tmp_path, case):
+    """relu(NaN) = NaN at each sep conv's input (fmaxf(NaN, 0) would give 0), the padding outside the map stays 0,
+    and a resized source's NaN reaches every output pixel that reads it."""
+    _block_case(runners["asan"], tmp_path, case, nan_input=True)
 
 
 @pytest.mark.parametrize(
