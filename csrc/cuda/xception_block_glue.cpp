@@ -55,7 +55,7 @@ at::Tensor xception_block_cuda(at::TensorList inputs, const at::Tensor& dw1, con
     sources.push_back(UpsampleSource{keep.back().const_data_ptr(), t.size(1), t.size(2), t.size(3)});
     C0 += t.size(1);
   }
-  const at::Tensor& first = keep[0];
+  const at::Tensor first = keep[0];  // a handle, not a reference into `keep`
   const int64_t C[4] = {C0, pw1.size(0), pw2.size(0), pw3.size(0)};
   at::Tensor out = empty_nhwc(out_shape, first);  // never empty: every channel count and size is checked >= 1
   const void* dw_ptr[3];
