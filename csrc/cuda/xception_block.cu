@@ -7,7 +7,7 @@
 // exchanged) and keeps them in shared memory, ReLU already applied (each sep conv's act_in, applied once by the
 // producer instead of at every depthwise tap; relu(0) = 0 keeps the zero padding outside the map). Input channels
 // stream through in chunks: the chunk's input halo ((kEdge + 3) * stride + 3 pixels square) is staged in shared
-// memory with the sep1 ReLU applied, its depthwise result is formed there, and the pointwise product accumulates in
+// memory with the sep1 ReLU applied (16-byte loads from a plain input whose channels allow them), its depthwise result is formed there, and the pointwise product accumulates in
 // registers. Every pointwise conv is a small GEMM over (pixels) x (output channels), K in chunks of 16: threads in
 // kRows x 16, a thread holding kRm pixels x kRn channels of fp32 accumulators (FMA; the same for fp16/bf16, whose
 // values are widened to fp32 as they are staged). The projection shortcut is one more K range of sep3's GEMM (the
@@ -25,6 +25,9 @@
 
 namespace dfanet::cuda {
 namespace {
+
+template <typename T>
+constexpr int kVec = 16 / static_cast<int>(sizeof(T));  // elements per 16-byte access
 
 // K of a GEMM chunk: the mid and output channels of sep2, sep3 and the shortcut stream through 16 at a time.
 constexpr int kChunk = 16;
@@ -103,6 +106,7 @@ struct Args {
   void* out;
   int64_t N, H, W, C0, C1, C2, C3, Ho, Wo;
   int stride;
+  bool vec_x;  // a plain input read 16 bytes at a time (one source, C0 a multiple of 16 bytes, aligned)
   // The tiles: image, tile row, tile column, output-channel split (fastest), split_width channels each.
   int64_t tiles_h, tiles_w, splits, split_width;
 };
@@ -250,11 +254,25 @@ __global__ void __launch_bounds__(Geometry<kEdge>::kThreads, kMinBlocks<kEdge>) 
       for (int64_t k0 = 0; k0 < a.C0; k0 += in_chunk) {
         const int kc = static_cast<int>(a.C0 - k0 < in_chunk ? a.C0 - k0 : in_chunk);
         __syncthreads();  // the previous chunk's (or tile's) reads of X (y2), A, B and dw1 are done
-        for (int e = threadIdx.x; e < span * span * kc; e += kThreads) {
-          const int hp = e / kc, k = e % kc;
-          const int64_t ih = ih0 + hp / span, iw = iw0 + hp % span;
-          const bool inside = ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
-          X[hp * in_chunk + k] = inside ? relu(input_value<T>(a, n, ih, iw, k0 + k)) : 0.f;
+        if (a.vec_x) {  // kVec<T> channels a thread: kc, a whole chunk or C0's last part, is a multiple of it
+          const int units = kc / kVec<T>;
+          const T* x = static_cast<const T*>(a.src[0].data) + n * a.H * a.W * a.C0 + k0;
+          for (int e = threadIdx.x; e < span * span * units; e += kThreads) {
+            const int hp = e / units, k = (e % units) * kVec<T>;
+            const int64_t ih = ih0 + hp / span, iw = iw0 + hp % span;
+            const bool inside = ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
+            const uint4 raw = inside ? *reinterpret_cast<const uint4*>(x + (ih * a.W + iw) * a.C0 + k) : uint4{};
+            const T* v = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+            for (int q = 0; q < kVec<T>; ++q) X[hp * in_chunk + k + q] = relu(to_float(v[q]));
+          }
+        } else {
+          for (int e = threadIdx.x; e < span * span * kc; e += kThreads) {
+            const int hp = e / kc, k = e % kc;
+            const int64_t ih = ih0 + hp / span, iw = iw0 + hp % span;
+            const bool inside = ih >= 0 && ih < a.H && iw >= 0 && iw < a.W;
+            X[hp * in_chunk + k] = inside ? relu(input_value<T>(a, n, ih, iw, k0 + k)) : 0.f;
+          }
         }
         for (int e = threadIdx.x; e < kc * 9; e += kThreads) {
           dw1[e] = to_float(static_cast<const T*>(a.dw[0])[k0 * 9 + e]);
@@ -428,6 +446,7 @@ cudaError_t launch_xception_block(const XceptionBlockParams& p, cudaStream_t str
   a.tiles_h = pl.tiles_h, a.tiles_w = pl.tiles_w, a.splits = pl.splits, a.split_width = pl.split_width;
   return dispatch_dtype(p.dtype, [&](auto type) {
     using T = typename decltype(type)::type;
+    a.vec_x = a.count == 1 && p.C0 % kVec<T> == 0 && reinterpret_cast<uintptr_t>(p.sources[0].data) % 16 == 0;
     return pl.edge == 8 ? launch_edge<T, 8>(a, stream) : launch_edge<T, 4>(a, stream);
   });
 }

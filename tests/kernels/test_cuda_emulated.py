@@ -368,9 +368,9 @@ def test_upsample_labels_ties_and_nan_emulated(runners, tmp_path, c):
 # shortcut bias are given. On 132 SMs these maps take 4 x 4 tiles and split output channels past 48 over blocks
 # (192 in 4 splits of 48, 200 in 5 of 48 and 8); on 1 SM 8 x 8 tiles and one split. Mid widths in each of the
 # kernel's four column counts (up to 16, 32, 48, 64), output channels past one sep3 pass (48 or 96 a pass) and not
-# multiples of 16, input channels past one chunk (16 at stride 1, 8 at stride 2), maps of 1 x 1 and not multiples
-# of the tile, both shortcuts, batches > 1; concatenations up- and downsampled, at the same size, and a 1 x 1
-# source.
+# multiples of 16, input channels past one chunk (16 at stride 1, 8 at stride 2) and read 16 bytes at a time (C0
+# a multiple of 4 fp32 or 8 fp16/bf16 values) or value by value, maps of 1 x 1 and not multiples of the tile, both
+# shortcuts, batches > 1; concatenations up- and downsampled, at the same size, and a 1 x 1 source.
 BLOCK_EMU_CASES = [
     (2, [(12, 9, 7)], 12, 12, 12, 1, False, "111-", torch.float32, 132),
     (1, [(12, 9, 7)], 12, 12, 12, 1, False, "101-", torch.float32, 1),
