@@ -119,8 +119,9 @@ class FusedRunner:
         return dk.conv3x3(x, stem.weight, stem.bias, stem.stride, stem.relu, backend=stem.backend)
 
     def _block(self, block: dk.PreparedBlock, x: torch.Tensor | Concat) -> torch.Tensor:
-        # One call per block: on the CPU the intermediate maps stay in cache (dfanet_kernels.xception_block), and a
-        # Concat input is read by the kernel without being written (dfanet_kernels.xception_block_cat).
+        # One call per block: on the CPU the intermediate maps stay in cache, on CUDA in shared memory
+        # (dfanet_kernels.xception_block), and a Concat input is read by the kernel without being written
+        # (dfanet_kernels.xception_block_cat; Triton writes it first).
         if isinstance(x, Concat):
             if tuple(x.inputs[0].shape[-2:]) != x.size:  # not DFANet's case: the kernel resizes to inputs[0]'s size
                 x = dk.upsample_concat(x.inputs, x.size, backend=block.backend)

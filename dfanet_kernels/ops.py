@@ -89,9 +89,11 @@ def xception_block(
     Computes ``sep3(sep2(sep1(x))) + shortcut(x)`` where ``sep_i(y) = pw_i(dw3x3_i(relu(y))) + pw_biases[i]``
     (``dwsep_conv`` with ``act_in=True`` and no depthwise bias), ``sep1`` has the block's stride, and the shortcut
     is ``conv2d(x, shortcut_weight, shortcut_bias, stride)`` (1x1) or, when ``shortcut_weight`` is None, ``x`` itself
-    (stride 1, as many output as input channels). On the CPU backend the two intermediate maps never exist in
-    memory: the block runs row by row with the rows it needs in cache. The Triton and CUDA backends compose
-    ``dwsep_conv`` calls. See :func:`xception_block_cat` for an input given as a concatenation.
+    (stride 1, as many output as input channels). On the CPU and CUDA backends the two intermediate maps never
+    exist in memory: on the CPU the block runs row by row with the rows it needs in cache; on CUDA one kernel
+    computes them per output tile in shared memory (mid widths up to 64; wider ones compose ``dwsep_conv``
+    launches). The Triton backend composes ``dwsep_conv`` calls. See :func:`xception_block_cat` for an input given
+    as a concatenation.
 
     Args:
         x: N x C x H x W input, any memory layout.
@@ -126,10 +128,10 @@ def xception_block_cat(
 
     The block's input is the concatenation along channels of ``inputs``, each bilinearly resized (align_corners=False,
     exactly as :func:`upsample_concat`) to the size of ``inputs[0]``; an input already at that size is read as it
-    is. On the CPU backend the kernel builds the concatenated input rows it needs in a small per-thread cache, so the
-    concatenation never goes to memory (DFANet's aggregation inputs: at 1024 x 1024 the second and third backbones'
-    enc2 input is 240 channels at 256 x 256, 63 MB). The other backends run ``upsample_concat`` then
-    :func:`xception_block`.
+    is. On the CPU backend the kernel builds the concatenated input rows it needs in a small per-thread cache, and on
+    CUDA the kernel resizes each input tile it stages, so the concatenation never goes to memory (DFANet's
+    aggregation inputs: at 1024 x 1024 the second and third backbones' enc2 input is 240 channels at 256 x 256,
+    63 MB). The Triton backend runs ``upsample_concat`` then :func:`xception_block`.
 
     Args:
         inputs: non-empty list of N x C_k x H_k x W_k tensors (any memory layout) sharing N, dtype and device;

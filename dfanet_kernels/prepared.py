@@ -64,7 +64,8 @@ class PreparedBlock:
         return dispatch.run_block(self.backend, [x], *self.weights)
 
     def cat(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The block of ``upsample_concat(inputs, inputs[0]'s H x W)``, the concatenation never written on the CPU."""
+        """The block of ``upsample_concat(inputs, inputs[0]'s H x W)``, the concatenation never written on the CPU and
+        CUDA backends."""
         for i, t in enumerate(inputs):
             _checks.input_like(f"inputs[{i}]", t, self.weights[0][0])
         return dispatch.run_block(self.backend, list(inputs), *self.weights)

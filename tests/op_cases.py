@@ -120,7 +120,13 @@ def fc_args(n, c, h, w, k, *, device, dtype=torch.float32, fc_bias=True, conv_bi
 def op_args(op, *, device, dwsep=(2, 5, 7, 9, 6), dtype=torch.float32, seed=6):
     """Positional arguments of the registered op (torch.ops.dfanet.<op> or <op>_<backend>) for opcheck and direct
     calls: dwsep_conv with ``dwsep`` = (N, C, Cout, H, W) in ``dtype``, stride 2, the model's flags and a residual;
-    fc_attention and the upsampling ops (upsample_labels with 19 channels) at small odd sizes."""
+    fc_attention, the upsampling ops (upsample_labels with 19 channels) and xception_block (a concatenation of two
+    inputs, stride 2, a projection shortcut, one bias missing) at small odd sizes."""
+    if op == "xception_block":
+        a = block_args(2, [(20, 9, 7), (6, 4, 3)], 17, 12, 24, 2, True, device=device, dtype=dtype, seed=seed)
+        dw, pw, pb = a["dw_weights"], a["pw_weights"], a["pw_biases"]
+        return (a["inputs"], dw[0], pw[0], pb[0], dw[1], pw[1], None, dw[2], pw[2], pb[2], 2, a["shortcut_weight"],
+                a["shortcut_bias"])
     if op == "dwsep_conv":
         a = dw_args(*dwsep, 2, device=device, dtype=dtype, seed=seed)
         return (a["x"], a["dw_weight"], a["dw_bias"], a["pw_weight"], a["pw_bias"], 2, True, False, True, a["residual"])

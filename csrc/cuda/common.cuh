@@ -59,6 +59,36 @@ cudaError_t dispatch_dtype(DType dtype, F&& f) {
   return cudaErrorInvalidValue;
 }
 
+// The two source indices and weights of output index `dst` along one axis of a bilinear resize (align_corners=False,
+// PyTorch's source-index rule: src = (dst + 0.5) * in / out - 0.5, clamped at 0; scale = in / out in fp32, as
+// PyTorch computes it): upsample.cu's resize, and xception_block.cu's reads of a concatenated input.
+template <typename Index>
+struct AxisTap {
+  Index i0, i1;
+  float w0, w1;
+};
+
+template <typename Index>
+__device__ AxisTap<Index> axis_tap(Index dst, Index in, float scale) {
+  float src = scale * (static_cast<float>(dst) + 0.5f) - 0.5f;
+  if (src < 0.f) src = 0.f;
+  Index i0 = static_cast<Index>(src);
+  if (i0 > in - 1) i0 = in - 1;  // never taken by the formula; keeps a rounding surprise inside the image
+  const float w1 = src - static_cast<float>(i0);
+  return AxisTap<Index>{i0, i0 + (i0 < in - 1 ? 1 : 0), 1.f - w1, w1};
+}
+
+// The block's dynamic shared memory (the launch's third <<<>>> argument), 16-byte aligned. The CUDA emulator
+// (tests/kernels/cuda_emu/emu.h) gives each emulated block a buffer of its own instead.
+#ifdef DFANET_CUDA_EMULATOR
+__device__ inline void* dynamic_shared_memory() { return emu::dynamic_shared(); }
+#else
+__device__ inline void* dynamic_shared_memory() {
+  extern __shared__ __align__(16) unsigned char dfanet_dynamic_shared[];
+  return dfanet_dynamic_shared;
+}
+#endif
+
 // NaN passes through, as in torch.relu.
 __device__ __forceinline__ float relu(float v) { return v < 0.f ? 0.f : v; }
 

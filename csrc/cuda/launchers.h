@@ -86,4 +86,31 @@ struct UpsampleLabelsParams {
 };
 cudaError_t launch_upsample_labels(const UpsampleLabelsParams& p, cudaStream_t stream);
 
+// A whole Xception block in one kernel:
+//   out = sep3(sep2(sep1(x))) + shortcut(x), sep_i(y) = pw_i(dw3x3_i(relu(y), stride for sep1 else 1)) + pw_bias_i
+// (no depthwise bias), shortcut = a 1x1 conv of the block's stride + sc_bias, or the identity (sc_weight nullptr:
+// stride 1, C3 == C0). x is the concatenation along channels of `sources`, each bilinearly resized to H x W as
+// launch_upsample resizes it (a source already at H x W is read as is), read in place: one source at H x W is a
+// plain input. The mid widths C1, C2 are at most kXceptionBlockMaxMid and the sources at most
+// kXceptionBlockMaxSources (xception_block_supported); other blocks are the caller's to compose.
+constexpr int64_t kXceptionBlockMaxMid = 64;
+constexpr int64_t kXceptionBlockMaxSources = 8;
+struct XceptionBlockParams {
+  const UpsampleSource* sources;  // host array
+  int64_t num_sources;
+  const void* dw_weight[3];  // C_i x 9, C = {C0, C1, C2}
+  const void* pw_weight[3];  // C_{i+1} x C_i
+  const void* pw_bias[3];    // C_{i+1}, or nullptr
+  const void* sc_weight;     // C3 x C0, or nullptr (identity)
+  const void* sc_bias;       // C3, or nullptr
+  void* out;                 // N x Ho x Wo x C3
+  int64_t N, H, W, C0, C1, C2, C3, Ho, Wo;
+  int stride;  // 1 or 2
+  DType dtype;
+};
+inline bool xception_block_supported(int64_t C1, int64_t C2, int64_t num_sources) {
+  return C1 <= kXceptionBlockMaxMid && C2 <= kXceptionBlockMaxMid && num_sources <= kXceptionBlockMaxSources;
+}
+cudaError_t launch_xception_block(const XceptionBlockParams& p, cudaStream_t stream);
+
 }  // namespace dfanet::cuda

@@ -61,23 +61,6 @@ __device__ __forceinline__ void store4(T* p, const float (&v)[kChannelsPerThread
   *reinterpret_cast<typename Vec4<T>::type*>(p) = raw;
 }
 
-// The two source indices and weights of output index `dst` along one axis.
-template <typename Index>
-struct AxisTap {
-  Index i0, i1;
-  float w0, w1;
-};
-
-template <typename Index>
-__device__ AxisTap<Index> axis_tap(Index dst, Index in, float scale) {
-  float src = scale * (static_cast<float>(dst) + 0.5f) - 0.5f;
-  if (src < 0.f) src = 0.f;
-  Index i0 = static_cast<Index>(src);
-  if (i0 > in - 1) i0 = in - 1;  // never taken by the formula; keeps a rounding surprise inside the image
-  const float w1 = src - static_cast<float>(i0);
-  return AxisTap<Index>{i0, i0 + (i0 < in - 1 ? 1 : 0), 1.f - w1, w1};
-}
-
 // Where and how much output pixel (n, oh, ow) reads from one source: its value at channel c is then a few loads
 // and multiplies. Worked out once per pixel and source, not per channel.
 template <typename T, typename Index>

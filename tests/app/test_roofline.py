@@ -66,6 +66,36 @@ def test_fc_attention_two_kernels_today_and_in_the_fused_plan():
     assert decoder.bytes == 2 * (n_x + 32 * 192 + 32 + 32 * 64 * 64)
 
 
+def test_block_kernel_launches_by_hand():
+    """The CUDA block kernel's instantiation and dynamic shared memory (xception_block.cu's plan and layout), in
+    floats: input halo chunk or y2, y1, the GEMM's A and B chunks, depthwise weights and biases."""
+    # enc2's first block of A at 1024 x 1024: 256 x 256 outputs, 1024 tiles of 8 x 8; stride 2: a 25 x 25 halo of
+    # 8 channels; y1 12 x 12, A pitch 16 x 9 + 1, B 16 x (48 + 1), sep1's 16 x 9 taps, sep2/sep3 taps and biases.
+    assert kr.xception_block_launch(1, 12, 12, 2, 256, 256, "fp16") == (
+        "xception_block_kernel<__half, 8, 1>", 4 * (25 * 25 * 8 + 144 * 12 + 16 * 145 + 16 * 49 + 16 * 9 + 24 * 10))
+    # enc4 of the third backbone: 32 x 32 outputs, 16 tiles of 8 x 8 < 132 SMs: 4 x 4 tiles, 128 threads; y2 (6 x 6
+    # x 48) outgrows the stride-1 halo (10 x 10 x 16); 96 output channels a pass.
+    assert kr.xception_block_launch(1, 48, 48, 1, 32, 32, "fp32") == (
+        "xception_block_kernel<float, 4, 3>", 4 * (36 * 48 + 64 * 48 + 16 * 65 + 16 * 97 + 16 * 9 + 96 * 10))
+    assert kr.xception_block_launch(1, 65, 12, 1, 32, 32, "bf16") is None  # composed by the glue
+
+
+def test_fused_plan_blocks_name_their_cuda_kernel():
+    ws = [meta(c, 1, 3, 3) for c in (48, 12, 12)], [meta(12, 48, 1, 1), meta(12, 12, 1, 1), meta(48, 12, 1, 1)]
+    block = OpCall("xception_block", (meta(1, 48, 64, 64), *ws, [meta(12), meta(12), meta(48)], 1, None, None),
+                   output=meta(1, 48, 64, 64))
+    weights = (meta(1000, 48), meta(1000), meta(48, 1000, 1, 1), meta(48))
+    attention = OpCall("fc_attention", (block.output, *weights), output=meta(1, 48, 64, 64))
+    conv = OpCall("conv1x1", (attention.output, meta(32, 48, 1, 1), meta(32), 1, True), output=meta(1, 32, 64, 64))
+    kernel = rl.fused_kernels([block, attention, conv], itemsize=2, dtype="bf16")[0]
+    assert (kernel.family, kernel.cuda_kernel) == ("xception_block", "xception_block_kernel<__nv_bfloat16, 4, 1>")
+    assert kernel.dynamic_smem == kr.xception_block_launch(1, 12, 12, 1, 64, 64, "bf16")[1]
+    compiled = kr.KernelResources(kernel.cuda_kernel, "xception_block.cu", "xception_block", "bf16", 128, 0, 0, 0, 0,
+                                  128, 0.0)
+    found = kr.launched([compiled], kernel.cuda_kernel, "bf16", kernel.dynamic_smem)
+    assert found.smem_bytes == kernel.dynamic_smem and found.occupancy == kr.occupancy(128, kernel.dynamic_smem, 128)
+
+
 def test_floor_bound_and_launch_floor():
     roof = rl.Roofline(rl.DEVICES["h100-sxm"], "fp16", bandwidth_gb_s=3000.0, bandwidth_source="test")
     big = rl.Kernel("copy", "", bytes=30_000_000, dense_flops=0, fma_flops=0)

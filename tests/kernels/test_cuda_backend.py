@@ -34,7 +34,7 @@ def test_cuda_backend_is_built():
 # ------------------------------------------------------------------------------------------------------------------
 # The glue: checks, registration, streams, devices
 # ------------------------------------------------------------------------------------------------------------------
-OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels"]
+OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels", "xception_block"]
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -61,6 +61,12 @@ def test_direct_op_calls_check_device_and_dtype():
         torch.ops.dfanet.upsample_labels(x.double(), [7, 7])
     with pytest.raises(RuntimeError, match="size: expected two positive ints"):
         torch.ops.dfanet.upsample_labels(x, [7, 0])
+    block = op_cases.op_args("xception_block", device=DEVICE)
+    with pytest.raises(RuntimeError, match=r"inputs\[1\]: expected dtype"):
+        torch.ops.dfanet.xception_block([block[0][0], block[0][1].half()], *block[1:])
+    with pytest.raises(RuntimeError, match="inputs\\[0\\]: the cuda backend takes float32, float16 or bfloat16"):
+        torch.ops.dfanet.xception_block([t.double() for t in block[0]],
+                                        *[t.double() if isinstance(t, torch.Tensor) else t for t in block[1:]])
     with pytest.raises(TypeError, match="backend 'cuda' takes dtype"):
         dk.fc_attention(x.double(), rand(3, 4, gen=gen).double(), None, rand(4, 3, 1, 1, gen=gen).double(), None,
                         backend="cuda")
@@ -69,7 +75,10 @@ def test_direct_op_calls_check_device_and_dtype():
 def chain_inputs(device=DEVICE, seed=7):
     a = dw_args(2, 24, 40, 17, 17, 2, seed=seed)
     a.update((k, v) for k, v in fc_args(2, 40, 9, 9, 100, seed=seed).items() if k != "x")
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in a.items()}
+    block = op_cases.block_args(2, [(40, 9, 9), (24, 17, 17)], 12, 12, 48, 2, True, device="cpu", seed=seed)
+    a.update((f"block_{k}", v) for k, v in block.items() if k != "inputs")
+    move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    return {k: [move(t) for t in v] if isinstance(v, list) else move(v) for k, v in a.items()}
 
 
 def chain(a):
@@ -77,7 +86,9 @@ def chain(a):
     y = dk.dwsep_conv(a["x"], a["dw_weight"], a["dw_bias"], a["pw_weight"], a["pw_bias"], a["stride"], act_in=True,
                       residual=a["residual"], backend="cuda")
     y = dk.fc_attention(y, a["fc_weight"], a["fc_bias"], a["conv_weight"], a["conv_bias"], backend="cuda")
-    y = dk.upsample_concat([y, a["x"]], (17, 17), backend="cuda")
+    z = dk.xception_block_cat([y, a["x"]], **{k[6:]: v for k, v in a.items() if k.startswith("block_")},
+                              backend="cuda")
+    y = dk.upsample_concat([y, a["x"], z], (17, 17), backend="cuda")
     return dk.upsample_add([y, y[:, :, :9, :9]], (33, 33), backend="cuda")
 
 

@@ -8,7 +8,8 @@ shared-memory races between barriers. It does not replace the GPU run (the cuda 
 no real warps, memory model, timing or tensor-core rounding, and the torch glue (csrc/cuda/*_glue.cpp) is not in it.
 The grid cap (kMaxBlocks) is lowered to 3 so that every grid-stride loop goes round more than once. Code under
 `__CUDA_ARCH__ >= 800` runs (WMMA); code that also asks `defined(__CUDA_ARCH__)` (dwsep_conv's cp.async halo copies,
-inline PTX) takes its fallback, a plain 16-byte copy.
+inline PTX) takes its fallback, a plain 16-byte copy. Dynamic shared memory (xception_block) is a buffer of exactly
+the launch's size per emulated block, so ASan flags a kernel that reaches past its layout.
 """
 
 from __future__ import annotations
@@ -366,16 +367,111 @@ def test_upsample_labels_ties_and_nan_emulated(runners, tmp_path, c):
     assert (expected[1, 4:6, 2:4] == c - 2).all() and torch.equal(got, expected)
 
 
+# (N, [(C, H, W) of each source], C1, C2, C3, stride, projection, biases, dtype, SMs): xception_block, its input
+# the concatenation of the sources resized to the first one's size. `biases`: which of pb1, pb2, pb3 and the
+# shortcut bias are given. On 132 SMs these maps take 4 x 4 tiles and split output channels past 48 over blocks
+# (192 in 4 splits of 48, 200 in 5 of 48 and 8); on 1 SM 8 x 8 tiles and one split. Mid widths in each of the
+# kernel's four column counts (up to 16, 32, 48, 64), output channels past one sep3 pass (48 or 96 a pass) and not
+# multiples of 16, input channels past one chunk (16 at stride 1, 8 at stride 2) and read 16 bytes at a time (C0
+# a multiple of 4 fp32 or 8 fp16/bf16 values) or value by value, maps of 1 x 1 and not multiples of the tile, both
+# shortcuts, batches > 1; concatenations up- and downsampled, at the same size, and a 1 x 1 source.
+BLOCK_EMU_CASES = [
+    (2, [(12, 9, 7)], 12, 12, 12, 1, False, "111-", torch.float32, 132),
+    (1, [(12, 9, 7)], 12, 12, 12, 1, False, "101-", torch.float32, 1),
+    (1, [(8, 13, 11)], 12, 12, 48, 2, True, "1111", torch.float32, 132),
+    (2, [(8, 13, 11)], 12, 12, 48, 2, True, "0110", torch.float32, 1),
+    (1, [(5, 1, 1)], 7, 7, 9, 2, True, "1111", torch.float32, 132),
+    (1, [(48, 17, 9)], 12, 12, 48, 1, False, "111-", torch.float32, 1),
+    (1, [(70, 6, 5)], 50, 64, 200, 2, True, "1101", torch.float32, 1),
+    (1, [(70, 6, 5)], 50, 64, 200, 2, True, "1111", torch.bfloat16, 132),
+    (3, [(17, 13, 11)], 19, 23, 17, 1, False, "011-", torch.float16, 132),
+    (1, [(48, 11, 10)], 48, 48, 192, 1, True, "1111", torch.bfloat16, 1),
+    (1, [(48, 11, 10)], 48, 48, 192, 1, True, "1111", torch.float32, 132),
+    (1, [(24, 10, 9)], 24, 24, 96, 1, True, "1011", torch.float16, 1),
+    (2, [(40, 9, 12)], 33, 17, 40, 2, True, "1111", torch.bfloat16, 132),
+    (2, [(48, 11, 13), (192, 3, 4)], 12, 12, 48, 2, True, "1111", torch.float32, 132),
+    (3, [(5, 13, 11), (7, 4, 3), (4, 13, 11)], 9, 6, 16, 1, False, "111-", torch.bfloat16, 1),
+    (1, [(4, 7, 5), (3, 1, 1)], 5, 5, 7, 2, True, "1111", torch.float16, 132),
+    (1, [(6, 5, 9), (4, 11, 20)], 8, 8, 10, 1, False, "111-", torch.float32, 1),
+]
+# vs the float64 reference on the same rounded inputs. fp32: three convs and a shortcut in a row, each summing
+# 9 + C products of O(1) values in another order: a few ulp times sqrt(terms) per conv, far below 5e-5 (the CPU
+# block's tolerance). fp16/bf16: y1, y2 and every sum stay fp32 in the kernel, so the one large error is the
+# output's rounding, half an ulp: 2^-11 (fp16) and 2^-8 (bf16) relative; twice that as rtol, and as atol for
+# outputs near 0 (the fp32 sums' own error is ~1e-6 there).
+BLOCK_TOLERANCES = {torch.float32: (5e-5, 2e-5), torch.float16: (1e-3, 1e-3), torch.bfloat16: (8e-3, 8e-3)}
+
+
+def block_emu_id(case):
+    n, specs, c1, c2, c3, stride, projection, biases, dtype, sms = case
+    return (f"n{n}-" + "+".join(f"{c}@{h}x{w}" for c, h, w in specs) + f"-{c1}-{c2}-{c3}-s{stride}-"
+            f"{'proj' if projection else 'id'}-{biases}-{str(dtype)[6:]}-{sms}sm")
+
+
+def _block_case(exe, tmp_path, case, seed=0, nan_input=False):
+    """Runs one xception_block case; with ``nan_input`` one value of the last input is NaN and the output must have
+    NaN exactly where the reference has (it spreads through each 3x3 window and every channel, and the zero padding
+    outside the map stays zero) and match it elsewhere."""
+    n, specs, c1, c2, c3, stride, projection, biases, dtype, sms = case
+    gen = torch.Generator().manual_seed(seed)
+    c = [sum(ck for ck, _, _ in specs), c1, c2, c3]
+    inputs = [_randn(n, ck, h, w, dtype=dtype, gen=gen) for ck, h, w in specs]
+    if nan_input:
+        inputs[-1][n - 1, specs[-1][0] // 2, specs[-1][1] // 2, specs[-1][2] // 2] = float("nan")
+    dws = [_randn(c[i], 1, 3, 3, dtype=dtype, scale=1 / 3, gen=gen) for i in range(3)]
+    pws = [_randn(c[i + 1], c[i], 1, 1, dtype=dtype, scale=c[i] ** -0.5, gen=gen) for i in range(3)]
+    pbs = [_randn(c[i + 1], dtype=dtype, gen=gen) if biases[i] == "1" else None for i in range(3)]
+    sc_w = _randn(c3, c[0], 1, 1, dtype=dtype, scale=c[0] ** -0.5, gen=gen) if projection else None
+    sc_b = _randn(c3, dtype=dtype, gen=gen) if biases[3] == "1" else None
+    header = [n, len(specs), *(v for spec in specs for v in spec), c1, c2, c3, stride,
+              *(b is not None for b in pbs), projection, sc_b is not None]
+    arrays = [_nhwc(t) for t in inputs]
+    for i in range(3):
+        arrays += [dws[i], pws[i]] + ([pbs[i]] if pbs[i] is not None else [])
+    arrays += [t for t in (sc_w, sc_b) if t is not None]
+    h, w = specs[0][1:]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    got = _run(exe, tmp_path, "xception_block", dtype, header, arrays, (n, ho, wo, c3), sms=sms)
+    d = lambda t: None if t is None else t.double()  # noqa: E731
+    expected = reference.xception_block_cat([t.double() for t in inputs], [d(t) for t in dws], [d(t) for t in pws],
+                                            [d(t) for t in pbs], stride, d(sc_w), d(sc_b))
+    got = got.permute(0, 3, 1, 2)
+    if nan_input:
+        assert expected.isnan().any() and not expected.isnan().all() and torch.equal(got.isnan(), expected.isnan())
+        got, expected = got.nan_to_num(0.0), expected.nan_to_num(0.0)
+    assert torch.isfinite(got).all(), "output has NaN/inf (a value never written?)"
+    atol, rtol = BLOCK_TOLERANCES[dtype]
+    torch.testing.assert_close(got.double(), expected, atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("case", BLOCK_EMU_CASES, ids=block_emu_id)
+def test_xception_block_emulated(runners, tmp_path, case):
+    _block_case(runners["asan"], tmp_path, case)
+
+
+@pytest.mark.parametrize("case", [
+    (1, [(12, 21, 19)], 12, 12, 12, 1, False, "111-", torch.float32, 1),
+    (1, [(8, 29, 27), (4, 7, 5)], 12, 12, 48, 2, True, "1111", torch.float16, 132),
+], ids=block_emu_id)
+def test_xception_block_keeps_nan_emulated(runners, tmp_path, case):
+    """relu(NaN) = NaN at each sep conv's input (fmaxf(NaN, 0) would give 0), the padding outside the map stays 0,
+    and a resized source's NaN reaches every output pixel that reads it."""
+    _block_case(runners["asan"], tmp_path, case, nan_input=True)
+
+
 @pytest.mark.parametrize(
     "op, case",
     [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[11][0]),
-     ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]), ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1])],
-    ids=["dwsep-fma", "dwsep-wmma", "dwsep-fma-192", "dwsep-wmma-192", "fc_attention", "upsample_add"],
+     ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]), ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1]),
+     ("xception_block", BLOCK_EMU_CASES[3]), ("xception_block", BLOCK_EMU_CASES[15])],
+    ids=["dwsep-fma", "dwsep-wmma", "dwsep-fma-192", "dwsep-wmma-192", "fc_attention", "upsample_add",
+         "xception_block-8x8", "xception_block-4x4-cat"],
 )
 def test_no_shared_memory_races_emulated(runners, tmp_path, op, case):
     """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck). The
     first two take 4 x 4 pixel tiles, the 192-channel ones 8 x 8, two in a block (the tensor-core epilogue's scratch
-    then reused by the next tile's halo)."""
+    then reused by the next tile's halo). The xception blocks run several tiles per block (y2 in the input halo's
+    place, y1 and the GEMM chunks reused), one of them with two sources and its output channels split."""
     run_case = {"dwsep_conv": _dwsep_case, "dwsep_conv_1sm": lambda *args: _dwsep_case(*args, sms=1),
-                "fc_attention": _fc_case, "upsample": _upsample_case}[op]
+                "fc_attention": _fc_case, "upsample": _upsample_case, "xception_block": _block_case}[op]
     run_case(runners["tsan"], tmp_path, case)

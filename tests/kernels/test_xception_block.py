@@ -54,8 +54,8 @@ def make_args(n, c0, c1, c2, c3, h, w, stride, projection, seed=0):
 @pytest.mark.parametrize("case", BLOCK_CASES, ids=block_case_id)
 @pytest.mark.parametrize("backend", [on(b) for b in ("cpu", "triton", "cuda")])
 def test_xception_block_matches_reference(backend, case):
-    """xception_block_cat (and, for one input, xception_block and PreparedBlock), composed from the ops by
-    dfanet_kernels.dispatch on Triton and CUDA, against the float64 reference.
+    """xception_block_cat (and, for one input, xception_block and PreparedBlock): one kernel on the CPU and CUDA,
+    composed from the ops by dfanet_kernels.dispatch on Triton, against the float64 reference.
 
     fp32: three convs in a row (plus a resize), each summing 9 + C products in another order than the float64
     reference: a few ulp times sqrt(terms) per conv on O(1) values, far below 5e-5 after three (as on the CPU)."""
@@ -67,6 +67,47 @@ def test_xception_block_matches_reference(backend, case):
         check(dk.xception_block(inputs[0], **args, backend=backend), expected, 5e-5, 2e-5, backend)
         block = dk.PreparedBlock(**args, backend=backend)
         assert torch.equal(block(inputs[0]), dk.xception_block(inputs[0], **args, backend=backend))
+
+
+# The CUDA block kernel (csrc/cuda/xception_block.cu) on a GPU, (N, [(C, H, W) of each input], C1, C2, C3, stride,
+# projection): the model's blocks at sizes that take 8 x 8 output tiles (a map of 150 x 130 gives 323 tiles on 132
+# SMs) and 4 x 4 tiles with the output channels split over blocks (small maps), each mid-width class of the kernel
+# (up to 16, 32, 48, 64), odd sizes and channel counts, 1 x 1 maps, batches > 1, DFANet's enc2 concatenation
+# (48 + 192 channels, the second resized x4) and a same-size one; mid widths past 64 and more than 8 inputs, which
+# the glue composes from the upsample and dwsep_conv kernels and a cuDNN shortcut. The same kernel runs in CI under
+# the CUDA emulator (test_cuda_emulated.py).
+CUDA_BLOCK_CASES = [
+    (1, [(8, 300, 259)], 12, 12, 48, 2, True),
+    (2, [(48, 37, 29)], 12, 12, 48, 1, False),
+    (1, [(48, 64, 64)], 24, 24, 96, 2, True),
+    (1, [(192, 32, 32)], 48, 48, 192, 1, False),
+    (3, [(17, 13, 11)], 19, 23, 17, 1, False),
+    (1, [(70, 6, 5)], 50, 64, 200, 2, True),
+    (1, [(5, 1, 1)], 7, 7, 9, 2, True),
+    (1, [(48, 128, 128), (192, 32, 32)], 12, 12, 48, 2, True),
+    (2, [(48, 17, 9), (96, 17, 9)], 24, 24, 96, 2, True),
+    (1, [(320, 6, 7)], 33, 330, 40, 2, True),
+    (1, [(2, 5 + i % 3, 6 + i % 4) for i in range(10)], 8, 8, 20, 1, False),
+]
+# vs the float64 reference on the same rounded inputs. fp32: as on the CPU (5e-5, 2e-5). fp16/bf16: the kernel keeps
+# y1, y2 and every sum in fp32 and rounds the output once, half an ulp (2^-11, 2^-8 relative): twice that. The
+# composed cases also round y1, y2 and each depthwise result that feeds the tensor cores: 4x the kernel's (about 2x
+# op_cases.DTYPES' one-op tolerance, for three ops in a row).
+CUDA_BLOCK_TOLERANCES = {torch.float32: (5e-5, 2e-5), torch.float16: (1e-3, 1e-3), torch.bfloat16: (8e-3, 8e-3)}
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+@pytest.mark.parametrize("backend, case", [on("cuda", c, id=block_case_id(c)) for c in CUDA_BLOCK_CASES])
+def test_cuda_block_kernel_matches_reference(backend, case, dtype, layout):
+    args = block_args(*case, device=DEV[backend], dtype=dtype)
+    inputs = [in_layout(t, layout) for t in args.pop("inputs")]
+    expected = block_expected({"inputs": inputs, **args})
+    atol, rtol = CUDA_BLOCK_TOLERANCES[dtype]
+    composed = max(case[2], case[3]) > 64 or len(case[1]) > 8
+    if composed and dtype != torch.float32:
+        atol, rtol = 4 * atol, 4 * rtol
+    check(dk.xception_block_cat(inputs, **args, backend=backend), expected, atol, rtol, backend)
 
 
 @needs_cpu_kernels

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -58,7 +58,8 @@ SM90 = Sm()
 FAMILIES = {"dwsep_conv_fma_kernel": "dwsep_conv", "dwsep_conv_wmma_kernel": "dwsep_conv",
             "upsample_kernel": "upsample", "attention_vector_kernel": "attention_vector",
             "scale_kernel": "attention_scale", "_dwsep_conv_kernel": "dwsep_conv", "_upsample_kernel": "upsample",
-            "_attention_vector_kernel": "attention_vector", "_scale_kernel": "attention_scale"}
+            "_attention_vector_kernel": "attention_vector", "_scale_kernel": "attention_scale",
+            "xception_block_kernel": "xception_block"}
 DTYPES = {"__half": "fp16", "__nv_bfloat16": "bf16", "float": "fp32"}
 
 
@@ -158,6 +159,42 @@ def cuda_resources() -> tuple[list[KernelResources], str | None]:
         return [], "nvcc not found (PATH, CUDA_HOME)" if nvcc is None else "no csrc/cuda/*.cu (not a source tree)"
     with ThreadPoolExecutor(max_workers=len(sources)) as pool:
         return [k for kernels in pool.map(lambda s: compile_sm90(s, nvcc), sources) for k in kernels], None
+
+
+def xception_block_launch(n: int, c1: int, c2: int, stride: int, ho: int, wo: int, dtype: str,
+                          sms: int = 132) -> tuple[str, int] | None:
+    """The CUDA xception_block kernel a block launches on a GPU of ``sms`` SMs (csrc/cuda/xception_block.cu's
+    plan() and layout(), mirrored): its demangled name (storage type, output tile edge, mid-width columns) and its
+    dynamic shared memory in bytes; None where the glue composes the block instead (mid widths past 64)."""
+    if max(c1, c2) > 64:
+        return None
+    edge = 8 if n * -(-ho // 8) * -(-wo // 8) >= sms else 4
+    mid_cols = -(-max(c1, c2) // 16)
+    rows = (256 if edge >= 8 else 128) // 16
+    m1, m2 = (edge + 4) ** 2, (edge + 2) ** 2
+    pitch_a = rows * -(-m1 // rows) + 1
+    span, chunk = (edge + 3) * stride + 3, 16 if stride == 1 else 8
+
+    def round4(v: int) -> int:
+        return (v + 3) // 4 * 4
+
+    y1 = round4(max(span * span * chunk, m2 * c2))
+    b = round4(round4(y1 + m1 * c1) + 16 * pitch_a)
+    dw1 = round4(b + 16 * (16 * (3 if mid_cols == 1 else 6) + 1))
+    floats = dw1 + 16 * 9 + (c1 + c2) * 10
+    storage = next(t for t, d in DTYPES.items() if d == dtype)
+    return f"xception_block_kernel<{storage}, {edge}, {mid_cols}>", 4 * floats
+
+
+def launched(resources: Sequence[KernelResources], name: str, dtype: str,
+             dynamic_smem: int) -> KernelResources | None:
+    """The compiled kernel ``name`` at ``dtype`` as one launch runs it: with ``dynamic_smem`` bytes of shared memory
+    added, and the occupancy they leave; None if it was not compiled."""
+    found = next((r for r in resources if r.name == name and r.dtype == dtype), None)
+    if found is None:
+        return None
+    smem = found.smem_bytes + dynamic_smem
+    return replace(found, smem_bytes=smem, occupancy=occupancy(found.registers, smem, found.threads))
 
 
 def worst(resources: Sequence[KernelResources], family: str, dtype: str) -> KernelResources | None:

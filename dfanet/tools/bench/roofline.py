@@ -8,11 +8,13 @@ at the dtype), its FLOPs (2 per MAC; dense convolutions, which tensor cores run 
 convolutions, resizes and FC attention's reductions, which run on the FMA units), and its floor on the device:
 max(bytes / bandwidth, FLOPs / peak), and at least one CUDA-graph node (``GRAPH_NODE_US``). Two plans:
 
-- ``ops``: the kernels the GPU backends launch today (dfanet_kernels.dispatch: an Xception block is an
-  upsample_concat where its input is a concatenation, a cuDNN 1x1 shortcut where it has one, and three dwsep_conv;
-  FC attention two kernels; every conv a cuDNN conv plus a ReLU kernel; the image made channels_last first);
+- ``ops``: the op boundaries the GPU backends launch today (dfanet_kernels.dispatch: an Xception block on Triton is
+  an upsample_concat where its input is a concatenation, a cuDNN 1x1 shortcut where it has one, and three
+  dwsep_conv; FC attention two kernels; every conv a cuDNN conv plus a ReLU kernel; the image made channels_last
+  first). The CUDA backend runs each block as the fused plan does;
 - ``fused``: issue 16's plan: the stem reading the image as it is, one kernel per Xception block reading the
-  concatenation in place, FC attention in two kernels (pool + FCs, then the scaling), the decoder in one kernel.
+  concatenation in place (the CUDA backend's xception_block kernel today), FC attention in two kernels (pool +
+  FCs, then the scaling), the decoder in one kernel.
 
 ``python -m dfanet.tools.bench.roofline --device h100-sxm --dtype fp16 --size 1024 1024`` writes the tables; with
 nvcc on the PATH they carry each CUDA kernel's registers, spills, shared memory and occupancy on sm_90
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 from ...variants import VARIANTS
@@ -133,6 +135,10 @@ class Kernel:
     dense_flops: int  # dense convolutions: tensor cores at fp16/bf16
     fma_flops: int  # depthwise convolutions, resizes, pooling, FC at batch 1: FMA units
     family: str = ""  # the compiled kernels (kernel_resources' families) that run it today, "" for cuDNN/ATen
+    # The one CUDA kernel instantiation that runs it (its demangled name) and the dynamic shared memory it launches
+    # with, where the launcher's choice is known offline (kernel_resources.xception_block_launch); "" otherwise.
+    cuda_kernel: str = ""
+    dynamic_smem: int = 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -283,12 +289,30 @@ def _output_numel(call: "OpCall") -> int:
     return call.output.numel()
 
 
-def fused_kernels(calls: Sequence["OpCall"], itemsize: int) -> list[Kernel]:
+def _block_launch(call: "OpCall", dtype: str) -> dict:
+    """What the CUDA backend launches for an Xception block call: its block kernel (family, instantiation, dynamic
+    shared memory), as in the fused plan; nothing where the glue composes the block (mid widths past 64)."""
+    from .kernel_resources import xception_block_launch
+
+    inputs, pw_weights, stride = call.args[0], call.args[2], call.args[4]
+    if call.op == "xception_block":
+        inputs = [inputs]
+    n, _, h, w = inputs[0].shape
+    ho, wo = _out_hw(h, w, stride)
+    launch = xception_block_launch(n, pw_weights[0].shape[0], pw_weights[1].shape[0], stride, ho, wo, dtype)
+    if launch is None:
+        return {}
+    return {"family": "xception_block", "cuda_kernel": launch[0], "dynamic_smem": launch[1]}
+
+
+def fused_kernels(calls: Sequence["OpCall"], itemsize: int, dtype: str | None = None) -> list[Kernel]:
     """Issue 16's plan for the forward of ``calls`` (recorded, outputs included): the stem in one kernel reading
     the image as it is, one kernel per Xception block (its input, concatenation or not, read in place), FC attention
     in two (pool + FCs to the scale vector; the scaling: what the GPU backends launch today), and the decoder
-    (every call after the last FC attention) in one."""
+    (every call after the last FC attention) in one. ``dtype`` (default: fp32 or fp16 by ``itemsize``) names the CUDA
+    block kernels' instantiations."""
     e = _Sizes(itemsize)
+    dtype = dtype or {4: "fp32", 2: "fp16"}[itemsize]
     last_attention = max(i for i, c in enumerate(calls) if c.op == "fc_attention")
     kernels = []
     for call in calls[:last_attention + 1]:
@@ -296,7 +320,10 @@ def fused_kernels(calls: Sequence["OpCall"], itemsize: int) -> list[Kernel]:
         if call.op == "fc_attention":  # already the plan's two kernels: the scale vector, the scaling
             kernels += parts
         else:
-            kernels.append(_merged(call.op, call.shapes, parts, e(_numel(call.args), _output_numel(call))))
+            kernel = _merged(call.op, call.shapes, parts, e(_numel(call.args), _output_numel(call)))
+            if call.op in ("xception_block", "xception_block_cat"):
+                kernel = replace(kernel, **_block_launch(call, dtype))
+            kernels.append(kernel)
     tail = calls[last_attention + 1:]
     internal = {id(c.output) for c in tail}
     read = {id(t): t for c in tail for t in _tensors(c.args) if id(t) not in internal}
@@ -413,7 +440,7 @@ def roofline_report(calls: Sequence["OpCall"], roofline: Roofline, config: dict,
     """Both plans' rows and totals; with ``cuda`` (kernel_resources.cuda_resources) and ``triton`` (per call,
     kernel_resources.triton_resources) the resources of today's kernels: the CUDA family's kernel with the most
     registers at the dtype, and the Triton kernel launched for that very row."""
-    from .kernel_resources import worst
+    from .kernel_resources import launched, worst
 
     itemsize = ITEMSIZE[roofline.dtype]
     today, triton_of = [], {}
@@ -422,11 +449,16 @@ def roofline_report(calls: Sequence["OpCall"], roofline: Roofline, config: dict,
         today += kernels
         if triton:
             triton_of.update(_match_launches(kernels, triton[i]))
-    plans = {"ops": rows_of(today, roofline), "fused": rows_of(fused_kernels(calls, itemsize), roofline)}
+    fused = fused_kernels(calls, itemsize, roofline.dtype)
+    plans = {"ops": rows_of(today, roofline), "fused": rows_of(fused, roofline)}
     for row in plans["ops"]:
         if row.kernel.family and (cuda or triton):
             found = {"cuda": worst(cuda, row.kernel.family, roofline.dtype), "triton": triton_of.get(row.kernel)}
             row.resources = {backend: r and asdict(r) for backend, r in found.items()}
+    for row in plans["fused"]:  # the CUDA backend's block kernel, the instantiation and shared memory of its launch
+        if row.kernel.cuda_kernel and cuda:
+            found = launched(cuda, row.kernel.cuda_kernel, roofline.dtype, row.kernel.dynamic_smem)
+            row.resources = {"cuda": found and asdict(found), "triton": None}
     compiled = [r for r in cuda if r.dtype == roofline.dtype]
     compiled += {id(r): r for launches in triton for r in launches}.values()
     return {
@@ -441,8 +473,9 @@ def roofline_report(calls: Sequence["OpCall"], roofline: Roofline, config: dict,
 
 
 PLAN_TITLES = {
-    "ops": "Today's op boundaries (the kernels the GPU backends launch)",
-    "fused": "Fused across ops (issue 16's plan: one kernel per Xception block, FC attention in 2, decoder in 1)",
+    "ops": "Today's op boundaries (the kernels the GPU backends launch; Xception blocks as Triton runs them)",
+    "fused": "Fused across ops (issue 16's plan: one kernel per Xception block, as the CUDA backend runs them, FC "
+             "attention in 2, decoder in 1)",
 }
 
 
@@ -466,14 +499,16 @@ def roofline_markdown(report: dict, command: str) -> str:
     for plan, data in report["plans"].items():
         rows = [Row(Kernel(**r["kernel"]), r["count"], r["floor_us"], r["launch_floor_us"], r["bound"],
                     r["resources"]) for r in data["rows"]]
-        columns = ROOFLINE_COLUMNS + (RESOURCE_COLUMNS if plan == "ops" and resources else [])
+        columns = ROOFLINE_COLUMNS + (RESOURCE_COLUMNS if resources and any(r.resources for r in rows) else [])
         lines += [f"## {PLAN_TITLES[plan]}", ""] + markdown_table(columns, rows) + ["", totals_line("All",
                                                                                                    data["totals"]), ""]
     if resources:
         lines += ["Resource columns, cuda/triton: the CUDA kernel (csrc/cuda) of the row's family at this dtype with "
                   "the most registers, and the Triton kernel the Triton backend launches for that row (its tiles as "
-                  "the launcher picks them), each compiled offline for sm_90 (ptxas); spill = spill stores + loads; "
-                  "occupancy = resident threads / 2048 on an sm_90 SM (kernel_resources).", "",
+                  "the launcher picks them), each compiled offline for sm_90 (ptxas); in the fused plan, the CUDA "
+                  "block kernel instantiation the launcher picks for the row, with the dynamic shared memory it "
+                  "launches with; spill = spill stores + loads; occupancy = resident threads / 2048 on an sm_90 SM "
+                  "(kernel_resources).", "",
                   "## Kernels compiled for sm_90", ""]
         for source in ("cuda", "triton"):
             mine = [r for r in resources if (r.source == "triton") == (source == "triton")]

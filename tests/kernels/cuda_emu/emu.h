@@ -4,13 +4,16 @@
 // races between barriers).
 //
 // Model: blocks run one after another, each as blockDim real threads; __shared__ is a function-local static (one
-// block alive at a time); __syncthreads, __syncwarp and the warp shuffles are std::barriers; a WMMA fragment is the whole 16x16
+// block alive at a time) and dynamic shared memory a buffer per block; __syncthreads, __syncwarp and the warp shuffles are std::barriers; a WMMA fragment is the whole 16x16
 // tile held by every lane, and a warp's load/mma/store computes it redundantly (products of the 16-bit inputs in
 // fp32, like the tensor cores). Launches go through emu::launch (test_cuda_emulated.py rewrites the <<<>>> syntax).
 // Global atomics are std::atomic_ref operations and __threadfence a sequentially consistent fence (blocks never run
 // at once, so a block that spins (__nanosleep) for another block's work aborts: it may only wait for blocks that
 // ran before it). Not modelled: warp-synchronous code without barriers, caches (__ldcg is a plain load), timing.
 #pragma once
+
+// The kernels' headers (csrc/cuda/common.cuh) take the emulator's dynamic shared memory instead of `extern __shared__`.
+#define DFANET_CUDA_EMULATOR 1
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -23,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <new>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -47,12 +51,18 @@ inline thread_local dim3 gridDim;
 namespace emu {
 
 struct Block {
-  explicit Block(unsigned threads) : sync(threads), shfl(threads) {
+  Block(unsigned threads, size_t dynamic_bytes)
+      : sync(threads), shfl(threads), dynamic(new (std::align_val_t{16}) unsigned char[dynamic_bytes]) {
     for (unsigned w = 0; w < threads / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
   }
   std::barrier<> sync;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
   std::vector<float> shfl;
+  // The launch's dynamic shared memory, exactly its size (ASan flags any access past it), not zeroed.
+  struct AlignedDelete {
+    void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t{16}); }
+  };
+  std::unique_ptr<unsigned char[], AlignedDelete> dynamic;
 };
 
 inline Block* g_block = nullptr;
@@ -62,7 +72,7 @@ inline unsigned linear_thread() { return threadIdx.x + blockDim.x * (threadIdx.y
 
 // `kernel<<<grid, block, smem, stream>>>(args)` becomes `emu::launch([&] { kernel(args); }, grid, block, smem, stream)`.
 template <class Body>
-void launch(Body body, dim3 grid, dim3 block, size_t = 0, cudaStream_t = nullptr) {
+void launch(Body body, dim3 grid, dim3 block, size_t dynamic_bytes = 0, cudaStream_t = nullptr) {
   const unsigned threads = block.x * block.y * block.z;
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || grid.y > 65535 ||
       grid.z > 65535) {
@@ -73,7 +83,7 @@ void launch(Body body, dim3 grid, dim3 block, size_t = 0, cudaStream_t = nullptr
   for (unsigned bz = 0; bz < grid.z; ++bz) {
     for (unsigned by = 0; by < grid.y; ++by) {
       for (unsigned bx = 0; bx < grid.x; ++bx) {
-        Block state(threads);
+        Block state(threads, dynamic_bytes);
         g_block = &state;
         std::vector<std::thread> pool;
         pool.reserve(threads);
@@ -101,6 +111,10 @@ inline float to_float(float v) { return v; }
 inline float to_float(__half v) { return __half2float(v); }
 inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 
+}  // namespace emu
+
+namespace emu {
+inline void* dynamic_shared() { return g_block->dynamic.get(); }
 }  // namespace emu
 
 inline void __syncthreads() { emu::g_block->sync.arrive_and_wait(); }

@@ -1,7 +1,7 @@
 // Runs one csrc/cuda launcher under the CPU emulator (emu.h) on arrays read from a file; driven by
 // tests/test_cuda_emulated.py, which writes the input file and checks the output against dfanet_kernels.reference.
 //
-//   runner <dwsep_conv|fc_attention|upsample|upsample_labels> <input> <output>
+//   runner <dwsep_conv|fc_attention|upsample|upsample_labels|xception_block> <input> <output>
 //
 // input: int64 count, that many int64 header values (dtype code first, then the op's sizes and flags, in the order
 // read below), then the arrays, dense, in the dtype. Every array gets its own exact-size heap buffer, so ASan flags
@@ -40,6 +40,11 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
            : attr == cudaDevAttrMultiProcessorCount  ? env("EMU_SMS", 132)
                                                      : 0;
   return cudaSuccess;
+}
+// Raising a kernel's dynamic shared memory limit: any size up to an H100's 227 KB per block.
+cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute attr, int value) {
+  return attr == cudaFuncAttributeMaxDynamicSharedMemorySize && value <= 227 * 1024 ? cudaSuccess
+                                                                                    : cudaErrorInvalidValue;
 }
 }
 
@@ -165,6 +170,39 @@ int main(int argc, char** argv) {
     out = nan_buffer(out_count * out_elem);
     p.out = out.get();
     err = launch_upsample_labels(p, nullptr);
+  } else if (op == "xception_block") {
+    XceptionBlockParams p{};
+    p.dtype = dtype;
+    p.N = in.value();
+    p.num_sources = in.value();
+    std::vector<UpsampleSource> sources(p.num_sources);
+    p.C0 = 0;
+    for (UpsampleSource& s : sources) {
+      s.C = in.value(), s.H = in.value(), s.W = in.value();
+      p.C0 += s.C;
+    }
+    p.H = sources[0].H, p.W = sources[0].W;
+    p.C1 = in.value(), p.C2 = in.value(), p.C3 = in.value();
+    p.stride = static_cast<int>(in.value());
+    bool has_bias[3];
+    for (bool& b : has_bias) b = in.value();
+    const bool projection = in.value(), sc_bias = in.value();
+    p.Ho = (p.H - 1) / p.stride + 1;
+    p.Wo = (p.W - 1) / p.stride + 1;
+    for (UpsampleSource& s : sources) s.data = in.array(p.N * s.H * s.W * s.C);
+    p.sources = sources.data();
+    const int64_t C[4] = {p.C0, p.C1, p.C2, p.C3};
+    for (int i = 0; i < 3; ++i) {
+      p.dw_weight[i] = in.array(C[i] * 9);
+      p.pw_weight[i] = in.array(C[i + 1] * C[i]);
+      p.pw_bias[i] = in.optional_array(has_bias[i], C[i + 1]);
+    }
+    p.sc_weight = in.optional_array(projection, p.C3 * p.C0);
+    p.sc_bias = in.optional_array(sc_bias, p.C3);
+    out_count = p.N * p.Ho * p.Wo * p.C3;
+    out = nan_buffer(out_count * in.elem);
+    p.out = out.get();
+    err = launch_xception_block(p, nullptr);
   }
   if (err != cudaSuccess) {
     std::fprintf(stderr, "launcher returned cudaError_t %d\n", static_cast<int>(err));
