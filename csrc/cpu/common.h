@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -153,6 +154,16 @@ constexpr int64_t kMinTaskMacs = int64_t{1} << 17;
 // Row grain for at::parallel_for: at least min_work units of work per task.
 inline int64_t row_grain(int64_t row_work, int64_t min_work) {
   return std::max<int64_t>(1, min_work / std::max<int64_t>(1, row_work));
+}
+
+// A 1x1 convolution (conv1x1, and the part of a block's shortcut computed before the resize) on the active path,
+// its output rows split over at::parallel_for's threads.
+inline void run_pointwise(const PointwiseArgs& a) {
+  const auto run = cpu_path().pointwise_rows;
+  at::parallel_for(0, a.N * a.Ho, row_grain(a.Wo * a.C * a.Cout, kMinTaskMacs), [&](int64_t begin, int64_t end) {
+    AlignedFloats scratch(pointwise_scratch_floats(a));
+    run(a, begin, end, scratch.data());
+  });
 }
 
 }  // namespace dfanet::cpu

@@ -15,7 +15,6 @@ at::Tensor conv1x1_cpu(const at::Tensor& x_in, const at::Tensor& weight, const s
                        int64_t stride, bool relu) {
   const auto out_shape = check_conv(x_in, weight, bias, 1, stride);
   check_cpu_float(x_in, "x");
-  const auto run = cpu_path().pointwise_rows;
   const at::Tensor x = nhwc(x_in);
   PointwiseArgs a;
   a.N = x.size(0), a.C = x.size(1), a.H = x.size(2), a.W = x.size(3);
@@ -31,10 +30,7 @@ at::Tensor conv1x1_cpu(const at::Tensor& x_in, const at::Tensor& weight, const s
   a.relu = relu;
   a.out = out.data_ptr<float>();
   a.tile_w = tile_width(a.Wo, a.C);
-  at::parallel_for(0, a.N * a.Ho, row_grain(a.Wo * a.C * a.Cout, kMinTaskMacs), [&](int64_t begin, int64_t end) {
-    AlignedFloats scratch(pointwise_scratch_floats(a));
-    run(a, begin, end, scratch.data());
-  });
+  run_pointwise(a);
   return out;
 }
 

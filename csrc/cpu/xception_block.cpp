@@ -48,7 +48,6 @@ ShortcutParts split_shortcut(const BlockArgs& a, const ResizeSources* virtual_in
     take_range(0, a.C0);
     return parts;
   }
-  const auto run = cpu_path().pointwise_rows;
   for (const UpsampleSource& s : virtual_input->sources) {
     if (s.same || s.H * s.W >= a.Ho * a.Wo) {
       take_range(s.channel_offset, s.channel_offset + s.C);
@@ -63,10 +62,7 @@ ShortcutParts split_shortcut(const BlockArgs& a, const ResizeSources* virtual_in
     pa.b = a.sc_zero;
     pa.out = product.data_ptr<float>();
     pa.tile_w = tile_width(s.W, s.C);
-    at::parallel_for(0, a.N * s.H, row_grain(s.W * s.C * C3, kMinTaskMacs), [&](int64_t begin, int64_t end) {
-      AlignedFloats scratch(pointwise_scratch_floats(pa));
-      run(pa, begin, end, scratch.data());
-    });
+    run_pointwise(pa);
     UpsampleSource r = s;
     r.data = product.data_ptr<float>();
     r.C = C3;
