@@ -1,8 +1,9 @@
 // Torch glue of the CUDA xception_block (kernel in xception_block.cu): checks, device guard, NHWC layout, launch on
 // the current stream. The inputs are the kernel's sources, read in place (their concatenation, each resized to
 // inputs[0]'s size, is never written). A block the kernel does not take (mid widths past kXceptionBlockMaxMid, or
-// more than kXceptionBlockMaxSources inputs) runs composed: the concatenation written by the upsample kernel, then
-// three dwsep_conv launches and a cuDNN 1x1 shortcut.
+// more than kXceptionBlockMaxSources inputs) runs composed: the concatenation written by the upsample_concat op, then
+// three dwsep_conv ops and a cuDNN 1x1 shortcut.
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -15,22 +16,24 @@
 namespace dfanet::cuda {
 namespace {
 
-// The concatenation of `sources` (NHWC, inputs[0]'s size), written: for the composed path.
-at::Tensor concatenated(const std::vector<UpsampleSource>& sources, const at::Tensor& like, int64_t C, DType dtype,
-                        cudaStream_t stream) {
-  at::Tensor x = empty_nhwc({like.size(0), C, like.size(2), like.size(3)}, like);
-  UpsampleParams p{};
-  p.sources = sources.data();
-  p.num_sources = static_cast<int64_t>(sources.size());
-  p.out = x.mutable_data_ptr();
-  p.N = like.size(0);
-  p.Ho = like.size(2);
-  p.Wo = like.size(3);
-  p.Cout = C;
-  p.add = false;
-  p.dtype = dtype;
-  check_launch(launch_upsample(p, stream), "xception_block (upsample_concat)");
-  return x;
+// The composed path and the written concatenation call the registered ops (their CUDA kernels through the
+// dispatcher), so their checks and launches are the ops' own.
+at::Tensor upsample_concat(at::TensorList inputs, const at::Tensor& like) {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("dfanet::upsample_concat", "")
+                             .typed<at::Tensor(at::TensorList, c10::SymIntArrayRef)>();
+  return op.call(inputs, c10::fromIntArrayRefSlow({like.size(2), like.size(3)}));
+}
+
+at::Tensor dwsep_conv(const at::Tensor& x, const at::Tensor& dw, const at::Tensor& pw,
+                      const std::optional<at::Tensor>& pb, int64_t stride, const std::optional<at::Tensor>& residual) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("dfanet::dwsep_conv", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
+                            const std::optional<at::Tensor>&, int64_t, bool, bool, bool,
+                            const std::optional<at::Tensor>&)>();
+  return op.call(x, dw, std::nullopt, pw, pb, stride, /*act_in=*/true, /*act_mid=*/false, /*act_out=*/false, residual);
 }
 
 at::Tensor xception_block_cuda(at::TensorList inputs, const at::Tensor& dw1, const at::Tensor& pw1,
@@ -57,7 +60,17 @@ at::Tensor xception_block_cuda(at::TensorList inputs, const at::Tensor& dw1, con
   }
   const at::Tensor first = keep[0];  // a handle, not a reference into `keep`
   const int64_t C[4] = {C0, pw1.size(0), pw2.size(0), pw3.size(0)};
-  at::Tensor out = empty_nhwc(out_shape, first);  // never empty: every channel count and size is checked >= 1
+
+  if (!xception_block_supported(C[1], C[2], 1)) {  // mid widths past the kernel's: composed, as before the kernel
+    const at::Tensor x = inputs.size() == 1 ? first : upsample_concat(inputs, first);
+    const std::optional<at::Tensor> skip = sc_weight ? at::conv2d(x, *sc_weight, sc_bias, stride) : x;
+    at::Tensor y = x;
+    for (int i = 0; i < 3; ++i) {
+      y = dwsep_conv(y, *dw[i], *pw[i], *pb[i], i == 0 ? stride : 1, i == 2 ? skip : std::nullopt);
+    }
+    return y;
+  }
+
   const void* dw_ptr[3];
   const void* pw_ptr[3];
   const void* pb_ptr[3];
@@ -70,41 +83,10 @@ at::Tensor xception_block_cuda(at::TensorList inputs, const at::Tensor& dw1, con
     pb_ptr[i] = data_or_null(keep.back());
   }
 
-  if (!xception_block_supported(C[1], C[2], 1)) {  // mid widths past the kernel's: composed, as before the kernel
-    const at::Tensor x = sources.size() == 1 ? first : concatenated(sources, first, C0, dtype, stream);
-    at::Tensor skip = sc_weight ? nhwc(at::conv2d(x, *sc_weight, sc_bias, stride)) : x;
-    at::Tensor y = x;
-    for (int i = 0; i < 3; ++i) {
-      at::Tensor next = i == 2 ? out : empty_nhwc({out_shape[0], C[i + 1], out_shape[2], out_shape[3]}, first);
-      DwsepConvParams p{};
-      p.x = y.const_data_ptr();
-      p.dw_weight = dw_ptr[i];
-      p.dw_bias = nullptr;
-      p.pw_weight = pw_ptr[i];
-      p.pw_bias = pb_ptr[i];
-      p.residual = i == 2 ? skip.const_data_ptr() : nullptr;
-      p.out = next.mutable_data_ptr();
-      p.N = y.size(0);
-      p.C = y.size(1);
-      p.H = y.size(2);
-      p.W = y.size(3);
-      p.Cout = C[i + 1];
-      p.Ho = out_shape[2];
-      p.Wo = out_shape[3];
-      p.stride = i == 0 ? static_cast<int>(stride) : 1;
-      p.act_in = true;
-      p.act_mid = false;
-      p.act_out = false;
-      p.dtype = dtype;
-      check_launch(launch_dwsep_conv(p, stream), "xception_block (dwsep_conv)");
-      y = next;
-    }
-    return out;
-  }
-
+  at::Tensor out = empty_nhwc(out_shape, first);  // never empty: every channel count and size is checked >= 1
   at::Tensor cat;  // more sources than the kernel's parameters hold: the concatenation written first
   if (!xception_block_supported(C[1], C[2], static_cast<int64_t>(sources.size()))) {
-    cat = concatenated(sources, first, C0, dtype, stream);
+    cat = upsample_concat(inputs, first);
     sources = {UpsampleSource{cat.const_data_ptr(), C0, first.size(2), first.size(3)}};
   }
   const at::Tensor scw = sc_weight ? sc_weight->contiguous() : at::Tensor();
