@@ -174,16 +174,22 @@ struct Conv3x3Args {
   float* out = nullptr;  // [N][Ho][Wo][Cout]
 };
 
-// Per-thread scratch of upsample_rows: one blended row per source.
+// Floats of the two horizontally resized rows of a source that an add or the labels cache (ResizedRows in
+// kernels/upsample.h); none for a source of the output's width, read in place.
+inline int64_t resized_rows_floats(const UpsampleSource& s, int64_t Wo) { return s.W == Wo ? 0 : 2 * Wo * s.C; }
+
+// Per-thread scratch of upsample_rows: a concat's vertical blend of one row per source, an add's resized rows.
 inline int64_t upsample_scratch_floats(const UpsampleArgs& a) {
   int64_t n = 0;
-  for (int64_t i = 0; i < a.count; ++i) n += a.src[i].W * a.src[i].C;
+  for (int64_t i = 0; i < a.count; ++i) n += a.add ? resized_rows_floats(a.src[i], a.Wo) : a.src[i].W * a.src[i].C;
   return n;
 }
 
 // Per-thread scratch of upsample_labels_rows: one pixel's channel values (a whole number of vectors) and the
-// source's vertical blend of one row.
-inline int64_t labels_scratch_floats(const LabelsArgs& a) { return round_up(a.src.C, kPad) + a.src.W * a.src.C; }
+// source's resized rows.
+inline int64_t labels_scratch_floats(const LabelsArgs& a) {
+  return round_up(a.src.C, kPad) + resized_rows_floats(a.src, a.Wo);
+}
 
 // Computes output rows [begin, end) of the flattened N * Ho rows, with `scratch` (dwsep_scratch_floats(a) floats,
 // zero-initialised) private to the calling thread. One function per path; the AVX ones exist only on x86-64

@@ -76,14 +76,18 @@ def test_lone_same_size_add_keeps_negative_zero(every_isa):
 
 @needs_cpu_kernels
 @pytest.mark.parametrize("c, src, size", [(19, (33, 65), (131, 259)), (5, (4, 3), (17, 13)), (33, (9, 7), (5, 20))])
-def test_add_of_one_source_is_its_concat(every_isa, c, src, size):
-    """A one-source add (DFANet's final upsample of the logits) takes the concat's per-pixel path: the same values
-    as upsample_concat bit for bit, channel counts with a partial last vector (19, 5, 33) included."""
-    x = randn(1, c, *src, gen=torch.Generator().manual_seed(4))
+def test_add_of_one_source_and_its_labels_blend_alike(every_isa, c, src, size):
+    """A one-source add (DFANet's final upsample of the logits) and upsample_labels resize the same way (each source
+    row horizontally once, then the vertical blend of two such rows), so the labels are the add's argmax exactly,
+    channel counts with a partial last vector (19, 5, 33) and a downsampled axis (9 -> 5) included."""
+    x = randn(2, c, *src, gen=torch.Generator().manual_seed(4))
     out = dk.upsample_add([x], size, backend="cpu")
-    assert torch.equal(out, dk.upsample_concat([x], size, backend="cpu"))
-    # ATen's 4-tap blend rounds differently from the kernels' separable one: up to ~2e-5 here (as before this path).
+    labels = dk.upsample_labels(x, size, backend="cpu")
+    assert torch.equal(labels, out.argmax(1).to(labels.dtype))
+    # ATen's 4-tap blend rounds differently from the kernels' separable one: up to ~2e-5 here.
     assert_close(out, reference.upsample_add([x], size), 5e-5, 1e-5)
+    # The concat resizes vertically first: the same values up to rounding.
+    assert_close(out, dk.upsample_concat([x], size, backend="cpu"), 5e-6, 1e-6)
 
 
 @needs_cpu_kernels
