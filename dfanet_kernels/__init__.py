@@ -9,7 +9,7 @@ BN-folding helpers in :mod:`dfanet_kernels.fold` (with their finiteness check, :
 checked once, for repeated calls).
 """
 
-from . import _autograd, _fake  # noqa: F401  (load the compiled library; register backward refusals, fakes)
+from . import _fake  # noqa: F401  (load the compiled library, register the fakes)
 from .backends import available_backends
 from .constants import ALIGN_CORNERS, BACKENDS
 from .fold import check_finite, fold_bn, fold_conv_bn

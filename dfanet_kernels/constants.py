@@ -8,7 +8,7 @@ import torch
 ALIGN_CORNERS = False
 
 # The compiled ops, torch.ops.dfanet.<op>, named once: their schemas are in csrc/ops.cpp (tests/kernels/test_backends.py
-# checks that the two agree), the backward refusals (_autograd.py) are registered for each, and the Triton backend
+# checks that the two agree), the backward refusals (csrc/autograd.cpp) are registered for each, and the Triton backend
 # registers dfanet::<op>_triton for those it has kernels for (triton.LAUNCHERS, checked against this list).
 OPS = ("dwsep_conv", "xception_block", "conv1x1", "conv3x3", "fc_attention", "upsample_concat", "upsample_add",
        "upsample_labels")

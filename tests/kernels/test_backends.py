@@ -119,6 +119,13 @@ def test_triton_launchers_are_ops_of_the_op_list():
     assert all(hasattr(torch.ops.dfanet, f"{op}_triton") for op in triton_backend.LAUNCHERS)
 
 @needs_cpu_kernels
+@pytest.mark.parametrize("op", OPS)
+def test_every_compiled_op_has_an_autograd_kernel(op):
+    """csrc/autograd.cpp registers the backward refusal for each op of constants.OPS (its own list of names)."""
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"dfanet::{op}", "Autograd")
+
+
+@needs_cpu_kernels
 @pytest.mark.parametrize("op", ["dwsep_conv", "upsample_add", "conv1x1", "fc_attention"])
 def test_backward_through_a_compiled_op_raises_instead_of_dropping_the_gradient(op):
     x = torch.randn(1, 4, 5, 5, requires_grad=True)
