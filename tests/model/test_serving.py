@@ -96,11 +96,13 @@ def resident_mib(pool_mb: int, forwards: int) -> list[float]:
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads resident memory from /proc (Linux)")
 @needs_cpu_kernels
 def test_resident_memory_is_flat_and_the_output_pool_keeps_to_its_cap():
-    """Measured here (AMD EPYC, 2026-12-07): after the warm-up, 300 forwards moved RSS by at most 0.3 MiB between
-    forward 50 and forward 300 at any cap; the pool cached ~22 MiB of outputs with the default cap (1024), 12.4 with
-    DFANET_CPU_POOL_MB=16 and 3.3 with 4, against none with 0. A leak of 10 KB a forward would add 2 MiB here."""
-    capped = resident_mib(8, 200)
-    assert max(capped[1:]) - min(capped[1:]) <= 2.0, f"RSS grew while serving: {capped}"
+    """Measured here (AMD EPYC, 2026-12-07, 46 runs, most beside a busy process): after the warm-up RSS steps up now
+    and then, as the heap meets new peaks of the random size sequence: by up to 1.9 MiB before forward 150, by up
+    to 0.7 MiB after it, never steadily (the full suite once failed a bound of 2 MiB from forward 50); the pool cached ~22 MiB of outputs with the
+    default cap (1024), 12.4 with DFANET_CPU_POOL_MB=16 and 3.3 with 4, against none with 0. A leak of 6 KB a
+    forward would add 2 MiB between forwards 150 and 500."""
+    capped = resident_mib(8, 500)
+    assert max(capped[3:]) - min(capped[3:]) <= 2.0, f"RSS grew while serving: {capped}"
     uncached, default = resident_mib(0, 0)[0], resident_mib(1024, 0)[0]
     assert capped[0] - uncached <= 8 + 2.0, f"the pool kept more than its 8 MiB cap: {capped[0] - uncached:.1f} MiB"
     assert default - uncached > capped[0] - uncached + 4, (  # the cap is what held it: allowed more, it keeps more
