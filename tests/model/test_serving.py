@@ -98,9 +98,9 @@ def resident_mib(pool_mb: int, forwards: int) -> list[float]:
 def test_resident_memory_is_flat_and_the_output_pool_keeps_to_its_cap():
     """Measured here (AMD EPYC, 2026-12-07, 46 runs, most beside a busy process): after the warm-up RSS steps up now
     and then, as the heap meets new peaks of the random size sequence: by up to 1.9 MiB before forward 150, by up
-    to 0.7 MiB after it, never steadily (the full suite once failed a bound of 2 MiB from forward 50); the pool cached ~22 MiB of outputs with the
-    default cap (1024), 12.4 with DFANET_CPU_POOL_MB=16 and 3.3 with 4, against none with 0. A leak of 6 KB a
-    forward would add 2 MiB between forwards 150 and 500."""
+    to 0.7 MiB after it, never steadily (the full suite once failed a bound of 2 MiB from forward 50). The pool
+    cached ~22 MiB of outputs with the default cap (1024), 12.4 with DFANET_CPU_POOL_MB=16 and 3.3 with 4, against
+    none with 0. A leak of 6 KB a forward would add 2 MiB between forwards 150 and 500."""
     capped = resident_mib(8, 500)
     assert max(capped[3:]) - min(capped[3:]) <= 2.0, f"RSS grew while serving: {capped}"
     uncached, default = resident_mib(0, 0)[0], resident_mib(1024, 0)[0]
