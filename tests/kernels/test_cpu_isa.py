@@ -95,12 +95,15 @@ def test_add_of_one_source_and_its_labels_blend_alike(every_isa, c, src, size):
 def test_every_partial_vector_width(every_isa, c):
     """Channel counts 1..17 end in every partial-vector width of every path (AVX-512 16 lanes, AVX2 8, portable 4),
     whose loads and stores each path implements its own way (AVX2 stores the live lanes as 4-, 2- and 1-float
-    stores): the pointwise epilogue (conv1x1 to c channels, with and without a residual via dwsep_conv) and the
+    stores): the pointwise epilogue (conv1x1 to c channels with and without ReLU, and with a residual via
+    dwsep_conv; at c = 12 AVX2's two-pixel kernel, rows of 9 pixels leaving one for the generic one) and the
     resize's per-pixel and per-row blends (an add of one and of two sources, a concat)."""
     gen = torch.Generator().manual_seed(c)
     x = randn(2, 7, 5, 9, gen=gen)
     weight, bias = randn(c, 7, 1, 1, gen=gen), randn(c, gen=gen)
-    assert_close(dk.conv1x1(x, weight, bias, backend="cpu"), reference.conv(x, weight, bias, 1, False), 1e-5, 1e-5)
+    for relu in (False, True):
+        assert_close(dk.conv1x1(x, weight, bias, relu=relu, backend="cpu"), reference.conv(x, weight, bias, 1, relu),
+                     1e-5, 1e-5)
     args = dw_args(2, c, 5, 9, c, 1, residual=True, seed=c, device="cpu")
     assert_close(dk.dwsep_conv(**args, backend="cpu"), reference.dwsep_conv(**args), 1e-5, 1e-5)
     small, same = randn(2, c, 3, 4, gen=gen), randn(2, c, 7, 9, gen=gen)
