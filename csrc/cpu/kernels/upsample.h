@@ -154,7 +154,7 @@ class ResizedRows {
   static int64_t scratch_floats(const UpsampleSource& s, int64_t Wo) { return resized_rows_floats(s, Wo); }
   void init(const UpsampleSource& s, int64_t Wo, float* scratch) {
     s_ = &s, Wo_ = Wo;
-    slots_[0] = scratch, slots_[1] = scratch + Wo * s.C;
+    if (s.W != Wo) slots_[0] = scratch, slots_[1] = scratch + Wo * s.C;  // else read in place: no scratch
   }
   // Source row r of image n resized; `keep`: the tag (n * H + r) of a row that must stay cached with it, or -1.
   const float* get(int64_t n, int64_t r, int64_t keep) {
