@@ -265,7 +265,8 @@ void pointwise_pairs12(const float* a, int64_t lda_rt, int64_t n, int64_t K, con
       const __m256 w1 = _mm256_permute2f128_ps(w2, w0, 0x21);
       DFANET_UNROLL
       for (int i = 0; i < kPairs; ++i) {
-        const __m256 x = _mm256_broadcast_ss(ap + (2 * i) * lda + k), y = _mm256_broadcast_ss(ap + (2 * i + 1) * lda + k);
+        const __m256 x = _mm256_broadcast_ss(ap + (2 * i) * lda + k);
+        const __m256 y = _mm256_broadcast_ss(ap + (2 * i + 1) * lda + k);
         acc[i][0] = _mm256_fmadd_ps(x, w0, acc[i][0]);
         acc[i][1] = _mm256_fmadd_ps(_mm256_blend_ps(x, y, 0xF0), w1, acc[i][1]);
         acc[i][2] = _mm256_fmadd_ps(y, w2, acc[i][2]);

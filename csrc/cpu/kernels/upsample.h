@@ -52,7 +52,10 @@ void vertical_term(const float* r0, const float* r1, float h0, float h1, int64_t
       V::store(out + j, kAdd ? V::add(V::load(out + j), v) : v);
     }
   } else {
-    for (int64_t j = 0; j < full; j += V::L) V::store(out + j, kAdd ? V::add(V::load(out + j), V::load(r0 + j)) : V::load(r0 + j));
+    for (int64_t j = 0; j < full; j += V::L) {
+      const T v = V::load(r0 + j);
+      V::store(out + j, kAdd ? V::add(V::load(out + j), v) : v);
+    }
   }
   if (full < count) {
     const typename V::M m = V::mask(count - full);
