@@ -169,7 +169,8 @@ def _method(c: dict) -> str:
     return (
         f"{c['rounds']} interleaved rounds after {c['warmup']} warm-up round(s) (and one checked first call); each "
         f"round runs every candidate once, the order rotated each round, with a {c['pause_s'] * 1000:.0f} ms pause "
-        "before each run. Wall time of one forward (time.perf_counter), input prepared beforehand; median and "
+        "before each run. Wall time of one forward (time.perf_counter; the torch candidates under "
+        "torch.inference_mode()), input prepared beforehand; median and "
         "p20/p80 over rounds. Ratios: candidate median / fused median, and the p20–p80 of the per-round ratio. "
         f"All candidates share one random DFANet {c['variant']} (BN statistics randomised, seed {c['seed']}); each "
         f"output was checked against eager (max |diff| / max |eager logit| <= {c['tolerance']:.0e}; "
