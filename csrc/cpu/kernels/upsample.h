@@ -26,23 +26,10 @@
 namespace dfanet::cpu {
 namespace {
 
-// out[j] = h0 * r0[j] + h1 * r1[j], j < count.
-template <class V>
-void blend_rows(const float* r0, const float* r1, float h0, float h1, int64_t count, float* out) {
-  using T = typename V::T;
-  const T a = V::set1(h0), b = V::set1(h1);
-  int64_t j = 0;
-  for (; j + V::L <= count; j += V::L) V::store(out + j, V::fma(V::load(r1 + j), b, V::mul(V::load(r0 + j), a)));
-  if (j < count) {
-    const typename V::M m = V::mask(count - j);
-    V::storem(out + j, V::fma(V::loadm(r1 + j, m), b, V::mul(V::loadm(r0 + j, m), a)), m);
-  }
-}
-
-// out[j] = r0[j] (r1 == nullptr) or h0 * r0[j] + h1 * r1[j], the blend rounded as blend_rows and horizontal() round
-// it; kAdd: out[j] + that. j < count.
+// out[j] = r0[j] (r1 == nullptr) or h0 * r0[j] + h1 * r1[j], the blend rounded as horizontal() rounds it; kAdd:
+// out[j] + that. j < count. A concat's vertical blend of two source rows, and every term of an add.
 template <class V, bool kAdd>
-void vertical_term(const float* r0, const float* r1, float h0, float h1, int64_t count, float* out) {
+void blend_rows(const float* r0, const float* r1, float h0, float h1, int64_t count, float* out) {
   using T = typename V::T;
   const T a = V::set1(h0), b = V::set1(h1);
   const int64_t full = count / V::L * V::L;
@@ -129,8 +116,8 @@ const float* source_row(const UpsampleSource& s, int64_t n, int64_t oh, float* b
   used = false;
   if (s.same) return plane + oh * row_len;
   if (!needs_blend(s, oh)) return plane + s.row_i0[oh] * row_len;
-  blend_rows<V>(plane + s.row_i0[oh] * row_len, plane + s.row_i1[oh] * row_len, s.row_w0[oh], s.row_w1[oh], row_len,
-                buf);
+  blend_rows<V, false>(plane + s.row_i0[oh] * row_len, plane + s.row_i1[oh] * row_len, s.row_w0[oh],
+                       s.row_w1[oh], row_len, buf);
   used = true;
   return buf;
 }
@@ -153,8 +140,6 @@ void concat_source_row(const UpsampleSource& s, int64_t n, int64_t oh, int64_t W
 template <class V>
 class ResizedRows {
  public:
-  // Floats of scratch that source `s` takes.
-  static int64_t scratch_floats(const UpsampleSource& s, int64_t Wo) { return resized_rows_floats(s, Wo); }
   void init(const UpsampleSource& s, int64_t Wo, float* scratch) {
     s_ = &s, Wo_ = Wo;
     if (s.W != Wo) slots_[0] = scratch, slots_[1] = scratch + Wo * s.C;  // else read in place: no scratch
@@ -224,7 +209,7 @@ void add_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch)
   ResizedRows<V> caches[kMaxUpsampleSources];
   for (int64_t i = 0; i < a.count; ++i) {
     caches[i].init(a.src[i], a.Wo, scratch);
-    scratch += ResizedRows<V>::scratch_floats(a.src[i], a.Wo);
+    scratch += resized_rows_floats(a.src[i], a.Wo);
   }
   const int64_t row_len = a.Wo * a.Cout;
   for (int64_t r = begin; r < end; ++r) {
@@ -233,9 +218,9 @@ void add_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch)
     for (int64_t i = 0; i < a.count; ++i) {
       const VerticalTaps t = vertical_taps<V>(a.src[i], caches[i], n, oh);
       if (i == 0) {
-        vertical_term<V, false>(t.rows[0], t.rows[1], t.w0, t.w1, row_len, out_row);
+        blend_rows<V, false>(t.rows[0], t.rows[1], t.w0, t.w1, row_len, out_row);
       } else {
-        vertical_term<V, true>(t.rows[0], t.rows[1], t.w0, t.w1, row_len, out_row);
+        blend_rows<V, true>(t.rows[0], t.rows[1], t.w0, t.w1, row_len, out_row);
       }
     }
   }
