@@ -6,7 +6,9 @@ dtype and device (an error naming ``x``), not the rest of the public op's checks
 calls) those took ~1.1 ms, a quarter of the whole forward at 64 x 64 (1 thread, this VM). Meant for activations that
 the library's own ops made from checked inputs, as in ``dfanet.fused``, which checks the image at its first conv and
 prepares every layer when it folds the weights. A wrong activation shape still fails before any kernel runs: the
-compiled ops check every argument again (RuntimeError), and the reference backend is PyTorch's own convolutions."""
+compiled ops check every argument again (RuntimeError), and the reference backend is PyTorch's own convolutions.
+
+On the CPU backend the weights are also laid out as the kernels read them (``cpu_layout``), so no call packs them."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from . import _checks, backends, dispatch
+from . import _checks, backends, cpu_layout, dispatch
 from .weight_checks import check_attention_weights, check_block_lists, check_block_weights, check_conv_weights
 
 
@@ -34,6 +36,8 @@ class PreparedConv:
         check_conv_weights(k, weight.shape[1], weight, "weight", weight, bias, stride)
         self.backend = backends.resolve(backend, weight.device, weight.dtype)
         dispatch.check_conv_dtype(self.backend, "weight", weight)
+        if self.backend == "cpu":
+            weight, bias = cpu_layout.dense(weight), cpu_layout.bias(bias)
         self.weight, self.bias, self.stride, self.relu = weight, bias, stride, _checks.flag("relu", relu)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,6 +60,12 @@ class PreparedBlock:
                             shortcut_weight, shortcut_bias)
         self.backend = backends.resolve(backend, dw0.device, dw0.dtype)
         dispatch.check_backend_dtype(self.backend, "dw_weights[0]", dw0)
+        if self.backend == "cpu":
+            dw_weights = [cpu_layout.depthwise(w) for w in dw_weights]
+            pw_weights = [cpu_layout.dense(w) for w in pw_weights]
+            pw_biases = [cpu_layout.bias(b) for b in pw_biases]
+            if shortcut_weight is not None:
+                shortcut_weight, shortcut_bias = cpu_layout.dense(shortcut_weight), cpu_layout.bias(shortcut_bias)
         self.weights = (tuple(dw_weights), tuple(pw_weights), tuple(pw_biases), stride, shortcut_weight,
                         shortcut_bias)
 

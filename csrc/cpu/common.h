@@ -77,11 +77,56 @@ inline void pack_dense(const at::Tensor& w, int64_t ldo, float* dst) {
   }
 }
 
-inline void pack_bias(const std::optional<at::Tensor>& b, float* dst) {
-  if (!b) return;
-  const float* p = b->data_ptr<float>();
-  for (int64_t i = 0; i < b->size(0); ++i) dst[i] = p[i * b->stride(0)];
+inline void pack_bias(const at::Tensor& b, float* dst) {
+  const float* p = b.data_ptr<float>();
+  for (int64_t i = 0; i < b.size(0); ++i) dst[i] = p[i * b.stride(0)];
 }
+
+// Whether the storage behind `t` holds `floats` floats from t's first element on: a view of packed weights may be
+// read past its own elements, in the padding of its rows.
+inline bool storage_holds(const at::Tensor& t, int64_t floats) {
+  const int64_t bytes = static_cast<int64_t>(t.storage().nbytes());
+  return t.scalar_type() == at::kFloat && (t.storage_offset() + floats) * static_cast<int64_t>(sizeof(float)) <= bytes;
+}
+
+// The weights one call of a CPU kernel reads, in the packed layouts of isa.h. A weight that already is a view of its
+// packed layout (dfanet_kernels.cpu_layout lays the Prepared ops' folded weights out so) is read in place; any other
+// is packed into a zeroed buffer owned by this object. Packing took a third of a small block call's fixed cost
+// (192 -> 48 -> 192 ch: ~11 of 35 us with the zeroing; ~0.5 ms of a DFANet forward's 42 block calls).
+class PackedWeights {
+ public:
+  // [C, 1, 3, 3] -> [9][ldc]: in place when the strides are (1, any, 3 * ldc, ldc).
+  const float* depthwise(const at::Tensor& w, int64_t ldc) {
+    if (w.stride(0) == 1 && w.stride(3) == ldc && w.stride(2) == 3 * ldc && storage_holds(w, 9 * ldc)) {
+      return w.data_ptr<float>();
+    }
+    float* dst = fresh(9 * ldc);
+    pack_depthwise(w, ldc, dst);
+    return dst;
+  }
+  // [Cout, C, k, k] -> [C * k * k][ldo]: in place when the strides are (1, k * k * ldo, k * ldo, ldo).
+  const float* dense(const at::Tensor& w, int64_t ldo) {
+    const int64_t k = w.size(2);
+    if (w.stride(0) == 1 && w.stride(3) == ldo && w.stride(2) == k * ldo && w.stride(1) == k * k * ldo &&
+        storage_holds(w, w.size(1) * k * k * ldo)) {
+      return w.data_ptr<float>();
+    }
+    float* dst = fresh(w.size(1) * k * k * ldo);
+    pack_dense(w, ldo, dst);
+    return dst;
+  }
+  // A bias vector read as `padded` floats: in place when contiguous with the padding in its storage; zeros if none.
+  const float* bias(const std::optional<at::Tensor>& b, int64_t padded) {
+    if (b && b->stride(0) == 1 && storage_holds(*b, padded)) return b->data_ptr<float>();
+    float* dst = fresh(padded);
+    if (b) pack_bias(*b, dst);
+    return dst;
+  }
+
+ private:
+  float* fresh(int64_t floats) { return buffers_.emplace_back(floats).data(); }
+  std::deque<AlignedFloats> buffers_;  // a deque: its elements never move
+};
 
 // Output pixels per depthwise / gathered tile: the tile (tile_w rows of tile_stride(C) floats) is sized to ~16 KiB so
 // it stays in L1 next to the streaming input rows while the pointwise GEMM reads it once per panel of output

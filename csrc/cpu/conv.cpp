@@ -20,13 +20,11 @@ at::Tensor conv1x1_cpu(const at::Tensor& x_in, const at::Tensor& weight, const s
   a.N = x.size(0), a.C = x.size(1), a.H = x.size(2), a.W = x.size(3);
   a.Cout = out_shape[1], a.Ho = out_shape[2], a.Wo = out_shape[3], a.stride = stride;
   const int64_t CoutP = round_up(a.Cout, kPad);
-  AlignedFloats packed(a.C * CoutP + CoutP);
-  pack_dense(weight, CoutP, packed.data());
-  pack_bias(bias, packed.data() + a.C * CoutP);
+  PackedWeights packed;
+  a.w = packed.dense(weight, CoutP);
+  a.b = packed.bias(bias, CoutP);
   at::Tensor out = empty_nhwc(out_shape, x);
   a.x = x.data_ptr<float>();
-  a.w = packed.data();
-  a.b = packed.data() + a.C * CoutP;
   a.relu = relu;
   a.out = out.data_ptr<float>();
   a.tile_w = tile_width(a.Wo, a.C);
@@ -44,13 +42,11 @@ at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& weight, const std:
   a.sN = x.stride(0), a.sC = x.stride(1), a.sH = x.stride(2), a.sW = x.stride(3);
   a.Cout = out_shape[1], a.Ho = out_shape[2], a.Wo = out_shape[3], a.stride = stride;
   const int64_t CoutP = round_up(a.Cout, kPad);
-  AlignedFloats packed(a.C * 9 * CoutP + CoutP);
-  pack_dense(weight, CoutP, packed.data());
-  pack_bias(bias, packed.data() + a.C * 9 * CoutP);
+  PackedWeights packed;
+  a.w = packed.dense(weight, CoutP);
+  a.b = packed.bias(bias, CoutP);
   at::Tensor out = empty_nhwc(out_shape, x);
   a.x = x.data_ptr<float>();  // the view's first element: strides address the rest
-  a.w = packed.data();
-  a.b = packed.data() + a.C * 9 * CoutP;
   a.relu = relu;
   a.out = out.data_ptr<float>();
   at::parallel_for(0, a.N * a.Ho, row_grain(a.Wo * a.C * 9 * a.Cout, kMinTaskMacs), [&](int64_t begin, int64_t end) {

@@ -28,40 +28,18 @@ at::Tensor dwsep_conv_cpu(const at::Tensor& x_in, const at::Tensor& dw_weight, c
   const at::Tensor res = residual ? nhwc(*residual) : at::Tensor();
   at::Tensor out = empty_nhwc(out_shape, x);
 
-  // Packed weights in one zeroed, 64-byte aligned block: dw [9][Cp], dw bias [Cp], pw [C][CoutP], pw bias [CoutP].
-  // Read through the strides, so weights in any layout need no copy.
-  AlignedFloats packed(9 * Cp + Cp + C * CoutP + CoutP);
-  float* dw_w = packed.data();
-  float* dw_b = dw_w + 9 * Cp;
-  float* pw_w = dw_b + Cp;
-  float* pw_b = pw_w + C * CoutP;
-  {
-    const float* w = dw_weight.data_ptr<float>();
-    const int64_t s0 = dw_weight.stride(0), s2 = dw_weight.stride(2), s3 = dw_weight.stride(3);
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t t = 0; t < 9; ++t) dw_w[t * Cp + c] = w[c * s0 + (t / 3) * s2 + (t % 3) * s3];
-    }
-    if (dw_bias) {
-      const float* b = dw_bias->data_ptr<float>();
-      for (int64_t c = 0; c < C; ++c) dw_b[c] = b[c * dw_bias->stride(0)];
-    }
-    const float* p = pw_weight.data_ptr<float>();
-    const int64_t t0 = pw_weight.stride(0), t1 = pw_weight.stride(1);
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t co = 0; co < Cout; ++co) pw_w[c * CoutP + co] = p[co * t0 + c * t1];
-    }
-    if (pw_bias) {
-      const float* b = pw_bias->data_ptr<float>();
-      for (int64_t co = 0; co < Cout; ++co) pw_b[co] = b[co * pw_bias->stride(0)];
-    }
-  }
+  PackedWeights packed;
+  const float* dw_w = packed.depthwise(dw_weight, Cp);
+  const float* dw_b = dw_bias ? packed.bias(dw_bias, Cp) : nullptr;
+  const float* pw_w = packed.dense(pw_weight, CoutP);
+  const float* pw_b = packed.bias(pw_bias, CoutP);
 
   DwsepArgs args;
   args.x = x.data_ptr<float>();
   args.N = N, args.H = H, args.W = W, args.C = C;
   args.Ho = Ho, args.Wo = Wo, args.Cout = Cout, args.stride = stride;
   args.dw_w = dw_w;
-  args.dw_b = dw_bias ? dw_b : nullptr;
+  args.dw_b = dw_b;
   args.pw_w = pw_w;
   args.pw_b = pw_b;
   args.residual = res.defined() ? res.data_ptr<float>() : nullptr;

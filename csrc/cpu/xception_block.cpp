@@ -96,35 +96,18 @@ at::Tensor xception_block_cpu(at::TensorList inputs, const at::Tensor& dw1, cons
   }
   const int64_t C[4] = {virtual_input ? virtual_input->channels : x.size(1), pw1.size(0), pw2.size(0), pw3.size(0)};
 
-  // Packed weights, one zeroed block: per sep conv dw [9][Cin_p], pw [Cin][Cout_p], bias [Cout_p]; the shortcut's
-  // weight and bias, and zeros.
-  int64_t total = C[0] * round_up(C[3], kPad) + 2 * round_up(C[3], kPad);
-  for (int i = 0; i < 3; ++i) {
-    total += 9 * round_up(C[i], kPad) + C[i] * round_up(C[i + 1], kPad) + round_up(C[i + 1], kPad);
-  }
-  AlignedFloats packed(total);
-  float* p = packed.data();
+  PackedWeights packed;
   BlockArgs a;
   for (int i = 0; i < 3; ++i) {
     a.sep[i].Cout = C[i + 1];
-    pack_depthwise(*dw[i], round_up(C[i], kPad), p);
-    a.sep[i].dw_w = p;
-    p += 9 * round_up(C[i], kPad);
-    pack_dense(*pw[i], round_up(C[i + 1], kPad), p);
-    a.sep[i].pw_w = p;
-    p += C[i] * round_up(C[i + 1], kPad);
-    pack_bias(*pb[i], p);
-    a.sep[i].pw_b = p;
-    p += round_up(C[i + 1], kPad);
+    a.sep[i].dw_w = packed.depthwise(*dw[i], round_up(C[i], kPad));
+    a.sep[i].pw_w = packed.dense(*pw[i], round_up(C[i + 1], kPad));
+    a.sep[i].pw_b = packed.bias(*pb[i], round_up(C[i + 1], kPad));
   }
   if (sc_weight) {
-    pack_dense(*sc_weight, round_up(C[3], kPad), p);
-    a.sc_w = p;
-    p += C[0] * round_up(C[3], kPad);
-    pack_bias(sc_bias, p);
-    a.sc_b = p;
-    p += round_up(C[3], kPad);
-    a.sc_zero = p;
+    a.sc_w = packed.dense(*sc_weight, round_up(C[3], kPad));
+    a.sc_b = packed.bias(sc_bias, round_up(C[3], kPad));
+    a.sc_zero = packed.bias(std::nullopt, round_up(C[3], kPad));
   }
 
   at::Tensor out = empty_nhwc(out_shape, inputs[0]);

@@ -8,10 +8,10 @@ import torch
 
 import dfanet_kernels as dk
 from dfanet import DFANet
-from dfanet_kernels import reference
+from dfanet_kernels import cpu_layout, reference
 
 from ..op_cases import dw_args, fc_args
-from ..utils import RUNNABLE_BACKENDS, assert_close, in_layout, randomize_batchnorm
+from ..utils import RUNNABLE_BACKENDS, assert_close, in_layout, needs_cpu_kernels, randomize_batchnorm
 from . import test_conv as conv_cases
 from . import test_dwsep_conv as dwsep_cases
 from . import test_fc_attention as fc_cases
@@ -91,3 +91,38 @@ def test_channels_last_model(backend, image_layout):
         out = model(in_layout(x, image_layout))
     # fp32, BN folded and every conv's sums reassociated: a few 1e-6 of the logit scale (as test_model.py).
     assert (out - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+@pytest.mark.parametrize("cout, c, k", [(1, 1, 1), (12, 5, 1), (17, 33, 1), (8, 3, 3), (40, 7, 3)])
+def test_cpu_layouts_are_views_of_the_packed_rows(cout, c, k):
+    """cpu_layout's views hold the weights' values in the strides the CPU ops read in place (csrc/cpu/common.h,
+    PackedWeights), their storage padded with zeros to whole rows."""
+    gen = torch.Generator().manual_seed(cout)
+    weight, dw, b = (torch.randn(cout, c, k, k, generator=gen), torch.randn(c, 1, 3, 3, generator=gen),
+                     torch.randn(cout, generator=gen))
+    ldo, ldc = -(-cout // cpu_layout.PAD) * cpu_layout.PAD, -(-c // cpu_layout.PAD) * cpu_layout.PAD
+    dense, depthwise, bias = cpu_layout.dense(weight), cpu_layout.depthwise(dw), cpu_layout.bias(b)
+    assert torch.equal(dense, weight) and torch.equal(depthwise, dw) and torch.equal(bias, b)
+    assert dense.stride() == (1, k * k * ldo, k * ldo, ldo) and dense.untyped_storage().nbytes() == 4 * c * k * k * ldo
+    assert depthwise.stride()[0] == 1 and depthwise.stride()[2:] == (3 * ldc, ldc)
+    assert depthwise.untyped_storage().nbytes() == 4 * 9 * ldc and bias.untyped_storage().nbytes() == 4 * ldo
+    assert cpu_layout.bias(None) is None
+    rows = torch.empty(0).set_(dense.untyped_storage()).view(c * k * k, ldo)
+    assert not rows[:, cout:].any()
+
+
+@needs_cpu_kernels
+def test_packed_strides_without_the_padding_are_packed_again():
+    """A weight with the packed layout's strides whose storage ends at its last element (no padding after the last
+    row, which the kernels read whole) is packed like any other layout: same result as the contiguous weight, and
+    no read past the storage (the sanitizer build of the CPU tests would catch one)."""
+    x, weight, bias = conv_cases.make_args(1, 3, 12, 9, 10, 1, seed=5)
+    c = weight.shape[1]
+    ldo = cpu_layout.PAD
+    storage = torch.zeros((c - 1) * ldo + 12)
+    storage.as_strided((12, c), (1, ldo)).copy_(weight[:, :, 0, 0])
+    tight = storage.as_strided(weight.shape, (1, ldo, ldo, ldo))
+    short_bias = bias.clone()  # 12 floats: the kernels read 16, so it is copied into a padded vector
+    assert torch.equal(tight, weight)
+    assert torch.equal(dk.conv1x1(x, tight, short_bias, 1, True, backend="cpu"),
+                       dk.conv1x1(x, weight, bias, 1, True, backend="cpu"))
