@@ -1,8 +1,10 @@
 // FC-attention channel scaling on the CPU, NHWC fp32: pool -> two small mat-vecs -> ReLU -> scale every pixel.
 // Only the pooled vector, the hidden vector and the scale (K + 2C floats per image) are materialised. The pooling and
-// the mat-vecs are plain loops on the calling thread: DFANet's are 192 x 1000 and 1000 x 192 (0.2 M MACs each).
-// Through ATen (mean, linear: MKL's GEMV, relu) the three calls of a 512 x 1024 forward took 0.93 ms in the
-// forward (0.28 ms each run alone), 0.55 ms this way; the forward 34.6 -> 33.9 ms (AMD EPYC, 2 threads, A/B).
+// the mat-vecs are plain loops: DFANet's are 192 x 1000 and 1000 x 192 (0.2 M MACs each). Through ATen (mean,
+// linear: MKL's GEMV, relu) the three calls of a 512 x 1024 forward took 0.93 ms in the forward (0.28 ms each run
+// alone), 0.55 ms this way; the forward 34.6 -> 33.9 ms (AMD EPYC, 2 threads, A/B). The pooling's chunks and the
+// mat-vecs' rows are split over the threads, each computed exactly as on one thread: the result does not depend
+// on the thread count.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -18,17 +20,23 @@ namespace {
 // Pixels summed in fp32 before they join the fp64 channel totals.
 constexpr int64_t kPoolChunk = 64;
 
-// mean[c] of the HW pixels of one NHWC image.
+// mean[c] of the HW pixels of one NHWC image: fp32 sums of kPoolChunk pixels (the chunks split over the threads),
+// added in chunk order in fp64.
 void channel_means(const float* x, int64_t HW, int64_t C, float* mean) {
-  std::vector<double> total(C, 0.0);
-  std::vector<float> part(C);
-  for (int64_t p0 = 0; p0 < HW; p0 += kPoolChunk) {
-    std::fill(part.begin(), part.end(), 0.f);
-    for (int64_t p = p0; p < std::min(HW, p0 + kPoolChunk); ++p) {
-      const float* row = x + p * C;
-      for (int64_t c = 0; c < C; ++c) part[c] += row[c];
+  const int64_t chunks = (HW + kPoolChunk - 1) / kPoolChunk;
+  std::vector<float> parts(chunks * C, 0.f);
+  at::parallel_for(0, chunks, row_grain(kPoolChunk * C, kMinTaskMacs), [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      float* part = parts.data() + k * C;
+      for (int64_t p = k * kPoolChunk; p < std::min(HW, (k + 1) * kPoolChunk); ++p) {
+        const float* row = x + p * C;
+        for (int64_t c = 0; c < C; ++c) part[c] += row[c];
+      }
     }
-    for (int64_t c = 0; c < C; ++c) total[c] += part[c];
+  });
+  std::vector<double> total(C, 0.0);
+  for (int64_t k = 0; k < chunks; ++k) {
+    for (int64_t c = 0; c < C; ++c) total[c] += parts[k * C + c];
   }
   for (int64_t c = 0; c < C; ++c) mean[c] = static_cast<float>(total[c] / static_cast<double>(HW));
 }
@@ -45,11 +53,15 @@ float dot(const float* a, const float* b, int64_t n) {
 }
 
 // out[r] = bias[r] + dot(w[r, :], v), then ReLU if `relu`, for r < rows; w row-major, `cols` columns; bias or null.
+// The rows are split over the threads (these loops run at a fraction of the FMA peak: a quarter of kMinTaskMacs
+// per task is enough).
 void matvec(const float* w, const float* bias, const float* v, int64_t rows, int64_t cols, bool relu, float* out) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float y = dot(w + r * cols, v, cols) + (bias ? bias[r] : 0.f);
-    out[r] = relu && y < 0.f ? 0.f : y;  // a NaN stays NaN, as in torch.relu
-  }
+  at::parallel_for(0, rows, row_grain(cols, kMinTaskMacs / 4), [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float y = dot(w + r * cols, v, cols) + (bias ? bias[r] : 0.f);
+      out[r] = relu && y < 0.f ? 0.f : y;  // a NaN stays NaN, as in torch.relu
+    }
+  });
 }
 
 at::Tensor fc_attention_cpu(const at::Tensor& x_in, const at::Tensor& fc_weight, const std::optional<at::Tensor>& fc_bias,
