@@ -112,6 +112,23 @@ def test_scale_is_per_sample():
 
 
 @needs_cpu_kernels
+@pytest.mark.parametrize("shape", [(2, 192, 16, 32, 1000), (1, 17, 33, 65, 300)], ids=shape_id)
+def test_cpu_result_does_not_depend_on_the_thread_count(shape):
+    """The CPU kernel splits the pooling's 64-pixel chunks and the mat-vecs' rows over the threads but sums each as
+    one thread does, in the same order: bit-identical on 1, 2 and 3 threads."""
+    args = fc_args(*shape, seed=7, device="cpu")
+    previous = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(dk.fc_attention(**args, backend="cpu"))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+@needs_cpu_kernels
 def test_opcheck_cpu_op():
     a = fc_args(2, 5, 4, 3, 7, seed=5, device="cpu")
     torch.library.opcheck(
