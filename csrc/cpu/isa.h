@@ -69,6 +69,7 @@ struct UpsampleArgs {
   int64_t count = 0;
   int64_t N = 0, Ho = 0, Wo = 0, Cout = 0;
   bool add = false;
+  bool stream = false;   // an add of one source: the output written with non-temporal stores
   float* out = nullptr;  // [N][Ho][Wo][Cout]
 };
 

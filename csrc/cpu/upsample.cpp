@@ -18,6 +18,10 @@ namespace {
 
 // Output elements per parallel_for task: below ~64 K floats, waking the second thread costs more than it saves.
 constexpr int64_t kMinTaskFloats = int64_t{1} << 16;
+// An add of one source writes its output with non-temporal stores (kernels/upsample.h, blend_rows_streamed) from
+// this size on: half the L3 of the AMD EPYC it was measured on, a map its reader will not find in cache anyway.
+// DFANet's full-size logits (19 channels, 512 x 1024: 40 MB) take this path; the decoder's maps (6 MB) do not.
+constexpr int64_t kStreamBytes = int64_t{16} << 20;
 
 at::Tensor upsample_cpu(at::TensorList inputs, c10::SymIntArrayRef size_sym, bool add) {
   const at::IntArrayRef size = C10_AS_INTARRAYREF_SLOW(size_sym);
@@ -33,6 +37,7 @@ at::Tensor upsample_cpu(at::TensorList inputs, c10::SymIntArrayRef size_sym, boo
   UpsampleArgs args;
   args.N = N, args.Ho = Ho, args.Wo = Wo, args.Cout = Cout;
   args.add = add;
+  args.stream = add && sources.size() == 1 && out.numel() * static_cast<int64_t>(sizeof(float)) >= kStreamBytes;
   args.out = out.data_ptr<float>();
   const int64_t grain = std::max<int64_t>(1, kMinTaskFloats / std::max<int64_t>(1, Wo * Cout));
   // The kernel sums at most kMaxUpsampleSources terms per pass; a longer add list continues from the partial sum.

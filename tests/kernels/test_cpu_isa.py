@@ -116,6 +116,21 @@ def test_every_partial_vector_width(every_isa, c):
 
 
 @needs_cpu_kernels
+@pytest.mark.parametrize("c, size", [(19, (520, 441)), (16, (512, 520))], ids=["odd-rows", "aligned-rows"])
+def test_large_one_source_add_streams_the_same_values(every_isa, c, size):
+    """An add of one source to an output of 16 MiB or more is written with non-temporal stores (upsample.cpp,
+    kStreamBytes), each row's unaligned ends with plain ones (19 x 441 floats a row: rows at every alignment): the
+    same values as the cached path, which an add of that source and a zero map takes, and the reference's."""
+    gen = torch.Generator().manual_seed(c)
+    src = randn(1, c, 130, 111, gen=gen)
+    out = dk.upsample_add([src], size, backend="cpu")
+    assert out.numel() * out.element_size() >= 16 << 20
+    zero = torch.zeros(1, c, *size).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(out, dk.upsample_add([src, zero], size, backend="cpu"))
+    assert_close(out, reference.upsample_add([src], size), 5e-5, 1e-5)
+
+
+@needs_cpu_kernels
 @pytest.mark.parametrize("case", labels_tests.CASES["cpu"], ids=labels_tests.case_id)
 def test_upsample_labels(every_isa, case):
     for layout in ("strided", "channels_last"):

@@ -53,6 +53,28 @@ void blend_rows(const float* r0, const float* r1, float h0, float h1, int64_t co
   }
 }
 
+// blend_rows<V, false> with the vector-aligned middle of `out` written by non-temporal stores, which skip reading each
+// line for ownership first: for rows not read again soon (upsample_add of one source to a map larger than the
+// caches, DFANet's full-size logits). Writing 40 MB that way took 1.06 ms instead of 1.87 ms at 2 threads, 2.1
+// instead of 4.0 ms at 1 (AMD EPYC). The same arithmetic as blend_rows. The caller fences (V::stream_fence).
+template <class V>
+void blend_rows_streamed(const float* r0, const float* r1, float h0, float h1, int64_t count, float* out) {
+  using T = typename V::T;
+  const int64_t misaligned = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) / sizeof(float) % V::L);
+  const int64_t head = imin(count, (V::L - misaligned) % V::L);
+  const int64_t full = head + (count - head) / V::L * V::L;
+  blend_rows<V, false>(r0, r1, h0, h1, head, out);
+  const T a = V::set1(h0), b = V::set1(h1);
+  if (r1) {
+    for (int64_t j = head; j < full; j += V::L) {
+      V::stream(out + j, V::fma(V::load(r1 + j), b, V::mul(V::load(r0 + j), a)));
+    }
+  } else {
+    for (int64_t j = head; j < full; j += V::L) V::stream(out + j, V::load(r0 + j));
+  }
+  blend_rows<V, false>(r0 + full, r1 ? r1 + full : nullptr, h0, h1, count - full, out + full);
+}
+
 // The row (W x C floats) that output row `oh` of source `s` reads horizontally: a source row itself when the
 // vertical weight of the second row is 0 (or the output row is a source row), else the blend, written to `buf`.
 inline bool needs_blend(const UpsampleSource& s, int64_t oh) {
@@ -217,13 +239,16 @@ void add_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch)
     float* out_row = a.out + r * row_len;
     for (int64_t i = 0; i < a.count; ++i) {
       const VerticalTaps t = vertical_taps<V>(a.src[i], caches[i], n, oh);
-      if (i == 0) {
+      if (a.stream) {
+        blend_rows_streamed<V>(t.rows[0], t.rows[1], t.w0, t.w1, row_len, out_row);
+      } else if (i == 0) {
         blend_rows<V, false>(t.rows[0], t.rows[1], t.w0, t.w1, row_len, out_row);
       } else {
         blend_rows<V, true>(t.rows[0], t.rows[1], t.w0, t.w1, row_len, out_row);
       }
     }
   }
+  if (a.stream) V::stream_fence();
 }
 
 template <class V>
