@@ -6,10 +6,10 @@ the halos instead of exchanging them: y1 on the tile + 2 pixels ((TILE + 4)^2 re
 each with the ReLU of the next conv applied by its producer (relu(0) = 0 keeps the zero padding outside the map).
 A depthwise 3x3 needs each region pixel's neighbours, which a Triton tile in registers cannot give (no indexing
 across a tensor's lanes), so y1 and y2 go to a per-program scratch region of global memory, fp32: 24 KB a program
-at DFANet's mid widths up to 16, written and read back by the same program (L1/L2 on a GPU, never a full map),
+at DFANet's mid widths up to 16, written and read back by the same program (from L2 on a GPU, never a full map),
 with ``tl.debug_barrier()`` (bar.sync: the block's global writes are visible to its threads after it) between the
-stages. The launch is persistent, a few programs per SM looping over the tiles, so the scratch is sized by the
-grid, not the map.
+stages. The launch is persistent, one program per SM looping over the tiles, so the scratch is sized by the GPU,
+not the map.
 
 The GEMMs are ``tl.dot`` over (region pixels, flattened and padded to a power of two) x (channels, padded to 16):
 sep1's K is the input channels, read in place from up to MAX_SOURCES sources (each bilinearly resized to the
@@ -34,7 +34,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
-from ..reference import conv as cudnn_conv
+from .. import reference
 from ._common import (
     INTERPRET,
     accumulate_dot,
@@ -73,9 +73,13 @@ MAX_MID = 64
 # values a thread).
 _BLOCK_K, _MAX_BLOCK_N = 16, 64
 _WARPS = 8
-# Persistent grid: this many programs per SM at most, so the scratch (programs x 24-96 KB) stays near the L2's
-# size. Devices without SMs to count (meta tensors of the offline compile) assume an H100's 132.
-_PROGRAMS_PER_SM = 4
+# One stage: with Triton's default 3 the K loops' gathered tap tiles are multi-buffered in shared memory, 314 KB a
+# program for fp32 (more than an SM has; sm_90, Triton 3.9, 2026-12), as in dwsep_conv.py.
+_STAGES = 1
+# Persistent grid: as many programs as fit the SMs at once, so the scratch (programs x 24-96 KB) is only what is in
+# flight: one, as compiled for sm_90 the kernel takes ~254 registers a thread at 8 warps (the whole register file;
+# Triton 3.9, 2026-12). Devices without SMs to count (meta tensors of the offline compile) assume an H100's 132.
+_PROGRAMS_PER_SM = 1
 _ASSUMED_SMS = 132
 # The interpreter runs programs one after another with whole-tile NumPy ops: one K and N step per GEMM. (Its tile
 # stays the GPU's: 16 x 16 ran the tests' small maps slower, its padded regions twice the size.)
@@ -159,7 +163,7 @@ def _sep1_source(acc, src, H_S, W_S, s_n, s_c, s_h, s_w, scale_h, scale_w, SAME,
 
 @triton.jit
 def _shortcut_source(acc, src, H_S, W_S, s_n, s_c, s_h, s_w, scale_h, scale_w, SAME, C_S, c_off,
-                     n, oh, ow, out_ok, STRIDE, sc_ptr, C0, offs_n, mask_n, PROJECTION,
+                     n, oh, ow, out_ok, STRIDE, sc_ptr, C0, offs_n, mask_n, PROJECTION: tl.constexpr,
                      NHWC: tl.constexpr, IDX64: tl.constexpr, IS_FP32: tl.constexpr, DOT_FP32: tl.constexpr,
                      BLOCK_KIN: tl.constexpr):
     """One source's part of the shortcut at output pixels (oh, ow), channels offs_n: the projection's K range
@@ -214,7 +218,7 @@ def _store_mid(y_ptr, C_P: tl.constexpr, acc, b_ptr, offs_c, C, HAS_BIAS, inside
 @triton.jit(do_not_specialize=[
     "H0", "W0", "sn0", "sc0", "sh0", "sw0", "H1", "W1", "sn1", "sc1", "sh1", "sw1",
     "H2", "W2", "sn2", "sc2", "sh2", "sw2", "H3", "W3", "sn3", "sc3", "sh3", "sw3",
-    "H", "W", "HO", "WO", "STRIDE", "TILES_H", "TILES_W", "TILES", "NUM_SOURCES",
+    "H", "W", "HO", "WO", "STRIDE", "TILES_H", "TILES_W", "TILES",
 ])
 def _xception_block_kernel(
     p0, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, CS0,  # source k: pointer, size, strides, scales, channels
@@ -224,8 +228,11 @@ def _xception_block_kernel(
     dw1_ptr, pw1_ptr, pb1_ptr, dw2_ptr, pw2_ptr, pb2_ptr, dw3_ptr, pw3_ptr, pb3_ptr, sc_w_ptr, sc_b_ptr,  # contiguous
     out_ptr, scratch_ptr,  # out: dense NHWC; scratch: y1 and y2 regions of each program, fp32
     H, W, HO, WO, STRIDE, C0, C1, C2, C3, TILES_H, TILES_W, TILES,
-    # Runtime flags and counts (never specialised: one compiled kernel serves every combination).
-    NUM_SOURCES, SAME0, SAME1, SAME2, SAME3, HAS_PB1, HAS_PB2, HAS_PB3, PROJECTION, HAS_SC_BIAS,
+    # Runtime flags (never specialised: one compiled kernel serves every combination). inputs[0] sets the block's
+    # size: it is never resized.
+    SAME1, SAME2, SAME3, HAS_PB1, HAS_PB2, HAS_PB3, HAS_SC_BIAS,
+    # Compiled in: each source slot and each shortcut kind is a large share of the code (compile time, registers).
+    NUM_SOURCES: tl.constexpr, PROJECTION: tl.constexpr,
     SRC_NHWC: tl.constexpr, IS_FP32: tl.constexpr, DOT_FP32: tl.constexpr, IDX64: tl.constexpr,
     TILE: tl.constexpr, BLOCK_R1: tl.constexpr, BLOCK_R2: tl.constexpr, BLOCK_R3: tl.constexpr,
     C1P: tl.constexpr, C2P: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_KIN: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -257,7 +264,7 @@ def _xception_block_kernel(
         yw = ow0 - 2 + col1
         inside1 = valid1 & (yh >= 0) & (yh < HO) & (yw >= 0) & (yw < WO)
         acc1 = tl.zeros([BLOCK_R1, C1P], dtype=tl.float32)
-        acc1 = _sep1_source(acc1, p0, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, SAME0, CS0, 0, n, yh, yw, inside1,
+        acc1 = _sep1_source(acc1, p0, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, True, CS0, 0, n, yh, yw, inside1,
                             STRIDE, H, W, dw1_ptr, pw1_ptr, C0, C1, offs_c1, SRC_NHWC, IDX64, IS_FP32, DOT_FP32,
                             BLOCK_KIN)
         if NUM_SOURCES > 1:
@@ -303,7 +310,7 @@ def _xception_block_kernel(
                 pw = tl.load(pw3_ptr + offs_n[None, :] * C2 + offs_k[:, None],
                              mask=(offs_k < C2)[:, None] & mask_n[None, :], other=0.0)
                 acc = accumulate_dot(acc, dw, pw, IS_FP32, DOT_FP32)
-            acc = _shortcut_source(acc, p0, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, SAME0, CS0, 0, n, oh, ow, out_ok,
+            acc = _shortcut_source(acc, p0, H0, W0, sn0, sc0, sh0, sw0, fh0, fw0, True, CS0, 0, n, oh, ow, out_ok,
                                    STRIDE, sc_w_ptr, C0, offs_n, mask_n, PROJECTION, SRC_NHWC, IDX64, IS_FP32,
                                    DOT_FP32, BLOCK_KIN)
             if NUM_SOURCES > 1:
@@ -360,7 +367,7 @@ def _check(inputs, dw, pw, pb, stride, shortcut_weight, shortcut_bias) -> list[i
 
 def _composed(x, dw, pw, pb, stride, shortcut_weight, shortcut_bias) -> torch.Tensor:
     """The block as three dwsep_conv launches (and the shortcut conv on cuDNN): for mid widths past MAX_MID."""
-    skip = x if shortcut_weight is None else cudnn_conv(x, shortcut_weight, shortcut_bias, stride)
+    skip = x if shortcut_weight is None else reference.conv(x, shortcut_weight, shortcut_bias, stride)
     for i in range(3):
         x = dwsep_conv_forward(x, dw[i], None, pw[i], pb[i], stride if i == 0 else 1, True, False, False,
                                skip if i == 2 else None)
@@ -425,15 +432,15 @@ def xception_block_forward(
         sources += [*source_args(s, h, w), s.shape[1]]
     weights = [None if v is None else v.contiguous() for v in (dw1, pw1, pb1, dw2, pw2, pb2, dw3, pw3, pb3,
                                                                  shortcut_weight, shortcut_bias)]
-    same = [bool(s.shape[2] == h and s.shape[3] == w) for s in padded]
+    same = [bool(s.shape[2] == h and s.shape[3] == w) for s in padded[1:]]  # inputs[0] is at h x w
     # An absent bias or shortcut weight is never read (its flag is off); x stands in for its pointer.
     launchable(_xception_block_kernel)[(programs,)](
         *sources, *[x if v is None else v for v in weights], out, scratch,
         h, w, ho, wo, stride, c0, c1, c2, c3, tiles_h, tiles_w, total,
-        len(inputs), *same, pb1 is not None, pb2 is not None, pb3 is not None, shortcut_weight is not None,
-        shortcut_bias is not None,
-        SRC_NHWC=all(is_nhwc(s) for s in inputs), IS_FP32=x.dtype == torch.float32,
-        DOT_FP32=interpreter_dot_fp32(x.dtype), IDX64=needs_int64(out, *inputs), **t, num_warps=_WARPS,
+        *same, pb1 is not None, pb2 is not None, pb3 is not None, shortcut_bias is not None,
+        NUM_SOURCES=len(inputs), PROJECTION=shortcut_weight is not None, SRC_NHWC=all(is_nhwc(s) for s in inputs),
+        IS_FP32=x.dtype == torch.float32, DOT_FP32=interpreter_dot_fp32(x.dtype), IDX64=needs_int64(out, *inputs),
+        **t, num_warps=_WARPS, num_stages=_STAGES,
     )
     return out
 
