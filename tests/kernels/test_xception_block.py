@@ -90,14 +90,16 @@ CUDA_BLOCK_CASES = [
     (1, [(320, 6, 7)], 33, 330, 40, 2, True),
     (1, [(2, 5 + i % 3, 6 + i % 4) for i in range(10)], 8, 8, 20, 1, False),
 ]
-# Triton, small enough for the interpreter (tests/kernels/test_triton_backend.py runs the GPU's tiles, the
-# fallbacks and 64-bit indices): 3 input channels at batch 2, odd 7 x 9, stride 2; three inputs, the middle one
-# resized, into an identity shortcut on 13 x 5 (two tile rows: halos across tiles); two inputs, one resized, with
-# DFANet's widest mids (48) and 96 outputs, stride 2.
+# Triton, small enough for the interpreter, each case in the dtypes and layouts named (the interpreter takes ~4 s a
+# run; tests/kernels/test_triton_backend.py runs the GPU's tiles, the fallbacks and 64-bit indices): 3 input
+# channels at batch 2, odd 7 x 9, stride 2; three inputs, the middle one resized, into an identity shortcut on
+# 13 x 5 (two tile rows: halos across tiles); two inputs, one resized, with DFANet's widest mids (48) and 96
+# outputs, stride 2.
 TRITON_BLOCK_CASES = [
-    (2, [(3, 7, 9)], 12, 12, 24, 2, True),
-    (1, [(12, 13, 5), (24, 7, 3), (12, 13, 5)], 12, 24, 48, 1, False),
-    (2, [(12, 9, 7), (36, 5, 4)], 48, 48, 96, 2, True),
+    ((2, [(3, 7, 9)], 12, 12, 24, 2, True), [(torch.float32, "strided"), (torch.bfloat16, "channels_last")]),
+    ((1, [(12, 13, 5), (24, 7, 3), (12, 13, 5)], 12, 24, 48, 1, False),
+     [(torch.float32, "channels_last"), (torch.float16, "strided")]),
+    ((2, [(12, 9, 7), (36, 5, 4)], 48, 48, 96, 2, True), [(torch.float32, "channels_last")]),
 ]
 # vs the float64 reference on the same rounded inputs. fp32: as on the CPU (5e-5, 2e-5). fp16/bf16: the CUDA kernel
 # keeps y1, y2 and every sum in fp32 and rounds the output once, half an ulp (2^-11, 2^-8 relative): twice that.
@@ -117,10 +119,15 @@ def block_kernel_tolerance(backend, case, dtype):
     return atol, rtol
 
 
-@pytest.mark.parametrize("layout", ["channels_last", "strided"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
-@pytest.mark.parametrize("backend, case", [on("cuda", c, id=block_case_id(c)) for c in CUDA_BLOCK_CASES]
-                         + [on("triton", c, id=block_case_id(c)) for c in TRITON_BLOCK_CASES])
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+# CUDA: every case in every dtype and layout; Triton: its cases' own.
+BLOCK_KERNEL_RUNS = ([("cuda", c, d, layout) for c in CUDA_BLOCK_CASES for d in DTYPE_NAMES
+                      for layout in ("channels_last", "strided")]
+                     + [("triton", c, d, layout) for c, runs in TRITON_BLOCK_CASES for d, layout in runs])
+
+@pytest.mark.parametrize("backend, case, dtype, layout", [
+    on(b, case, dtype, layout, id=f"{block_case_id(case)}-{DTYPE_NAMES[dtype]}-{layout}")
+    for b, case, dtype, layout in BLOCK_KERNEL_RUNS])
 def test_block_kernel_matches_reference(backend, case, dtype, layout):
     args = block_args(*case, device=DEV[backend], dtype=dtype)
     inputs = [in_layout(t, layout) for t in args.pop("inputs")]
