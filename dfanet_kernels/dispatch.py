@@ -74,9 +74,9 @@ def run_dwsep_conv(backend, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, a
 
 def run_block(backend, inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias):
     """xception_block_cat on checked arguments (``inputs`` a list), on ``backend``."""
-    if backend == "reference":
-        return reference.xception_block_cat(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight,
-                                            shortcut_bias)
+    if backend == "reference":  # one input as it is (torch.cat would copy it)
+        x = inputs[0] if len(inputs) == 1 else reference.upsample_concat(inputs, inputs[0].shape[-2:])
+        return reference.xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
     # One kernel per block on every compiled backend, reading a concatenated input in place.
     return compiled_op(backend, "xception_block")(
         inputs, dw_weights[0], pw_weights[0], pw_biases[0], dw_weights[1], pw_weights[1], pw_biases[1],
