@@ -74,19 +74,13 @@ def run_dwsep_conv(backend, x, dw_weight, dw_bias, pw_weight, pw_bias, stride, a
 
 def run_block(backend, inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias):
     """xception_block_cat on checked arguments (``inputs`` a list), on ``backend``."""
-    if backend in ("cpu", "cuda"):  # one kernel per block, reading a concatenated input in place
-        return compiled_op(backend, "xception_block")(
-            inputs, dw_weights[0], pw_weights[0], pw_biases[0], dw_weights[1], pw_weights[1], pw_biases[1],
-            dw_weights[2], pw_weights[2], pw_biases[2], stride, shortcut_weight, shortcut_bias)
-    # No block kernel on Triton: the concatenation is written, then read by three dwsep_conv.
-    x = inputs[0] if len(inputs) == 1 else run_upsample(backend, "upsample_concat", inputs, inputs[0].shape[-2:])
-    if backend == "reference":
+    if backend == "reference":  # one input as it is (torch.cat would copy it)
+        x = inputs[0] if len(inputs) == 1 else reference.upsample_concat(inputs, inputs[0].shape[-2:])
         return reference.xception_block(x, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias)
-    skip = x if shortcut_weight is None else reference.conv(x, shortcut_weight, shortcut_bias, stride)
-    for i in range(3):
-        x = run_dwsep_conv(backend, x, dw_weights[i], None, pw_weights[i], pw_biases[i], stride if i == 0 else 1,
-                           True, False, False, skip if i == 2 else None)
-    return x
+    # One kernel per block on every compiled backend, reading a concatenated input in place.
+    return compiled_op(backend, "xception_block")(
+        inputs, dw_weights[0], pw_weights[0], pw_biases[0], dw_weights[1], pw_weights[1], pw_biases[1],
+        dw_weights[2], pw_weights[2], pw_biases[2], stride, shortcut_weight, shortcut_bias)
 
 
 def run_conv(backend, x, weight, bias, stride, relu):

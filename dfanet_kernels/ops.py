@@ -91,9 +91,9 @@ def xception_block(
     is ``conv2d(x, shortcut_weight, shortcut_bias, stride)`` (1x1) or, when ``shortcut_weight`` is None, ``x`` itself
     (stride 1, as many output as input channels). On the CPU and CUDA backends the two intermediate maps never
     exist in memory: on the CPU the block runs row by row with the rows it needs in cache; on CUDA one kernel
-    computes them per output tile in shared memory (mid widths up to 64; wider ones compose ``dwsep_conv``
-    launches). The Triton backend composes ``dwsep_conv`` calls. See :func:`xception_block_cat` for an input given
-    as a concatenation.
+    computes them per output tile in shared memory, on Triton in a small per-program scratch (mid widths up to 64
+    on both; wider ones compose ``dwsep_conv`` launches). See :func:`xception_block_cat` for an input given as a
+    concatenation.
 
     Args:
         x: N x C x H x W input, any memory layout.
@@ -131,7 +131,7 @@ def xception_block_cat(
     is. On the CPU backend the kernel builds the concatenated input rows it needs in a small per-thread cache, and on
     CUDA the kernel resizes each input tile it stages, so the concatenation never goes to memory (DFANet's
     aggregation inputs: at 1024 x 1024 the second and third backbones' enc2 input is 240 channels at 256 x 256,
-    63 MB). The Triton backend runs ``upsample_concat`` then :func:`xception_block`.
+    63 MB). So does the Triton kernel, for up to 4 inputs (more are concatenated first).
 
     Args:
         inputs: non-empty list of N x C_k x H_k x W_k tensors (any memory layout) sharing N, dtype and device;

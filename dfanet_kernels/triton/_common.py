@@ -61,6 +61,62 @@ def widen(v, IDX64: tl.constexpr):
     return v
 
 
+@triton.jit
+def pixel_offsets(n, h, w, H, W, C, s_n, s_h, s_w, NHWC: tl.constexpr, IDX64: tl.constexpr):
+    """Element offsets of pixels (n, h, w) of a map: dense NHWC from C alone (vectorisable), else strided."""
+    n, h, w = widen(n, IDX64), widen(h, IDX64), widen(w, IDX64)
+    if NHWC:
+        off = ((n * H + h) * W + w) * C
+    else:
+        off = n * s_n + h * s_h + w * s_w
+    return off
+
+
+@triton.jit
+def bilinear_axis(dst, scale, size):
+    """The two source taps (i0, i1) and weights (l0, l1) of output coordinate(s) ``dst`` along an axis of ``size``
+    source pixels, align_corners=False: PyTorch's area_pixel_compute_source_index in fp32; trunc == floor because
+    src >= 0 after the clamp. ``scale`` (in / out) is cast because Inductor (torch.compile) passes Python floats as
+    fp64, Triton's launcher as fp32."""
+    src = tl.maximum(tl.cast(scale, tl.float32) * (dst.to(tl.float32) + 0.5) - 0.5, 0.0)
+    i0 = tl.minimum(src.to(tl.int32), size - 1)
+    i1 = i0 + (i0 < size - 1).to(tl.int32)
+    l1 = src - i0.to(tl.float32)
+    return i0, i1, 1.0 - l1, l1
+
+
+@triton.jit
+def bilinear_blend(a, b, c, d, lh0, lh1, lw0, lw1):
+    """The reference's order of operations: h0 * (w0 * a + w1 * b) + h1 * (w0 * c + w1 * d); a, b the upper row's
+    taps, c, d the lower's, each weight shaped to broadcast against them."""
+    return lh0 * (lw0 * a + lw1 * b) + lh1 * (lw0 * c + lw1 * d)
+
+
+@triton.jit
+def accumulate_dot(acc, a, w, IS_FP32: tl.constexpr, DOT_FP32: tl.constexpr):
+    """``acc + a @ w`` in fp32. ``a`` (an fp32 depthwise result or input tile) is rounded to the weight dtype first
+    (fp16/bf16 run on tensor cores; a no-op for fp32), as an unfused fp16 conv would round it."""
+    a = a.to(w.dtype)
+    if DOT_FP32:
+        # Interpreter only (see interpreter_dot_fp32): products of bf16 values are exact in fp32, so this is the
+        # tensor-core result.
+        acc += tl.dot(a.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+    elif IS_FP32:
+        # fp32 FMAs ("ieee"), not tl.dot's default TF32 (10-bit mantissa), so results match the fp32 reference to
+        # ~1e-6. "tf32x3" (three TF32 tensor-core products, about as accurate) is the faster alternative to measure
+        # on a GPU.
+        acc += tl.dot(a, w, input_precision="ieee")
+    else:
+        acc += tl.dot(a, w)
+    return acc
+
+
+def source_args(t: torch.Tensor, ho: int, wo: int) -> list:
+    """Pointer, size, strides and fp32 scales (in / out, as PyTorch computes them) of a map resized to ho x wo."""
+    h, w = t.shape[2], t.shape[3]
+    return [t, h, w, *t.stride(), static(h) / static(ho), static(w) / static(wo)]
+
+
 def vector_width(channels: int, like: torch.Tensor) -> int:
     """The largest power of two dividing ``channels`` (the innermost NHWC size) that keeps an access within 16 bytes:
     4 for fp32 and 8 for fp16/bf16 at DFANet's channel counts (all multiples of 4, not all of 16)."""

@@ -17,6 +17,7 @@ from torch.library import triton_op
 from ._common import (
     AUTOTUNE,
     INTERPRET,
+    accumulate_dot,
     check,
     check_activation,
     check_same,
@@ -177,20 +178,7 @@ def _dwsep_conv_kernel(
             mask=mask_ci[:, None] & mask_co[None, :],
             other=0.0,
         )
-        # The depthwise result is rounded to the weight dtype (fp16/bf16 run on tensor cores; a no-op for fp32)
-        # as an unfused fp16 conv would round it.
-        a = dw.to(pw.dtype)
-        if DOT_FP32:
-            # Interpreter only (see _common.interpreter_dot_fp32): products of bf16 values are exact in fp32, so
-            # this is the tensor-core result.
-            acc += tl.dot(a.to(tl.float32), pw.to(tl.float32), input_precision="ieee")
-        elif IS_FP32:
-            # fp32 FMAs ("ieee"), not tl.dot's default TF32 (10-bit mantissa), so results match the fp32
-            # reference to ~1e-6. "tf32x3" (three TF32 tensor-core products, about as accurate) is the faster
-            # alternative to measure on a GPU.
-            acc += tl.dot(a, pw, input_precision="ieee")
-        else:
-            acc += tl.dot(a, pw)
+        acc = accumulate_dot(acc, dw, pw, IS_FP32, DOT_FP32)
 
     if HAS_PW_BIAS:
         acc += tl.load(pw_b_ptr + offs_co * spw_b, mask=mask_co, other=0.0).to(tl.float32)[None, :]

@@ -23,6 +23,8 @@ from ._common import (
     INTERPRET,
     TILE_ELEMENTS,
     TILE_WARPS,
+    bilinear_axis,
+    bilinear_blend,
     channel_block,
     check,
     check_activation,
@@ -32,6 +34,8 @@ from ._common import (
     launchable,
     needs_int64,
     pixel_block,
+    pixel_offsets,
+    source_args,
     static,
     widen,
 )
@@ -51,17 +55,6 @@ _MAX_BLOCK_C = 64 if not INTERPRET else 256
 # Kernels
 # ---------------------------------------------------------------------------------------------------------------
 @triton.jit
-def _pixel_offsets(n, h, w, H, W, C, s_n, s_h, s_w, NHWC: tl.constexpr, IDX64: tl.constexpr):
-    """Element offsets of pixels (n, h, w) of a source: dense NHWC from C alone (vectorisable), else strided."""
-    n, h, w = widen(n, IDX64), widen(h, IDX64), widen(w, IDX64)
-    if NHWC:
-        off = ((n * H + h) * W + w) * C
-    else:
-        off = n * s_n + h * s_h + w * s_w
-    return off
-
-
-@triton.jit
 def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w, scale_h, scale_w, SAME,
                    NHWC: tl.constexpr, IDX64: tl.constexpr):
     """fp32 [BLOCK_W, BLOCK_C] tile of one source resized to the output grid, at output pixels (n, oh, ow): n and
@@ -71,34 +64,21 @@ def _bilinear_tile(src_ptr, n, oh, ow, offs_c, mask, C, H, W, s_n, s_c, s_h, s_w
     else:  # a channel times its stride may pass 2**31 too
         cols = widen(offs_c, IDX64)[None, :] * s_c
     if SAME:
-        at = _pixel_offsets(n, oh, ow, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
+        at = pixel_offsets(n, oh, ow, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
         val = tl.load(src_ptr + at[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
     else:
-        # PyTorch's area_pixel_compute_source_index in fp32; trunc == floor because src >= 0 after the clamp. The
-        # scales are cast because Inductor (torch.compile) passes Python floats as fp64, Triton's launcher as fp32.
         # The vertical taps and weights are the row's, computed once per program.
-        hr = tl.maximum(tl.cast(scale_h, tl.float32) * (oh.to(tl.float32) + 0.5) - 0.5, 0.0)
-        wr = tl.maximum(tl.cast(scale_w, tl.float32) * (ow.to(tl.float32) + 0.5) - 0.5, 0.0)
-        h0 = tl.minimum(hr.to(tl.int32), H - 1)
-        w0 = tl.minimum(wr.to(tl.int32), W - 1)
-        h1 = h0 + (h0 < H - 1).to(tl.int32)
-        w1 = w0 + (w0 < W - 1).to(tl.int32)
-        lh1 = hr - h0.to(tl.float32)
-        lw1 = wr - w0.to(tl.float32)
-        lh0 = 1.0 - lh1
-        lw0 = 1.0 - lw1
-        at_a = _pixel_offsets(n, h0, w0, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
-        at_b = _pixel_offsets(n, h0, w1, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
-        at_c = _pixel_offsets(n, h1, w0, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
-        at_d = _pixel_offsets(n, h1, w1, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
+        h0, h1, lh0, lh1 = bilinear_axis(oh, scale_h, H)
+        w0, w1, lw0, lw1 = bilinear_axis(ow, scale_w, W)
+        at_a = pixel_offsets(n, h0, w0, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
+        at_b = pixel_offsets(n, h0, w1, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
+        at_c = pixel_offsets(n, h1, w0, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
+        at_d = pixel_offsets(n, h1, w1, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
         a = tl.load(src_ptr + at_a[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         b = tl.load(src_ptr + at_b[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         c = tl.load(src_ptr + at_c[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
         d = tl.load(src_ptr + at_d[:, None] + cols, mask=mask, other=0.0).to(tl.float32)
-        # The reference's order of operations: h0 * (w0 * a + w1 * b) + h1 * (w0 * c + w1 * d).
-        top = lw0[:, None] * a + lw1[:, None] * b
-        bottom = lw0[:, None] * c + lw1[:, None] * d
-        val = lh0 * top + lh1 * bottom
+        val = bilinear_blend(a, b, c, d, lh0, lh1, lw0[:, None], lw1[:, None])
     return val
 
 
@@ -209,12 +189,6 @@ def _check(inputs: list[torch.Tensor], size: list[int], same_channels: bool) -> 
     return size[0], size[1]
 
 
-def _source_args(t: torch.Tensor, ho: int, wo: int) -> list:
-    """Pointer, size, strides and fp32 scales (in / out, as PyTorch computes them) of one source."""
-    h, w = t.shape[2], t.shape[3]
-    return [t, h, w, *t.stride(), static(h) / static(ho), static(w) / static(wo)]
-
-
 def tiles(c: int, wo: int) -> tuple[int, int]:
     """(BLOCK_W, BLOCK_C) of a launch over C channels and output rows WO pixels wide; num_warps is TILE_WARPS.
     A row segment no wider than the row (at least 16 pixels), so narrow maps do not mask most of a tile."""
@@ -229,7 +203,7 @@ def _launch(out: torch.Tensor, sources: list[torch.Tensor], c_off: int, accumula
     padded = sources + [sources[0]] * (MAX_SOURCES - len(sources))  # unused slots are never read
     args = []
     for t in padded:
-        args += _source_args(t, ho, wo)
+        args += source_args(t, ho, wo)
     same = [bool(t.shape[2] == ho and t.shape[3] == wo) for t in padded]
     block_w, block_c = tiles(c, wo)
     # CUDA grids: up to 2**31 - 1 programs along x (the rows), 65535 along y and z.
@@ -281,7 +255,7 @@ def upsample_labels_forward(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     check(n * ho < 2**31, lambda: f"size: at most 2**31 - 1 output rows (N * H), got {n * ho}")
     check(triton.cdiv(wo, block_w) <= 65535, lambda: f"size: output width {wo} is more than this kernel tiles")
     launchable(_upsample_labels_kernel)[(n * ho, triton.cdiv(wo, block_w))](
-        out, *_source_args(x, ho, wo), c, ho, wo, bool(h == ho and w == wo),
+        out, *source_args(x, ho, wo), c, ho, wo, bool(h == ho and w == wo),
         SRC_NHWC=is_nhwc(x), IDX64=needs_int64(out, x), BLOCK_W=block_w, BLOCK_C=block_c, num_warps=TILE_WARPS,
     )
     return out

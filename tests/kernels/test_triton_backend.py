@@ -179,9 +179,94 @@ def test_upsample_labels_over_several_row_and_channel_tiles(monkeypatch, int64):
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# xception_block: one launch per block, the GPU's tiles and persistent loop, 64-bit indices, the fallbacks
+# ------------------------------------------------------------------------------------------------------------------
+def _block(case, layout="channels_last", seed=0):
+    """(inputs, the block's weights, the float64 reference) of a block case as in test_xception_block.py."""
+    args = op_cases.block_args(*case, device=DEVICE, seed=seed)
+    inputs = [in_layout(t, layout) for t in args.pop("inputs")]
+    return inputs, args, op_cases.block_expected({"inputs": inputs, **args})
+
+
+def _launches(monkeypatch) -> list:
+    """The Triton kernels launched from now on, in order (every launcher goes through its module's launchable)."""
+    from dfanet_kernels.triton import _common, dwsep_conv, upsample, xception_block
+
+    launched = []
+    for module in (dwsep_conv, upsample, xception_block):
+        monkeypatch.setattr(module, "launchable", lambda k: launched.append(k) or _common.launchable(k))
+    return launched
+
+
+def test_xception_block_is_one_launch_reading_the_concatenation(monkeypatch):
+    from dfanet_kernels.triton import xception_block as module
+
+    inputs, args, expected = _block((1, [(5, 9, 7), (6, 3, 4)], 8, 8, 12, 2, True))
+    launched = _launches(monkeypatch)
+    # fp32 tolerance: as test_xception_block.py's.
+    check(dk.xception_block_cat(inputs, **args, backend="triton"), expected, 5e-5, 2e-5)
+    assert launched == [module._xception_block_kernel]
+
+
+# (N, [(C, H, W) of each input], C1, C2, C3, stride, projection), layout, int64. With the GPU's tiles (16-wide K
+# steps, 64-wide output passes, 8 x 8 output tiles): 44 input channels over two sources (two K steps each, the
+# second masked), mids of 40 and 24 (C1P = 64: four K steps), 72 outputs (two passes), stride 2; an identity block
+# on 19 x 10 (3 x 2 tiles); 64-bit indices forced on a strided input. Two programs loop over the tiles as the
+# persistent grid does on a GPU.
+GPU_TILE_CASES = [
+    ((2, [(24, 13, 11), (20, 5, 4)], 40, 24, 72, 2, True), "channels_last", False),
+    ((1, [(12, 19, 10)], 12, 12, 12, 1, False), "channels_last", False),
+    ((2, [(12, 9, 7), (3, 9, 7)], 12, 12, 24, 2, True), "strided", True),
+]
+
+
+@pytest.mark.parametrize("case, layout, int64", GPU_TILE_CASES, ids=lambda v: op_cases.block_case_id(v)
+                         if isinstance(v, tuple) else str(v))
+def test_xception_block_with_the_gpus_tiles_and_persistent_loop(monkeypatch, case, layout, int64):
+    from dfanet_kernels.triton import xception_block as module
+
+    monkeypatch.setattr(module, "needs_int64", lambda *tensors: int64)
+    monkeypatch.setattr(module, "_programs", lambda tiles, device: min(tiles, 2))
+    inputs, args, expected = _block(case, layout, seed=5)
+    c = [sum(t.shape[1] for t in inputs)] + [w.shape[0] for w in args["pw_weights"]]
+    dw, pw, pb = args["dw_weights"], args["pw_weights"], args["pw_biases"]
+    out = module.xception_block_forward(inputs, dw[0], pw[0], pb[0], dw[1], pw[1], pb[1], dw[2], pw[2], pb[2],
+                                        args["stride"], args["shortcut_weight"], args["shortcut_bias"],
+                                        block_tiles=module.tiles(*c, interpret=False))
+    check(out, expected, 5e-5, 2e-5)
+
+
+@pytest.mark.parametrize("case", [(1, [(70, 6, 5)], 50, 66, 80, 2, True),
+                                  (1, [(2, 5 + i % 3, 6 + i % 4) for i in range(5)], 8, 8, 10, 1, False)],
+                         ids=["mid-past-64", "5-inputs"])
+def test_xception_block_fallbacks(monkeypatch, case):
+    """Mid widths past MAX_MID compose dwsep_conv launches (and the shortcut on the reference conv); more inputs
+    than MAX_SOURCES are concatenated, then read by the block kernel as one."""
+    from dfanet_kernels.triton import dwsep_conv, upsample, xception_block
+
+    inputs, args, expected = _block(case, seed=2)
+    launched = _launches(monkeypatch)
+    check(dk.xception_block_cat(inputs, **args, backend="triton"), expected, 5e-5, 2e-5)
+    if max(case[2], case[3]) > xception_block.MAX_MID:
+        assert launched == [upsample._upsample_kernel] * (len(inputs) > 1) + [dwsep_conv._dwsep_conv_kernel.fn] * 3
+    else:
+        assert launched == [upsample._upsample_kernel] * len(inputs) + [xception_block._xception_block_kernel]
+
+
+def test_xception_block_direct_op_call_with_bad_shape_raises():
+    """torch.ops.dfanet.xception_block_triton skips the Python checks; its own checks must stop a bad call."""
+    dk.available_backends(DEVICE)
+    a = op_cases.op_args("xception_block", device=DEVICE)
+    with pytest.raises(RuntimeError, match=r"dw2: expected shape \(17, 1, 3, 3\)"):
+        torch.ops.dfanet.xception_block_triton(*a[:4], torch.randn(3, 1, 3, 3, device=DEVICE), *a[5:])
+    with pytest.raises(RuntimeError, match=r"an identity shortcut needs stride 1"):
+        torch.ops.dfanet.xception_block_triton(*a[:10], 1, None, None)
+
+
+# ------------------------------------------------------------------------------------------------------------------
 # Registration: schemas, fake (meta) implementations, opcheck
 # ------------------------------------------------------------------------------------------------------------------
-OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels"]
+OPS = ["dwsep_conv", "xception_block", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels"]
 
 
 def _normalise(arg_type: str) -> str:

@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
     import triton.backends.nvidia
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from dfanet_kernels.triton import dwsep_conv as D, fc_attention as F, upsample as U
+    from dfanet_kernels.triton import dwsep_conv as D, fc_attention as F, upsample as U, xception_block as X
     from dfanet_kernels.triton._common import TILE_WARPS
 
     CUOBJDUMP = os.path.join(os.path.dirname(triton.backends.nvidia.__file__), "bin", "cuobjdump")
@@ -43,7 +43,7 @@ SCRIPT = textwrap.dedent(
     SMEM_LIMIT = {90: 227 * 1024, 80: 163 * 1024}  # usable shared memory per block, H100 / A100
     # Runtime flags (bools) and counts of the kernels; every other non-pointer argument is an int32 size/stride.
     BOOLS = {"ACT_IN", "ACT_MID", "ACT_OUT", "HAS_DW_BIAS", "HAS_PW_BIAS", "HAS_RESIDUAL", "SAME", "SAME0", "SAME1",
-             "SAME2", "SAME3", "ACCUMULATE"}
+             "SAME2", "SAME3", "ACCUMULATE", "HAS_PB1", "HAS_PB2", "HAS_PB3", "HAS_SC_BIAS"}
 
     def compile_(kernel, dtype, constexprs, arch, f32_ptrs=(), num_warps=4, num_stages=3, scales="fp32",
                  aligned=(), spills_allowed=False, out_type=None):
@@ -135,6 +135,25 @@ SCRIPT = textwrap.dedent(
                  out_type=out_type)
     compile_(U._upsample_labels_kernel, "bf16", dict(SRC_NHWC=False, IDX64=True, BLOCK_W=block_w, BLOCK_C=block_c),
              80, num_warps=TILE_WARPS, out_type="*u8", scales="fp64")
+    # The block kernel (10-20 s per compile here) at DFANet's blocks: the first (8 -> 12, 12, 48, stride 2,
+    # projection) in fp32; enc2's concatenation (48 + 192 channels, the second resized) in fp16 on tensor cores; an
+    # identity block with the widest mids (192 -> 48, 48, 192) in bf16. Dense NHWC sources, 32-bit indices. All at
+    # 254-255 registers; one source of 12 mids spills nothing in fp32, the others 8-40 B, a resized second source
+    # (its four taps per depthwise tap) 244 B in fp16 and 704 B in fp32 (Triton 3.9, 2026-12): what that costs, and
+    # whether smaller tiles pay off, is for a GPU to measure.
+    for dtype, inputs, channels, projection, spills in (("fp32", (8,), (8, 12, 12, 48), True, False),
+                                                        ("fp16", (48, 192), (240, 12, 12, 48), True, True),
+                                                        ("bf16", (192,), (192, 48, 48, 192), False, True)):
+        ce = dict(NUM_SOURCES=len(inputs), PROJECTION=projection, SRC_NHWC=True, IS_FP32=dtype == "fp32",
+                  DOT_FP32=False, IDX64=False, **X.tiles(*channels, interpret=False))
+        # The channel counts a launch sees as multiples of 16 (the pointers 16-byte aligned): without that the
+        # first case spills 416 B.
+        counts = dict(zip(("C0", "C1", "C2", "C3"), channels), **{f"CS{i}": c for i, c in enumerate(inputs)})
+        k = compile_(X._xception_block_kernel, dtype, ce, 90, f32_ptrs=("scratch_ptr",), num_warps=X._WARPS,
+                     num_stages=X._STAGES, aligned=tuple(name for name, c in counts.items() if c % 16 == 0),
+                     spills_allowed=spills)
+        if dtype != "fp32":
+            assert "mma" in k.asm["ptx"], "fp16/bf16 dot must run on tensor cores"
     print("compiled")
     """
 )

@@ -54,8 +54,8 @@ def make_args(n, c0, c1, c2, c3, h, w, stride, projection, seed=0):
 @pytest.mark.parametrize("case", BLOCK_CASES, ids=block_case_id)
 @pytest.mark.parametrize("backend", [on(b) for b in ("cpu", "triton", "cuda")])
 def test_xception_block_matches_reference(backend, case):
-    """xception_block_cat (and, for one input, xception_block and PreparedBlock): one kernel on the CPU and CUDA,
-    composed from the ops by dfanet_kernels.dispatch on Triton, against the float64 reference.
+    """xception_block_cat (and, for one input, xception_block and PreparedBlock): one kernel per block on every
+    compiled backend, against the float64 reference.
 
     fp32: three convs in a row (plus a resize), each summing 9 + C products in another order than the float64
     reference: a few ulp times sqrt(terms) per conv on O(1) values, far below 5e-5 after three (as on the CPU)."""
@@ -69,8 +69,9 @@ def test_xception_block_matches_reference(backend, case):
         assert torch.equal(block(inputs[0]), dk.xception_block(inputs[0], **args, backend=backend))
 
 
-# The CUDA block kernel (csrc/cuda/xception_block.cu) on a GPU, (N, [(C, H, W) of each input], C1, C2, C3, stride,
-# projection): the model's blocks at sizes that take 8 x 8 output tiles (a map of 150 x 130 gives 323 tiles on 132
+# The GPU block kernels (csrc/cuda/xception_block.cu, dfanet_kernels/triton/xception_block.py), (N, [(C, H, W) of
+# each input], C1, C2, C3, stride, projection).
+# CUDA, on a GPU: the model's blocks at sizes that take 8 x 8 output tiles (a map of 150 x 130 gives 323 tiles on 132
 # SMs) and 4 x 4 tiles with the output channels split over blocks (small maps), each mid-width class of the kernel
 # (up to 16, 32, 48, 64), odd sizes and channel counts, 1 x 1 maps, batches > 1, DFANet's enc2 concatenation
 # (48 + 192 channels, the second resized x4) and a same-size one; mid widths past 64 and more than 8 inputs, which
@@ -89,24 +90,49 @@ CUDA_BLOCK_CASES = [
     (1, [(320, 6, 7)], 33, 330, 40, 2, True),
     (1, [(2, 5 + i % 3, 6 + i % 4) for i in range(10)], 8, 8, 20, 1, False),
 ]
-# vs the float64 reference on the same rounded inputs. fp32: as on the CPU (5e-5, 2e-5). fp16/bf16: the kernel keeps
-# y1, y2 and every sum in fp32 and rounds the output once, half an ulp (2^-11, 2^-8 relative): twice that. The
-# composed cases also round y1, y2 and each depthwise result that feeds the tensor cores: 4x the kernel's (about 2x
-# op_cases.DTYPES' one-op tolerance, for three ops in a row).
+# Triton, small enough for the interpreter, each case in the dtypes and layouts named (the interpreter takes ~4 s a
+# run; tests/kernels/test_triton_backend.py runs the GPU's tiles, the fallbacks and 64-bit indices): 3 input
+# channels at batch 2, odd 7 x 9, stride 2; three inputs, the middle one resized, into an identity shortcut on
+# 13 x 5 (two tile rows: halos across tiles); two inputs, one resized, with DFANet's widest mids (48) and 96
+# outputs, stride 2.
+TRITON_BLOCK_CASES = [
+    ((2, [(3, 7, 9)], 12, 12, 24, 2, True), [(torch.float32, "strided"), (torch.bfloat16, "channels_last")]),
+    ((1, [(12, 13, 5), (24, 7, 3), (12, 13, 5)], 12, 24, 48, 1, False),
+     [(torch.float32, "channels_last"), (torch.float16, "strided")]),
+    ((2, [(12, 9, 7), (36, 5, 4)], 48, 48, 96, 2, True), [(torch.float32, "channels_last")]),
+]
+# vs the float64 reference on the same rounded inputs. fp32: as on the CPU (5e-5, 2e-5). fp16/bf16: the CUDA kernel
+# keeps y1, y2 and every sum in fp32 and rounds the output once, half an ulp (2^-11, 2^-8 relative): twice that.
+# The composed cases also round y1, y2 and each depthwise result that feeds the tensor cores: 4x the kernel's (about
+# 2x op_cases.DTYPES' one-op tolerance, for three ops in a row). The Triton kernel keeps y1 and y2 in fp32 but
+# rounds each depthwise result (and the shortcut's input) for its tensor-core products, a subset of the composed
+# roundings: the composed tolerance (its worst seen, 2026-12: 6.7e-4 fp16, 1.4e-2 bf16).
 CUDA_BLOCK_TOLERANCES = {torch.float32: (5e-5, 2e-5), torch.float16: (1e-3, 1e-3), torch.bfloat16: (8e-3, 8e-3)}
 
 
-@pytest.mark.parametrize("layout", ["channels_last", "strided"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
-@pytest.mark.parametrize("backend, case", [on("cuda", c, id=block_case_id(c)) for c in CUDA_BLOCK_CASES])
-def test_cuda_block_kernel_matches_reference(backend, case, dtype, layout):
+def block_kernel_tolerance(backend, case, dtype):
+    """(atol, rtol) of a GPU block-kernel case (see CUDA_BLOCK_TOLERANCES)."""
+    atol, rtol = CUDA_BLOCK_TOLERANCES[dtype]
+    composed = max(case[2], case[3]) > 64 or len(case[1]) > 8 or backend == "triton"
+    if composed and dtype != torch.float32:
+        atol, rtol = 4 * atol, 4 * rtol
+    return atol, rtol
+
+
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+# CUDA: every case in every dtype and layout; Triton: its cases' own.
+BLOCK_KERNEL_RUNS = ([("cuda", c, d, layout) for c in CUDA_BLOCK_CASES for d in DTYPE_NAMES
+                      for layout in ("channels_last", "strided")]
+                     + [("triton", c, d, layout) for c, runs in TRITON_BLOCK_CASES for d, layout in runs])
+
+@pytest.mark.parametrize("backend, case, dtype, layout", [
+    on(b, case, dtype, layout, id=f"{block_case_id(case)}-{DTYPE_NAMES[dtype]}-{layout}")
+    for b, case, dtype, layout in BLOCK_KERNEL_RUNS])
+def test_block_kernel_matches_reference(backend, case, dtype, layout):
     args = block_args(*case, device=DEV[backend], dtype=dtype)
     inputs = [in_layout(t, layout) for t in args.pop("inputs")]
     expected = block_expected({"inputs": inputs, **args})
-    atol, rtol = CUDA_BLOCK_TOLERANCES[dtype]
-    composed = max(case[2], case[3]) > 64 or len(case[1]) > 8
-    if composed and dtype != torch.float32:
-        atol, rtol = 4 * atol, 4 * rtol
+    atol, rtol = block_kernel_tolerance(backend, case, dtype)
     check(dk.xception_block_cat(inputs, **args, backend=backend), expected, atol, rtol, backend)
 
 

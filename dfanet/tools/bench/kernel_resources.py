@@ -59,7 +59,7 @@ FAMILIES = {"dwsep_conv_fma_kernel": "dwsep_conv", "dwsep_conv_wmma_kernel": "dw
             "upsample_kernel": "upsample", "attention_vector_kernel": "attention_vector",
             "scale_kernel": "attention_scale", "_dwsep_conv_kernel": "dwsep_conv", "_upsample_kernel": "upsample",
             "_attention_vector_kernel": "attention_vector", "_scale_kernel": "attention_scale",
-            "xception_block_kernel": "xception_block"}
+            "xception_block_kernel": "xception_block", "_xception_block_kernel": "xception_block"}
 DTYPES = {"__half": "fp16", "__nv_bfloat16": "bf16", "float": "fp32"}
 
 
@@ -238,7 +238,7 @@ def _capturing_launches(record):
     from triton.runtime.driver import driver
 
     from dfanet_kernels import reference
-    from dfanet_kernels.triton import dwsep_conv, fc_attention, upsample
+    from dfanet_kernels.triton import dwsep_conv, fc_attention, upsample, xception_block
 
     def hook(*, fn, compile, **_):
         record(fn.jit_function, compile)
@@ -251,7 +251,7 @@ def _capturing_launches(record):
         # meta conv does not.
         return conv(*args, **kwargs).contiguous(memory_format=torch.channels_last)
 
-    saved = [(m, name, getattr(m, name)) for m in (dwsep_conv, fc_attention, upsample)
+    saved = [(m, name, getattr(m, name)) for m in (dwsep_conv, fc_attention, upsample, xception_block)
              for name in ("launchable", "AUTOTUNE") if hasattr(m, name)] + [(reference, "conv", conv)]
     previous_driver, previous_hook = driver._active, knobs.runtime.jit_cache_hook  # no public getter for either
     try:

@@ -221,8 +221,9 @@ def upsample_kernel(op: str, inputs, size, e: _Sizes) -> Kernel:
 
 def block_kernels(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias,
                   e: _Sizes) -> list[Kernel]:
-    """An Xception block as the GPU backends run it (dispatch.run_block): the concatenation written where the input
-    is one, the 1x1 shortcut conv, three dwsep_conv (ReLU first; the third adds the shortcut)."""
+    """An Xception block composed from the ops, as the GPU backends ran it before their block kernels (and still do
+    past 64 mid channels): the concatenation written where the input is one, the 1x1 shortcut conv, three
+    dwsep_conv (ReLU first; the third adds the shortcut)."""
     kernels = []
     n, _, h, w = inputs[0].shape
     shape = (n, sum(t.shape[1] for t in inputs), h, w)
