@@ -80,13 +80,13 @@ __device__ AxisTap<Index> axis_tap(Index dst, Index in, float scale) {
   return AxisTap<Index>{i0, i0 + (i0 < in - 1 ? 1 : 0), 1.f - w1, w1};
 }
 
-// The block's dynamic shared memory (the launch's third <<<>>> argument), 16-byte aligned. The CUDA emulator
-// (tests/kernels/cuda_emu/emu.h) gives each emulated block a buffer of its own instead.
+// The block's dynamic shared memory (the launch's third <<<>>> argument), 32-byte aligned as WMMA's pointers must be.
+// The CUDA emulator (tests/kernels/cuda_emu/emu.h) gives each emulated block a buffer of its own instead.
 #ifdef DFANET_CUDA_EMULATOR
 __device__ inline void* dynamic_shared_memory() { return emu::dynamic_shared(); }
 #else
 __device__ inline void* dynamic_shared_memory() {
-  extern __shared__ __align__(16) unsigned char dfanet_dynamic_shared[];
+  extern __shared__ __align__(32) unsigned char dfanet_dynamic_shared[];
   return dfanet_dynamic_shared;
 }
 #endif
