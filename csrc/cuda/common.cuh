@@ -1,9 +1,11 @@
-// Helpers shared by the .cu kernels: the dtype dispatch, fp32 conversions of the three storage types, launch geometry.
+// Helpers shared by the .cu kernels: the dtype dispatch, fp32 conversions of the three storage types, launch geometry,
+// the tensor-core accumulators' read-back.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <cstdint>
 
@@ -78,18 +80,33 @@ __device__ AxisTap<Index> axis_tap(Index dst, Index in, float scale) {
   return AxisTap<Index>{i0, i0 + (i0 < in - 1 ? 1 : 0), 1.f - w1, w1};
 }
 
-// The block's dynamic shared memory (the launch's third <<<>>> argument), 16-byte aligned. The CUDA emulator
-// (tests/kernels/cuda_emu/emu.h) gives each emulated block a buffer of its own instead.
+// The block's dynamic shared memory (the launch's third <<<>>> argument), 32-byte aligned as WMMA's pointers must be.
+// The CUDA emulator (tests/kernels/cuda_emu/emu.h) gives each emulated block a buffer of its own instead.
 #ifdef DFANET_CUDA_EMULATOR
 __device__ inline void* dynamic_shared_memory() { return emu::dynamic_shared(); }
 #else
 __device__ inline void* dynamic_shared_memory() {
-  extern __shared__ __align__(16) unsigned char dfanet_dynamic_shared[];
+  extern __shared__ __align__(32) unsigned char dfanet_dynamic_shared[];
   return dfanet_dynamic_shared;
 }
 #endif
 
 // NaN passes through, as in torch.relu.
 __device__ __forceinline__ float relu(float v) { return v < 0.f ? 0.f : v; }
+
+// A tensor-core GEMM's 16 x 16 fp32 accumulator read back through the warp's own scratch (16 rows of
+// kWmmaScratchPitch floats, 32-byte aligned; the +4 shifts banks from row to row), since WMMA's register layout is
+// opaque: each lane gets 8 consecutive values of one row, lane / 2 the row, (lane % 2) * 8 the first column.
+constexpr int kWmmaScratchPitch = 16 + 4;
+
+template <typename Accumulator>
+__device__ __forceinline__ void accumulator_row(const Accumulator& acc, float* scratch, float (&v)[8]) {
+  nvcuda::wmma::store_matrix_sync(scratch, acc, kWmmaScratchPitch, nvcuda::wmma::mem_row_major);
+  __syncwarp();
+  const int lane = threadIdx.x % 32;
+#pragma unroll
+  for (int q = 0; q < 8; ++q) v[q] = scratch[(lane / 2) * kWmmaScratchPitch + (lane % 2) * 8 + q];
+  __syncwarp();  // read before the next accumulator overwrites the scratch
+}
 
 }  // namespace dfanet::cuda

@@ -276,12 +276,11 @@ __global__ void __launch_bounds__(Geometry<kTile>::kThreads, Geometry<kTile>::mi
   using namespace nvcuda;
   using G = Geometry<kTile>;
   constexpr int kWidth = 32 * kFrags, kWarpRows = G::kPixels / 16;
-  // Row pitches: multiples of 8 halves / 4 floats as WMMA requires, keeping every fragment 32-byte aligned; the
-  // +8 / +4 also shift banks from row to row.
+  // Row pitch: a multiple of 8 halves as WMMA requires, keeping every fragment 32-byte aligned; the +8 also shifts
+  // banks from row to row.
   constexpr int kLd = kMmaChunk + 8;
-  constexpr int kLdC = 16 + 4;
   constexpr int kHaloBytes = G::kHaloPixels * kMmaChunk * static_cast<int>(sizeof(T));
-  constexpr int kScratchBytes = (G::kThreads / 32) * 16 * kLdC * static_cast<int>(sizeof(float));
+  constexpr int kScratchBytes = (G::kThreads / 32) * 16 * kWmmaScratchPitch * static_cast<int>(sizeof(float));
   static_assert(kScratchBytes <= kHaloBytes, "the epilogue's scratch lives in the halo");
   // The halo, then (once the last chunk's depthwise has read it) each warp's 16 x 16 accumulator for the epilogue.
   __shared__ __align__(32) unsigned char halo_bytes[kHaloBytes];
@@ -327,20 +326,15 @@ __global__ void __launch_bounds__(Geometry<kTile>::kThreads, Geometry<kTile>::mi
         }
       }
     }
-    // Each accumulator through the warp's own scratch, so that a lane holds 8 consecutive channels of one pixel
-    // (WMMA's register layout is opaque): lane / 2 is the row, lane % 2 the half.
-    float* scratch = reinterpret_cast<float*>(halo_bytes) + warp * 16 * kLdC;
-    const int row = lane / 2, col = (lane % 2) * kVec<T>;
-    const int64_t m = output_pixel<kTile>(p, t, warp_m + row);
+    // Each accumulator through the warp's own scratch (accumulator_row): a lane holds 8 consecutive channels of one
+    // pixel, lane / 2 the row, lane % 2 the half.
+    float* scratch = reinterpret_cast<float*>(halo_bytes) + warp * 16 * kWmmaScratchPitch;
+    const int64_t m = output_pixel<kTile>(p, t, warp_m + lane / 2);
 #pragma unroll
     for (int j = 0; j < kFrags; ++j) {
-      wmma::store_matrix_sync(scratch, acc[j], kLdC, wmma::mem_row_major);
-      __syncwarp();
       float v[kVec<T>];
-#pragma unroll
-      for (int q = 0; q < kVec<T>; ++q) v[q] = scratch[row * kLdC + col + q];
-      __syncwarp();  // read before the next accumulator overwrites the scratch
-      if (m >= 0) store_outputs<T>(p, m, t.n0 + warp_n + 16 * j + col, vec_out, v);
+      accumulator_row(acc[j], scratch, v);
+      if (m >= 0) store_outputs<T>(p, m, t.n0 + warp_n + 16 * j + (lane % 2) * kVec<T>, vec_out, v);
     }
     __syncthreads();  // the scratch is read before the next tile stages its halo there
   }

@@ -7,10 +7,16 @@
 // exchanged) and keeps them in shared memory, ReLU already applied (each sep conv's act_in, applied once by the
 // producer instead of at every depthwise tap; relu(0) = 0 keeps the zero padding outside the map). Input channels
 // stream through in chunks: the chunk's input halo ((kEdge + 3) * stride + 3 pixels square) is staged in shared
-// memory with the sep1 ReLU applied (16-byte loads from a plain input whose channels allow them), its depthwise result is formed there, and the pointwise product accumulates in
-// registers. Every pointwise conv is a small GEMM over (pixels) x (output channels), K in chunks of 16: threads in
-// kRows x 16, a thread holding kRm pixels x kRn channels of fp32 accumulators (FMA; the same for fp16/bf16, whose
-// values are widened to fp32 as they are staged). The projection shortcut is one more K range of sep3's GEMM (the
+// memory with the sep1 ReLU applied (16-byte loads from a plain input whose channels allow them), its depthwise
+// result is formed there, and the pointwise product accumulates in registers. Every pointwise conv is a small GEMM
+// over (pixels) x (output channels), K in chunks of up to 16, in one of two implementations:
+// - FmaGemm (fp32, and fp16/bf16 before sm_80): CUDA-core FMAs, threads in kRows x 16, each holding pixels x
+//   channels of fp32 accumulators; fp16/bf16 values are widened to fp32 as they are staged.
+// - WmmaGemm (fp16/bf16 on sm_80+): tensor cores, WMMA 16x16x16 with fp32 accumulation as in dwsep_conv.cu. The
+//   chunk's depthwise result is rounded to the storage type as it is staged, K padded to 16 with zeros (channel
+//   counts such as 8, 12 and 24; stride 2's 8-channel input chunks), the pixels to a multiple of 16; the 16 x 16
+//   accumulator tiles are dealt round the warps and read back through each warp's scratch (accumulator_row).
+// Both hand their results to the same epilogues. The projection shortcut is one more K range of sep3's GEMM (the
 // input at the strided output pixels times the shortcut weight), so it adds into the same accumulators; the
 // identity shortcut and the biases are added in registers as the output is stored.
 //
@@ -19,7 +25,11 @@
 // never written to memory. One source at H x W is a plain input.
 //
 // Precision: y1 and y2 are kept in fp32 for every storage type (the three-launch composition rounds them to the
-// storage type in global memory); the output is rounded once.
+// storage type in global memory); the output is rounded once. On tensor cores each depthwise result feeding a
+// product, and the shortcut's input where it is resized, is rounded once to the storage type too (as dwsep_conv's
+// tensor-core path rounds its depthwise result).
+#include <type_traits>
+
 #include "common.cuh"
 #include "launchers.h"
 
@@ -35,24 +45,18 @@ constexpr int kChunk = 16;
 // pixels, 2.5x as many, the same shared memory within 30%).
 __host__ __device__ inline int input_chunk(int stride) { return stride == 1 ? 16 : 8; }
 
-// Output-channel columns of the threads of sep3 (16 threads across, kOutCols channels each) for mid widths of
-// 16 * kMidCols: 48 for 16 (DFANet A's 12 -> 48 stage, B's 8 -> 32), else 96 (A's 24 -> 96; 48 -> 192 in two
-// passes over the same y2, each recomputing sep3's depthwise, 9 FMAs against the pass's 96 per value). 192 in one
-// pass (48 accumulators) spilled at 128 registers (ptxas, sm_80/sm_90, 2026-12).
+// Output-channel columns of 16 in a sep3 pass (on the FMA path 16 threads across, kOutCols channels each; on tensor
+// cores kOutCols accumulator tiles across) for mid widths of 16 * kMidCols: 48 for 16 (DFANet A's 12 -> 48 stage,
+// B's 8 -> 32), else 96 (A's 24 -> 96; 48 -> 192 in two passes over the same y2, each recomputing sep3's depthwise,
+// 9 FMAs against the pass's 96 per value). 192 in one pass (48 accumulators) spilled at 128 registers on the FMA
+// path (ptxas, sm_80/sm_90, 2026-12).
 constexpr int out_cols(int mid_cols) { return mid_cols == 1 ? 3 : 6; }
 
 template <int kEdge>
 struct Geometry {
   static constexpr int kThreads = kEdge >= 8 ? 256 : 128;
-  static constexpr int kRows = kThreads / 16;  // threads down the pixels of a GEMM; 16 across its channels
   static constexpr int kEdge1 = kEdge + 4, kEdge2 = kEdge + 2;  // the y1 and y2 regions
-  static constexpr int kM1 = kEdge1 * kEdge1, kM2 = kEdge2 * kEdge2, kM3 = kEdge * kEdge;
-  // Pixels per thread in each GEMM (rows past M compute zeros and are never stored).
-  static constexpr int kRm1 = (kM1 + kRows - 1) / kRows, kRm2 = (kM2 + kRows - 1) / kRows,
-                       kRm3 = (kM3 + kRows - 1) / kRows;
-  // A chunk's depthwise result, [k][pixel]: an odd pitch, so that consecutive threads (consecutive k of one pixel)
-  // write to distinct banks.
-  static constexpr int kPitchA = kRows * kRm1 + 1;
+  static constexpr int kM1 = kEdge1 * kEdge1, kM2 = kEdge2 * kEdge2, kM3 = kEdge * kEdge;  // the GEMMs' pixels
   __host__ __device__ static int span(int stride) { return (kEdge + 3) * stride + 3; }  // input halo edge
 };
 
@@ -60,25 +64,174 @@ struct Geometry {
 template <int kEdge>
 constexpr int kMinBlocks = 512 / Geometry<kEdge>::kThreads;
 
-__host__ __device__ inline int round4(int v) { return (v + 3) / 4 * 4; }
+// The pointwise GEMMs, (pixels) x (output channels) x K in chunks of up to kChunk, in one of two implementations
+// with one interface: a chunk's A (pixel m, k) and B (output channel n, k) go to shared memory through set_a and
+// set_b, multiply adds their product to an Acc of kM pixels x 16 kCols channels (zero when constructed), and
+// for_each hands each of the Acc's values to f(m, n, v), m < kM. K is padded to k_padded(kc), the GEMM's rows to
+// padded(kM): the padding is zeros. G: the Geometry, kOutCols: sep3's columns, the widest B.
 
-// The block's shared memory, in floats: the input halo chunk (later y2, which needs it no more), y1, the GEMM's
-// A and B chunks, the depthwise weights (sep1's per chunk, sep2's and sep3's whole) and the y1 / y2 biases.
-struct Layout {
-  int x, y1, a, b, dw1, dw2, dw3, b1, b2, total;
+// CUDA-core FMAs (fp32; fp16/bf16 before sm_80): A [k][pixel] and B [k][channel] in fp32, threads in kRows x 16, a
+// thread accumulating pixels ty + kRows i and channels tx + 16 j.
+template <typename G, int kOutCols>
+struct FmaGemm {
+  static constexpr int kRows = G::kThreads / 16;
+  __host__ __device__ static constexpr int padded(int m) { return (m + kRows - 1) / kRows * kRows; }
+  __device__ static int k_padded(int kc) { return kc; }
+  // Odd pitches, so that the staging writes (consecutive threads on consecutive k, so down a column) spread over
+  // the banks.
+  static constexpr int kPitchA = padded(G::kM1) + 1, kPitchB = 16 * kOutCols + 1;
+  static constexpr int kAFloats = kChunk * kPitchA, kBFloats = kChunk * kPitchB, kScratchFloats = 0;
+
+  template <int kM, int kCols>
+  struct Acc {
+    float v[padded(kM) / kRows][kCols] = {};
+  };
+
+  float* A;
+  float* B;
+  int tx, ty;
+
+  __device__ FmaGemm(float* a, float* b, float*) : A(a), B(b), tx(threadIdx.x % 16), ty(threadIdx.x / 16) {}
+  __device__ void set_a(int m, int k, float v) const { A[k * kPitchA + m] = v; }
+  template <typename T>
+  __device__ void set_b(int n, int k, T v) const {
+    B[k * kPitchB + n] = to_float(v);
+  }
+
+  template <int kM, int kCols>
+  __device__ __forceinline__ void multiply(Acc<kM, kCols>& acc, int kc) const {
+    constexpr int kRm = padded(kM) / kRows;
+    for (int k = 0; k < kc; ++k) {
+      float av[kRm], bv[kCols];
+#pragma unroll
+      for (int i = 0; i < kRm; ++i) av[i] = A[k * kPitchA + ty + kRows * i];
+#pragma unroll
+      for (int j = 0; j < kCols; ++j) bv[j] = B[k * kPitchB + tx + 16 * j];
+#pragma unroll
+      for (int i = 0; i < kRm; ++i) {
+#pragma unroll
+        for (int j = 0; j < kCols; ++j) acc.v[i][j] = fmaf(av[i], bv[j], acc.v[i][j]);
+      }
+    }
+  }
+
+  template <int kM, int kCols, typename F>
+  __device__ __forceinline__ void for_each(const Acc<kM, kCols>& acc, F&& f) const {
+#pragma unroll
+    for (int i = 0; i < padded(kM) / kRows; ++i) {
+      const int m = ty + kRows * i;
+      if (m >= kM) continue;
+#pragma unroll
+      for (int j = 0; j < kCols; ++j) f(m, tx + 16 * j, acc.v[i][j]);  // consecutive tx: consecutive channels
+    }
+  }
 };
 
-template <int kEdge, int kMidCols>
+// `v`, hidden from the optimizer: what is computed from it is recomputed where it is used, not hoisted out of the
+// tile and chunk loops, where the offsets of each accumulator tile of each GEMM would hold registers for the whole
+// kernel (spills in the tensor-core kernels with 3 or 4 mid columns; ptxas, sm_80 and sm_90, 2026-12).
+__device__ __forceinline__ int unhoisted(int v) {
+  asm volatile("" : "+r"(v));
+  return v;
+}
+
+// Tensor cores (fp16/bf16 on sm_80+; WMMA 16x16x16, fp32 accumulation, as dwsep_conv.cu's wmma kernel): A
+// [pixel][k] and B [channel][k] in the storage type (the depthwise results rounded to it), every chunk K = 16. An
+// Acc is padded(kM) / 16 x kCols accumulator tiles, tile t on warp t % kWarps.
+template <typename T, typename G, int kOutCols>
+struct WmmaGemm {
+  static constexpr int kWarps = G::kThreads / 32;
+  // Row pitch in elements: a multiple of 8 halves as WMMA requires, keeping every 16th row 32-byte aligned; the +8
+  // also shifts banks from row to row.
+  static constexpr int kLd = kChunk + 8;
+  __host__ __device__ static constexpr int padded(int m) { return (m + 15) / 16 * 16; }
+  __device__ static int k_padded(int) { return kChunk; }
+  static constexpr int kAFloats = padded(G::kM1) * kLd / 2, kBFloats = 16 * kOutCols * kLd / 2;
+  static constexpr int kScratchFloats = kWarps * 16 * kWmmaScratchPitch;  // accumulator_row's, a warp each
+
+  template <int kM, int kCols>
+  struct Acc {
+    static constexpr int kTiles = padded(kM) / 16 * kCols, kPerWarp = (kTiles + kWarps - 1) / kWarps;
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> tile[kPerWarp];
+    __device__ Acc() {
+#pragma unroll
+      for (int i = 0; i < kPerWarp; ++i) nvcuda::wmma::fill_fragment(tile[i], 0.f);
+    }
+  };
+
+  T* A;
+  T* B;
+  float* scratch;
+  int warp;
+
+  __device__ WmmaGemm(float* a, float* b, float* s)
+      : A(reinterpret_cast<T*>(a)), B(reinterpret_cast<T*>(b)),
+        scratch(s + (threadIdx.x / 32) * 16 * kWmmaScratchPitch), warp(threadIdx.x / 32) {}
+  __device__ void set_a(int m, int k, float v) const { A[m * kLd + k] = from_float<T>(v); }
+  __device__ void set_b(int n, int k, T v) const { B[n * kLd + k] = v; }
+
+  template <int kM, int kCols>
+  __device__ __forceinline__ void multiply(Acc<kM, kCols>& acc, int) const {
+    using namespace nvcuda;
+#pragma unroll
+    for (int i = 0; i < Acc<kM, kCols>::kPerWarp; ++i) {
+      const int t = unhoisted(warp) + kWarps * i;
+      if (t < Acc<kM, kCols>::kTiles) {  // the same for the whole warp
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+        wmma::load_matrix_sync(a, A + (t / kCols) * 16 * kLd, kLd);
+        wmma::load_matrix_sync(b, B + (t % kCols) * 16 * kLd, kLd);
+        wmma::mma_sync(acc.tile[i], a, b, acc.tile[i]);
+      }
+    }
+  }
+
+  template <int kM, int kCols, typename F>
+  __device__ __forceinline__ void for_each(const Acc<kM, kCols>& acc, F&& f) const {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int i = 0; i < Acc<kM, kCols>::kPerWarp; ++i) {
+      const int t = unhoisted(warp) + kWarps * i;
+      if (t < Acc<kM, kCols>::kTiles) {
+        float v[8];
+        accumulator_row(acc.tile[i], scratch, v);
+        const int m = (t / kCols) * 16 + lane / 2, n = (t % kCols) * 16 + (lane % 2) * 8;
+#pragma unroll
+        for (int q = 0; q < 8; ++q) {
+          if (m < kM) f(m, n + q, v[q]);
+        }
+      }
+    }
+  }
+};
+
+// The GEMM implementation of a kernel instantiation.
+template <typename T, int kEdge, int kMidCols, bool kTensorCores>
+using GemmOf = std::conditional_t<kTensorCores, WmmaGemm<T, Geometry<kEdge>, out_cols(kMidCols)>,
+                                  FmaGemm<Geometry<kEdge>, out_cols(kMidCols)>>;
+
+// Offsets 32 bytes apart: WMMA's pointers.
+__host__ __device__ inline int round8(int v) { return (v + 7) / 8 * 8; }
+
+// The block's shared memory, in floats: the input halo chunk (later y2, which needs it no more), y1, the GEMM's
+// A and B chunks and (tensor cores) the accumulators' scratch, the depthwise weights (sep1's per chunk, sep2's and
+// sep3's whole) and the y1 / y2 biases.
+struct Layout {
+  int x, y1, a, b, scratch, dw1, dw2, dw3, b1, b2, total;
+};
+
+template <typename Gemm, int kEdge>
 __host__ __device__ Layout layout(int64_t C1, int64_t C2, int stride) {
   using G = Geometry<kEdge>;
   const int c1 = static_cast<int>(C1), c2 = static_cast<int>(C2), span = G::span(stride);
   const int x_floats = span * span * input_chunk(stride), y2_floats = G::kM2 * c2;
   Layout l{};
   l.x = 0;
-  l.y1 = round4(x_floats > y2_floats ? x_floats : y2_floats);
-  l.a = round4(l.y1 + G::kM1 * c1);
-  l.b = round4(l.a + kChunk * G::kPitchA);
-  l.dw1 = round4(l.b + kChunk * (16 * out_cols(kMidCols) + 1));
+  l.y1 = round8(x_floats > y2_floats ? x_floats : y2_floats);
+  l.a = round8(l.y1 + G::kM1 * c1);
+  l.b = round8(l.a + Gemm::kAFloats);
+  l.scratch = round8(l.b + Gemm::kBFloats);
+  l.dw1 = round8(l.scratch + Gemm::kScratchFloats);
   l.dw2 = l.dw1 + kChunk * 9;
   l.dw3 = l.dw2 + c1 * 9;
   l.b1 = l.dw3 + c2 * 9;
@@ -132,16 +285,16 @@ __device__ float input_value(const Args& a, int64_t n, int64_t ih, int64_t iw, i
 }
 
 // The depthwise 3x3 of channels [c0, c0 + kc) of `src` (a span x span square of pixels, `pitch` floats each) at the
-// out_edge x out_edge pixels of a grid of `stride`, into A[k][pixel] for every pixel below `rows` (zeros past
-// out_edge^2: the GEMM's padding rows). w: the kc channels' 9 taps each.
-template <int kThreads>
-__device__ void depthwise(const float* src, int span, int pitch, int c0, int stride, const float* w, int kc,
-                          int out_edge, int rows, float* A, int pitch_a) {
+// out_edge x out_edge pixels of a grid of `stride`, into the GEMM's A for every pixel below `rows` and k below kpad
+// (zeros past out_edge^2 and kc: the GEMM's padding). w: the kc channels' 9 taps each.
+template <int kThreads, typename Gemm>
+__device__ void depthwise(const float* src, int span, int pitch, int c0, int stride, const float* w, int kc, int kpad,
+                          int out_edge, int rows, const Gemm& gemm) {
   const int pixels = out_edge * out_edge;
-  for (int e = threadIdx.x; e < rows * kc; e += kThreads) {
-    const int m = e / kc, k = e % kc;
+  for (int e = threadIdx.x; e < rows * kpad; e += kThreads) {
+    const int m = e / kpad, k = e % kpad;
     float v = 0.f;
-    if (m < pixels) {
+    if (m < pixels && k < kc) {
       const float* taps = src + ((m / out_edge) * stride * span + (m % out_edge) * stride) * pitch + c0 + k;
       const float* wk = w + k * 9;
 #pragma unroll
@@ -150,76 +303,48 @@ __device__ void depthwise(const float* src, int span, int pitch, int c0, int str
         for (int kw = 0; kw < 3; ++kw) v = fmaf(taps[(kh * span + kw) * pitch], wk[kh * 3 + kw], v);
       }
     }
-    A[k * pitch_a + m] = v;
+    gemm.set_a(m, k, v);
   }
 }
 
-// B[k][j] = weight[(n0 + j) * K + k0 + k] (a Cout x K weight, rows n0 .. n1), zeros past n1: j < width, k < kc.
-template <typename T, int kThreads>
-__device__ void stage_weight(const void* weight, int64_t K, int64_t k0, int kc, int64_t n0, int64_t n1, int width,
-                             float* B, int pitch_b) {
+// The GEMM's B chunk: (j, k) = weight[(n0 + j) * K + k0 + k] (a Cout x K weight, rows n0 .. n1) for j < width and
+// k < kpad, zeros past n1 and kc.
+template <typename T, int kThreads, typename Gemm>
+__device__ void stage_weight(const void* weight, int64_t K, int64_t k0, int kc, int kpad, int64_t n0, int64_t n1,
+                             int width, const Gemm& gemm) {
   const T* wt = static_cast<const T*>(weight);
-  for (int e = threadIdx.x; e < width * kc; e += kThreads) {
-    const int j = e / kc, k = e % kc;  // consecutive threads along k: coalesced reads of a weight row
-    B[k * pitch_b + j] = n0 + j < n1 ? to_float(wt[(n0 + j) * K + k0 + k]) : 0.f;
+  for (int e = threadIdx.x; e < width * kpad; e += kThreads) {
+    const int j = e / kpad, k = e % kpad;  // consecutive threads along k: coalesced reads of a weight row
+    gemm.set_b(j, k, n0 + j < n1 && k < kc ? wt[(n0 + j) * K + k0 + k] : from_float<T>(0.f));
   }
 }
 
-// acc[i][j] += sum over k < kc of A[k][ty + kRows i] * B[k][tx + 16 j].
-template <int kRows, int kRm, int kRn>
-__device__ __forceinline__ void multiply(float (&acc)[kRm][kRn], const float* A, int pitch_a, const float* B,
-                                         int pitch_b, int kc, int tx, int ty) {
-  for (int k = 0; k < kc; ++k) {
-    float av[kRm], bv[kRn];
-#pragma unroll
-    for (int i = 0; i < kRm; ++i) av[i] = A[k * pitch_a + ty + kRows * i];
-#pragma unroll
-    for (int j = 0; j < kRn; ++j) bv[j] = B[k * pitch_b + tx + 16 * j];
-#pragma unroll
-    for (int i = 0; i < kRm; ++i) {
-#pragma unroll
-      for (int j = 0; j < kRn; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-    }
-  }
+// relu(v + bias) at pixel m of the region inside the Ho x Wo map, 0 outside (the next conv's zero padding), into
+// y[m][n] (C channels; none past C): y1 or y2, a region of edge x edge pixels whose top-left is (r0, c0) on the map.
+__device__ __forceinline__ void store_mid(float v, int m, int n, const float* bias, int C, int edge, int64_t r0,
+                                          int64_t c0, const Args& a, float* y) {
+  if (n >= C) return;
+  const int64_t r = r0 + m / edge, c = c0 + m % edge;
+  const bool inside = r >= 0 && r < a.Ho && c >= 0 && c < a.Wo;
+  y[m * C + n] = inside ? relu(v + bias[n]) : 0.f;
 }
 
-// relu(acc + bias) at the region's pixels inside the Ho x Wo map, 0 outside (the next conv's zero padding), into
-// y[pixel][channel] (C channels): y1 or y2, a region of edge x edge pixels whose top-left is (r0, c0) on the map.
-template <int kRows, int kRm, int kRn>
-__device__ void store_mid(const float (&acc)[kRm][kRn], const float* bias, int64_t C, int edge, int64_t r0,
-                          int64_t c0, const Args& a, float* y, int tx, int ty) {
-#pragma unroll
-  for (int i = 0; i < kRm; ++i) {
-    const int m = ty + kRows * i;
-    if (m >= edge * edge) continue;
-    const int64_t r = r0 + m / edge, c = c0 + m % edge;
-    const bool inside = r >= 0 && r < a.Ho && c >= 0 && c < a.Wo;
-#pragma unroll
-    for (int j = 0; j < kRn; ++j) {
-      const int n = tx + 16 * j;
-      if (n < C) y[m * C + n] = inside ? relu(acc[i][j] + bias[n]) : 0.f;
-    }
-  }
-}
-
-template <typename T, int kEdge, int kMidCols>
-__global__ void __launch_bounds__(Geometry<kEdge>::kThreads, kMinBlocks<kEdge>) xception_block_kernel(const Args a) {
+// The kernel's body, with the GEMMs of `Gemm`.
+template <typename T, int kEdge, int kMidCols, typename Gemm>
+__device__ __forceinline__ void block_tiles(const Args& a) {
   using G = Geometry<kEdge>;
-  constexpr int kThreads = G::kThreads, kRows = G::kRows, kOutCols = out_cols(kMidCols);
-  constexpr int kPitchB = 16 * kOutCols + 1;  // odd: the staging writes (consecutive threads down a column) spread
+  constexpr int kThreads = G::kThreads, kOutCols = out_cols(kMidCols);
   float* smem = static_cast<float*>(dynamic_shared_memory());
-  const Layout l = layout<kEdge, kMidCols>(a.C1, a.C2, a.stride);
+  const Layout l = layout<Gemm, kEdge>(a.C1, a.C2, a.stride);
+  const Gemm gemm(smem + l.a, smem + l.b, smem + l.scratch);
   float* X = smem + l.x;
   float* Y2 = smem + l.x;  // the input halo's place: sep2 stores y2 after sep1's last read of it
   float* Y1 = smem + l.y1;
-  float* A = smem + l.a;
-  float* B = smem + l.b;
   float* dw1 = smem + l.dw1;
   float* dw2 = smem + l.dw2;
   float* dw3 = smem + l.dw3;
   float* b1 = smem + l.b1;
   float* b2 = smem + l.b2;
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
   const int s = a.stride, span = G::span(s), in_chunk = input_chunk(s);
   const int c1 = static_cast<int>(a.C1), c2 = static_cast<int>(a.C2);
 
@@ -249,10 +374,10 @@ __global__ void __launch_bounds__(Geometry<kEdge>::kThreads, kMinBlocks<kEdge>) 
 
     // ---- sep1: y1 on the tile + 2 halo, from the input halo, input channels in chunks.
     {
-      float acc[G::kRm1][kMidCols] = {};
+      typename Gemm::template Acc<G::kM1, kMidCols> acc;
       const int64_t ih0 = (oh0 - 2) * s - 1, iw0 = (ow0 - 2) * s - 1;
       for (int64_t k0 = 0; k0 < a.C0; k0 += in_chunk) {
-        const int kc = static_cast<int>(a.C0 - k0 < in_chunk ? a.C0 - k0 : in_chunk);
+        const int kc = static_cast<int>(a.C0 - k0 < in_chunk ? a.C0 - k0 : in_chunk), kpad = Gemm::k_padded(kc);
         __syncthreads();  // the previous chunk's (or tile's) reads of X (y2), A, B and dw1 are done
         if (a.vec_x) {  // kVec<T> channels a thread: kc, a whole chunk or C0's last part, is a multiple of it
           const int units = kc / kVec<T>;
@@ -277,84 +402,88 @@ __global__ void __launch_bounds__(Geometry<kEdge>::kThreads, kMinBlocks<kEdge>) 
         for (int e = threadIdx.x; e < kc * 9; e += kThreads) {
           dw1[e] = to_float(static_cast<const T*>(a.dw[0])[k0 * 9 + e]);
         }
-        stage_weight<T, kThreads>(a.pw[0], a.C0, k0, kc, 0, a.C1, 16 * kMidCols, B, kPitchB);
+        stage_weight<T, kThreads>(a.pw[0], a.C0, k0, kc, kpad, 0, a.C1, 16 * kMidCols, gemm);
         __syncthreads();
-        depthwise<kThreads>(X, span, in_chunk, 0, s, dw1, kc, G::kEdge1, kRows * G::kRm1, A, G::kPitchA);
+        depthwise<kThreads>(X, span, in_chunk, 0, s, dw1, kc, kpad, G::kEdge1, Gemm::padded(G::kM1), gemm);
         __syncthreads();
-        multiply<kRows>(acc, A, G::kPitchA, B, kPitchB, kc, tx, ty);
+        gemm.multiply(acc, kpad);
       }
       // Y1's last reader, the previous tile's sep2, finished before this tile's first barrier.
-      store_mid<kRows>(acc, b1, a.C1, G::kEdge1, oh0 - 2, ow0 - 2, a, Y1, tx, ty);
+      gemm.for_each(acc,
+                    [&](int m, int n, float v) { store_mid(v, m, n, b1, c1, G::kEdge1, oh0 - 2, ow0 - 2, a, Y1); });
     }
 
     // ---- sep2: y2 on the tile + 1 halo, from y1, mid channels in chunks.
     {
-      float acc[G::kRm2][kMidCols] = {};
+      typename Gemm::template Acc<G::kM2, kMidCols> acc;
       for (int k0 = 0; k0 < c1; k0 += kChunk) {
-        const int kc = c1 - k0 < kChunk ? c1 - k0 : kChunk;
+        const int kc = c1 - k0 < kChunk ? c1 - k0 : kChunk, kpad = Gemm::k_padded(kc);
         __syncthreads();  // y1 is complete; the previous chunk's reads of A and B are done
-        stage_weight<T, kThreads>(a.pw[1], a.C1, k0, kc, 0, a.C2, 16 * kMidCols, B, kPitchB);
-        depthwise<kThreads>(Y1, G::kEdge1, c1, k0, 1, dw2 + k0 * 9, kc, G::kEdge2, kRows * G::kRm2, A, G::kPitchA);
+        stage_weight<T, kThreads>(a.pw[1], a.C1, k0, kc, kpad, 0, a.C2, 16 * kMidCols, gemm);
+        depthwise<kThreads>(Y1, G::kEdge1, c1, k0, 1, dw2 + k0 * 9, kc, kpad, G::kEdge2, Gemm::padded(G::kM2), gemm);
         __syncthreads();
-        multiply<kRows>(acc, A, G::kPitchA, B, kPitchB, kc, tx, ty);
+        gemm.multiply(acc, kpad);
       }
       // sep1's last read of X came before the barriers above.
-      store_mid<kRows>(acc, b2, a.C2, G::kEdge2, oh0 - 1, ow0 - 1, a, Y2, tx, ty);
+      gemm.for_each(acc,
+                    [&](int m, int n, float v) { store_mid(v, m, n, b2, c2, G::kEdge2, oh0 - 1, ow0 - 1, a, Y2); });
     }
 
     // ---- sep3 + shortcut: the output tile, output channels [n0, n1) in passes of 16 * kOutCols.
     for (int64_t t0 = n0; t0 < n1; t0 += 16 * kOutCols) {
       const int64_t t1 = t0 + 16 * kOutCols < n1 ? t0 + 16 * kOutCols : n1;
-      float acc[G::kRm3][kOutCols] = {};
+      typename Gemm::template Acc<G::kM3, kOutCols> acc;
       for (int k0 = 0; k0 < c2; k0 += kChunk) {
-        const int kc = c2 - k0 < kChunk ? c2 - k0 : kChunk;
+        const int kc = c2 - k0 < kChunk ? c2 - k0 : kChunk, kpad = Gemm::k_padded(kc);
         __syncthreads();  // y2 is complete; the previous chunk's reads of A and B are done
-        stage_weight<T, kThreads>(a.pw[2], a.C2, k0, kc, t0, t1, 16 * kOutCols, B, kPitchB);
-        depthwise<kThreads>(Y2, G::kEdge2, c2, k0, 1, dw3 + k0 * 9, kc, kEdge, kRows * G::kRm3, A, G::kPitchA);
+        stage_weight<T, kThreads>(a.pw[2], a.C2, k0, kc, kpad, t0, t1, 16 * kOutCols, gemm);
+        depthwise<kThreads>(Y2, G::kEdge2, c2, k0, 1, dw3 + k0 * 9, kc, kpad, kEdge, Gemm::padded(G::kM3), gemm);
         __syncthreads();
-        multiply<kRows>(acc, A, G::kPitchA, B, kPitchB, kc, tx, ty);
+        gemm.multiply(acc, kpad);
       }
       // The projection shortcut: K continues over the input channels, A the input at the strided output pixels.
       if (a.sc_w) {
         for (int64_t k0 = 0; k0 < a.C0; k0 += kChunk) {
-          const int kc = static_cast<int>(a.C0 - k0 < kChunk ? a.C0 - k0 : kChunk);
+          const int kc = static_cast<int>(a.C0 - k0 < kChunk ? a.C0 - k0 : kChunk), kpad = Gemm::k_padded(kc);
           __syncthreads();
-          stage_weight<T, kThreads>(a.sc_w, a.C0, k0, kc, t0, t1, 16 * kOutCols, B, kPitchB);
-          for (int e = threadIdx.x; e < kRows * G::kRm3 * kc; e += kThreads) {
-            const int m = e / kc, k = e % kc;
+          stage_weight<T, kThreads>(a.sc_w, a.C0, k0, kc, kpad, t0, t1, 16 * kOutCols, gemm);
+          for (int e = threadIdx.x; e < Gemm::padded(G::kM3) * kpad; e += kThreads) {
+            const int m = e / kpad, k = e % kpad;
             const int64_t oh = oh0 + m / kEdge, ow = ow0 + m % kEdge;
-            const bool inside = m < G::kM3 && oh < a.Ho && ow < a.Wo;
-            A[k * G::kPitchA + m] = inside ? input_value<T>(a, n, oh * s, ow * s, k0 + k) : 0.f;
+            const bool inside = m < G::kM3 && k < kc && oh < a.Ho && ow < a.Wo;
+            gemm.set_a(m, k, inside ? input_value<T>(a, n, oh * s, ow * s, k0 + k) : 0.f);
           }
           __syncthreads();
-          multiply<kRows>(acc, A, G::kPitchA, B, kPitchB, kc, tx, ty);
+          gemm.multiply(acc, kpad);
         }
       }
-      // acc + pw3 bias + shortcut bias (or the input itself), stored; consecutive tx on consecutive channels.
+      // acc + pw3 bias + shortcut bias (or the input itself), stored.
       const T* pb3 = static_cast<const T*>(a.pb[2]);
       const T* sc_b = static_cast<const T*>(a.sc_b);
       T* out = static_cast<T*>(a.out);
-#pragma unroll
-      for (int i = 0; i < G::kRm3; ++i) {
-        const int m = ty + kRows * i;
-        const int64_t oh = oh0 + m / kEdge, ow = ow0 + m % kEdge;
-        if (m >= G::kM3 || oh >= a.Ho || ow >= a.Wo) continue;
-        const int64_t o = ((n * a.Ho + oh) * a.Wo + ow) * a.C3;
-#pragma unroll
-        for (int j = 0; j < kOutCols; ++j) {
-          const int64_t c = t0 + tx + 16 * j;
-          if (c >= t1) continue;
-          float v = acc[i][j];
-          if (pb3) v += to_float(pb3[c]);
-          if (!a.sc_w) {
-            v += input_value<T>(a, n, oh, ow, c);
-          } else if (sc_b) {
-            v += to_float(sc_b[c]);
-          }
-          out[o + c] = from_float<T>(v);
+      gemm.for_each(acc, [&](int m, int j, float v) {
+        const int64_t oh = oh0 + m / kEdge, ow = ow0 + m % kEdge, c = t0 + j;
+        if (oh >= a.Ho || ow >= a.Wo || c >= t1) return;
+        if (pb3) v += to_float(pb3[c]);
+        if (!a.sc_w) {
+          v += input_value<T>(a, n, oh, ow, c);
+        } else if (sc_b) {
+          v += to_float(sc_b[c]);
         }
-      }
+        out[((n * a.Ho + oh) * a.Wo + ow) * a.C3 + c] = from_float<T>(v);
+      });
     }
+  }
+}
+
+template <typename T, int kEdge, int kMidCols, bool kTensorCores>
+__global__ void __launch_bounds__(Geometry<kEdge>::kThreads, kMinBlocks<kEdge>) xception_block_kernel(const Args a) {
+  if constexpr (kTensorCores) {
+#if __CUDA_ARCH__ >= 800  // bf16 WMMA needs sm_80; the launcher sends older GPUs to the FMA path
+    block_tiles<T, kEdge, kMidCols, GemmOf<T, kEdge, kMidCols, true>>(a);
+#endif
+  } else {
+    block_tiles<T, kEdge, kMidCols, GemmOf<T, kEdge, kMidCols, false>>(a);
   }
 }
 
@@ -386,42 +515,53 @@ Plan plan(const XceptionBlockParams& p, int sms) {
   return pl;
 }
 
-template <typename T, int kEdge, int kMidCols>
+template <typename T, int kEdge, int kMidCols, bool kTensorCores>
 cudaError_t launch_tiles(const Args& a, cudaStream_t stream) {
-  const auto kernel = xception_block_kernel<T, kEdge, kMidCols>;
-  const size_t bytes = layout<kEdge, kMidCols>(a.C1, a.C2, a.stride).total * sizeof(float);
+  const auto kernel = xception_block_kernel<T, kEdge, kMidCols, kTensorCores>;
+  const size_t bytes =
+      layout<GemmOf<T, kEdge, kMidCols, kTensorCores>, kEdge>(a.C1, a.C2, a.stride).total * sizeof(float);
   if (bytes > 48 * 1024) {  // past the default limit of dynamic shared memory
     const cudaError_t err = cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
                                                  cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
     if (err != cudaSuccess) return err;
   }
   const unsigned blocks = grid_size(a.N * a.tiles_h * a.tiles_w * a.splits, 1);
-  xception_block_kernel<T, kEdge, kMidCols><<<blocks, Geometry<kEdge>::kThreads, bytes, stream>>>(a);
+  xception_block_kernel<T, kEdge, kMidCols, kTensorCores><<<blocks, Geometry<kEdge>::kThreads, bytes, stream>>>(a);
   return cudaGetLastError();
 }
 
-template <typename T, int kEdge>
+template <typename T, int kEdge, bool kTensorCores>
 cudaError_t launch_edge(const Args& a, cudaStream_t stream) {
   const int64_t mid = a.C1 > a.C2 ? a.C1 : a.C2;
   switch (ceil_div(mid, 16)) {
     case 1:
-      return launch_tiles<T, kEdge, 1>(a, stream);
+      return launch_tiles<T, kEdge, 1, kTensorCores>(a, stream);
     case 2:
-      return launch_tiles<T, kEdge, 2>(a, stream);
+      return launch_tiles<T, kEdge, 2, kTensorCores>(a, stream);
     case 3:
-      return launch_tiles<T, kEdge, 3>(a, stream);
+      return launch_tiles<T, kEdge, 3, kTensorCores>(a, stream);
     default:
-      return launch_tiles<T, kEdge, 4>(a, stream);
+      return launch_tiles<T, kEdge, 4, kTensorCores>(a, stream);
   }
+}
+
+// fp32, and fp16/bf16 before sm_80, take the FMA path; fp16/bf16 on sm_80+ take tensor cores.
+template <typename T>
+cudaError_t launch_typed(const Args& a, int edge, bool sm80, cudaStream_t stream) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (sm80) return edge == 8 ? launch_edge<T, 8, true>(a, stream) : launch_edge<T, 4, true>(a, stream);
+  }
+  return edge == 8 ? launch_edge<T, 8, false>(a, stream) : launch_edge<T, 4, false>(a, stream);
 }
 
 }  // namespace
 
 cudaError_t launch_xception_block(const XceptionBlockParams& p, cudaStream_t stream) {
   if (!xception_block_supported(p.C1, p.C2, p.num_sources) || p.num_sources < 1) return cudaErrorInvalidValue;
-  int device = 0, sms = 0;
+  int device = 0, sms = 0, major = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
   if (err != cudaSuccess) return err;
   const Plan pl = plan(p, sms);
   Args a{};
@@ -447,7 +587,7 @@ cudaError_t launch_xception_block(const XceptionBlockParams& p, cudaStream_t str
   return dispatch_dtype(p.dtype, [&](auto type) {
     using T = typename decltype(type)::type;
     a.vec_x = a.count == 1 && p.C0 % kVec<T> == 0 && reinterpret_cast<uintptr_t>(p.sources[0].data) % 16 == 0;
-    return pl.edge == 8 ? launch_edge<T, 8>(a, stream) : launch_edge<T, 4>(a, stream);
+    return launch_typed<T>(a, pl.edge, major >= 8, stream);
   });
 }
 

@@ -68,15 +68,18 @@ def test_fc_attention_two_kernels_today_and_in_the_fused_plan():
 
 def test_block_kernel_launches_by_hand():
     """The CUDA block kernel's instantiation and dynamic shared memory (xception_block.cu's plan and layout), in
-    floats: input halo chunk or y2, y1, the GEMM's A and B chunks, depthwise weights and biases."""
+    floats: input halo chunk or y2, y1, the GEMM's A and B chunks (and on tensor cores the accumulators' scratch),
+    depthwise weights and biases."""
     # enc2's first block of A at 1024 x 1024: 256 x 256 outputs, 1024 tiles of 8 x 8; stride 2: a 25 x 25 halo of
-    # 8 channels; y1 12 x 12, A pitch 16 x 9 + 1, B 16 x (48 + 1), sep1's 16 x 9 taps, sep2/sep3 taps and biases.
+    # 8 channels; y1 12 x 12; tensor cores: A 144 pixels x 24 halves, B 48 channels x 24 halves, 8 warps' 16 x 20
+    # scratch; sep1's 16 x 9 taps, sep2/sep3 taps and biases.
     assert kr.xception_block_launch(1, 12, 12, 2, 256, 256, "fp16") == (
-        "xception_block_kernel<__half, 8, 1>", 4 * (25 * 25 * 8 + 144 * 12 + 16 * 145 + 16 * 49 + 16 * 9 + 24 * 10))
+        "xception_block_kernel<__half, 8, 1, true>",
+        4 * (25 * 25 * 8 + 144 * 12 + 144 * 12 + 48 * 12 + 8 * 16 * 20 + 16 * 9 + 24 * 10))
     # enc4 of the third backbone: 32 x 32 outputs, 16 tiles of 8 x 8 < 132 SMs: 4 x 4 tiles, 128 threads; y2 (6 x 6
-    # x 48) outgrows the stride-1 halo (10 x 10 x 16); 96 output channels a pass.
+    # x 48) outgrows the stride-1 halo (10 x 10 x 16); FMA: A pitch 64 + 1, B 16 x (96 + 1).
     assert kr.xception_block_launch(1, 48, 48, 1, 32, 32, "fp32") == (
-        "xception_block_kernel<float, 4, 3>", 4 * (36 * 48 + 64 * 48 + 16 * 65 + 16 * 97 + 16 * 9 + 96 * 10))
+        "xception_block_kernel<float, 4, 3, false>", 4 * (36 * 48 + 64 * 48 + 16 * 65 + 16 * 97 + 16 * 9 + 96 * 10))
     assert kr.xception_block_launch(1, 65, 12, 1, 32, 32, "bf16") is None  # composed by the glue
 
 
@@ -88,7 +91,8 @@ def test_fused_plan_blocks_name_their_cuda_kernel():
     attention = OpCall("fc_attention", (block.output, *weights), output=meta(1, 48, 64, 64))
     conv = OpCall("conv1x1", (attention.output, meta(32, 48, 1, 1), meta(32), 1, True), output=meta(1, 32, 64, 64))
     kernel = rl.fused_kernels([block, attention, conv], itemsize=2, dtype="bf16")[0]
-    assert (kernel.family, kernel.cuda_kernel) == ("xception_block", "xception_block_kernel<__nv_bfloat16, 4, 1>")
+    assert (kernel.family, kernel.cuda_kernel) == (
+        "xception_block", "xception_block_kernel<__nv_bfloat16, 4, 1, true>")
     assert kernel.dynamic_smem == kr.xception_block_launch(1, 12, 12, 1, 64, 64, "bf16")[1]
     compiled = kr.KernelResources(kernel.cuda_kernel, "xception_block.cu", "xception_block", "bf16", 128, 0, 0, 0, 0,
                                   128, 0.0)

@@ -29,6 +29,7 @@ from dfanet_kernels import cuda_toolkit, reference
 from dfanet_kernels.constants import labels_dtype
 
 from .test_upsample_labels import MARGIN, expected_labels
+from .test_xception_block import CUDA_BLOCK_TENSOR_CORE_TOLERANCES, CUDA_BLOCK_TOLERANCES
 
 ROOT = Path(__file__).resolve().parents[2]
 CUDA_DIR = ROOT / "csrc" / "cuda"
@@ -374,7 +375,9 @@ def test_upsample_labels_ties_and_nan_emulated(runners, tmp_path, c):
 # kernel's four column counts (up to 16, 32, 48, 64), output channels past one sep3 pass (48 or 96 a pass) and not
 # multiples of 16, input channels past one chunk (16 at stride 1, 8 at stride 2) and read 16 bytes at a time (C0
 # a multiple of 4 fp32 or 8 fp16/bf16 values) or value by value, maps of 1 x 1 and not multiples of the tile, both
-# shortcuts, batches > 1; concatenations up- and downsampled, at the same size, and a 1 x 1 source.
+# shortcuts, batches > 1; concatenations up- and downsampled, at the same size, and a 1 x 1 source. fp32 takes the
+# FMA kernels, fp16/bf16 the tensor-core ones (the emulated GPU is sm_90), each of its 8 tile and column
+# instantiations here, K padded to 16 (channel counts not multiples of 16, stride 2's 8-channel input chunks).
 BLOCK_EMU_CASES = [
     (2, [(12, 9, 7)], 12, 12, 12, 1, False, "111-", torch.float32, 132),
     (1, [(12, 9, 7)], 12, 12, 12, 1, False, "101-", torch.float32, 1),
@@ -393,13 +396,8 @@ BLOCK_EMU_CASES = [
     (3, [(5, 13, 11), (7, 4, 3), (4, 13, 11)], 9, 6, 16, 1, False, "111-", torch.bfloat16, 1),
     (1, [(4, 7, 5), (3, 1, 1)], 5, 5, 7, 2, True, "1111", torch.float16, 132),
     (1, [(6, 5, 9), (4, 11, 20)], 8, 8, 10, 1, False, "111-", torch.float32, 1),
+    (2, [(20, 9, 10), (5, 4, 3)], 64, 50, 70, 2, True, "1011", torch.float16, 1),
 ]
-# vs the float64 reference on the same rounded inputs. fp32: three convs and a shortcut in a row, each summing
-# 9 + C products of O(1) values in another order: a few ulp times sqrt(terms) per conv, far below 5e-5 (the CPU
-# block's tolerance). fp16/bf16: y1, y2 and every sum stay fp32 in the kernel, so the one large error is the
-# output's rounding, half an ulp: 2^-11 (fp16) and 2^-8 (bf16) relative; twice that as rtol, and as atol for
-# outputs near 0 (the fp32 sums' own error is ~1e-6 there).
-BLOCK_TOLERANCES = {torch.float32: (5e-5, 2e-5), torch.float16: (1e-3, 1e-3), torch.bfloat16: (8e-3, 8e-3)}
 
 
 def block_emu_id(case):
@@ -408,10 +406,11 @@ def block_emu_id(case):
             f"{'proj' if projection else 'id'}-{biases}-{str(dtype)[6:]}-{sms}sm")
 
 
-def _block_case(exe, tmp_path, case, seed=0, nan_input=False):
-    """Runs one xception_block case; with ``nan_input`` one value of the last input is NaN and the output must have
-    NaN exactly where the reference has (it spreads through each 3x3 window and every channel, and the zero padding
-    outside the map stays zero) and match it elsewhere."""
+def _block_case(exe, tmp_path, case, seed=0, nan_input=False, cc_major=9):
+    """Runs one xception_block case on an emulated GPU of compute capability ``cc_major`` (fp16/bf16 take tensor
+    cores from 8 on); with ``nan_input`` one value of the last input is NaN and the output must have NaN exactly where
+    the reference has (it spreads through each 3x3 window and every channel, and the zero padding outside the map
+    stays zero) and match it elsewhere."""
     n, specs, c1, c2, c3, stride, projection, biases, dtype, sms = case
     gen = torch.Generator().manual_seed(seed)
     c = [sum(ck for ck, _, _ in specs), c1, c2, c3]
@@ -431,7 +430,7 @@ def _block_case(exe, tmp_path, case, seed=0, nan_input=False):
     arrays += [t for t in (sc_w, sc_b) if t is not None]
     h, w = specs[0][1:]
     ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    got = _run(exe, tmp_path, "xception_block", dtype, header, arrays, (n, ho, wo, c3), sms=sms)
+    got = _run(exe, tmp_path, "xception_block", dtype, header, arrays, (n, ho, wo, c3), sms=sms, cc_major=cc_major)
     d = lambda t: None if t is None else t.double()  # noqa: E731
     expected = reference.xception_block_cat([t.double() for t in inputs], [d(t) for t in dws], [d(t) for t in pws],
                                             [d(t) for t in pbs], stride, d(sc_w), d(sc_b))
@@ -440,13 +439,24 @@ def _block_case(exe, tmp_path, case, seed=0, nan_input=False):
         assert expected.isnan().any() and not expected.isnan().all() and torch.equal(got.isnan(), expected.isnan())
         got, expected = got.nan_to_num(0.0), expected.nan_to_num(0.0)
     assert torch.isfinite(got).all(), "output has NaN/inf (a value never written?)"
-    atol, rtol = BLOCK_TOLERANCES[dtype]
+    # The GPU test's tolerances (test_xception_block), for the path the emulated GPU takes.
+    tensor_cores = dtype != torch.float32 and cc_major >= 8
+    atol, rtol = (CUDA_BLOCK_TENSOR_CORE_TOLERANCES if tensor_cores else CUDA_BLOCK_TOLERANCES)[dtype]
     torch.testing.assert_close(got.double(), expected, atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("case", BLOCK_EMU_CASES, ids=block_emu_id)
 def test_xception_block_emulated(runners, tmp_path, case):
     _block_case(runners["asan"], tmp_path, case)
+
+
+@pytest.mark.parametrize("case", [
+    (2, [(10, 13, 11), (7, 4, 3)], 19, 23, 17, 1, False, "011-", torch.float16, 132),
+    (1, [(48, 11, 10)], 48, 48, 192, 2, True, "1111", torch.bfloat16, 1),
+], ids=block_emu_id)
+def test_xception_block_before_sm80_emulated(runners, tmp_path, case):
+    """fp16/bf16 on a GPU without bf16 WMMA take the FMA kernels (fp32 products of the values as loaded)."""
+    _block_case(runners["asan"], tmp_path, case, cc_major=7)
 
 
 @pytest.mark.parametrize("case", [
@@ -465,13 +475,14 @@ def test_xception_block_keeps_nan_emulated(runners, tmp_path, case):
      ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]), ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1]),
      ("xception_block", BLOCK_EMU_CASES[3]), ("xception_block", BLOCK_EMU_CASES[15])],
     ids=["dwsep-fma", "dwsep-wmma", "dwsep-fma-192", "dwsep-wmma-192", "fc_attention", "upsample_add",
-         "xception_block-8x8", "xception_block-4x4-cat"],
+         "xception_block-8x8", "xception_block-wmma-4x4-cat"],
 )
 def test_no_shared_memory_races_emulated(runners, tmp_path, op, case):
     """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck). The
     first two take 4 x 4 pixel tiles, the 192-channel ones 8 x 8, two in a block (the tensor-core epilogue's scratch
     then reused by the next tile's halo). The xception blocks run several tiles per block (y2 in the input halo's
-    place, y1 and the GEMM chunks reused), one of them with two sources and its output channels split."""
+    place, y1 and the GEMM chunks reused), one on the FMA path, one with two sources on tensor cores (each warp's
+    accumulator scratch reused tile after tile)."""
     run_case = {"dwsep_conv": _dwsep_case, "dwsep_conv_1sm": lambda *args: _dwsep_case(*args, sms=1),
                 "fc_attention": _fc_case, "upsample": _upsample_case, "xception_block": _block_case}[op]
     run_case(runners["tsan"], tmp_path, case)

@@ -163,27 +163,35 @@ def cuda_resources() -> tuple[list[KernelResources], str | None]:
 
 def xception_block_launch(n: int, c1: int, c2: int, stride: int, ho: int, wo: int, dtype: str,
                           sms: int = 132) -> tuple[str, int] | None:
-    """The CUDA xception_block kernel a block launches on a GPU of ``sms`` SMs (csrc/cuda/xception_block.cu's
-    plan() and layout(), mirrored): its demangled name (storage type, output tile edge, mid-width columns) and its
-    dynamic shared memory in bytes; None where the glue composes the block instead (mid widths past 64)."""
+    """The CUDA xception_block kernel a block launches on a GPU of ``sms`` SMs, sm_80+ (csrc/cuda/xception_block.cu's
+    plan() and layout(), mirrored): its demangled name (storage type, output tile edge, mid-width columns, tensor
+    cores: fp16/bf16) and its dynamic shared memory in bytes; None where the glue composes the block instead (mid
+    widths past 64)."""
     if max(c1, c2) > 64:
         return None
     edge = 8 if n * -(-ho // 8) * -(-wo // 8) >= sms else 4
     mid_cols = -(-max(c1, c2) // 16)
-    rows = (256 if edge >= 8 else 128) // 16
+    out_cols = 3 if mid_cols == 1 else 6
+    threads = 256 if edge >= 8 else 128
     m1, m2 = (edge + 4) ** 2, (edge + 2) ** 2
-    pitch_a = rows * -(-m1 // rows) + 1
     span, chunk = (edge + 3) * stride + 3, 16 if stride == 1 else 8
+    tensor_cores = dtype != "fp32"
+    if tensor_cores:  # WmmaGemm: A pixels x 24 and B channels x 24 halves, a 16 x 20 float scratch per warp
+        a_floats, b_floats = -(-m1 // 16) * 16 * 12, 16 * out_cols * 12
+        scratch = threads // 32 * 16 * 20
+    else:  # FmaGemm: A 16 x (pixels + 1) and B 16 x (channels + 1) floats
+        rows = threads // 16
+        a_floats, b_floats, scratch = 16 * (rows * -(-m1 // rows) + 1), 16 * (16 * out_cols + 1), 0
 
-    def round4(v: int) -> int:
-        return (v + 3) // 4 * 4
+    def round8(v: int) -> int:
+        return (v + 7) // 8 * 8
 
-    y1 = round4(max(span * span * chunk, m2 * c2))
-    b = round4(round4(y1 + m1 * c1) + 16 * pitch_a)
-    dw1 = round4(b + 16 * (16 * (3 if mid_cols == 1 else 6) + 1))
+    y1 = round8(max(span * span * chunk, m2 * c2))
+    a = round8(y1 + m1 * c1)
+    dw1 = round8(round8(round8(a + a_floats) + b_floats) + scratch)
     floats = dw1 + 16 * 9 + (c1 + c2) * 10
     storage = next(t for t, d in DTYPES.items() if d == dtype)
-    return f"xception_block_kernel<{storage}, {edge}, {mid_cols}>", 4 * floats
+    return f"xception_block_kernel<{storage}, {edge}, {mid_cols}, {'true' if tensor_cores else 'false'}>", 4 * floats
 
 
 def launched(resources: Sequence[KernelResources], name: str, dtype: str,

@@ -52,15 +52,16 @@ namespace emu {
 
 struct Block {
   Block(unsigned threads, size_t dynamic_bytes)
-      : sync(threads), shfl(threads), dynamic(new (std::align_val_t{16}) unsigned char[dynamic_bytes]) {
+      : sync(threads), shfl(threads), dynamic(new (std::align_val_t{32}) unsigned char[dynamic_bytes]) {
     for (unsigned w = 0; w < threads / 32; ++w) warps.push_back(std::make_unique<std::barrier<>>(32));
   }
   std::barrier<> sync;
   std::vector<std::unique_ptr<std::barrier<>>> warps;
   std::vector<float> shfl;
-  // The launch's dynamic shared memory, exactly its size (ASan flags any access past it), not zeroed.
+  // The launch's dynamic shared memory, exactly its size (ASan flags any access past it), not zeroed, 32-byte
+  // aligned as common.cuh declares it (WMMA pointers).
   struct AlignedDelete {
-    void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t{16}); }
+    void operator()(unsigned char* p) const { ::operator delete[](p, std::align_val_t{32}); }
   };
   std::unique_ptr<unsigned char[], AlignedDelete> dynamic;
 };
