@@ -27,22 +27,25 @@ namespace dfanet::cpu {
 namespace {
 
 // out[j] = r0[j] (r1 == nullptr) or h0 * r0[j] + h1 * r1[j], the blend rounded as horizontal() rounds it; kAdd:
-// out[j] + that. j < count. A concat's vertical blend of two source rows, and every term of an add.
-template <class V, bool kAdd>
+// out[j] + that. j < count. A concat's vertical blend of two source rows, and every term of an add. kStream: the
+// whole vectors written with non-temporal stores (out vector-aligned; see blend_rows_streamed).
+template <class V, bool kAdd, bool kStream = false>
 void blend_rows(const float* r0, const float* r1, float h0, float h1, int64_t count, float* out) {
+  static_assert(!(kAdd && kStream), "a streamed row is written, never read back");
   using T = typename V::T;
   const T a = V::set1(h0), b = V::set1(h1);
   const int64_t full = count / V::L * V::L;
+  auto put = [&](int64_t j, T v) {
+    if constexpr (kStream) {
+      V::stream(out + j, v);
+    } else {
+      V::store(out + j, kAdd ? V::add(V::load(out + j), v) : v);
+    }
+  };
   if (r1) {
-    for (int64_t j = 0; j < full; j += V::L) {
-      const T v = V::fma(V::load(r1 + j), b, V::mul(V::load(r0 + j), a));
-      V::store(out + j, kAdd ? V::add(V::load(out + j), v) : v);
-    }
+    for (int64_t j = 0; j < full; j += V::L) put(j, V::fma(V::load(r1 + j), b, V::mul(V::load(r0 + j), a)));
   } else {
-    for (int64_t j = 0; j < full; j += V::L) {
-      const T v = V::load(r0 + j);
-      V::store(out + j, kAdd ? V::add(V::load(out + j), v) : v);
-    }
+    for (int64_t j = 0; j < full; j += V::L) put(j, V::load(r0 + j));
   }
   if (full < count) {
     const typename V::M m = V::mask(count - full);
@@ -53,26 +56,19 @@ void blend_rows(const float* r0, const float* r1, float h0, float h1, int64_t co
   }
 }
 
-// blend_rows<V, false> with the vector-aligned middle of `out` written by non-temporal stores, which skip reading each
-// line for ownership first: for rows not read again soon (upsample_add of one source to a map larger than the
-// caches, DFANet's full-size logits). Writing 40 MB that way took 1.06 ms instead of 1.87 ms at 2 threads, 2.1
-// instead of 4.0 ms at 1 (AMD EPYC). The same arithmetic as blend_rows. The caller fences (V::stream_fence).
+// blend_rows<V, false> with the vector-aligned middle of `out` written by non-temporal stores (blend_rows<V, false,
+// true>), which skip reading each line for ownership first: for rows not read again soon (upsample_add of one source
+// to a map larger than the caches, DFANet's full-size logits). Writing 40 MB that way took 1.06 ms instead of 1.87 ms
+// at 2 threads, 2.1 instead of 4.0 ms at 1 (AMD EPYC). The caller fences (V::stream_fence).
 template <class V>
 void blend_rows_streamed(const float* r0, const float* r1, float h0, float h1, int64_t count, float* out) {
-  using T = typename V::T;
   const int64_t misaligned = static_cast<int64_t>(reinterpret_cast<uintptr_t>(out) / sizeof(float) % V::L);
   const int64_t head = imin(count, (V::L - misaligned) % V::L);
   const int64_t full = head + (count - head) / V::L * V::L;
+  auto r1_at = [&](int64_t j) { return r1 ? r1 + j : nullptr; };
   blend_rows<V, false>(r0, r1, h0, h1, head, out);
-  const T a = V::set1(h0), b = V::set1(h1);
-  if (r1) {
-    for (int64_t j = head; j < full; j += V::L) {
-      V::stream(out + j, V::fma(V::load(r1 + j), b, V::mul(V::load(r0 + j), a)));
-    }
-  } else {
-    for (int64_t j = head; j < full; j += V::L) V::stream(out + j, V::load(r0 + j));
-  }
-  blend_rows<V, false>(r0 + full, r1 ? r1 + full : nullptr, h0, h1, count - full, out + full);
+  blend_rows<V, false, true>(r0 + head, r1_at(head), h0, h1, full - head, out + head);  // whole vectors only
+  blend_rows<V, false>(r0 + full, r1_at(full), h0, h1, count - full, out + full);
 }
 
 // The row (W x C floats) that output row `oh` of source `s` reads horizontally: a source row itself when the
