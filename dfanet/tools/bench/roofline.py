@@ -574,10 +574,10 @@ def roofline_markdown(report: dict, command: str) -> str:
                                                                                                    data["totals"]), ""]
     if resources:
         lines += ["Resource columns, cuda/triton: the CUDA kernel (csrc/cuda) of the row's family at this dtype with "
-                  "the most registers, and the Triton kernel the Triton backend launches for that row (its tiles as "
-                  "the launcher picks them), each compiled offline for sm_90 (ptxas); in the fused plan, the CUDA "
-                  "block kernel instantiation the launcher picks for the row, with the dynamic shared memory it "
-                  "launches with; spill = spill stores + loads; occupancy = resident threads / 2048 on an sm_90 SM "
+                  "the most registers (for a block row, in both plans: the xception_block instantiation the launcher "
+                  "picks for it, with the dynamic shared memory it launches with), and the Triton kernel the Triton "
+                  "backend launches for that row (its tiles as the launcher picks them), each compiled offline for "
+                  "sm_90 (ptxas); spill = spill stores + loads; occupancy = resident threads / 2048 on an sm_90 SM "
                   "(kernel_resources).", "",
                   "## Kernels compiled for sm_90", ""]
         for source in ("cuda", "triton"):
