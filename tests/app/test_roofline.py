@@ -66,6 +66,99 @@ def test_fc_attention_two_kernels_today_and_in_the_fused_plan():
     assert decoder.bytes == 2 * (n_x + 32 * 192 + 32 + 32 * 64 * 64)
 
 
+def block_call(inputs, mids=(12, 12, 48), stride=2, projection=True):
+    """An xception_block_cat call on ``inputs`` (the sources of its concatenated input) with mid/output widths
+    ``mids``, its weights and biases fp16 meta tensors."""
+    c0 = sum(t.shape[1] for t in inputs)
+    widths = (c0, *mids)
+    dw = [meta(widths[i], 1, 3, 3) for i in range(3)]
+    pw = [meta(widths[i + 1], widths[i], 1, 1) for i in range(3)]
+    pb = [meta(c) for c in mids]
+    shortcut = (meta(mids[2], c0, 1, 1), meta(mids[2])) if projection else (None, None)
+    return OpCall("xception_block_cat", (list(inputs), dw, pw, pb, stride, *shortcut))
+
+
+def test_block_today_is_one_kernel_reading_each_source_once_at_its_own_size():
+    """The second backbone's first block of A, scaled down: 48@32x32 and 192@8x8 concatenated (the 8x8 one resized
+    on the fly, never written), stride 2 -> 12/12/48 channels at 16x16, a 1x1 shortcut. One kernel on both backends;
+    its bytes are the two sources at their own sizes, the weights and the output; its FLOPs the composed block's."""
+    call = block_call([meta(1, 48, 32, 32), meta(1, 192, 8, 8)])
+    (k,) = rl.op_kernels(call, itemsize=2, dtype="fp16")
+    weights = (240 * 9 + 12 * 9 + 12 * 9) + (12 * 240 + 12 * 12 + 48 * 12) + (12 + 12 + 48) + (48 * 240 + 48)
+    out = 48 * 16 * 16
+    assert k.bytes == 2 * (48 * 32 * 32 + 192 * 8 * 8 + weights + out)
+    # The concatenation (240@32x32) is neither written nor read: less than reading it once alone.
+    assert k.bytes < 2 * 240 * 32 * 32
+    px = 16 * 16  # output pixels: every pointwise GEMM and depthwise conv runs at the strided size
+    assert k.dense_flops == 2 * px * (12 * 240 + 12 * 12 + 48 * 12 + 48 * 240)
+    assert k.fma_flops == 2 * 9 * px * (240 + 12 + 12) + rl.BILINEAR_FLOPS * 192 * 32 * 32
+    assert (k.op, k.family, k.shapes) == ("xception_block_cat", "xception_block", call.shapes)
+    assert k.shapes == "48@32x32 + 192@8x8 -> 12/12/48 ch, stride 2, 1x1 shortcut"
+    # The CUDA instantiation: 16x16 outputs are 4 tiles of 8x8, fewer than 132 SMs: 4x4 tiles; tensor cores.
+    assert (k.cuda_kernel, k.dynamic_smem) == kr.xception_block_launch(1, 12, 12, 2, 16, 16, "fp16")
+    assert k.cuda_kernel == "xception_block_kernel<__half, 4, 1, true>"
+    # Triton's y1/y2 scratch through L2: 4 tiles of 8x8, each y1 (256 rows x 16 channels) and y2 (128 x 16) written,
+    # sep2 reading 9 x 10x10 x 16 values of y1, sep3 9 x 8x8 x 16 of y2 in one pass (48 output channels), fp32.
+    assert k.triton_scratch_bytes == 4 * 4 * (256 * 16 + 128 * 16 + 9 * 100 * 16 + 9 * 64 * 16)
+    assert rl.triton_block_scratch(1, 12, 12, 48, 16, 16) == (4 * 4 * (256 * 16 + 128 * 16), k.triton_scratch_bytes)
+    # The same kernel, row for row, in the fused plan; the FLOPs equal the composed block's, its bytes are far fewer.
+    composed = rl.composed_block_kernels(*call.args, rl._Sizes(2))
+    assert [c.op for c in composed] == ["upsample_concat", "conv1x1", "dwsep_conv", "dwsep_conv", "dwsep_conv"]
+    assert sum(c.dense_flops for c in composed) == k.dense_flops and sum(c.fma_flops for c in composed) == k.fma_flops
+    assert sum(c.bytes for c in composed) > 2 * k.bytes
+
+
+def test_block_identity_shortcut_and_batch():
+    call = block_call([meta(2, 48, 16, 16)], mids=(12, 12, 48), stride=1, projection=False)
+    (k,) = rl.op_kernels(call, itemsize=4)
+    weights = (48 + 12 + 12) * 9 + (12 * 48 + 12 * 12 + 48 * 12) + (12 + 12 + 48)  # no shortcut weights
+    assert k.bytes == 4 * (2 * 48 * 256 + weights + 2 * 48 * 256)
+    assert k.cuda_kernel == "xception_block_kernel<float, 4, 1, false>"  # 8 tiles of 8x8: the 4x4 edge, FMA
+    assert k.triton_scratch_bytes == 4 * 8 * (256 * 16 + 128 * 16 + 9 * 100 * 16 + 9 * 64 * 16)
+
+
+def test_blocks_past_a_backends_limits_write_the_concatenation_or_compose():
+    # Five sources: the Triton kernel takes 4, so the Triton backend writes the concatenation first (CUDA reads up
+    # to 8 in place: the row says so); its block kernel then reads the written 80@16x16 once.
+    five = [meta(1, 16, 16, 16), *(meta(1, 16, 8, 8) for _ in range(4))]
+    concat, block = rl.op_kernels(block_call(five), itemsize=2)
+    assert concat.op == "upsample_concat (Triton only: CUDA reads <= 8 in place)" and concat.family == "upsample"
+    assert concat.bytes == 2 * (16 * 256 + 4 * 16 * 64 + 80 * 256)
+    weights = 80 * 9 + 2 * 12 * 9 + 12 * 80 + 144 + 48 * 12 + 72 + 48 * 80 + 48
+    assert block.bytes == 2 * (80 * 256 + weights + 48 * 64) and block.family == "xception_block"
+    composed = rl.composed_block_kernels(*block_call(five).args, rl._Sizes(2))
+    assert (concat.dense_flops + block.dense_flops, concat.fma_flops + block.fma_flops) == (
+        sum(k.dense_flops for k in composed), sum(k.fma_flops for k in composed))
+    nine = [meta(1, 16, 16, 16)] * 9  # past both: a plain concatenation row
+    assert [k.op for k in rl.op_kernels(block_call(nine), itemsize=2)] == ["upsample_concat", "xception_block_cat"]
+    # Mid widths past 64: both backends compose the block from the ops.
+    wide = rl.op_kernels(block_call([meta(1, 48, 16, 16), meta(1, 48, 8, 8)], mids=(72, 72, 96)), itemsize=2)
+    assert [k.op for k in wide] == ["upsample_concat", "conv1x1", "dwsep_conv", "dwsep_conv", "dwsep_conv"]
+    assert all(k.triton_scratch_bytes == 0 and not k.cuda_kernel for k in wide)
+
+
+def test_block_kernel_limits_match_the_backends():
+    """roofline's mirrors of the block kernels' limits and Triton's tiles against the sources they copy."""
+    import re
+
+    text = (kr.ROOT / "csrc" / "cuda" / "launchers.h").read_text()
+    assert int(re.search(r"kXceptionBlockMaxMid = (\d+);", text).group(1)) == rl.MAX_MID
+    assert int(re.search(r"kXceptionBlockMaxSources = (\d+);", text).group(1)) == rl.CUDA_MAX_SOURCES
+    pytest.importorskip("triton")
+    from dfanet_kernels.triton import upsample
+    from dfanet_kernels.triton import xception_block as xb
+
+    assert (xb.MAX_MID, upsample.MAX_SOURCES) == (rl.MAX_MID, rl.TRITON_MAX_SOURCES)
+    assert (xb._PROGRAMS_PER_SM, xb._ASSUMED_SMS) == (1, 132)
+    for c0, c1, c2, c3 in ((48, 12, 12, 48), (96, 24, 24, 96), (192, 48, 48, 192), (240, 12, 12, 48), (8, 5, 40, 20)):
+        t = xb._tiles(c0, c1, c2, c3, False)  # the GPU's tiles, not the interpreter's
+        per_program = t["BLOCK_R1"] * t["C1P"] + t["BLOCK_R2"] * t["C2P"]
+        per_tile = per_program + 9 * (t["TILE"] + 2) ** 2 * t["C1P"] \
+            + -(-c3 // t["BLOCK_N"]) * 9 * t["TILE"] ** 2 * t["C2P"]
+        tiles = 3 * 5  # 24 x 40 outputs
+        assert rl.triton_block_scratch(1, c1, c2, c3, 24, 40) == (4 * tiles * per_program, 4 * tiles * per_tile)
+
+
 def test_block_kernel_launches_by_hand():
     """The CUDA block kernel's instantiation and dynamic shared memory (xception_block.cu's plan and layout), in
     floats: input halo chunk or y2, y1, the GEMM's A and B chunks (and on tensor cores the accumulators' scratch),
@@ -131,12 +224,47 @@ def test_totals_are_the_sum_of_rows_and_kernel_counts_follow_the_model():
         assert t["launch_floor_us"] == pytest.approx(sum(r["count"] * r["launch_floor_us"] for r in rows))
         assert t["launch_floor_us"] >= t["kernels"] * rl.GRAPH_NODE_US
     ops, fused = (report["plans"][p]["totals"] for p in ("ops", "fused"))
-    # Today: image layout + stem conv + ReLU, 42 blocks x 3 dwsep_conv, 9 shortcuts, 6 concatenations, 3 x 2 FC
-    # attention kernels, 8 decoder convs + 7 ReLUs, 3 resizes. Fused: stem, 42 blocks, 3 x 2, decoder.
-    assert ops["kernels"] == 3 + 126 + 9 + 6 + 6 + 15 + 3 == 168
+    # Today: image layout + stem conv + ReLU, 42 block kernels (no concatenation written: 2 sources at most), 3 x 2
+    # FC attention kernels, 8 decoder convs + 7 ReLUs, 3 resizes. Fused: stem, the same 42, 3 x 2, decoder.
+    assert ops["kernels"] == 3 + 42 + 6 + 15 + 3 == 69
     assert fused["kernels"] == 1 + 42 + 6 + 1
     assert fused["bytes"] < ops["bytes"] and fused["dense_flops"] == ops["dense_flops"]
-    assert "## Fused across ops" in rl.roofline_markdown(report, "cmd")
+    blocks = {p: [(r["kernel"], r["count"]) for r in report["plans"][p]["rows"]
+                  if r["kernel"]["family"] == "xception_block"] for p in ("ops", "fused")}
+    assert blocks["ops"] == blocks["fused"] and sum(n for _, n in blocks["ops"]) == 42
+    assert sum(k["op"] == "xception_block_cat" for k, _ in blocks["ops"]) == 6  # 2 backbones x 3 aggregations
+    assert not any(r["kernel"]["op"] in ("dwsep_conv", "upsample_concat") for r in report["plans"]["ops"]["rows"])
+    assert ops["triton_scratch_bytes"] == fused["triton_scratch_bytes"] == sum(
+        k["triton_scratch_bytes"] * n for k, n in blocks["ops"]) > 0
+    # What separates the plans: the image copy, the stem's ReLU, the decoder's 8 convs, 7 ReLUs and 3 resizes.
+    assert ops["kernels"] - fused["kernels"] == 1 + 1 + (8 + 7 + 3 - 1)
+    text = rl.roofline_markdown(report, "cmd")
+    assert "## Fused across ops" in text and "at its own size" in text and "Triton scratch MB (L2)" in text
+
+
+def test_block_rows_carry_the_launched_cuda_kernel_and_their_triton_launch():
+    calls = rl.record_forward("A", 1, 64, 64)
+    roof = rl.Roofline.assumed(rl.DEVICES["h100-sxm"], "fp16")
+    names = {k.cuda_kernel for c in calls if c.op.startswith("xception_block")
+             for k in rl.op_kernels(c, 2, "fp16")}
+    cuda = [kr.KernelResources(name, "xception_block.cu", "xception_block", "fp16", 128, 0, 0, 0, 1024, 128, 0.25)
+            for name in names]
+    cuda.append(kr.KernelResources("scale_kernel<__half, int>", "fc_attention.cu", "attention_scale", "fp16", 25,
+                                   0, 0, 0, 0, 256, 1.0))
+    triton = [[_resources(f"block {i}", "xception_block", 200)] if c.op.startswith("xception_block")
+              else [] for i, c in enumerate(calls)]
+    report = rl.roofline_report(calls, roof, dict(variant="A", height=64, width=64, batch=1, dtype="fp16"), cuda,
+                                triton)
+    for plan in ("ops", "fused"):
+        rows = [r for r in report["plans"][plan]["rows"] if r["kernel"]["family"] == "xception_block"]
+        assert rows
+        for row in rows:
+            k, found = row["kernel"], row["resources"]
+            assert found["cuda"]["name"] == k["cuda_kernel"]
+            assert found["cuda"]["smem_bytes"] == 1024 + k["dynamic_smem"]  # static + what it launches with
+            assert found["triton"]["family"] == "xception_block" and found["triton"]["name"].startswith("block ")
+        scale = next(r for r in report["plans"][plan]["rows"] if r["kernel"]["op"] == "fc_attention: scale")
+        assert scale["resources"]["cuda"]["name"] == "scale_kernel<__half, int>"
 
 
 def test_cli_help_and_a_bad_device(capsys):

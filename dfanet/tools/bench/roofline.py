@@ -8,13 +8,17 @@ at the dtype), its FLOPs (2 per MAC; dense convolutions, which tensor cores run 
 convolutions, resizes and FC attention's reductions, which run on the FMA units), and its floor on the device:
 max(bytes / bandwidth, FLOPs / peak), and at least one CUDA-graph node (``GRAPH_NODE_US``). Two plans:
 
-- ``ops``: the op boundaries the GPU backends launch today (dfanet_kernels.dispatch: an Xception block on Triton is
-  an upsample_concat where its input is a concatenation, a cuDNN 1x1 shortcut where it has one, and three
-  dwsep_conv; FC attention two kernels; every conv a cuDNN conv plus a ReLU kernel; the image made channels_last
-  first). The CUDA backend runs each block as the fused plan does;
+- ``ops``: the kernels the GPU backends launch today (dfanet_kernels.dispatch): one block kernel per Xception block
+  on both (CUDA ``xception_block``, Triton ``xception_block_triton``), its concatenated input's sources read in
+  place (a concatenation is written first only past a backend's source limit, 8 on CUDA, 4 on Triton; a block past
+  64 mid channels is composed: upsample_concat, cuDNN 1x1 shortcut, three dwsep_conv); FC attention two kernels;
+  every conv a cuDNN conv plus a ReLU kernel; the image made channels_last first. The Triton block kernel's y1/y2
+  go through a per-program fp32 scratch in global memory (L2-resident): reported beside the row
+  (``triton_scratch_bytes``), not in its bytes or floor;
 - ``fused``: issue 16's plan: the stem reading the image as it is, one kernel per Xception block reading the
-  concatenation in place (the CUDA backend's xception_block kernel today), FC attention in two kernels (pool +
-  FCs, then the scaling), the decoder in one kernel.
+  concatenation in place (today's block kernels: the same rows as ``ops``), FC attention in two kernels (pool +
+  FCs, then the scaling), the decoder in one kernel. What still separates the plans: the image's layout copy, the
+  stem's and the decoder's ReLU kernels, and the decoder's convs and resizes, one kernel each today.
 
 ``python -m dfanet.tools.bench.roofline --device h100-sxm --dtype fp16 --size 1024 1024`` writes the tables; with
 nvcc on the PATH they carry each CUDA kernel's registers, spills, shared memory and occupancy on sm_90
@@ -113,7 +117,7 @@ class Roofline:
 
     def op_floor(self, call: "OpCall") -> dict:
         """One op call's minimum work and floors today (its kernels summed), for a row of measured times."""
-        kernels = op_kernels(call, ITEMSIZE[self.dtype])
+        kernels = op_kernels(call, ITEMSIZE[self.dtype], self.dtype)
         return {"kernels": len(kernels), "bytes": sum(k.bytes for k in kernels),
                 "floor_us": sum(map(self.floor_us, kernels)),
                 "launch_floor_us": sum(map(self.launch_floor_us, kernels))}
@@ -139,6 +143,9 @@ class Kernel:
     # with, where the launcher's choice is known offline (kernel_resources.xception_block_launch); "" otherwise.
     cuda_kernel: str = ""
     dynamic_smem: int = 0
+    # The Triton block kernel's y1/y2 scratch traffic (global memory, L2-resident; not in ``bytes``, not in the floor:
+    # triton_block_scratch).
+    triton_scratch_bytes: int = 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -219,11 +226,11 @@ def upsample_kernel(op: str, inputs, size, e: _Sizes) -> Kernel:
                   "upsample")
 
 
-def block_kernels(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias,
-                  e: _Sizes) -> list[Kernel]:
-    """An Xception block composed from the ops, as the GPU backends ran it before their block kernels (and still do
-    past 64 mid channels): the concatenation written where the input is one, the 1x1 shortcut conv, three
-    dwsep_conv (ReLU first; the third adds the shortcut)."""
+def composed_block_kernels(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias,
+                           e: _Sizes) -> list[Kernel]:
+    """An Xception block composed from the ops, as both GPU backends still run it past MAX_MID mid channels (and ran
+    every block before their block kernels): the concatenation written where the input is one, the 1x1 shortcut
+    conv, three dwsep_conv (ReLU first; the third adds the shortcut)."""
     kernels = []
     n, _, h, w = inputs[0].shape
     shape = (n, sum(t.shape[1] for t in inputs), h, w)
@@ -235,6 +242,65 @@ def block_kernels(inputs, dw_weights, pw_weights, pw_biases, stride, shortcut_we
         kernel, shape = dwsep_kernel(shape, dw_weights[i], None, pw_weights[i], pw_biases[i], stride if i == 0 else 1,
                                      i == 2, e)
         kernels.append(kernel)
+    return kernels
+
+
+# The block kernels' limits (csrc/cuda/launchers.h kXceptionBlockMaxMid / kXceptionBlockMaxSources;
+# dfanet_kernels/triton/xception_block.py MAX_MID, upsample.py MAX_SOURCES). Past MAX_MID both backends compose the
+# block; past a backend's source limit it writes the concatenation first and its block kernel reads that.
+MAX_MID = 64
+CUDA_MAX_SOURCES = 8
+TRITON_MAX_SOURCES = 4
+
+
+def triton_block_scratch(n: int, c1: int, c2: int, c3: int, ho: int, wo: int, sms: int = 132) -> tuple[int, int]:
+    """The Triton block kernel's fp32 y1/y2 scratch in global memory (dfanet_kernels/triton/xception_block.py,
+    mirrored): its footprint (one region per program of the persistent grid, min(tiles, sms) programs) and the
+    bytes the kernel moves through it: per 8 x 8 output tile, y1's 16 x 16 padded rows x C1P channels and y2's 128
+    x C2P written whole, sep2's depthwise reading 9 taps x 10 x 10 pixels x C1P, sep3's 9 x 8 x 8 x C2P per
+    64-channel output pass. Written and read back by the same program (``.cg``: from L2, its lines rewritten every
+    tile), so in L2, not HBM, while the footprint fits."""
+    tile, block_r1, block_r2, max_block_n = 8, 256, 128, 64
+
+    def padded(c: int) -> int:
+        return max(16, 1 << (c - 1).bit_length())
+
+    c1p, c2p = padded(c1), padded(c2)
+    tiles = n * -(-ho // tile) * -(-wo // tile)
+    block_n = max(16, min(max_block_n, padded(c3)))
+    per_tile = (block_r1 * c1p + block_r2 * c2p + 9 * (tile + 2) ** 2 * c1p
+                + -(-c3 // block_n) * 9 * tile * tile * c2p)
+    return 4 * min(tiles, sms) * (block_r1 * c1p + block_r2 * c2p), 4 * tiles * per_tile
+
+
+def block_kernels(call: "OpCall", e: _Sizes, dtype: str) -> list[Kernel]:
+    """What the GPU backends launch today for an Xception block call (dfanet_kernels.dispatch.run_block): one block
+    kernel (CUDA ``dfanet::xception_block``, Triton ``dfanet::xception_block_triton``) reading its inputs in place,
+    each concatenation source once at its own size, then every weight once, writing the output once; its FLOPs those
+    of the composed block. The concatenation is written first by a separate upsample_concat kernel past the
+    backend's source limit: here for more than TRITON_MAX_SOURCES inputs, the Triton backend's launches (the CUDA
+    backend reads up to CUDA_MAX_SOURCES in place; the row's name says so). Past MAX_MID mid channels both backends
+    compose the block (composed_block_kernels)."""
+    inputs = call.args[0] if call.op == "xception_block_cat" else [call.args[0]]
+    dw_weights, pw_weights, pw_biases, stride, shortcut_weight, shortcut_bias = call.args[1:]
+    composed = composed_block_kernels(inputs, *call.args[1:], e)
+    c1, c2, c3 = (w.shape[0] for w in pw_weights)
+    if max(c1, c2) > MAX_MID:
+        return composed
+    kernels = []
+    if len(inputs) > TRITON_MAX_SOURCES:
+        concat = composed[0]
+        note = "" if len(inputs) > CUDA_MAX_SOURCES else f" (Triton only: CUDA reads <= {CUDA_MAX_SOURCES} in place)"
+        kernels.append(replace(concat, op=concat.op + note))
+    n, c0, h, w = inputs[0].shape[0], sum(t.shape[1] for t in inputs), *inputs[0].shape[2:]
+    source_elements = n * c0 * h * w if kernels else _numel(inputs)  # the written concatenation, or each source
+    weights = [*dw_weights, *pw_weights, *pw_biases, shortcut_weight, shortcut_bias]
+    ho, wo = _out_hw(h, w, stride)
+    rest = composed[len(kernels):]
+    kernels.append(Kernel(call.op, call.shapes, e(source_elements, _numel(weights), n * c3 * ho * wo),
+                          sum(k.dense_flops for k in rest), sum(k.fma_flops for k in rest), "xception_block",
+                          triton_scratch_bytes=triton_block_scratch(n, c1, c2, c3, ho, wo)[1],
+                          **_block_launch(n, c1, c2, stride, ho, wo, dtype)))
     return kernels
 
 
@@ -253,11 +319,13 @@ def attention_kernels(x, fc_weight, fc_bias, conv_weight, conv_bias, e: _Sizes) 
     ]
 
 
-def op_kernels(call: "OpCall", itemsize: int) -> list[Kernel]:
-    """The kernels the GPU backends launch for one op call, today."""
+def op_kernels(call: "OpCall", itemsize: int, dtype: str | None = None) -> list[Kernel]:
+    """The kernels the GPU backends launch for one op call, today. ``dtype`` (default: fp32 or fp16 by
+    ``itemsize``) names the CUDA block kernels' instantiations."""
     import torch
 
     e, args = _Sizes(itemsize), call.args
+    dtype = dtype or {4: "fp32", 2: "fp16"}[itemsize]
     if call.op in ("conv1x1", "conv3x3"):
         x, weight, bias, stride, relu = args
         kernels = []
@@ -272,8 +340,7 @@ def op_kernels(call: "OpCall", itemsize: int) -> list[Kernel]:
         x, dw_weight, dw_bias, pw_weight, pw_bias, stride, _, _, _, residual = args
         return [dwsep_kernel(x.shape, dw_weight, dw_bias, pw_weight, pw_bias, stride, residual is not None, e)[0]]
     if call.op in ("xception_block", "xception_block_cat"):
-        inputs = args[0] if call.op == "xception_block_cat" else [args[0]]
-        return block_kernels(inputs, *args[1:], e)
+        return block_kernels(call, e, dtype)
     if call.op == "fc_attention":
         return attention_kernels(*args, e)
     if call.op in ("upsample_concat", "upsample_add"):
@@ -290,41 +357,34 @@ def _output_numel(call: "OpCall") -> int:
     return call.output.numel()
 
 
-def _block_launch(call: "OpCall", dtype: str) -> dict:
-    """What the CUDA backend launches for an Xception block call: its block kernel (family, instantiation, dynamic
-    shared memory), as in the fused plan; nothing where the glue composes the block (mid widths past 64)."""
+def _block_launch(n: int, c1: int, c2: int, stride: int, ho: int, wo: int, dtype: str) -> dict:
+    """The CUDA backend's block kernel for a block (kernel_resources.xception_block_launch): the instantiation and
+    the dynamic shared memory it launches with."""
     from .kernel_resources import xception_block_launch
 
-    inputs, pw_weights, stride = call.args[0], call.args[2], call.args[4]
-    if call.op == "xception_block":
-        inputs = [inputs]
-    n, _, h, w = inputs[0].shape
-    ho, wo = _out_hw(h, w, stride)
-    launch = xception_block_launch(n, pw_weights[0].shape[0], pw_weights[1].shape[0], stride, ho, wo, dtype)
-    if launch is None:
-        return {}
-    return {"family": "xception_block", "cuda_kernel": launch[0], "dynamic_smem": launch[1]}
+    launch = xception_block_launch(n, c1, c2, stride, ho, wo, dtype)
+    return {} if launch is None else {"cuda_kernel": launch[0], "dynamic_smem": launch[1]}
 
 
 def fused_kernels(calls: Sequence["OpCall"], itemsize: int, dtype: str | None = None) -> list[Kernel]:
     """Issue 16's plan for the forward of ``calls`` (recorded, outputs included): the stem in one kernel reading
-    the image as it is, one kernel per Xception block (its input, concatenation or not, read in place), FC attention
-    in two (pool + FCs to the scale vector; the scaling: what the GPU backends launch today), and the decoder
-    (every call after the last FC attention) in one. ``dtype`` (default: fp32 or fp16 by ``itemsize``) names the CUDA
-    block kernels' instantiations."""
+    the image as it is, one kernel per Xception block (its input, concatenation or not, read in place: today's block
+    kernel, the same row as in op_kernels, wherever the backends launch one), FC attention in two (pool + FCs to the
+    scale vector; the scaling: what the GPU backends launch today), and the decoder (every call after the last FC
+    attention) in one. ``dtype`` (default: fp32 or fp16 by ``itemsize``) names the CUDA block kernels'
+    instantiations."""
     e = _Sizes(itemsize)
     dtype = dtype or {4: "fp32", 2: "fp16"}[itemsize]
     last_attention = max(i for i, c in enumerate(calls) if c.op == "fc_attention")
     kernels = []
     for call in calls[:last_attention + 1]:
-        parts = [k for k in op_kernels(call, itemsize) if k.op != "to channels_last"]
+        parts = [k for k in op_kernels(call, itemsize, dtype) if k.op != "to channels_last"]
         if call.op == "fc_attention":  # already the plan's two kernels: the scale vector, the scaling
             kernels += parts
-        else:
-            kernel = _merged(call.op, call.shapes, parts, e(_numel(call.args), _output_numel(call)))
-            if call.op in ("xception_block", "xception_block_cat"):
-                kernel = replace(kernel, **_block_launch(call, dtype))
-            kernels.append(kernel)
+        elif len(parts) == 1 and parts[0].family == "xception_block":  # today's block kernel, in place already
+            kernels += parts
+        else:  # the stem; a block with a written concatenation or composed today
+            kernels.append(_merged(call.op, call.shapes, parts, e(_numel(call.args), _output_numel(call))))
     tail = calls[last_attention + 1:]
     internal = {id(c.output) for c in tail}
     read = {id(t): t for c in tail for t in _tensors(c.args) if id(t) not in internal}
@@ -363,6 +423,7 @@ def totals(rows: Sequence[Row]) -> dict:
         "bytes": sum(r.count * r.kernel.bytes for r in rows),
         "dense_flops": sum(r.count * r.kernel.dense_flops for r in rows),
         "fma_flops": sum(r.count * r.kernel.fma_flops for r in rows),
+        "triton_scratch_bytes": sum(r.count * r.kernel.triton_scratch_bytes for r in rows),
         "floor_us": sum(r.count * r.floor_us for r in rows),
         "launch_floor_us": sum(r.count * r.launch_floor_us for r in rows),
     }
@@ -387,6 +448,8 @@ ROOFLINE_COLUMNS = [
     Column("floor us", lambda r: f"{r.floor_us:.2f}"),
     Column("bound", lambda r: r.bound, numeric=False),
     Column("x count, >= 2 us", lambda r: f"{r.count * r.launch_floor_us:.1f}"),
+    Column("Triton scratch MB (L2)",
+           lambda r: f"{r.kernel.triton_scratch_bytes / 1e6:.1f}" if r.kernel.triton_scratch_bytes else "–"),
 ]
 RESOURCE_COLUMNS = [
     _resource("registers", lambda r: str(r["registers"])),
@@ -400,7 +463,9 @@ RESOURCE_COLUMNS = [
 def totals_line(label: str, t: dict) -> str:
     return (f"**{label}**: {t['kernels']} kernels, {t['bytes'] / 1e6:.1f} MB, {t['dense_flops'] / 1e9:.2f} GFLOP "
             f"dense + {t['fma_flops'] / 1e9:.2f} GFLOP depthwise/FMA; sum of floors {t['floor_us'] / 1e3:.3f} ms, "
-            f"with >= {GRAPH_NODE_US:g} us per kernel {t['launch_floor_us'] / 1e3:.3f} ms.")
+            f"with >= {GRAPH_NODE_US:g} us per kernel {t['launch_floor_us'] / 1e3:.3f} ms"
+            + (f"; the Triton block kernels' y1/y2 scratch moves {t['triton_scratch_bytes'] / 1e6:.1f} MB more through "
+               f"L2 (not counted)." if t.get("triton_scratch_bytes") else "."))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -452,14 +517,13 @@ def roofline_report(calls: Sequence["OpCall"], roofline: Roofline, config: dict,
             triton_of.update(_match_launches(kernels, triton[i]))
     fused = fused_kernels(calls, itemsize, roofline.dtype)
     plans = {"ops": rows_of(today, roofline), "fused": rows_of(fused, roofline)}
-    for row in plans["ops"]:
+    for row in plans["ops"] + plans["fused"]:  # the fused plan's block rows are today's block kernels
         if row.kernel.family and (cuda or triton):
-            found = {"cuda": worst(cuda, row.kernel.family, roofline.dtype), "triton": triton_of.get(row.kernel)}
+            # The CUDA block kernel: the instantiation the launcher picks and the shared memory it launches with.
+            found = {"cuda": launched(cuda, row.kernel.cuda_kernel, roofline.dtype, row.kernel.dynamic_smem)
+                     if row.kernel.cuda_kernel else worst(cuda, row.kernel.family, roofline.dtype),
+                     "triton": triton_of.get(row.kernel)}
             row.resources = {backend: r and asdict(r) for backend, r in found.items()}
-    for row in plans["fused"]:  # the CUDA backend's block kernel, the instantiation and shared memory of its launch
-        if row.kernel.cuda_kernel and cuda:
-            found = launched(cuda, row.kernel.cuda_kernel, roofline.dtype, row.kernel.dynamic_smem)
-            row.resources = {"cuda": found and asdict(found), "triton": None}
     compiled = [r for r in cuda if r.dtype == roofline.dtype]
     compiled += {id(r): r for launches in triton for r in launches}.values()
     return {
@@ -474,9 +538,9 @@ def roofline_report(calls: Sequence["OpCall"], roofline: Roofline, config: dict,
 
 
 PLAN_TITLES = {
-    "ops": "Today's op boundaries (the kernels the GPU backends launch; Xception blocks as Triton runs them)",
-    "fused": "Fused across ops (issue 16's plan: one kernel per Xception block, as the CUDA backend runs them, FC "
-             "attention in 2, decoder in 1)",
+    "ops": "Today's op boundaries (the kernels the GPU backends launch: one block kernel per Xception block on CUDA "
+           "and Triton)",
+    "fused": "Fused across ops (issue 16's plan: stem in 1, today's block kernels, FC attention in 2, decoder in 1)",
 }
 
 
@@ -491,7 +555,12 @@ def roofline_markdown(report: dict, command: str) -> str:
              f"({'tensor cores' if c['dtype'] != 'fp32' else 'fp32 FMA, no TF32'}), depthwise convolutions, resizes "
              f"and FC attention at {d['fma_tflops']} TFLOPS (FMA). Floor = max(bytes / bandwidth, FLOPs / peak); "
              f"no kernel under {report['graph_node_us']:g} us (one dependent CUDA-graph node). Bytes: every input "
-             f"and weight read once, every output written once. Method: docs/benchmarking.md (Roofline).", ""]
+             f"and weight read once, every output written once; a block kernel reads each source of its "
+             f"concatenated input once, at its own size (the concatenation is never written). Triton scratch: the "
+             f"Triton block kernel's fp32 y1/y2, written and read back per 8x8 tile through a per-program region "
+             f"of global memory (at most 13 MB for the persistent grid on 132 SMs: L2-resident), counted apart, not "
+             f"in MB or the floor; the CUDA block kernel keeps them in shared memory. Method: docs/benchmarking.md "
+             f"(Roofline).", ""]
     ops, fused = (report["plans"][p]["totals"] for p in ("ops", "fused"))
     lines += [totals_line("Today", ops), "", totals_line("Fused plan", fused), "",
               f"Gap: today's floor is {ops['launch_floor_us'] / fused['launch_floor_us']:.1f}x the fused plan's "
@@ -505,10 +574,10 @@ def roofline_markdown(report: dict, command: str) -> str:
                                                                                                    data["totals"]), ""]
     if resources:
         lines += ["Resource columns, cuda/triton: the CUDA kernel (csrc/cuda) of the row's family at this dtype with "
-                  "the most registers, and the Triton kernel the Triton backend launches for that row (its tiles as "
-                  "the launcher picks them), each compiled offline for sm_90 (ptxas); in the fused plan, the CUDA "
-                  "block kernel instantiation the launcher picks for the row, with the dynamic shared memory it "
-                  "launches with; spill = spill stores + loads; occupancy = resident threads / 2048 on an sm_90 SM "
+                  "the most registers (for a block row, in both plans: the xception_block instantiation the launcher "
+                  "picks for it, with the dynamic shared memory it launches with), and the Triton kernel the Triton "
+                  "backend launches for that row (its tiles as the launcher picks them), each compiled offline for "
+                  "sm_90 (ptxas); spill = spill stores + loads; occupancy = resident threads / 2048 on an sm_90 SM "
                   "(kernel_resources).", "",
                   "## Kernels compiled for sm_90", ""]
         for source in ("cuda", "triton"):
