@@ -53,7 +53,7 @@ void refuse_backward(const c10::OperatorHandle& op, c10::DispatchKeySet keys, to
 // The op names as in dfanet_kernels/constants.py OPS (tests/kernels/test_backends.py checks every op raises).
 TORCH_LIBRARY_IMPL(dfanet, Autograd, m) {
   for (const char* op : {"dwsep_conv", "xception_block", "conv1x1", "conv3x3", "fc_attention", "upsample_concat",
-                         "upsample_add", "upsample_labels"}) {
+                         "upsample_add", "upsample_labels", "decoder_head"}) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&refuse_backward>());
   }
 }

@@ -60,20 +60,23 @@ inline std::vector<int64_t> check_conv(const at::Tensor& x, const at::Tensor& we
   return {x.size(0), cout, conv_output_size(x.size(2), stride), conv_output_size(x.size(3), stride)};
 }
 
-// Checks a list of activations that share batch size, dtype and device (those of inputs[0]); channels and sizes may
-// differ. Errors name inputs[i].
-inline void check_input_list(at::TensorList inputs) {
-  TORCH_CHECK(!inputs.empty(), "inputs: expected at least one tensor");
-  const at::Tensor& first = inputs[0];
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const at::Tensor& t = inputs[i];
-    const std::string name = "inputs[" + std::to_string(i) + "]";
+// Checks a list of activations that share batch size, dtype and device with `first`; channels and sizes may
+// differ. Errors name <list>[i].
+inline void check_maps(at::TensorList maps, const at::Tensor& first, const char* list) {
+  for (size_t i = 0; i < maps.size(); ++i) {
+    const at::Tensor& t = maps[i];
+    const std::string name = std::string(list) + "[" + std::to_string(i) + "]";
     check_activation(t, name.c_str());
     TORCH_CHECK(t.device() == first.device(), name, ": expected device ", first.device(), ", got ", t.device());
     TORCH_CHECK(t.scalar_type() == first.scalar_type(), name, ": expected dtype ", first.scalar_type(), ", got ",
                 t.scalar_type());
     TORCH_CHECK(t.size(0) == first.size(0), name, ": expected batch ", first.size(0), ", got ", t.size(0));
   }
+}
+
+inline void check_input_list(at::TensorList inputs) {
+  TORCH_CHECK(!inputs.empty(), "inputs: expected at least one tensor");
+  check_maps(inputs, inputs[0], "inputs");
 }
 
 // Checks every xception_block argument against its input, the concatenation of `inputs` along channels at
@@ -138,6 +141,47 @@ inline void check_upsample(at::TensorList inputs, at::IntArrayRef size, bool sam
 inline void check_upsample_labels(const at::Tensor& x, at::IntArrayRef size) {
   check_activation(x, "x");
   TORCH_CHECK(size.size() == 2 && size[0] > 0 && size[1] > 0, "size: expected two positive ints, got ", size);
+}
+
+// Checks the arguments of decoder_head (DFANet's decoder up to the quarter-size logits); returns the output shape
+// {N, classes, H, W} of low[0]. Every map shares low[0]'s batch, dtype and device; the weights are 1x1 convs:
+// low_weights[i] D x C_i, high_weights[j] D x C_j, fuse_weight D x D, classifier_weight classes x D.
+inline std::vector<int64_t> check_decoder_head(at::TensorList low, at::TensorList high, at::TensorList low_weights,
+                                               const c10::List<std::optional<at::Tensor>>& low_biases,
+                                               const at::Tensor& fuse_weight,
+                                               const std::optional<at::Tensor>& fuse_bias, at::TensorList high_weights,
+                                               const c10::List<std::optional<at::Tensor>>& high_biases,
+                                               const at::Tensor& classifier_weight,
+                                               const std::optional<at::Tensor>& classifier_bias) {
+  TORCH_CHECK(!low.empty(), "low: expected at least one tensor");
+  const at::Tensor& x = low[0];
+  check_maps(low, x, "low");
+  check_maps(high, x, "high");
+  TORCH_CHECK(fuse_weight.dim() == 4, "fuse_weight: expected D x D x 1 x 1, got ", fuse_weight.sizes());
+  const int64_t d = fuse_weight.size(0);
+  check_same(fuse_weight, x, "fuse_weight", {d, d, 1, 1});
+  check_optional(fuse_bias, x, "fuse_bias", {d});
+  auto check_reduce = [&](at::TensorList maps, at::TensorList weights,
+                          const c10::List<std::optional<at::Tensor>>& biases, const char* kind) {
+    TORCH_CHECK(weights.size() == maps.size(), kind, "_weights: expected ", maps.size(), " tensors (one per map), got ",
+                weights.size());
+    TORCH_CHECK(biases.size() == maps.size(), kind, "_biases: expected ", maps.size(), " entries (one per map), got ",
+                biases.size());
+    for (size_t i = 0; i < maps.size(); ++i) {
+      const std::string w = std::string(kind) + "_weights[" + std::to_string(i) + "]";
+      const std::string b = std::string(kind) + "_biases[" + std::to_string(i) + "]";
+      check_same(weights[i], x, w.c_str(), {d, maps[i].size(1), 1, 1});
+      check_optional(biases.get(i), x, b.c_str(), {d});
+    }
+  };
+  check_reduce(low, low_weights, low_biases, "low");
+  check_reduce(high, high_weights, high_biases, "high");
+  TORCH_CHECK(classifier_weight.dim() == 4, "classifier_weight: expected classes x D x 1 x 1, got ",
+              classifier_weight.sizes());
+  const int64_t classes = classifier_weight.size(0);
+  check_same(classifier_weight, x, "classifier_weight", {classes, d, 1, 1});
+  check_optional(classifier_bias, x, "classifier_bias", {classes});
+  return {x.size(0), classes, x.size(2), x.size(3)};
 }
 
 // The labels' dtype for `channels` classes: uint8 holds up to 256 (dfanet_kernels.constants.labels_dtype).

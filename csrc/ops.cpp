@@ -25,6 +25,12 @@ TORCH_LIBRARY(dfanet, m) {
   // Dense convolutions with bias and optional ReLU, padding k / 2: 1x1 (the decoder) and 3x3 (conv1).
   m.def("conv1x1(Tensor x, Tensor weight, Tensor? bias, int stride, bool relu) -> Tensor");
   m.def("conv3x3(Tensor x, Tensor weight, Tensor? bias, int stride, bool relu) -> Tensor");
+  // DFANet's decoder up to the quarter-size logits: classifier(relu(fuse(sum_i up(relu(low_i @ low_weights[i])))) +
+  // sum_j up(relu(high_j @ high_weights[j]))), 1x1 convs with biases, each map bilinearly resized to low[0]'s size.
+  m.def(
+      "decoder_head(Tensor[] low, Tensor[] high, Tensor[] low_weights, Tensor?[] low_biases, Tensor fuse_weight, "
+      "Tensor? fuse_bias, Tensor[] high_weights, Tensor?[] high_biases, Tensor classifier_weight, "
+      "Tensor? classifier_bias) -> Tensor");
   // The instruction-set path of the CPU kernels ("avx512", "avx2" or "scalar"), honouring DFANET_CPU_ISA.
   m.def("cpu_isa() -> str");
 }

@@ -28,17 +28,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class FoldedDFANet:
-    """Every layer with BN folded in, prepared for one backend; the convs run by the library's conv1x1 / conv3x3
-    (the CPU kernels, NHWC out; F.conv2d, i.e. cuDNN, on the other backends)."""
+    """Every layer with BN folded in, prepared for one backend; the stem run by the library's conv3x3 (the CPU
+    kernel, NHWC out; F.conv2d, i.e. cuDNN, on the other backends), the decoder by its decoder_head."""
 
     backend: str
     stem: dk.PreparedConv
     stages: list[list[list[dk.PreparedBlock]]]  # [backbone][stage][block]
     attention: list[dk.PreparedAttention]
-    low_reduce: list[dk.PreparedConv]
-    low_fuse: dk.PreparedConv
-    high_reduce: list[dk.PreparedConv]
-    classifier: dk.PreparedConv
+    decoder: dk.PreparedDecoder
 
 
 def _fold_conv(block: ConvBNReLU, name: str, backend: str) -> dk.PreparedConv:
@@ -79,16 +76,17 @@ def fold_model(model: "DFANet") -> FoldedDFANet:
         attention.append(dk.PreparedAttention(bb.fca.fc.weight.detach().clone(), bb.fca.fc.bias.detach().clone(),
                                               conv_weight, conv_bias, backend))
     dec = model.decoder
-    classifier_weight, classifier_bias = dk.fold_conv_bn(dec.classifier, None, "decoder.classifier")
+    low = [dk.fold_conv_bn(m.conv, m.bn, f"decoder.low_reduce.{n}") for n, m in enumerate(dec.low_reduce)]
+    high = [dk.fold_conv_bn(m.conv, m.bn, f"decoder.high_reduce.{n}") for n, m in enumerate(dec.high_reduce)]
+    fuse = dk.fold_conv_bn(dec.low_fuse.conv, dec.low_fuse.bn, "decoder.low_fuse")
+    classifier = dk.fold_conv_bn(dec.classifier, None, "decoder.classifier")
     return FoldedDFANet(
         backend=backend,
         stem=_fold_conv(model.conv1, "conv1", backend),
         stages=stages,
         attention=attention,
-        low_reduce=[_fold_conv(m, f"decoder.low_reduce.{n}", backend) for n, m in enumerate(dec.low_reduce)],
-        low_fuse=_fold_conv(dec.low_fuse, "decoder.low_fuse", backend),
-        high_reduce=[_fold_conv(m, f"decoder.high_reduce.{n}", backend) for n, m in enumerate(dec.high_reduce)],
-        classifier=dk.PreparedConv(classifier_weight, classifier_bias, backend=backend),
+        decoder=dk.PreparedDecoder([w for w, _ in low], [b for _, b in low], *fuse, [w for w, _ in high],
+                                   [b for _, b in high], *classifier, backend=backend),
     )
 
 
@@ -150,17 +148,9 @@ class FusedRunner:
     def labels(self, x, size):
         return dk.upsample_labels(x, tuple(size), backend=self.folded.backend)
 
-    def reduce_low(self, backbone, x):
-        return self.folded.low_reduce[backbone](x)
-
-    def fuse_low(self, x):
-        return self.folded.low_fuse(x)
-
-    def reduce_high(self, backbone, x):
-        return self.folded.high_reduce[backbone](x)
-
-    def classify(self, x):
-        return self.folded.classifier(x)
+    def decode(self, low, high):
+        # One op on the CPU (decoder_head): the 32-channel maps at the output's size stay in per-thread rows.
+        return self.folded.decoder(low, high)
 
 
 _version, _device = attrgetter("_version"), attrgetter("device")

@@ -33,10 +33,8 @@ class Runner(Protocol):
     def add(self, inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor: ...
     # The argmax over channels of x resized to size, in labels_dtype (predict's last step instead of add([x])).
     def labels(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor: ...
-    def reduce_low(self, backbone: int, x: torch.Tensor) -> torch.Tensor: ...
-    def fuse_low(self, x: torch.Tensor) -> torch.Tensor: ...
-    def reduce_high(self, backbone: int, x: torch.Tensor) -> torch.Tensor: ...
-    def classify(self, x: torch.Tensor) -> torch.Tensor: ...
+    # The decoder: the logits at low[0]'s size from the backbones' enc2 (low) and FC-attention (high) outputs.
+    def decode(self, low: Sequence[torch.Tensor], high: Sequence[torch.Tensor]) -> torch.Tensor: ...
 
 
 class EagerRunner:
@@ -63,17 +61,13 @@ class EagerRunner:
     def labels(self, x, size):
         return reference.upsample_labels(x, size)
 
-    def reduce_low(self, backbone, x):
-        return self.model.decoder.low_reduce[backbone](x)
-
-    def fuse_low(self, x):
-        return self.model.decoder.low_fuse(x)
-
-    def reduce_high(self, backbone, x):
-        return self.model.decoder.high_reduce[backbone](x)
-
-    def classify(self, x):
-        return self.model.decoder.classifier(x)
+    def decode(self, low, high):
+        dec = self.model.decoder
+        size = low[0].shape[-2:]
+        fused = dec.low_fuse(reference.upsample_add([m(x) for m, x in zip(dec.low_reduce, low)], size))
+        # High-level features are upsampled straight to the low-level size and added there (one resize each).
+        merged = reference.upsample_add([fused] + [m(x) for m, x in zip(dec.high_reduce, high)], size)
+        return dec.classifier(merged)
 
 
 def check_input(x: object) -> torch.Tensor:
@@ -248,13 +242,7 @@ class DFANet(nn.Module):
             attention_outputs.append(features[3])
             previous = features
 
-        low_size = enc2_outputs[0].shape[-2:]
-        low = runner.add([runner.reduce_low(n, e) for n, e in enumerate(enc2_outputs)], low_size)
-        low = runner.fuse_low(low)
-        # High-level features are upsampled straight to the low-level size and added there (one resize each).
-        high = [runner.reduce_high(n, a) for n, a in enumerate(attention_outputs)]
-        merged = runner.add([low] + high, low_size)
-        return runner.classify(merged)
+        return runner.decode(enc2_outputs, attention_outputs)
 
     def load_pretrained_backbone(self, path: str | os.PathLike) -> dict[str, list[str]]:
         """Load ImageNet-pretrained Xception weights into all three backbones (and conv1).

@@ -17,6 +17,7 @@ from .ops import (
     conv1x1,
     conv3x3,
     conv_output_size,
+    decoder_head,
     dwsep_conv,
     fc_attention,
     upsample_add,
@@ -25,7 +26,7 @@ from .ops import (
     xception_block,
     xception_block_cat,
 )
-from .prepared import PreparedAttention, PreparedBlock, PreparedConv
+from .prepared import PreparedAttention, PreparedBlock, PreparedConv, PreparedDecoder
 
 __all__ = [
     "ALIGN_CORNERS",
@@ -33,11 +34,13 @@ __all__ = [
     "PreparedAttention",
     "PreparedBlock",
     "PreparedConv",
+    "PreparedDecoder",
     "available_backends",
     "check_finite",
     "conv1x1",
     "conv3x3",
     "conv_output_size",
+    "decoder_head",
     "dwsep_conv",
     "fc_attention",
     "fold_bn",

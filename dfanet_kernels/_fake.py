@@ -56,6 +56,14 @@ def _register() -> None:
     def _(inputs, size):
         return _empty_nhwc(inputs[0], (inputs[0].shape[0], inputs[0].shape[1], size[0], size[1]))
 
+    @torch.library.register_fake("dfanet::decoder_head")
+    def _(low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights, high_biases, classifier_weight,
+          classifier_bias):
+        torch._check(classifier_weight.shape[1] == fuse_weight.shape[0],
+                     lambda: "classifier_weight: expected classes x D x 1 x 1")
+        n, _, h, w = low[0].shape
+        return _empty_nhwc(low[0], (n, classifier_weight.shape[0], h, w))
+
     @torch.library.register_fake("dfanet::upsample_labels")
     def _(x, size):
         return x.new_empty((x.shape[0], size[0], size[1]), dtype=labels_dtype(x.shape[1]))

@@ -11,7 +11,7 @@ ALIGN_CORNERS = False
 # checks that the two agree), the backward refusals (csrc/autograd.cpp) are registered for each, and the Triton backend
 # registers dfanet::<op>_triton for those it has kernels for (triton.LAUNCHERS, checked against this list).
 OPS = ("dwsep_conv", "xception_block", "conv1x1", "conv3x3", "fc_attention", "upsample_concat", "upsample_add",
-       "upsample_labels")
+       "upsample_labels", "decoder_head")
 
 # Backends a caller may force with backend=...; None picks the best available for the tensor's device.
 BACKENDS = ("reference", "cpu", "triton", "cuda")

@@ -109,3 +109,22 @@ def run_upsample_labels(backend, x, size):
     if backend == "reference":
         return reference.upsample_labels(x, size)
     return compiled_op(backend, "upsample_labels")(x, list(size))
+
+
+def run_decoder_head(backend, low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights, high_biases,
+                     classifier_weight, classifier_bias):
+    """decoder_head on checked arguments, on ``backend``: one op on the CPU; elsewhere composed from the backend's
+    convs and upsample_add (a GPU kernel of its own is issue 16's)."""
+    if backend == "cpu":
+        return torch.ops.dfanet.decoder_head(list(low), list(high), list(low_weights), list(low_biases), fuse_weight,
+                                             fuse_bias, list(high_weights), list(high_biases), classifier_weight,
+                                             classifier_bias)
+    if backend == "reference":
+        return reference.decoder_head(low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights,
+                                      high_biases, classifier_weight, classifier_bias)
+    size = tuple(low[0].shape[-2:])
+    reduced = [run_conv(backend, x, w, b, 1, True) for x, w, b in zip(low, low_weights, low_biases)]
+    fused = run_conv(backend, run_upsample(backend, "upsample_add", reduced, size), fuse_weight, fuse_bias, 1, True)
+    reduced_high = [run_conv(backend, x, w, b, 1, True) for x, w, b in zip(high, high_weights, high_biases)]
+    merged = run_upsample(backend, "upsample_add", [fused, *reduced_high], size)
+    return run_conv(backend, merged, classifier_weight, classifier_bias, 1, False)

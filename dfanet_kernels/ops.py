@@ -14,7 +14,7 @@ import torch
 
 from . import _checks, backends, dispatch
 from .constants import labels_dtype
-from .weight_checks import check_attention_weights, check_block_weights, check_conv_weights
+from .weight_checks import check_attention_weights, check_block_weights, check_conv_weights, check_decoder_weights
 
 
 def conv_output_size(size: int, stride: int) -> int:
@@ -280,3 +280,65 @@ def upsample_labels(x: torch.Tensor, size: Sequence[int], backend: str | None = 
     chosen = backends.resolve(backend, x.device, x.dtype)
     dispatch.check_backend_dtype(chosen, "x", x)
     return dispatch.run_upsample_labels(chosen, x, size)
+
+
+def _check_map_list(name: str, maps, first: torch.Tensor, allow_empty: bool) -> None:
+    """A list of N x C x H x W maps sharing ``first``'s batch size, dtype and device."""
+    if not isinstance(maps, (list, tuple)) or (len(maps) == 0 and not allow_empty):
+        raise TypeError(f"{name}: expected a {'' if allow_empty else 'non-empty '}list of tensors, got {maps!r:.80}")
+    for i, t in enumerate(maps):
+        _checks.activation(f"{name}[{i}]", t)
+        if t.device != first.device:
+            raise ValueError(f"{name}[{i}]: expected device {first.device} (that of low[0]), got {t.device}")
+        if t.dtype != first.dtype:
+            raise TypeError(f"{name}[{i}]: expected dtype {first.dtype} (that of low[0]), got {t.dtype}")
+        if t.shape[0] != first.shape[0]:
+            raise ValueError(f"{name}[{i}]: expected batch size {first.shape[0]} (that of low[0]), got {t.shape[0]}")
+
+
+def check_decoder_maps(low, high) -> None:
+    """decoder_head's feature maps: a non-empty list ``low`` and a list ``high`` sharing low[0]'s N, dtype, device."""
+    if not isinstance(low, (list, tuple)) or len(low) == 0:
+        raise TypeError(f"low: expected a non-empty list of tensors, got {low!r:.80}")
+    first = _checks.activation("low[0]", low[0])
+    _check_map_list("low", low, first, allow_empty=False)
+    _check_map_list("high", high, first, allow_empty=True)
+
+
+def decoder_head(
+    low: Sequence[torch.Tensor],
+    high: Sequence[torch.Tensor],
+    low_weights: Sequence[torch.Tensor],
+    low_biases: Sequence[torch.Tensor | None],
+    fuse_weight: torch.Tensor,
+    fuse_bias: torch.Tensor | None,
+    high_weights: Sequence[torch.Tensor],
+    high_biases: Sequence[torch.Tensor | None],
+    classifier_weight: torch.Tensor,
+    classifier_bias: torch.Tensor | None,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """DFANet's decoder up to the logits at ``low[0]``'s size, in one op on the CPU.
+
+    Computes ``classifier(relu(fuse(sum_i up(relu(low_i @ low_weights[i])))) + sum_j up(relu(high_j @
+    high_weights[j])))``: every ``@`` a 1x1 conv with its bias, ``up`` a bilinear resize to low[0]'s H x W
+    (``align_corners=False``), sums in list order (``reference.decoder_head``). The CPU kernel reduces the smaller
+    maps at their own size and computes the rest row by row, the D-channel maps at the output's size never written.
+
+    Args:
+        low: the low-level maps (DFANet: each backbone's enc2 output), N x C_i x H_i x W_i, low[0] the largest.
+        high: the high-level maps (each backbone's FC-attention output), possibly none.
+        low_weights, low_biases: one D x C_i x 1 x 1 weight and D bias (or None) per low map; high_*: likewise.
+        fuse_weight: D x D x 1 x 1; fuse_bias: D or None. classifier_weight: classes x D x 1 x 1; classifier_bias.
+        backend: None (best for the device), "reference", "cpu", "triton" or "cuda" (the GPU backends compose it from
+            their convs and upsample_add).
+    """
+    check_decoder_maps(low, high)
+    first = low[0]
+    check_decoder_weights([t.shape[1] for t in low], [t.shape[1] for t in high], first, "low[0]", low_weights,
+                          low_biases, fuse_weight, fuse_bias, high_weights, high_biases, classifier_weight,
+                          classifier_bias)
+    chosen = backends.resolve(backend, first.device, first.dtype)
+    dispatch.check_backend_dtype(chosen, "low[0]", first)
+    return dispatch.run_decoder_head(chosen, low, high, low_weights, low_biases, fuse_weight, fuse_bias,
+                                     high_weights, high_biases, classifier_weight, classifier_bias)

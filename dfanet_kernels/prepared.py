@@ -17,7 +17,13 @@ from typing import Sequence
 import torch
 
 from . import _checks, backends, cpu_layout, dispatch
-from .weight_checks import check_attention_weights, check_block_lists, check_block_weights, check_conv_weights
+from .weight_checks import (
+    check_attention_weights,
+    check_block_lists,
+    check_block_weights,
+    check_conv_weights,
+    check_decoder_weights,
+)
 
 
 class PreparedConv:
@@ -99,3 +105,43 @@ class PreparedAttention:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         _checks.input_like("x", x, self.weights[0])
         return dispatch.run_fc_attention(self.backend, x, *self.weights)
+
+
+class PreparedDecoder:
+    """``decoder_head`` of fixed weights: ``PreparedDecoder(low_weights, ...)(low, high)``.
+
+    Args: as for :func:`dfanet_kernels.decoder_head` after ``high``; the maps' channels are the reduce weights'.
+    """
+
+    def __init__(self, low_weights: Sequence[torch.Tensor], low_biases: Sequence[torch.Tensor | None],
+                 fuse_weight: torch.Tensor, fuse_bias: torch.Tensor | None, high_weights: Sequence[torch.Tensor],
+                 high_biases: Sequence[torch.Tensor | None], classifier_weight: torch.Tensor,
+                 classifier_bias: torch.Tensor | None, backend: str | None = None):
+        ref = _checks.floating("fuse_weight", _checks.weight_4d("fuse_weight", fuse_weight))
+        channels = []
+        for kind, weights in (("low", low_weights), ("high", high_weights)):
+            if not isinstance(weights, (list, tuple)) or (kind == "low" and len(weights) == 0):
+                raise TypeError(f"{kind}_weights: expected a {'non-empty ' if kind == 'low' else ''}list of tensors, "
+                                f"got {weights!r:.80}")
+            channels.append([_checks.weight_4d(f"{kind}_weights[{i}]", w).shape[1] for i, w in enumerate(weights)])
+        check_decoder_weights(*channels, ref, "fuse_weight", low_weights, low_biases, fuse_weight, fuse_bias,
+                              high_weights, high_biases, classifier_weight, classifier_bias)
+        self.backend = backends.resolve(backend, ref.device, ref.dtype)
+        dispatch.check_backend_dtype(self.backend, "fuse_weight", ref)
+        convs = [*zip(low_weights, low_biases), (fuse_weight, fuse_bias), *zip(high_weights, high_biases),
+                 (classifier_weight, classifier_bias)]
+        if self.backend == "cpu":
+            convs = [(cpu_layout.dense(w), cpu_layout.bias(b)) for w, b in convs]
+        weights, biases = [list(t) for t in zip(*convs)]
+        nl = len(low_weights)
+        self.weights = (weights[:nl], biases[:nl], weights[nl], biases[nl], weights[nl + 1:-1], biases[nl + 1:-1],
+                        weights[-1], biases[-1])
+
+    def __call__(self, low: Sequence[torch.Tensor], high: Sequence[torch.Tensor]) -> torch.Tensor:
+        ref = self.weights[2]
+        for name, maps, weights in (("low", low, self.weights[0]), ("high", high, self.weights[4])):
+            if len(maps) != len(weights):
+                raise ValueError(f"{name}: expected {len(weights)} maps (one per prepared weight), got {len(maps)}")
+            for i, t in enumerate(maps):
+                _checks.input_like(f"{name}[{i}]", t, ref)
+        return dispatch.run_decoder_head(self.backend, low, high, *self.weights)

@@ -129,3 +129,17 @@ def upsample_add(inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.T
 def upsample_labels(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``resize(x, size).argmax(1)`` as ``labels_dtype(C)``: the first maximum wins, and a NaN over any number."""
     return resize(x, size).argmax(1).to(labels_dtype(x.shape[1]))
+
+
+def decoder_head(low: Sequence[torch.Tensor], high: Sequence[torch.Tensor], low_weights: Sequence[torch.Tensor],
+                 low_biases: Sequence[torch.Tensor | None], fuse_weight: torch.Tensor, fuse_bias: torch.Tensor | None,
+                 high_weights: Sequence[torch.Tensor], high_biases: Sequence[torch.Tensor | None],
+                 classifier_weight: torch.Tensor, classifier_bias: torch.Tensor | None) -> torch.Tensor:
+    """DFANet's decoder up to the logits at ``low[0]``'s size (paper Fig. 3): each low-level map reduced by its 1x1
+    conv + ReLU, resized and summed, the fuse 1x1 conv + ReLU; each high-level map reduced likewise and added
+    resized; the classifier 1x1 conv (no ReLU)."""
+    size = low[0].shape[-2:]
+    reduced = [conv(x, w, b, relu=True) for x, w, b in zip(low, low_weights, low_biases)]
+    fused = conv(upsample_add(reduced, size), fuse_weight, fuse_bias, relu=True)
+    reduced_high = [conv(x, w, b, relu=True) for x, w, b in zip(high, high_weights, high_biases)]
+    return conv(upsample_add([fused, *reduced_high], size), classifier_weight, classifier_bias)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from . import _checks
@@ -55,3 +57,26 @@ def check_attention_weights(c: int, ref: torch.Tensor, ref_name: str, fc_weight,
     _checks.optional_like("fc_bias", fc_bias, ref, ref_name, (hidden,))
     _checks.like("conv_weight", conv_weight, ref, ref_name, (c, hidden, 1, 1))
     _checks.optional_like("conv_bias", conv_bias, ref, ref_name, (c,))
+
+
+def check_decoder_weights(low_channels: Sequence[int], high_channels: Sequence[int], ref: torch.Tensor,
+                          ref_name: str, low_weights, low_biases, fuse_weight, fuse_bias, high_weights, high_biases,
+                          classifier_weight, classifier_bias) -> None:
+    """decoder_head's weights for low-level maps of ``low_channels`` and high-level maps of ``high_channels``
+    channels, against ``ref``'s dtype and device: 1x1 convs to the fuse conv's width D, the classifier's from D."""
+    fuse_weight = _checks.weight_4d("fuse_weight", fuse_weight)
+    d = fuse_weight.shape[0]
+    _checks.like("fuse_weight", fuse_weight, ref, ref_name, (d, d, 1, 1))
+    _checks.optional_like("fuse_bias", fuse_bias, ref, ref_name, (d,))
+    for kind, channels, weights, biases in (("low", low_channels, low_weights, low_biases),
+                                            ("high", high_channels, high_weights, high_biases)):
+        for name, seq in ((f"{kind}_weights", weights), (f"{kind}_biases", biases)):
+            if not isinstance(seq, (list, tuple)) or len(seq) != len(channels):
+                raise TypeError(f"{name}: expected a list of {len(channels)} (one per {kind}-level map), got "
+                                f"{seq!r:.80}")
+        for i, c in enumerate(channels):
+            _checks.like(f"{kind}_weights[{i}]", weights[i], ref, ref_name, (d, c, 1, 1))
+            _checks.optional_like(f"{kind}_biases[{i}]", biases[i], ref, ref_name, (d,))
+    classifier_weight = _checks.weight_4d("classifier_weight", classifier_weight)
+    _checks.like("classifier_weight", classifier_weight, ref, ref_name, (classifier_weight.shape[0], d, 1, 1))
+    _checks.optional_like("classifier_bias", classifier_bias, ref, ref_name, (classifier_weight.shape[0],))

@@ -63,13 +63,16 @@ Isa active_isa() {
 }
 
 const CpuPath& cpu_path() {
-  static const CpuPath scalar_path{&scalar::dwsep_rows, &scalar::pointwise_rows, &scalar::block_rows, &scalar::conv3x3_rows,
-                                       &scalar::upsample_rows, &scalar::upsample_labels_rows};
+  static const CpuPath scalar_path{
+      &scalar::dwsep_rows,    &scalar::pointwise_rows,       &scalar::block_rows,   &scalar::conv3x3_rows,
+      &scalar::upsample_rows, &scalar::upsample_labels_rows, &scalar::decoder_rows};
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const CpuPath avx2_path{&avx2::dwsep_rows, &avx2::pointwise_rows, &avx2::block_rows, &avx2::conv3x3_rows,
-                                       &avx2::upsample_rows, &avx2::upsample_labels_rows};
-  static const CpuPath avx512_path{&avx512::dwsep_rows, &avx512::pointwise_rows, &avx512::block_rows, &avx512::conv3x3_rows,
-                                       &avx512::upsample_rows, &avx512::upsample_labels_rows};
+  static const CpuPath avx2_path{
+      &avx2::dwsep_rows,    &avx2::pointwise_rows,       &avx2::block_rows,   &avx2::conv3x3_rows,
+      &avx2::upsample_rows, &avx2::upsample_labels_rows, &avx2::decoder_rows};
+  static const CpuPath avx512_path{
+      &avx512::dwsep_rows,    &avx512::pointwise_rows,       &avx512::block_rows,   &avx512::conv3x3_rows,
+      &avx512::upsample_rows, &avx512::upsample_labels_rows, &avx512::decoder_rows};
   switch (active_isa()) {
     case Isa::kAvx512:
       return avx512_path;

@@ -186,6 +186,37 @@ inline int64_t upsample_scratch_floats(const UpsampleArgs& a) {
   return n;
 }
 
+// DFANet's decoder head (dfanet::decoder_head), NHWC fp32, one output row at a time: low = ReLU(x @ low_w + low_b)
+// at the output's pixels plus each low source resized; fused = ReLU(low @ fuse_w + fuse_b) plus each high source
+// resized; out = fused @ cls_w + cls_b. The sources are the other maps already reduced to D channels (with their
+// ReLU) at their own sizes; low and fused live in two rows of scratch, never in memory.
+struct DecoderArgs {
+  const float* x = nullptr;  // [N][Ho][Wo][C]: the first low-level map
+  int64_t N = 0, Ho = 0, Wo = 0, C = 0;
+  int64_t D = 0, Cout = 0;  // the decoder's width, the classes
+  const float* low_w = nullptr;  // [C][round_up(D, kPad)]
+  const float* low_b = nullptr;  // [round_up(D, kPad)], never nullptr (as every bias below)
+  const float* fuse_w = nullptr;  // [D][round_up(D, kPad)]
+  const float* fuse_b = nullptr;
+  const float* cls_w = nullptr;  // [D][round_up(Cout, kPad)]
+  const float* cls_b = nullptr;
+  const UpsampleSource* low_src = nullptr;  // D channels each, at most kMaxUpsampleSources
+  int64_t low_count = 0;
+  const UpsampleSource* high_src = nullptr;
+  int64_t high_count = 0;
+  float* out = nullptr;  // [N][Ho][Wo][Cout]
+  int64_t tile_w = 0;
+};
+
+// Per-thread scratch of decoder_rows: the low and fused rows, a gathered tile of the pointwise GEMM, and each
+// source's resized rows.
+inline int64_t decoder_scratch_floats(const DecoderArgs& a) {
+  int64_t n = 2 * a.Wo * a.D + (a.tile_w + kPad) * tile_stride(a.C > a.D ? a.C : a.D);
+  for (int64_t i = 0; i < a.low_count; ++i) n += resized_rows_floats(a.low_src[i], a.Wo);
+  for (int64_t i = 0; i < a.high_count; ++i) n += resized_rows_floats(a.high_src[i], a.Wo);
+  return n;
+}
+
 // Per-thread scratch of upsample_labels_rows: one pixel's channel values (a whole number of vectors) and the
 // source's resized rows.
 inline int64_t labels_scratch_floats(const LabelsArgs& a) {
@@ -201,7 +232,8 @@ inline int64_t labels_scratch_floats(const LabelsArgs& a) {
   void block_rows(const BlockArgs& a, int64_t begin, int64_t end, float* scratch);            \
   void conv3x3_rows(const Conv3x3Args& a, int64_t begin, int64_t end, float* scratch);        \
   void upsample_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scratch);      \
-  void upsample_labels_rows(const LabelsArgs& a, int64_t begin, int64_t end, float* scratch);
+  void upsample_labels_rows(const LabelsArgs& a, int64_t begin, int64_t end, float* scratch);  \
+  void decoder_rows(const DecoderArgs& a, int64_t begin, int64_t end, float* scratch);
 
 namespace scalar {
 DFANET_CPU_PATH_FUNCTIONS
@@ -227,6 +259,7 @@ struct CpuPath {
   void (*conv3x3_rows)(const Conv3x3Args&, int64_t, int64_t, float*);
   void (*upsample_rows)(const UpsampleArgs&, int64_t, int64_t, float*);
   void (*upsample_labels_rows)(const LabelsArgs&, int64_t, int64_t, float*);
+  void (*decoder_rows)(const DecoderArgs&, int64_t, int64_t, float*);
 };
 // The functions of active_isa()'s path (same errors).
 const CpuPath& cpu_path();

@@ -21,6 +21,7 @@
 #include "kernels/conv.h"
 #include "kernels/upsample.h"
 #include "kernels/xception_block.h"
+#include "kernels/decoder.h"
 
 namespace dfanet::cpu::avx2 {
 #include "kernels/entry_points.h"

@@ -8,6 +8,7 @@
 #include "kernels/conv.h"
 #include "kernels/upsample.h"
 #include "kernels/xception_block.h"
+#include "kernels/decoder.h"
 
 namespace dfanet::cpu::scalar {
 #include "kernels/entry_points.h"

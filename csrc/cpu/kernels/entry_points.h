@@ -19,3 +19,6 @@ void upsample_rows(const UpsampleArgs& a, int64_t begin, int64_t end, float* scr
 void upsample_labels_rows(const LabelsArgs& a, int64_t begin, int64_t end, float* scratch) {
   upsample_labels_rows_impl<Vec>(a, begin, end, scratch);
 }
+void decoder_rows(const DecoderArgs& a, int64_t begin, int64_t end, float* scratch) {
+  decoder_rows_impl<Vec>(a, begin, end, scratch);
+}

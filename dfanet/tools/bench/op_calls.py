@@ -55,6 +55,10 @@ def describe_call(op: str, args: tuple) -> str:
     if op == "fc_attention":
         x, fc_weight = args[0], args[1]
         return f"{x.shape[1]} ch, {x.shape[2]}x{x.shape[3]}, K={fc_weight.shape[0]}"
+    if op == "decoder_head":
+        low, high, fuse_weight, classifier_weight = args[0], args[1], args[4], args[8]
+        return (f"{_maps(low)}" + (f" + high {_maps(high)}" if high else "")
+                + f" -> {fuse_weight.shape[0]} -> {classifier_weight.shape[0]} ch")
     if op == "upsample_labels":
         x, size = args
         return f"{_maps([x])} -> {size[0]}x{size[1]} labels"

@@ -304,6 +304,32 @@ def block_kernels(call: "OpCall", e: _Sizes, dtype: str) -> list[Kernel]:
     return kernels
 
 
+def decoder_kernels(low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights, high_biases,
+                    classifier_weight, classifier_bias, e: _Sizes) -> list[Kernel]:
+    """decoder_head as the CUDA backend composes it (dfanet_kernels.dispatch.run_decoder_head): each map's 1x1 conv
+    (cuDNN) and its ReLU kernel, upsample_add of the reduced low-level maps, the fuse conv + ReLU, upsample_add of it
+    and the reduced high-level maps, the classifier conv. (The CPU and Triton backends run it as one kernel.)"""
+    import torch
+
+    kernels = []
+
+    def conv(shape, weight, bias, relu: bool) -> "torch.Tensor":
+        kernel, out = conv_kernel(shape, weight, bias, 1, e)
+        kernels.append(kernel)
+        if relu:
+            kernels.append(Kernel("relu", kernel.shapes, e(2 * out), 0, 0))
+        return torch.empty(shape[0], weight.shape[0], *shape[2:], device="meta")
+
+    size = tuple(low[0].shape[-2:])
+    reduced = [conv(x.shape, w, b, True) for x, w, b in zip(low, low_weights, low_biases)]
+    kernels.append(upsample_kernel("upsample_add", reduced, size, e))
+    fused = conv(reduced[0].shape, fuse_weight, fuse_bias, True)
+    reduced_high = [conv(x.shape, w, b, True) for x, w, b in zip(high, high_weights, high_biases)]
+    kernels.append(upsample_kernel("upsample_add", [fused, *reduced_high], size, e))
+    conv(fused.shape, classifier_weight, classifier_bias, False)
+    return kernels
+
+
 def attention_kernels(x, fc_weight, fc_bias, conv_weight, conv_bias, e: _Sizes) -> list[Kernel]:
     """FC attention as the GPU backends run it: one kernel for the scale vector (the mean over H x W, then both FCs,
     in tiles handed over through device counters; its fp32 scratch stays in L2), one scaling the map."""
@@ -345,6 +371,8 @@ def op_kernels(call: "OpCall", itemsize: int, dtype: str | None = None) -> list[
         return attention_kernels(*args, e)
     if call.op in ("upsample_concat", "upsample_add"):
         return [upsample_kernel(call.op, args[0], args[1], e)]
+    if call.op == "decoder_head":
+        return decoder_kernels(*args, e)
     raise ValueError(f"no roofline for op {call.op!r}")
 
 

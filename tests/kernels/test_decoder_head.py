@@ -1,0 +1,143 @@
+"""decoder_head (DFANet's decoder up to the quarter-size logits) on every backend against the float64 reference, on
+odd shapes and layouts, with and without biases, maps smaller, equal to and larger than the output; its prepared
+form; bad input is rejected naming the argument."""
+
+import pytest
+import torch
+
+import dfanet_kernels as dk
+from dfanet_kernels import reference
+
+from ..op_cases import DEVICES as DEV
+from ..op_cases import check, f64, on, rand
+from ..utils import LAYOUTS, in_layout, needs_cpu_kernels
+
+# fp32 on the CPU kernels: four 1x1 convs in a row (reduce: up to 192 terms; fuse and classifier: D terms) and two
+# resized sums, in another order than the float64 reference; the inputs and weights are scaled so that every
+# intermediate is O(1): a few ulp (1.2e-7) per step times sqrt(terms) stays well below 1e-5.
+ATOL, RTOL = 1e-5, 1e-5
+
+# (N, low maps [(C, H, W)], high maps [(C, H, W)], D, classes). The first is the output's size.
+CASES = {
+    "one-low": (1, [(5, 9, 13)], [], 3, 2),
+    "dfanet-like-odd": (2, [(7, 17, 23), (7, 9, 12), (7, 5, 6)], [(11, 3, 4), (11, 2, 2), (11, 1, 1)], 6, 19),
+    "model-widths": (1, [(48, 33, 65), (48, 17, 33), (48, 9, 17)], [(192, 5, 9), (192, 3, 5), (192, 2, 3)], 32, 19),
+    "same-and-larger-maps": (1, [(4, 8, 8), (4, 16, 16)], [(3, 8, 8), (1, 11, 5)], 13, 21),
+    "wide-row": (1, [(2, 3, 300)], [(9, 2, 40)], 17, 5),
+}
+
+
+def decoder_args(n, low, high, d, classes, *, device="cpu", biases=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+
+    def conv(cout, c):
+        return rand(cout, c, 1, 1, gen=gen, device=device, scale=c ** -0.5)
+
+    def bias(c):
+        return rand(c, gen=gen, device=device, scale=0.5) if biases else None
+
+    return dict(
+        low=[rand(n, *spec, gen=gen, device=device) for spec in low],
+        high=[rand(n, *spec, gen=gen, device=device) for spec in high],
+        low_weights=[conv(d, c) for c, _, _ in low],
+        low_biases=[bias(d) for _ in low],
+        fuse_weight=conv(d, d),
+        fuse_bias=bias(d),
+        high_weights=[conv(d, c) for c, _, _ in high],
+        high_biases=[bias(d) for _ in high],
+        classifier_weight=conv(classes, d),
+        classifier_bias=bias(classes),
+    )
+
+
+def expected(args):
+    return reference.decoder_head(**{k: [f64(t) for t in v] if isinstance(v, list) else f64(v)
+                                     for k, v in args.items()}).float()
+
+
+@pytest.mark.parametrize("backend, name, layout", [
+    on(backend, name, layout, id=f"{name}-{layout}") for backend in ("cpu", "triton", "cuda")
+    for name in CASES for layout in LAYOUTS
+    if backend == "cpu" or (name in ("one-low", "dfanet-like-odd") and layout != "strided")
+])
+def test_decoder_head_matches_reference(backend, name, layout):
+    args = decoder_args(*CASES[name], device=DEV[backend])
+    args["low"] = [in_layout(t, layout) for t in args["low"]]
+    args["high"] = [in_layout(t, layout) for t in args["high"]]
+    check(dk.decoder_head(**args, backend=backend), expected(args), ATOL, RTOL, backend)
+
+
+@pytest.mark.parametrize("backend", [on("cpu")])
+def test_decoder_head_without_biases(backend):
+    args = decoder_args(*CASES["dfanet-like-odd"], biases=False, seed=3)
+    check(dk.decoder_head(**args, backend=backend), expected(args), ATOL, RTOL, backend)
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_decoder_head_is_the_same_on_any_thread_count(threads):
+    """Rows are split over the threads; each row's arithmetic does not depend on the split."""
+    args = decoder_args(*CASES["model-widths"], seed=5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = dk.decoder_head(**args, backend="cpu")
+        torch.set_num_threads(threads)
+        assert torch.equal(dk.decoder_head(**args, backend="cpu"), one)
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_cpu_kernels
+def test_prepared_decoder_equals_the_public_op():
+    args = decoder_args(*CASES["dfanet-like-odd"], seed=2)
+    prepared = dk.PreparedDecoder(args["low_weights"], args["low_biases"], args["fuse_weight"], args["fuse_bias"],
+                                  args["high_weights"], args["high_biases"], args["classifier_weight"],
+                                  args["classifier_bias"], backend="cpu")
+    assert torch.equal(prepared(args["low"], args["high"]), dk.decoder_head(**args, backend="cpu"))
+    with pytest.raises(ValueError, match=r"high: expected 3 maps \(one per prepared weight\), got 2"):
+        prepared(args["low"], args["high"][:2])
+
+
+@needs_cpu_kernels
+def test_opcheck_cpu_op():
+    a = decoder_args(*CASES["dfanet-like-odd"], seed=1)
+    a["low_biases"][1] = None
+    torch.library.opcheck(torch.ops.dfanet.decoder_head.default, tuple(a.values()))
+
+
+def _bad(change):
+    args = decoder_args(*CASES["dfanet-like-odd"], seed=4)
+    change(args)
+    return args
+
+
+@pytest.mark.parametrize("backend", ["reference", on("cpu")])
+@pytest.mark.parametrize("change, error, message", [
+    (lambda a: a.update(low=[]), TypeError, r"low: expected a non-empty list of tensors"),
+    (lambda a: a["high"].__setitem__(1, a["high"][1].double()), TypeError,
+     r"high\[1\]: expected dtype torch.float32 \(that of low\[0\]\), got torch.float64"),
+    (lambda a: a["low"].__setitem__(2, a["low"][2][0]), ValueError, r"low\[2\]: expected .*4-D"),
+    (lambda a: a["high"].__setitem__(0, a["high"][0][:1]), ValueError,
+     r"high\[0\]: expected batch size 2 \(that of low\[0\]\), got 1"),
+    (lambda a: a["low_weights"].pop(), TypeError, r"low_weights: expected a list of 3 \(one per low-level map\)"),
+    (lambda a: a["high_weights"].__setitem__(2, a["high_weights"][2][:, :5]), ValueError, r"high_weights\[2\]"),
+    (lambda a: a.update(fuse_bias=a["fuse_bias"][:2]), ValueError, r"fuse_bias"),
+    (lambda a: a.update(classifier_weight=a["classifier_weight"][:, :4]), ValueError, r"classifier_weight"),
+])
+def test_bad_input_names_the_argument(backend, change, error, message):
+    with pytest.raises(error, match=message):
+        dk.decoder_head(**_bad(change), backend=backend)
+
+
+@needs_cpu_kernels
+def test_direct_op_calls_are_checked_too():
+    """torch.ops.dfanet.decoder_head checks its arguments in C++ (csrc/checks.h) before any kernel runs."""
+    a = decoder_args(*CASES["dfanet-like-odd"], seed=4)
+    a["high_weights"] = a["high_weights"][:2]
+    with pytest.raises(RuntimeError, match=r"high_weights: expected 3 tensors \(one per map\), got 2"):
+        torch.ops.dfanet.decoder_head(*a.values())
+    a = decoder_args(*CASES["dfanet-like-odd"], seed=4)
+    a["low_weights"][1] = a["low_weights"][1][:, :3]
+    with pytest.raises(RuntimeError, match=r"low_weights\[1\]: expected shape"):
+        torch.ops.dfanet.decoder_head(*a.values())
