@@ -129,3 +129,30 @@ def upsample_add(inputs: Sequence[torch.Tensor], size: Sequence[int]) -> torch.T
 def upsample_labels(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``resize(x, size).argmax(1)`` as ``labels_dtype(C)``: the first maximum wins, and a NaN over any number."""
     return resize(x, size).argmax(1).to(labels_dtype(x.shape[1]))
+
+
+def decoder_head(
+    low_maps: Sequence[torch.Tensor],
+    high_maps: Sequence[torch.Tensor],
+    low_weights: Sequence[torch.Tensor],
+    low_biases: Sequence[torch.Tensor | None],
+    fuse_weight: torch.Tensor,
+    fuse_bias: torch.Tensor | None,
+    high_weights: Sequence[torch.Tensor],
+    high_biases: Sequence[torch.Tensor | None],
+    classifier_weight: torch.Tensor,
+    classifier_bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """DFANet's decoder on BN-folded 1x1 weights: the logits at ``low_maps[0]``'s H x W, as ``DFANet.run`` computes
+    them (``_quarter_logits``)::
+
+        low = relu(conv(upsample_add([relu(conv(x, w, b)) for x, w, b in lows], size), fuse_weight, fuse_bias))
+        merged = upsample_add([low] + [relu(conv(x, w, b)) for x, w, b in highs], size)
+        logits = conv(merged, classifier_weight, classifier_bias)
+
+    Each reduced map is resized after its ReLU. At least one low map; any number of high maps (DFANet: 3 and 3)."""
+    size = low_maps[0].shape[-2:]
+    low = upsample_add([conv(x, w, b, relu=True) for x, w, b in zip(low_maps, low_weights, low_biases)], size)
+    low = conv(low, fuse_weight, fuse_bias, relu=True)
+    high = [conv(x, w, b, relu=True) for x, w, b in zip(high_maps, high_weights, high_biases)]
+    return conv(upsample_add([low] + high, size), classifier_weight, classifier_bias)
