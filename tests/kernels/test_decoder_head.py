@@ -1,0 +1,243 @@
+"""dfanet::decoder_head_triton (dfanet_kernels/triton/decoder.py), DFANet's decoder head in one Triton launch, against
+the float64 reference (reference.decoder_head), and reference.decoder_head against the model's Decoder modules.
+
+Without a GPU the kernel runs on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, conftest.py): small
+maps, a few seconds for the file.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+
+import pytest
+import torch
+
+import dfanet_kernels as dk
+from dfanet_kernels import reference
+
+from .. import op_cases
+from ..op_cases import f64
+from ..utils import LAYOUTS, in_layout
+
+DEVICE = op_cases.DEVICES["triton"]
+UNAVAILABLE = op_cases.SKIP_REASONS["triton"]
+rand = partial(op_cases.rand, device=DEVICE)
+
+
+def decoder_args(n, low_specs, high_specs, d=32, k=19, *, dtype=torch.float32, layouts=("channels_last",),
+                 biases=True, seed=0):
+    """Positional arguments of decoder_head: maps of (C, H, W) each (layouts taken in turn), 1x1 weights scaled to
+    keep every stage's values O(1), biases (or None where ``biases`` is False)."""
+    gen = torch.Generator().manual_seed(seed)
+    layouts = iter(layouts * 16)
+
+    def conv(cout, cin):
+        return (rand(cout, cin, 1, 1, gen=gen, scale=cin**-0.5, dtype=dtype),
+                rand(cout, gen=gen, scale=0.5, dtype=dtype) if biases else None)
+
+    lows = [in_layout(rand(n, c, h, w, gen=gen, dtype=dtype), next(layouts)) for c, h, w in low_specs]
+    highs = [in_layout(rand(n, c, h, w, gen=gen, dtype=dtype), next(layouts)) for c, h, w in high_specs]
+    low_convs = [conv(d, c) for c, _, _ in low_specs]
+    fuse = conv(d, d)
+    high_convs = [conv(d, c) for c, _, _ in high_specs]
+    classifier = conv(k, d)
+    return [lows, highs, [w for w, _ in low_convs], [b for _, b in low_convs], *fuse,
+            [w for w, _ in high_convs], [b for _, b in high_convs], *classifier]
+
+
+def expected(args):
+    return reference.decoder_head(*[[f64(t) for t in a] if isinstance(a, list) else f64(a) for a in args])
+
+
+def run(args):
+    return torch.ops.dfanet.decoder_head_triton(*args)
+
+
+def register():
+    dk.available_backends(DEVICE)  # imports the Triton backend, which registers the op
+
+
+# (N, low maps, high maps, D, K), each map (C, H, W); the output is the first low map's H x W.
+CASES = {
+    # DFANet's decoder shrunk: enc2 48 ch at the output size, 1/2 and 1/4 (odd sizes, rounded as the model's
+    # stride-2 convs round); attention 192 ch at 1/8, 1/16, 1/32 of the output (clamped at 1).
+    "dfanet": (2, [(48, 13, 11), (48, 7, 6), (48, 4, 3)], [(192, 2, 2), (192, 1, 1), (192, 1, 1)], 32, 19),
+    # Maps larger than the output (downsampling taps), a high map at the output size, channel counts and D that
+    # are no powers of two.
+    "larger-and-same": (1, [(5, 9, 7), (7, 17, 23)], [(9, 9, 7), (3, 20, 3)], 20, 3),
+    # The smallest decoder: one low map, no high maps, batch 1.
+    "one-low-no-high": (1, [(6, 5, 3)], [], 16, 2),
+    # Every slot (4 low, 4 high) and classes over two classifier passes (BLOCK_K 64 under the interpreter).
+    "four-and-four": (2, [(4, 6, 5), (3, 3, 2), (5, 7, 11), (2, 1, 1)], [(6, 2, 3), (3, 1, 2), (4, 6, 5), (2, 4, 4)],
+                      24, 70),
+}
+
+
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_fp32_matches_the_float64_reference(case):
+    """fp32: each logit is a few hundred products of O(1) values summed in another order than the float64
+    reference (a few ulp times sqrt(terms), ~1e-6): op_cases' fp32 tolerance."""
+    register()
+    args = decoder_args(*CASES[case], layouts=LAYOUTS, seed=1)
+    op_cases.check(run(args), expected(args), 1e-5, 1e-5, "triton")
+
+
+def test_strided_weights_and_no_biases():
+    """Weights read through their strides (views of wider buffers), every bias None."""
+    register()
+    args = decoder_args(*CASES["larger-and-same"], layouts=("strided",), biases=False, seed=2)
+
+    def strided(w):  # the same values, every other element of the output-channel axis of a wider buffer
+        wide = torch.zeros(2 * w.shape[0], *w.shape[1:], dtype=w.dtype, device=w.device)
+        wide[::2] = w
+        return wide[::2]
+
+    for i in (2, 6):
+        args[i] = [strided(w) for w in args[i]]
+    args[4], args[8] = strided(args[4]), strided(args[8]).transpose(2, 3)
+    assert not args[4].is_contiguous()
+    op_cases.check(run(args), expected(args), 1e-5, 1e-5, "triton")
+
+
+# fp16/bf16: the inputs and weights are rounded alike for both sides; the kernel accumulates in fp32 and rounds three
+# values to the storage type, as the unfused ops do when they store them: the low sum (into the fuse conv), the merged
+# map (into the classifier) and the logits, each by at most u (fp16 2^-11, bf16 2^-8) of its size. The weights' rows
+# have norm ~1 (decoder_args), so a rounding of a D-channel vector moves a logit by up to u times that vector's norm,
+# which here is about the logit scale to twice it: a few u of the scale in all. Measured over these cases and 4 seeds
+# each (2026-12): at most 1.2u (fp16) and 3.2u (bf16) of the largest |logit|; 8u still catches a wrong tap, weight or
+# bias (an error of O(1) of the scale: 8u is 0.4% of it in fp16, 3% in bf16).
+HALF_DTYPES = [(torch.float16, 2.0**-11), (torch.bfloat16, 2.0**-8)]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "strided"])
+@pytest.mark.parametrize("dtype, unit", HALF_DTYPES, ids=["fp16", "bf16"])
+def test_half_precision_matches_the_reference_within_the_roundings(dtype, unit, layout):
+    register()
+    args = decoder_args(*CASES["dfanet"], dtype=dtype, layouts=(layout,), seed=3)
+    out, exp = run(args), expected(args)
+    assert out.dtype == dtype
+    scale = exp.abs().max().item()
+    op_cases.check(out, exp, 8 * unit * scale, 0.0, "triton")
+
+
+def test_a_different_output_size_per_call():
+    """The output follows low_maps[0], wherever the other maps are (also a larger high map)."""
+    register()
+    args = decoder_args(1, [(5, 3, 17), (5, 6, 6)], [(4, 5, 19)], 16, 5, seed=4)
+    out = run(args)
+    assert out.shape == (1, 5, 3, 17)
+    op_cases.check(out, expected(args), 1e-5, 1e-5, "triton")
+
+
+def test_reference_is_what_the_model_s_decoder_computes():
+    """reference.decoder_head on the folded weights = DFANet._quarter_logits' decoder on the nn.Modules (eval BN)."""
+    from dfanet.layers import Decoder
+    from dfanet.testing import randomize_batchnorm
+
+    torch.manual_seed(0)
+    dec = Decoder(12, 24, 16, 5).eval()
+    randomize_batchnorm(dec, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    enc2 = [torch.randn(2, 12, h, w, generator=gen) for h, w in ((9, 11), (5, 6), (3, 3))]
+    top = [torch.randn(2, 24, h, w, generator=gen) for h, w in ((2, 2), (1, 1), (1, 1))]
+    with torch.no_grad():
+        size = enc2[0].shape[-2:]
+        low = dec.low_fuse(reference.upsample_add([m(x) for m, x in zip(dec.low_reduce, enc2)], size))
+        module = dec.classifier(reference.upsample_add([low] + [m(x) for m, x in zip(dec.high_reduce, top)], size))
+        low_folded = [dk.fold_conv_bn(m.conv, m[1]) for m in dec.low_reduce]
+        high_folded = [dk.fold_conv_bn(m.conv, m[1]) for m in dec.high_reduce]
+        folded = reference.decoder_head(enc2, top, [w for w, _ in low_folded], [b for _, b in low_folded],
+                                        *dk.fold_conv_bn(dec.low_fuse.conv, dec.low_fuse[1]),
+                                        [w for w, _ in high_folded], [b for _, b in high_folded],
+                                        dec.classifier.weight, dec.classifier.bias)
+    torch.testing.assert_close(folded, module, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Bad arguments: a clear exception naming the argument, before any launch
+# ------------------------------------------------------------------------------------------------------------------
+def _bad(args, edit):
+    args = [list(a) if isinstance(a, list) else a for a in args]
+    edit(args)
+    return args
+
+
+def _set(args, i, j, value):
+    if j is None:
+        args[i] = value
+    else:
+        args[i][j] = value
+
+
+BAD = {
+    "low map 3-D": (lambda a: _set(a, 0, 1, a[0][1][0]), ValueError, "low_maps[1]: expected a 4-D"),
+    "high map 5-D": (lambda a: _set(a, 1, 0, a[1][0][None]), ValueError, "high_maps[0]: expected a 4-D"),
+    "float64 map": (lambda a: _set(a, 0, 0, a[0][0].double()), TypeError,
+                    "low_maps[0]: the triton backend takes float32/float16/bfloat16"),
+    "mixed dtypes": (lambda a: _set(a, 1, 2, a[1][2].half()), TypeError, "high_maps[2]: expected dtype torch.float32"),
+    "weight dtype": (lambda a: _set(a, 4, None, a[4].half()), TypeError, "fuse_weight: expected dtype torch.float32"),
+    "map device": (lambda a: _set(a, 0, 2, a[0][2].to("meta")), ValueError, "low_maps[2]: expected device"),
+    "weight device": (lambda a: _set(a, 8, None, a[8].to("meta")), ValueError, "classifier_weight: expected device"),
+    "low channels": (lambda a: _set(a, 2, 1, a[2][1][:, :40]), ValueError,
+                     "low_weights[1]: expected shape (32, 48, 1, 1)"),
+    "high channels": (lambda a: _set(a, 6, 0, a[6][0][:, :100]), ValueError,
+                      "high_weights[0]: expected shape (32, 192, 1, 1)"),
+    "fuse width": (lambda a: _set(a, 4, None, a[4][:16]), ValueError, "fuse_weight: expected shape (32, 32, 1, 1)"),
+    "classifier width": (lambda a: _set(a, 8, None, a[8][:, :8]), ValueError,
+                         "classifier_weight: expected shape (19, 32, 1, 1)"),
+    "bias size": (lambda a: _set(a, 7, 1, a[7][1][:5]), ValueError, "high_biases[1]: expected shape (32,)"),
+    "batch": (lambda a: _set(a, 1, 1, a[1][1][:1]), ValueError, "high_maps[1]: expected batch 2"),
+    "too many low maps": (lambda a: _set(a, 0, None, a[0] * 2), ValueError, "low_maps: expected 1 to 4 tensors"),
+    "no low map": (lambda a: _set(a, 0, None, []), ValueError, "low_maps: expected 1 to 4 tensors, got 0"),
+    "weights per map": (lambda a: _set(a, 3, None, a[3][:2]), ValueError, "low_biases: expected 3 to 3 tensors"),
+    "too wide": (lambda a: _set(a, 2, 0, a[2][0].repeat(5, 1, 1, 1)), ValueError,
+                 "low_weights[0]: at most 128 decoder channels"),
+}
+
+
+@pytest.mark.parametrize("bad", BAD, ids=list(BAD))
+def test_bad_arguments_raise_naming_the_argument(bad):
+    register()
+    edit, error, message = BAD[bad]
+    args = _bad(decoder_args(*CASES["dfanet"]), edit)
+    with pytest.raises(error, match=re.escape(message)):
+        run(args)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Registration: schema, fake implementation (torch.compile / torch.export trace it), opcheck
+# ------------------------------------------------------------------------------------------------------------------
+def test_meta_output_has_the_real_outputs_shape_dtype_and_nhwc_strides():
+    register()
+    args = decoder_args(*CASES["larger-and-same"], layouts=LAYOUTS)
+    real = run(args)
+    meta = run([[t.to("meta") for t in a] if isinstance(a, list) else None if a is None else a.to("meta")
+                for a in args])
+    assert (meta.shape, meta.dtype, meta.stride()) == (real.shape, real.dtype, real.stride())
+    assert meta.is_contiguous(memory_format=torch.channels_last)
+
+
+OPCHECKS = [op_cases.on("triton", ("test_schema", "test_autograd_registration", "test_faketensor"),
+                        id="interpreter-parts"),
+            op_cases.on("triton", None, id="full", gpu=True)]
+
+
+@pytest.mark.parametrize("backend, test_utils", OPCHECKS)
+def test_opcheck(backend, test_utils):
+    register()
+    checks = {} if test_utils is None else dict(test_utils=test_utils)
+    args = decoder_args(1, [(5, 5, 3), (4, 2, 2)], [(6, 1, 2)], 16, 3, seed=6)
+    args[3][1] = None  # an optional bias in a list
+    torch.library.opcheck(torch.ops.dfanet.decoder_head_triton.default, tuple(args), **checks)
+
+
+@pytest.mark.skipif(not op_cases.HAS_GPU, reason=op_cases.NEEDS_GPU)
+def test_torch_compile_fullgraph():
+    register()
+    args = decoder_args(*CASES["dfanet"], seed=7)
+    compiled = torch.compile(lambda *a: torch.ops.dfanet.decoder_head_triton(*a) * 2, fullgraph=True)
+    torch.testing.assert_close(compiled(*args), run(args) * 2, atol=1e-5, rtol=1e-5)
