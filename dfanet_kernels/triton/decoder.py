@@ -34,6 +34,8 @@ map sizes (smaller or larger than the output), any number of classes, inputs in 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -67,6 +69,10 @@ MAX_WIDTH = 128  # decoder channels D (DFANet: 32): [BLOCK_P, D] fp32 accumulato
 # directions, are the same source pixels (L1/L2 hits). The interpreter prefers few, large programs.
 _TILE_W = 8 if not INTERPRET else 128
 _TILE_PIXELS = 64 if not INTERPRET else 1024
+# The most source pixels a program's region may hold (``plan``): DFANet's high maps need 4 x 4 at 8 x 8 tiles, its
+# low maps at 1/2 and 1/4 size 8 x 8.
+_MAX_REGION = 64 if not INTERPRET else 4096
+_REGION = "auto"  # "auto" (by MACs), "always" (where it fits _MAX_REGION) or "never": the tests force both
 _MAX_BLOCK_CI = 64 if not INTERPRET else 256  # input-channel chunk of the reduce convs' K loop
 _MAX_BLOCK_K = 32 if not INTERPRET else 64  # classes per classifier pass (DFANet's 19 in one)
 # Compiled for sm_90 (Triton 3.9, 2026-12) at DFANet's shapes (8 x 8 tiles, 3 + 3 maps, the first at the output size,
@@ -106,17 +112,44 @@ def _conv_relu_at(src_ptr, at, mask_p, C, s_c, w_ptr, sw_o, sw_i, b_ptr, s_b, D,
 
 
 @triton.jit
-def _reduced(src_ptr, n, oh, ow, mask_p, C, H, W, s_n, s_c, s_h, s_w, scale_h, scale_w,
+def _reduced(src_ptr, n, oh, ow, tile_h0, tile_w0, mask_p, C, H, W, s_n, s_c, s_h, s_w, scale_h, scale_w,
              w_ptr, sw_o, sw_i, b_ptr, s_b, D,
-             SAME: tl.constexpr, HAS_BIAS: tl.constexpr, NHWC: tl.constexpr, IDX64: tl.constexpr,
+             PLAN: tl.constexpr, HAS_BIAS: tl.constexpr, NHWC: tl.constexpr, IDX64: tl.constexpr,
              IS_FP32: tl.constexpr, DOT_FP32: tl.constexpr,
              BLOCK_P: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_D: tl.constexpr):
-    """fp32 [BLOCK_P, BLOCK_D]: ``resize(relu(conv(x)))`` at output pixels (n, oh, ow) (n a scalar): one tap at
-    the output size, else relu(conv) at each of the four bilinear taps, blended as upsample.py blends."""
-    if SAME:
+    """fp32 [BLOCK_P, BLOCK_D]: ``resize(relu(conv(x)))`` at output pixels (n, oh, ow) (n a scalar) of the tile whose
+    first pixel is (tile_h0, tile_w0). How (``PLAN``, see ``plan``): one tap at the output size (mode 1); relu(conv)
+    at each of the four bilinear taps, blended as upsample.py blends (mode 0); or relu(conv) once on the tile's source
+    region, RH x RW pixels from the tile's first taps, blended by one tl.dot with the [pixels, region] matrix of the
+    bilinear weights (mode 2)."""
+    if (PLAN & 3) == 1:
         at = pixel_offsets(n, oh, ow, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
         val = _conv_relu_at(src_ptr, at, mask_p, C, s_c, w_ptr, sw_o, sw_i, b_ptr, s_b, D, HAS_BIAS, NHWC, IDX64,
                             IS_FP32, DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
+    elif (PLAN & 3) == 2:
+        RH: tl.constexpr = 1 << ((PLAN >> 2) & 31)
+        RW: tl.constexpr = 1 << ((PLAN >> 7) & 31)
+        # The tile's taps are monotone in oh and ow: its first pixel's lower taps are the region's origin, and the
+        # launcher sized the region to hold the last pixel's upper taps.
+        rh0, _, _, _ = bilinear_axis(tile_h0, scale_h, H)
+        rw0, _, _, _ = bilinear_axis(tile_w0, scale_w, W)
+        offs_r = tl.arange(0, RH * RW)
+        rh = rh0 + offs_r // RW
+        rw = rw0 + offs_r % RW
+        at = pixel_offsets(n, rh, rw, H, W, C, s_n, s_h, s_w, NHWC, IDX64)
+        reduced = _conv_relu_at(src_ptr, at, (rh < H) & (rw < W), C, s_c, w_ptr, sw_o, sw_i, b_ptr, s_b, D,
+                                HAS_BIAS, NHWC, IDX64, IS_FP32, DOT_FP32, RH * RW, BLOCK_CI, BLOCK_D)
+        h0, h1, lh0, lh1 = bilinear_axis(oh, scale_h, H)
+        w0, w1, lw0, lw1 = bilinear_axis(ow, scale_w, W)
+        r0 = (h0 - rh0) * RW - rw0  # region index of (h0, w) is r0 + w
+        r1 = (h1 - rh0) * RW - rw0
+        cols = offs_r[None, :]
+        # Taps that coincide (at the map's edges) add their weights, as the reference's blend adds their terms.
+        blend = tl.where(cols == (r0 + w0)[:, None], (lh0 * lw0)[:, None], 0.0)
+        blend += tl.where(cols == (r0 + w1)[:, None], (lh0 * lw1)[:, None], 0.0)
+        blend += tl.where(cols == (r1 + w0)[:, None], (lh1 * lw0)[:, None], 0.0)
+        blend += tl.where(cols == (r1 + w1)[:, None], (lh1 * lw1)[:, None], 0.0)
+        val = tl.dot(blend, reduced, input_precision="ieee")
     else:
         h0, h1, lh0, lh1 = bilinear_axis(oh, scale_h, H)
         w0, w1, lw0, lw1 = bilinear_axis(ow, scale_w, W)
@@ -162,9 +195,10 @@ def _decoder_head_kernel(
     hx3, hC3, hH3, hW3, hsn3, hsc3, hsh3, hsw3, hfh3, hfw3, hw3, hswo3, hswi3, hb3, hsb3,
     fuse_w, sfw_o, sfw_i, fuse_b, sfb,
     cls_w, scw_o, scw_i, cls_b, scb,
-    # Compile-time: the map counts and, per slot (bit i), "at the output size" and "has a bias". DFANet compiles
-    # one variant; as run-time flags every slot's four-tap code would be in every kernel.
-    NUM_LOW: tl.constexpr, NUM_HIGH: tl.constexpr, LOW_SAME: tl.constexpr, HIGH_SAME: tl.constexpr,
+    # Compile-time: the map counts, per slot how its taps are computed (12 bits a slot, see ``plan``) and whether
+    # it has a bias (bit i). DFANet compiles one variant; as run-time flags every slot's code for every mode would
+    # be in every kernel.
+    NUM_LOW: tl.constexpr, NUM_HIGH: tl.constexpr, LOW_PLAN: tl.constexpr, HIGH_PLAN: tl.constexpr,
     LOW_BIAS: tl.constexpr, HIGH_BIAS: tl.constexpr, FUSE_BIAS: tl.constexpr, CLS_BIAS: tl.constexpr,
     SRC_NHWC: tl.constexpr,  # every map dense channels_last: offsets from C alone
     IDX64: tl.constexpr, IS_FP32: tl.constexpr, DOT_FP32: tl.constexpr,
@@ -176,26 +210,28 @@ def _decoder_head_kernel(
     row_tiles = tl.cdiv(HO, BLOCK_H)
     n = tl.program_id(0) // row_tiles
     offs_p = tl.arange(0, BLOCK_P)
-    oh = (tl.program_id(0) - n * row_tiles) * BLOCK_H + offs_p // BLOCK_W
-    ow = tl.program_id(1) * BLOCK_W + offs_p % BLOCK_W
+    tile_h0 = (tl.program_id(0) - n * row_tiles) * BLOCK_H
+    tile_w0 = tl.program_id(1) * BLOCK_W
+    oh = tile_h0 + offs_p // BLOCK_W
+    ow = tile_w0 + offs_p % BLOCK_W
     mask_p = (oh < HO) & (ow < WO)
 
     # The low-level sum, then the fuse conv + ReLU.
-    low = _reduced(lx0, n, oh, ow, mask_p, lC0, lH0, lW0, lsn0, lsc0, lsh0, lsw0, lfh0, lfw0, lw0, lswo0, lswi0,
-                   lb0, lsb0, D, LOW_SAME & 1, LOW_BIAS & 1, SRC_NHWC, IDX64, IS_FP32, DOT_FP32,
-                   BLOCK_P, BLOCK_CI, BLOCK_D)
+    low = _reduced(lx0, n, oh, ow, tile_h0, tile_w0, mask_p, lC0, lH0, lW0, lsn0, lsc0, lsh0, lsw0, lfh0, lfw0,
+                   lw0, lswo0, lswi0, lb0, lsb0, D, LOW_PLAN & 4095, LOW_BIAS & 1,
+                   SRC_NHWC, IDX64, IS_FP32, DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
     if NUM_LOW > 1:
-        low += _reduced(lx1, n, oh, ow, mask_p, lC1, lH1, lW1, lsn1, lsc1, lsh1, lsw1, lfh1, lfw1, lw1, lswo1, lswi1,
-                        lb1, lsb1, D, (LOW_SAME >> 1) & 1, (LOW_BIAS >> 1) & 1, SRC_NHWC, IDX64, IS_FP32,
-                        DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
+        low += _reduced(lx1, n, oh, ow, tile_h0, tile_w0, mask_p, lC1, lH1, lW1, lsn1, lsc1, lsh1, lsw1, lfh1, lfw1,
+                        lw1, lswo1, lswi1, lb1, lsb1, D, (LOW_PLAN >> 12) & 4095, (LOW_BIAS >> 1) & 1,
+                        SRC_NHWC, IDX64, IS_FP32, DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
     if NUM_LOW > 2:
-        low += _reduced(lx2, n, oh, ow, mask_p, lC2, lH2, lW2, lsn2, lsc2, lsh2, lsw2, lfh2, lfw2, lw2, lswo2, lswi2,
-                        lb2, lsb2, D, (LOW_SAME >> 2) & 1, (LOW_BIAS >> 2) & 1, SRC_NHWC, IDX64, IS_FP32,
-                        DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
+        low += _reduced(lx2, n, oh, ow, tile_h0, tile_w0, mask_p, lC2, lH2, lW2, lsn2, lsc2, lsh2, lsw2, lfh2, lfw2,
+                        lw2, lswo2, lswi2, lb2, lsb2, D, (LOW_PLAN >> 24) & 4095, (LOW_BIAS >> 2) & 1,
+                        SRC_NHWC, IDX64, IS_FP32, DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
     if NUM_LOW > 3:
-        low += _reduced(lx3, n, oh, ow, mask_p, lC3, lH3, lW3, lsn3, lsc3, lsh3, lsw3, lfh3, lfw3, lw3, lswo3, lswi3,
-                        lb3, lsb3, D, (LOW_SAME >> 3) & 1, (LOW_BIAS >> 3) & 1, SRC_NHWC, IDX64, IS_FP32,
-                        DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
+        low += _reduced(lx3, n, oh, ow, tile_h0, tile_w0, mask_p, lC3, lH3, lW3, lsn3, lsc3, lsh3, lsw3, lfh3, lfw3,
+                        lw3, lswo3, lswi3, lb3, lsb3, D, (LOW_PLAN >> 36) & 4095, (LOW_BIAS >> 3) & 1,
+                        SRC_NHWC, IDX64, IS_FP32, DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
     wf = tl.load(fuse_w + offs_d[:, None] * sfw_i + offs_d[None, :] * sfw_o, mask=mask_d[:, None] & mask_d[None, :],
@@ -207,21 +243,21 @@ def _decoder_head_kernel(
 
     # The high-level maps added at their taps.
     if NUM_HIGH > 0:
-        merged += _reduced(hx0, n, oh, ow, mask_p, hC0, hH0, hW0, hsn0, hsc0, hsh0, hsw0, hfh0, hfw0, hw0, hswo0,
-                           hswi0, hb0, hsb0, D, HIGH_SAME & 1, HIGH_BIAS & 1, SRC_NHWC, IDX64, IS_FP32, DOT_FP32,
-                           BLOCK_P, BLOCK_CI, BLOCK_D)
+        merged += _reduced(hx0, n, oh, ow, tile_h0, tile_w0, mask_p, hC0, hH0, hW0, hsn0, hsc0, hsh0, hsw0, hfh0, hfw0,
+                           hw0, hswo0, hswi0, hb0, hsb0, D, HIGH_PLAN & 4095, HIGH_BIAS & 1,
+                           SRC_NHWC, IDX64, IS_FP32, DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
     if NUM_HIGH > 1:
-        merged += _reduced(hx1, n, oh, ow, mask_p, hC1, hH1, hW1, hsn1, hsc1, hsh1, hsw1, hfh1, hfw1, hw1, hswo1,
-                           hswi1, hb1, hsb1, D, (HIGH_SAME >> 1) & 1, (HIGH_BIAS >> 1) & 1, SRC_NHWC, IDX64, IS_FP32,
-                           DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
+        merged += _reduced(hx1, n, oh, ow, tile_h0, tile_w0, mask_p, hC1, hH1, hW1, hsn1, hsc1, hsh1, hsw1, hfh1, hfw1,
+                           hw1, hswo1, hswi1, hb1, hsb1, D, (HIGH_PLAN >> 12) & 4095, (HIGH_BIAS >> 1) & 1,
+                           SRC_NHWC, IDX64, IS_FP32, DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
     if NUM_HIGH > 2:
-        merged += _reduced(hx2, n, oh, ow, mask_p, hC2, hH2, hW2, hsn2, hsc2, hsh2, hsw2, hfh2, hfw2, hw2, hswo2,
-                           hswi2, hb2, hsb2, D, (HIGH_SAME >> 2) & 1, (HIGH_BIAS >> 2) & 1, SRC_NHWC, IDX64, IS_FP32,
-                           DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
+        merged += _reduced(hx2, n, oh, ow, tile_h0, tile_w0, mask_p, hC2, hH2, hW2, hsn2, hsc2, hsh2, hsw2, hfh2, hfw2,
+                           hw2, hswo2, hswi2, hb2, hsb2, D, (HIGH_PLAN >> 24) & 4095, (HIGH_BIAS >> 2) & 1,
+                           SRC_NHWC, IDX64, IS_FP32, DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
     if NUM_HIGH > 3:
-        merged += _reduced(hx3, n, oh, ow, mask_p, hC3, hH3, hW3, hsn3, hsc3, hsh3, hsw3, hfh3, hfw3, hw3, hswo3,
-                           hswi3, hb3, hsb3, D, (HIGH_SAME >> 3) & 1, (HIGH_BIAS >> 3) & 1, SRC_NHWC, IDX64, IS_FP32,
-                           DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
+        merged += _reduced(hx3, n, oh, ow, tile_h0, tile_w0, mask_p, hC3, hH3, hW3, hsn3, hsc3, hsh3, hsw3, hfh3, hfw3,
+                           hw3, hswo3, hswi3, hb3, hsb3, D, (HIGH_PLAN >> 36) & 4095, (HIGH_BIAS >> 3) & 1,
+                           SRC_NHWC, IDX64, IS_FP32, DOT_FP32, BLOCK_P, BLOCK_CI, BLOCK_D)
 
     # The classifier, BLOCK_K classes a pass; each logit written once.
     o_row = out_ptr + (((widen(n, IDX64) * HO + oh) * WO + ow) * K)[:, None]
@@ -333,8 +369,36 @@ def tile(ho: int, wo: int) -> tuple[int, int]:
     return block_w, block_h
 
 
+def plan(t: torch.Tensor, ho: int, wo: int, block_h: int, block_w: int) -> int:
+    """How a program computes map ``t``'s resized relu(conv) on its BLOCK_H x BLOCK_W output tile, as the 12-bit
+    code the kernel reads: mode (bits 0-1) and, for mode 2, log2 of the region's rows (bits 2-6) and columns (7-11).
+
+    1: ``t`` is at the output size (one tap). 2 (region): relu(conv) once on every source pixel the tile's taps
+    read, then the blend as one more tl.dot; 0 (taps): relu(conv) at each pixel's four taps. Along an axis scaled
+    by s = in / out, a tile's taps span at most ceil(s * (block - 1)) + 2 source pixels (the lower taps move by
+    at most s a pixel, and fp32 rounding of s cannot add another one beyond the + 3), and no more than the map
+    holds. Region when its MACs, R * (C + P) (the conv on R region pixels, then the [P, R] blend), are fewer than
+    the taps' 4 * P * C and R is at most _MAX_REGION (its [P, R] blend matrix is a register tile); ``_REGION`` forces
+    either (tests)."""
+    c, h, w = (static(v) for v in t.shape[1:])
+    if h == ho and w == wo:
+        return 1
+    rh = triton.next_power_of_2(min(math.ceil(h / ho * (block_h - 1)) + 3, h))
+    rw = triton.next_power_of_2(min(math.ceil(w / wo * (block_w - 1)) + 3, w))
+    while rh * rw < 16:  # tl.dot's minimum K
+        rw *= 2
+    r, p = rh * rw, block_h * block_w
+    if r > _MAX_REGION or _REGION == "never" or (_REGION == "auto" and r * (c + p) >= 4 * p * c):
+        return 0
+    return 2 | (rh.bit_length() - 1) << 2 | (rw.bit_length() - 1) << 7
+
+
 def _mask(flags) -> int:
     return sum(1 << i for i, f in enumerate(flags) if f)
+
+
+def _codes(plans) -> int:
+    return sum(code << 12 * i for i, code in enumerate(plans))
 
 
 def decoder_head_forward(
@@ -365,8 +429,8 @@ def decoder_head_forward(
             j = i if i < len(slots) else None
             args += (_slot_args(slots[j], weights[j], biases[j], ho, wo) if j is not None
                      else _slot_args(first, low_weights[0], low_biases[0], ho, wo))
-    same = [bool(t.shape[2] == ho and t.shape[3] == wo) for t in maps]
     block_w, block_h = tile(ho, wo)
+    plans = [plan(t, ho, wo, block_h, block_w) for t in maps]
     block_ci = max(16, min(triton.next_power_of_2(max(static(t.shape[1]) for t in maps)), _MAX_BLOCK_CI))
     block_d = max(16, triton.next_power_of_2(d))
     block_k = max(16, min(triton.next_power_of_2(k), _MAX_BLOCK_K))
@@ -380,7 +444,7 @@ def decoder_head_forward(
         classifier_weight, classifier_weight.stride(0), classifier_weight.stride(1),
         classifier_weight if classifier_bias is None else classifier_bias,
         0 if classifier_bias is None else classifier_bias.stride(0),
-        NUM_LOW=nl, NUM_HIGH=len(high_maps), LOW_SAME=_mask(same[:nl]), HIGH_SAME=_mask(same[nl:]),
+        NUM_LOW=nl, NUM_HIGH=len(high_maps), LOW_PLAN=_codes(plans[:nl]), HIGH_PLAN=_codes(plans[nl:]),
         LOW_BIAS=_mask(b is not None for b in low_biases), HIGH_BIAS=_mask(b is not None for b in high_biases),
         FUSE_BIAS=fuse_bias is not None, CLS_BIAS=classifier_bias is not None,
         SRC_NHWC=all(is_nhwc(t) for t in maps), IDX64=needs_int64(out, *maps),

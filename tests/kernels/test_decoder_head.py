@@ -77,12 +77,45 @@ CASES = {
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
 
 
-@pytest.mark.parametrize("case", CASES, ids=list(CASES))
-def test_fp32_matches_the_float64_reference(case):
+def modes(args, module):
+    """The mode ``plan`` picks for each map of a launch (0 taps, 1 same size, 2 region)."""
+    ho, wo = args[0][0].shape[-2:]
+    block_w, block_h = module.tile(ho, wo)
+    return [module.plan(t, ho, wo, block_h, block_w) & 3 for t in args[0] + args[1]]
+
+
+@pytest.mark.parametrize("case, region", [(case, region) for case in CASES for region in ("auto", "never", "always")
+                                          if region == "auto" or case != "one-low-no-high"])  # no map resized there
+def test_fp32_matches_the_float64_reference(monkeypatch, case, region):
     """fp32: each logit is a few hundred products of O(1) values summed in another order than the float64
-    reference (a few ulp times sqrt(terms), ~1e-6): op_cases' fp32 tolerance."""
+    reference (a few ulp times sqrt(terms), ~1e-6): op_cases' fp32 tolerance. Every resized map by its four taps
+    ("never"), by its region where that fits ("always"), or as the launcher picks."""
     register()
+    from dfanet_kernels.triton import decoder as module
+
+    monkeypatch.setattr(module, "_REGION", region)
     args = decoder_args(*CASES[case], layouts=LAYOUTS, seed=1)
+    if region != "auto":
+        resized = [m for m in modes(args, module) if m != 1]
+        assert resized and set(resized) == {0 if region == "never" else 2}
+    op_cases.check(run(args), expected(args), 1e-5, 1e-5, "triton")
+
+
+@pytest.mark.parametrize("case", ["dfanet", "four-and-four"])
+def test_fp32_with_the_gpu_tiles(monkeypatch, case):
+    """The tiles a GPU launch takes (8 x 8 pixels, regions up to 64 pixels, 64-channel chunks, 32 classes a pass):
+    many programs, regions that start inside the map, channel and class loops of several passes."""
+    register()
+    from dfanet_kernels.triton import decoder as module
+
+    for name, value in dict(_TILE_W=8, _TILE_PIXELS=64, _MAX_REGION=64, _MAX_BLOCK_CI=64, _MAX_BLOCK_K=32).items():
+        monkeypatch.setattr(module, name, value)
+    n, lows, highs, d, k = CASES[case]
+    if case == "dfanet":  # a larger output: several tiles each way, DFANet's map sizes relative to it
+        lows, highs = [(48, 19, 21), (48, 10, 11), (48, 5, 6)], [(192, 3, 3), (192, 2, 2), (192, 1, 1)]
+    args = decoder_args(n, lows, highs, d, k, layouts=("channels_last", "strided"), seed=8)
+    if case == "dfanet":
+        assert modes(args, module) == [1, 2, 2, 2, 2, 2]
     op_cases.check(run(args), expected(args), 1e-5, 1e-5, "triton")
 
 
