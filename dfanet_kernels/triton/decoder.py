@@ -11,21 +11,29 @@ upsample_add, the classifier), every reduced map written and read back.
 
 A program owns a BLOCK_H x BLOCK_W tile of output pixels of one image (8 x 8 on a GPU), flattened to BLOCK_P
 pixels, with all decoder channels and all classes. The ReLU comes before the resize, so a map cannot be resized
-first and convolved after: for a map of another size than the output the program computes relu(conv) at each of its
-four bilinear source taps (gathered straight from the map, a BLOCK_CI-channel chunk at a time, as ``tl.dot``s of
-[BLOCK_P, BLOCK_CI] x [BLOCK_CI, BLOCK_D]) and blends the four [BLOCK_P, BLOCK_D] results with upsample.py's
-arithmetic (``_common.bilinear_axis``, the reference's order of operations); a map at the output size takes one tap.
-Nothing is shared between programs: a source pixel's reduce conv is recomputed by every output pixel that reads it
-(4 taps each), 4x the reduce convs' MACs of an output-sized map, whatever the map's size. At DFANet A's shapes
-(1024 x 1024 input: enc2 48 channels at 256^2 (same size), 128^2 and 64^2; attention 192 channels at 32^2, 16^2,
-8^2; 32 decoder channels; 19 classes) that is about 89 kMAC a logit pixel, 5.8 GMAC at batch 1 (the unfused
-decoder: 0.25 GMAC), of which the three 192-channel high maps take 83%: ~12 GFLOP, cheap on fp16/bf16 tensor cores
-but ~0.2 ms of fp32 FMAs on an H100. Not measured (no GPU here).
+first and convolved after; each map takes one of three paths (``plan``, fixed per launch and slot at compile time):
+
+- at the output size: relu(conv) at the tile's own pixels;
+- region: relu(conv) once on the tile's source region (the RH x RW source pixels from the tile's first taps that
+  hold all its taps: 4 x 4 for DFANet's high maps, 8 x 8 for its 1/2- and 1/4-size low maps), then the blend as
+  one more ``tl.dot``, [BLOCK_P, region] bilinear weights (up to four non-zeros a row, where the pixel's taps are)
+  x [region, D], in fp32;
+- taps (where the region would cost more MACs or not fit, e.g. maps much larger than the output): relu(conv) at
+  each of the four bilinear taps of every pixel, blended with upsample.py's arithmetic (``_common.bilinear_axis``,
+  the reference's order of operations).
+
+Each relu(conv) is a loop of ``tl.dot``s over BLOCK_CI-channel chunks read straight from the map (any layout).
+Nothing is shared between programs: the halo of a region is recomputed by its neighbours. At DFANet A's shapes
+(1024 x 1024 input: enc2 48 channels at 256^2, 128^2 and 64^2; attention 192 channels at 32^2, 16^2, 8^2; 32
+decoder channels; 19 classes) that is about 16.5 kMAC a logit pixel, 1.1 GMAC at batch 1 (the unfused decoder:
+0.25 GMAC; four taps everywhere would be 89 kMAC, 5.8 GMAC), 0.37 GMAC of it the blends in fp32. Not timed (no GPU
+here). A non-finite reduced value in a region makes the whole tile's blend NaN (0 x inf), where the reference's
+blend keeps it to the pixels that read it.
 
 The low sum stays in registers (fp32) into the fuse conv, the merged map into the classifier, which runs BLOCK_K
-classes a pass; the logits are written once, NHWC. Precision: fp32 accumulation throughout; what feeds a tl.dot
-(the inputs, the low sum, the merged map) is rounded to the weight dtype first, as the unfused fp16/bf16 ops round
-their stored outputs; the logits are rounded once.
+classes a pass; the logits are written once, NHWC. Precision: fp32 accumulation throughout; what feeds a conv's
+tl.dot (the inputs, the low sum, the merged map; the blends take fp32) is rounded to the weight dtype first, as the
+unfused fp16/bf16 ops round their stored outputs; the logits are rounded once.
 
 Limits (checked, ValueError naming the argument): 1 to MAX_LOW low maps, 0 to MAX_HIGH high maps, at most
 MAX_WIDTH decoder channels (the accumulators are [BLOCK_P, D] register tiles). Any channel counts of the maps, any

@@ -7,7 +7,11 @@ maps, a few seconds for the file.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from functools import partial
 
 import pytest
@@ -274,3 +278,86 @@ def test_torch_compile_fullgraph():
     args = decoder_args(*CASES["dfanet"], seed=7)
     compiled = torch.compile(lambda *a: torch.ops.dfanet.decoder_head_triton(*a) * 2, fullgraph=True)
     torch.testing.assert_close(compiled(*args), run(args) * 2, atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The kernel compiles for a GPU (sm_90) without spills, checked without one (see test_triton_compile.py)
+# ------------------------------------------------------------------------------------------------------------------
+COMPILE_SCRIPT = textwrap.dedent(
+    """
+    import os, re, subprocess, tempfile
+    os.environ.pop("TRITON_INTERPRET", None)
+    import torch
+    import triton
+    import triton.backends.nvidia
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from dfanet_kernels.triton import decoder as DEC
+
+    CUOBJDUMP = os.path.join(os.path.dirname(triton.backends.nvidia.__file__), "bin", "cuobjdump")
+    POINTERS = {"out_ptr", "fuse_w", "fuse_b", "cls_w", "cls_b"} | {
+        f"{k}{p}{i}" for k in "lh" for p in "xwb" for i in range(4)}
+    SCALES = {f"{k}{p}{i}" for k in "lh" for p in ("fh", "fw") for i in range(4)}
+
+    def compile_(dtype, constexprs, aligned):
+        fn = DEC._decoder_head_kernel
+        sig, attrs = {}, {}
+        for i, name in enumerate(fn.arg_names):
+            if name in POINTERS or name in aligned:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+            sig[name] = ("constexpr" if name in constexprs else "*" + dtype if name in POINTERS
+                         else "fp32" if name in SCALES else "i32")
+        k = triton.compile(ASTSource(fn, sig, dict(constexprs), attrs), target=GPUTarget("cuda", 90, 32),
+                           options=dict(num_warps=DEC._WARPS, num_stages=DEC._STAGES))
+        with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+            f.write(k.asm["cubin"])
+            f.flush()
+            usage = subprocess.run([CUOBJDUMP, "--dump-resource-usage", f.name], capture_output=True, text=True,
+                                   check=True).stdout
+        spilled = sum(int(v) for v in re.findall(r"(?:STACK|LOCAL):([0-9]+)", usage))
+        assert spilled == 0, (dtype, constexprs, f"{spilled} B local memory")
+        assert k.metadata.shared <= 227 * 1024
+        if dtype != "fp32":
+            assert "mma" in k.asm["ptx"], "fp16/bf16 convs must run on tensor cores"
+
+    def plans(lows, highs, size):
+        # The launcher's plans and tiles for maps of (C, H, W) at a size x size output.
+        bw, bh = DEC.tile(size, size)
+        maps = [torch.empty(1, c, h, w, device="meta") for c, h, w in lows + highs]
+        codes = [DEC.plan(t, size, size, bh, bw) for t in maps]
+        return dict(NUM_LOW=len(lows), NUM_HIGH=len(highs), LOW_PLAN=DEC._codes(codes[:len(lows)]),
+                    HIGH_PLAN=DEC._codes(codes[len(lows):]), BLOCK_H=bh, BLOCK_W=bw, BLOCK_P=bh * bw), codes
+
+    # DFANet A at 1024 x 1024 (256 x 256 logits): the first low map at the output size, the others and every high
+    # map through their regions; every dtype, dense NHWC, 32-bit offsets, the channel counts seen as multiples of 16
+    # (as a launch specialises them).
+    lows, highs = [(48, 256 // f, 256 // f) for f in (1, 2, 4)], [(192, 256 // f, 256 // f) for f in (8, 16, 32)]
+    dfanet, codes = plans(lows, highs, 256)
+    assert [c & 3 for c in codes] == [1, 2, 2, 2, 2, 2], codes
+    tiles = dict(BLOCK_CI=64, BLOCK_D=32, BLOCK_K=32)
+    flags = dict(LOW_BIAS=7, HIGH_BIAS=7, FUSE_BIAS=True, CLS_BIAS=True, DOT_FP32=False)
+    for dtype in ("fp32", "fp16", "bf16"):
+        compile_(dtype, dict(**dfanet, **tiles, **flags, SRC_NHWC=True, IDX64=False, IS_FP32=dtype == "fp32"),
+                 aligned=("lC0", "lC1", "lC2", "hC0", "hC1", "hC2", "D"))
+    # The four-tap path (maps larger than the output), strided maps, 64-bit offsets, every slot, no biases.
+    many, codes = plans([(24, 64, 64), (24, 200, 150), (24, 8, 8), (24, 1, 1)],
+                        [(96, 4, 4), (96, 100, 100), (96, 64, 64), (96, 2, 2)], 64)
+    assert {c & 3 for c in codes} == {0, 1, 2}, codes
+    compile_("fp16", dict(**many, **tiles, LOW_BIAS=0, HIGH_BIAS=0, FUSE_BIAS=False, CLS_BIAS=False, DOT_FP32=False,
+                          SRC_NHWC=False, IDX64=True, IS_FP32=False), aligned=())
+    print("compiled")
+    """
+)
+
+
+@pytest.mark.skipif(op_cases.HAS_GPU, reason="on a GPU the kernel is compiled and run for real")
+def test_the_kernel_compiles_for_sm90_without_spills():
+    triton = pytest.importorskip("triton")
+    from triton import backends
+
+    if "nvidia" not in backends.backends:
+        pytest.skip(f"Triton {triton.__version__} has no NVIDIA backend")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", COMPILE_SCRIPT], capture_output=True, text=True, env=env,
+                            timeout=900)
+    assert result.returncode == 0 and "compiled" in result.stdout, result.stderr[-4000:]
