@@ -258,6 +258,21 @@ def test_meta_output_has_the_real_outputs_shape_dtype_and_nhwc_strides():
     assert meta.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_fake_tracing_keeps_the_op_in_the_graph():
+    """What torch.compile and torch.export see: with fake tensors the op is one node of the graph, its output shaped
+    and laid out as the real one (the launcher, which doubles as the op's fake implementation, launches nothing)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    register()
+    args = decoder_args(*CASES["larger-and-same"])
+    graph = make_fx(lambda *a: torch.ops.dfanet.decoder_head_triton(*a) + 1, tracing_mode="fake")(*args)
+    calls = [node for node in graph.graph.nodes if node.target is torch.ops.dfanet.decoder_head_triton.default]
+    assert len(calls) == 1
+    fake = calls[0].meta["val"]
+    real = run(args)
+    assert (fake.shape, fake.dtype, fake.stride()) == (real.shape, real.dtype, real.stride())
+
+
 OPCHECKS = [op_cases.on("triton", ("test_schema", "test_autograd_registration", "test_faketensor"),
                         id="interpreter-parts"),
             op_cases.on("triton", None, id="full", gpu=True)]
