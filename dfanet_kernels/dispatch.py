@@ -113,12 +113,12 @@ def run_upsample_labels(backend, x, size):
 
 def run_decoder_head(backend, low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights, high_biases,
                      classifier_weight, classifier_bias):
-    """decoder_head on checked arguments, on ``backend``: one op on the CPU; elsewhere composed from the backend's
-    convs and upsample_add (a GPU kernel of its own is issue 16's)."""
-    if backend == "cpu":
-        return torch.ops.dfanet.decoder_head(list(low), list(high), list(low_weights), list(low_biases), fuse_weight,
-                                             fuse_bias, list(high_weights), list(high_biases), classifier_weight,
-                                             classifier_bias)
+    """decoder_head on checked arguments, on ``backend``: one kernel on the CPU and Triton backends; on CUDA composed
+    from its convs (cuDNN) and upsample_add."""
+    if backend in ("cpu", "triton"):
+        return compiled_op(backend, "decoder_head")(list(low), list(high), list(low_weights), list(low_biases),
+                                                    fuse_weight, fuse_bias, list(high_weights), list(high_biases),
+                                                    classifier_weight, classifier_bias)
     if backend == "reference":
         return reference.decoder_head(low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights,
                                       high_biases, classifier_weight, classifier_bias)
