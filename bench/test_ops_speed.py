@@ -31,7 +31,7 @@ IMPLS = ("fused_cpu", "baseline")
 TORCH_BASELINE_CASES = ("conv3x3_stem", "dwsep_enc2", "dwsep_enc2_residual", "dwsep_enc3_strided",
                         "xception_block_enc2", "xception_block_enc3_strided", "xception_block_cat_enc2",
                         "fc_attention_enc4", "upsample_concat_enc2", "upsample_add_decoder", "conv1x1_low_reduce",
-                        "upsample_add_output", "upsample_labels_output")
+                        "decoder_head", "upsample_add_output", "upsample_labels_output")
 TWO_OPS_CASE = "xception_block_cat_enc2_vs_two_cpu_ops"
 CASES = TORCH_BASELINE_CASES + (TWO_OPS_CASE,)
 

@@ -29,5 +29,5 @@ echo "sanitize: running the CPU op tests with LD_PRELOAD=$libasan"
 LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   python -m pytest -q -p no:cacheprovider tests/kernels/test_cpu_isa.py tests/kernels/test_xception_block.py tests/kernels/test_conv.py \
   tests/kernels/test_dwsep_conv.py tests/kernels/test_fc_attention.py tests/kernels/test_upsample.py \
-  tests/kernels/test_prepared.py tests/kernels/test_weight_layouts.py \
+  tests/kernels/test_prepared.py tests/kernels/test_weight_layouts.py tests/kernels/test_decoder_head.py \
   -k "not bad_input and not bad_isa and not direct_op_call and not rejects_other_dtypes and not raises_not_crashes" "$@"

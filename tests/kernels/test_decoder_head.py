@@ -67,6 +67,14 @@ def test_decoder_head_matches_reference(backend, name, layout):
     check(dk.decoder_head(**args, backend=backend), expected(args), ATOL, RTOL, backend)
 
 
+@needs_cpu_kernels
+@pytest.mark.parametrize("name", ["dfanet-like-odd", "same-and-larger-maps", "wide-row"])
+def test_every_cpu_path_matches_reference(every_isa, name):
+    """The AVX-512, AVX2 and portable paths of the CPU kernel (each this CPU runs), channels_last maps."""
+    args = decoder_args(*CASES[name], seed=7)
+    check(dk.decoder_head(**args, backend="cpu"), expected(args), ATOL, RTOL, "cpu")
+
+
 @pytest.mark.parametrize("backend", [on("cpu")])
 def test_decoder_head_without_biases(backend):
     args = decoder_args(*CASES["dfanet-like-odd"], biases=False, seed=3)

@@ -108,7 +108,7 @@ def model_op_calls(variant: str, batch: int, height: int, width: int, dtype: tor
     (w2, _), (w3, _), (w4, _) = spec.stages
     d, k, n = spec.decoder_channels, spec.attention_hidden, batch
     sizes = feature_map_sizes(height, width)
-    s2, s4, s5, s6 = sizes[2], sizes[4], sizes[5], sizes[6]  # 1/4 ... 1/64 of the input
+    s2, s3, s4, s5, s6 = sizes[2], sizes[3], sizes[4], sizes[5], sizes[6]  # 1/4 ... 1/64 of the input
     t = _RandomTensors(device, dtype)
 
     def dwsep(cin, cout, size, stride, residual):
@@ -126,6 +126,12 @@ def model_op_calls(variant: str, batch: int, height: int, width: int, dtype: tor
         # conv bias near 1: channel scales around ReLU(1), as in a trained model, not half of them zero.
         return OpCall("fc_attention", (t(n, c, *size), t(k, c, scale=c ** -0.5), t(k, scale=0.1),
                                        t(c, k, 1, 1, scale=k ** -0.5), 1 + t(c, scale=0.1)))
+
+    def decoder_head():
+        low, high = [t.pointwise(d, c2) for _ in range(3)], [t.pointwise(d, c4) for _ in range(3)]
+        return OpCall("decoder_head", ([t(n, c2, *hw) for hw in (s2, s3, s4)], [t(n, c4, *hw) for hw in (s4, s5, s6)],
+                                       [w for w, _ in low], [b for _, b in low], *t.pointwise(d, d),
+                                       [w for w, _ in high], [b for _, b in high], *t.pointwise(19, d)))
 
     # backbone 2's enc2 input: backbone 1's enc2 output and its FC attention output (upsampled x4), concatenated.
     enc2_cat = [(c2, s2), (c4, s4)]
@@ -157,6 +163,9 @@ def model_op_calls(variant: str, batch: int, height: int, width: int, dtype: tor
         "upsample_add_decoder": upsample("upsample_add", [(d, s2), (d, s4), (d, s5), (d, s6)], s2),
         # the decoder's 1x1 reduction of backbone 1's enc2 output.
         "conv1x1_low_reduce": OpCall("conv1x1", (t(n, c2, *s2), *t.pointwise(d, c2), 1, True)),
+        # the whole decoder: the three enc2 outputs (1/4, 1/8, 1/16) and FC-attention outputs (1/16 ... 1/64) to the
+        # quarter-size logits.
+        "decoder_head": decoder_head(),
         # logits upsampled to the input size.
         "upsample_add_output": upsample("upsample_add", [(19, s2)], (height, width)),
         # predict's last step instead: only each pixel's label at the input size, the resized logits never written.
