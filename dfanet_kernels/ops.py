@@ -209,19 +209,31 @@ def fc_attention(
     return dispatch.run_fc_attention(chosen, x, fc_weight, fc_bias, conv_weight, conv_bias)
 
 
+def _check_map_list(name: str, maps, allow_empty: bool = False, first: torch.Tensor | None = None,
+                    first_name: str = "") -> torch.Tensor | None:
+    """A list of N x C x H x W maps sharing the batch size, dtype and device of ``first`` (named ``first_name``;
+    default: the list's own first map). Returns that first map."""
+    if not isinstance(maps, (list, tuple)) or (len(maps) == 0 and not allow_empty):
+        raise TypeError(f"{name}: expected a {'' if allow_empty else 'non-empty '}list of tensors, got {maps!r:.80}")
+    if first is None:
+        if not maps:
+            return None
+        first, first_name = _checks.activation(f"{name}[0]", maps[0]), f"{name}[0]"
+    for i, t in enumerate(maps):
+        _checks.activation(f"{name}[{i}]", t)
+        if t.device != first.device:
+            raise ValueError(f"{name}[{i}]: expected device {first.device} (that of {first_name}), got {t.device}")
+        if t.dtype != first.dtype:
+            raise TypeError(f"{name}[{i}]: expected dtype {first.dtype} (that of {first_name}), got {t.dtype}")
+        if t.shape[0] != first.shape[0]:
+            raise ValueError(f"{name}[{i}]: expected batch size {first.shape[0]} (that of {first_name}), got "
+                             f"{t.shape[0]}")
+    return first
+
+
 def _check_upsample_inputs(inputs: Sequence[torch.Tensor]) -> None:
     """Checks a list of inputs that share N, dtype and device."""
-    if not isinstance(inputs, (list, tuple)) or len(inputs) == 0:
-        raise TypeError(f"inputs: expected a non-empty list of tensors, got {inputs!r:.80}")
-    first = _checks.activation("inputs[0]", inputs[0])
-    for i, t in enumerate(inputs[1:], start=1):
-        _checks.activation(f"inputs[{i}]", t)
-        if t.device != first.device:
-            raise ValueError(f"inputs[{i}]: expected device {first.device} (that of inputs[0]), got {t.device}")
-        if t.dtype != first.dtype:
-            raise TypeError(f"inputs[{i}]: expected dtype {first.dtype} (that of inputs[0]), got {t.dtype}")
-        if t.shape[0] != first.shape[0]:
-            raise ValueError(f"inputs[{i}]: expected batch size {first.shape[0]} (that of inputs[0]), got {t.shape[0]}")
+    _check_map_list("inputs", inputs)
 
 
 def _check_size(size, inputs: Sequence[torch.Tensor], channels: int) -> tuple[int, int]:
@@ -282,27 +294,10 @@ def upsample_labels(x: torch.Tensor, size: Sequence[int], backend: str | None = 
     return dispatch.run_upsample_labels(chosen, x, size)
 
 
-def _check_map_list(name: str, maps, first: torch.Tensor, allow_empty: bool) -> None:
-    """A list of N x C x H x W maps sharing ``first``'s batch size, dtype and device."""
-    if not isinstance(maps, (list, tuple)) or (len(maps) == 0 and not allow_empty):
-        raise TypeError(f"{name}: expected a {'' if allow_empty else 'non-empty '}list of tensors, got {maps!r:.80}")
-    for i, t in enumerate(maps):
-        _checks.activation(f"{name}[{i}]", t)
-        if t.device != first.device:
-            raise ValueError(f"{name}[{i}]: expected device {first.device} (that of low[0]), got {t.device}")
-        if t.dtype != first.dtype:
-            raise TypeError(f"{name}[{i}]: expected dtype {first.dtype} (that of low[0]), got {t.dtype}")
-        if t.shape[0] != first.shape[0]:
-            raise ValueError(f"{name}[{i}]: expected batch size {first.shape[0]} (that of low[0]), got {t.shape[0]}")
-
-
 def check_decoder_maps(low, high) -> None:
     """decoder_head's feature maps: a non-empty list ``low`` and a list ``high`` sharing low[0]'s N, dtype, device."""
-    if not isinstance(low, (list, tuple)) or len(low) == 0:
-        raise TypeError(f"low: expected a non-empty list of tensors, got {low!r:.80}")
-    first = _checks.activation("low[0]", low[0])
-    _check_map_list("low", low, first, allow_empty=False)
-    _check_map_list("high", high, first, allow_empty=True)
+    first = _check_map_list("low", low)
+    _check_map_list("high", high, allow_empty=True, first=first, first_name="low[0]")
 
 
 def decoder_head(
