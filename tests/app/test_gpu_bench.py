@@ -169,7 +169,7 @@ def test_dry_run_writes_a_report_with_every_case(tmp_path):
         "median_ms"]
     assert triton_row["backend"] == "triton" and triton_row["predict_mib"] is None and "memory_ratio" not in triton_row
     assert report["memory_method"].startswith("peak of live bytes allocated through torch's CPU allocator")
-    assert len(report["ops"]) == 7
+    assert len(report["ops"]) == 8
     assert all(row["impls"]["triton"]["status"] == "ok" for row in report["ops"])
     # Every distinct op call of one forward, each op kind among them, all timed and summed per forward.
     (layers,) = report["layers"]

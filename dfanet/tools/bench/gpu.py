@@ -77,9 +77,10 @@ if TYPE_CHECKING:
     from .op_calls import OpCall
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# The per-op rows: one call of each op family at the model's shapes, the separable conv at three places.
+# The per-op rows: one call of each op family at the model's shapes, the separable conv at three places, the
+# decoder whole (one Triton kernel; CUDA's composition of cuDNN convs and upsample_add).
 GPU_OPS = ("dwsep_enc2_residual", "dwsep_enc2_first_strided", "dwsep_enc4_residual", "fc_attention_enc4",
-           "upsample_concat_enc2", "upsample_add_decoder", "upsample_add_output")
+           "upsample_concat_enc2", "upsample_add_decoder", "decoder_head", "upsample_add_output")
 REPORT_STEM = "gpu_bench"
 # Seconds a torch.compile of unfused DFANet takes (reduce-overhead: ~1 min; max-autotune benchmarks many conv and
 # matmul configs: several minutes, a guess until a GPU run measures it): a mode starts only with this much budget left.
