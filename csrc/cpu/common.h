@@ -201,6 +201,10 @@ inline int64_t row_grain(int64_t row_work, int64_t min_work) {
   return std::max<int64_t>(1, min_work / std::max<int64_t>(1, row_work));
 }
 
+// dfanet::conv1x1 on the CPU (conv.cpp), for other ops' glue too (decoder.cpp reduces its smaller maps with it).
+at::Tensor conv1x1_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                       int64_t stride, bool relu);
+
 // A 1x1 convolution (conv1x1, and the part of a block's shortcut computed before the resize) on the active path,
 // its output rows split over at::parallel_for's threads.
 inline void run_pointwise(const PointwiseArgs& a) {

@@ -9,7 +9,6 @@
 #include "isa.h"
 
 namespace dfanet::cpu {
-namespace {
 
 at::Tensor conv1x1_cpu(const at::Tensor& x_in, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                        int64_t stride, bool relu) {
@@ -31,6 +30,8 @@ at::Tensor conv1x1_cpu(const at::Tensor& x_in, const at::Tensor& weight, const s
   run_pointwise(a);
   return out;
 }
+
+namespace {
 
 at::Tensor conv3x3_cpu(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                        int64_t stride, bool relu) {

@@ -8,7 +8,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <deque>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,43 +19,14 @@
 namespace dfanet::cpu {
 namespace {
 
-// relu(maps[i] @ weights[i] + biases[i]) for i >= first, each at its map's own size, as resize sources of D
-// channels for an output of Ho x Wo.
-struct ReducedSources {
-  std::vector<at::Tensor> maps;
-  std::vector<UpsampleSource> sources;
-  std::deque<AxisTaps> taps;  // the records point into its elements, which never move
-};
-
-void reduce_sources(at::TensorList maps, at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
-                    size_t first, int64_t D, int64_t Ho, int64_t Wo, PackedWeights& packed, ReducedSources& into) {
-  const int64_t DP = round_up(D, kPad);
+// relu(maps[i] @ weights[i] + biases[i]) for i >= first, each at its map's own size (conv1x1's kernel).
+std::vector<at::Tensor> reduced_maps(at::TensorList maps, at::TensorList weights,
+                                     const c10::List<std::optional<at::Tensor>>& biases, size_t first) {
+  std::vector<at::Tensor> reduced;
   for (size_t i = first; i < maps.size(); ++i) {
-    const at::Tensor x = nhwc(maps[i]);
-    PointwiseArgs pa;
-    pa.N = x.size(0), pa.C = x.size(1), pa.H = x.size(2), pa.W = x.size(3);
-    pa.Ho = pa.H, pa.Wo = pa.W, pa.Cout = D;
-    pa.w = packed.dense(weights[i], DP);
-    pa.b = packed.bias(biases.get(i), DP);
-    pa.relu = true;
-    at::Tensor reduced = empty_nhwc({pa.N, D, pa.H, pa.W}, x);
-    pa.x = x.data_ptr<float>();
-    pa.out = reduced.data_ptr<float>();
-    pa.tile_w = tile_width(pa.Wo, pa.C);
-    run_pointwise(pa);
-    UpsampleSource s;
-    s.data = pa.out;
-    s.C = D, s.H = pa.H, s.W = pa.W;
-    s.same = s.H == Ho && s.W == Wo;
-    if (!s.same) {
-      const AxisTaps& rows = into.taps.emplace_back(s.H, Ho);
-      const AxisTaps& cols = into.taps.emplace_back(s.W, Wo);
-      s.row_i0 = rows.i0.data(), s.row_i1 = rows.i1.data(), s.row_w0 = rows.w0.data(), s.row_w1 = rows.w1.data();
-      s.col_i0 = cols.i0.data(), s.col_i1 = cols.i1.data(), s.col_w0 = cols.w0.data(), s.col_w1 = cols.w1.data();
-    }
-    into.sources.push_back(s);
-    into.maps.push_back(std::move(reduced));
+    reduced.push_back(conv1x1_cpu(maps[i], weights[i], biases.get(i), 1, true));
   }
+  return reduced;
 }
 
 at::Tensor decoder_head_cpu(at::TensorList low, at::TensorList high, at::TensorList low_weights,
@@ -84,9 +54,9 @@ at::Tensor decoder_head_cpu(at::TensorList low, at::TensorList high, at::TensorL
   a.fuse_b = packed.bias(fuse_bias, DP);
   a.cls_w = packed.dense(classifier_weight, round_up(a.Cout, kPad));
   a.cls_b = packed.bias(classifier_bias, round_up(a.Cout, kPad));
-  ReducedSources lows, highs;
-  reduce_sources(low, low_weights, low_biases, 1, a.D, a.Ho, a.Wo, packed, lows);  // low[0]: in the row pass
-  reduce_sources(high, high_weights, high_biases, 0, a.D, a.Ho, a.Wo, packed, highs);
+  // The smaller maps reduced, then read as resize sources of an add (low[0] is reduced in the row pass).
+  const ResizeSources lows(reduced_maps(low, low_weights, low_biases, 1), a.Ho, a.Wo, /*add=*/true);
+  const ResizeSources highs(reduced_maps(high, high_weights, high_biases, 0), a.Ho, a.Wo, /*add=*/true);
   a.low_src = lows.sources.data(), a.low_count = static_cast<int64_t>(lows.sources.size());
   a.high_src = highs.sources.data(), a.high_count = static_cast<int64_t>(highs.sources.size());
   at::Tensor out = empty_nhwc(out_shape, x);
