@@ -63,11 +63,7 @@ class EagerRunner:
 
     def decode(self, low, high):
         dec = self.model.decoder
-        size = low[0].shape[-2:]
-        fused = dec.low_fuse(reference.upsample_add([m(x) for m, x in zip(dec.low_reduce, low)], size))
-        # High-level features are upsampled straight to the low-level size and added there (one resize each).
-        merged = reference.upsample_add([fused] + [m(x) for m, x in zip(dec.high_reduce, high)], size)
-        return dec.classifier(merged)
+        return reference.decode(low, high, dec.low_reduce, dec.low_fuse, dec.high_reduce, dec.classifier)
 
 
 def check_input(x: object) -> torch.Tensor:

@@ -122,9 +122,7 @@ def run_decoder_head(backend, low, high, low_weights, low_biases, fuse_weight, f
     if backend == "reference":
         return reference.decoder_head(low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights,
                                       high_biases, classifier_weight, classifier_bias)
-    size = tuple(low[0].shape[-2:])
-    reduced = [run_conv(backend, x, w, b, 1, True) for x, w, b in zip(low, low_weights, low_biases)]
-    fused = run_conv(backend, run_upsample(backend, "upsample_add", reduced, size), fuse_weight, fuse_bias, 1, True)
-    reduced_high = [run_conv(backend, x, w, b, 1, True) for x, w, b in zip(high, high_weights, high_biases)]
-    merged = run_upsample(backend, "upsample_add", [fused, *reduced_high], size)
-    return run_conv(backend, merged, classifier_weight, classifier_bias, 1, False)
+    return reference.decoder_head_with(lambda x, w, b, relu: run_conv(backend, x, w, b, 1, relu),
+                                       lambda inputs, size: run_upsample(backend, "upsample_add", inputs, size), low,
+                                       high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights,
+                                       high_biases, classifier_weight, classifier_bias)

@@ -6,7 +6,7 @@ entry points). They are differentiable and run on any device and floating dtype.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +131,30 @@ def upsample_labels(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return resize(x, size).argmax(1).to(labels_dtype(x.shape[1]))
 
 
+def decode(low: Sequence[torch.Tensor], high: Sequence[torch.Tensor], low_convs: Sequence[Callable],
+           fuse: Callable, high_convs: Sequence[Callable], classifier: Callable,
+           add: Callable = upsample_add) -> torch.Tensor:
+    """The decoder's wiring (paper Fig. 3), for any layers: each low-level map through its conv, resized to low[0]'s
+    size and summed (``add(maps, size)``), the fuse conv; each high-level map through its conv, added resized; the
+    classifier. The unfused model passes its modules, ``decoder_head`` folded 1x1 convs."""
+    size = tuple(low[0].shape[-2:])
+    fused = fuse(add([f(x) for f, x in zip(low_convs, low)], size))
+    # High-level features are upsampled straight to the low-level size and added there (one resize each).
+    return classifier(add([fused, *(f(x) for f, x in zip(high_convs, high))], size))
+
+
+def decoder_head_with(conv_fn: Callable, add: Callable, low, high, low_weights, low_biases, fuse_weight, fuse_bias,
+                      high_weights, high_biases, classifier_weight, classifier_bias) -> torch.Tensor:
+    """``decode`` on folded 1x1 weights, each layer ``conv_fn(x, weight, bias, relu)``: ReLU after every conv but
+    the classifier."""
+    def layer(weight, bias, relu=True):
+        return lambda x: conv_fn(x, weight, bias, relu)
+
+    return decode(low, high, [layer(w, b) for w, b in zip(low_weights, low_biases)], layer(fuse_weight, fuse_bias),
+                  [layer(w, b) for w, b in zip(high_weights, high_biases)],
+                  layer(classifier_weight, classifier_bias, relu=False), add)
+
+
 def decoder_head(low: Sequence[torch.Tensor], high: Sequence[torch.Tensor], low_weights: Sequence[torch.Tensor],
                  low_biases: Sequence[torch.Tensor | None], fuse_weight: torch.Tensor, fuse_bias: torch.Tensor | None,
                  high_weights: Sequence[torch.Tensor], high_biases: Sequence[torch.Tensor | None],
@@ -138,8 +162,6 @@ def decoder_head(low: Sequence[torch.Tensor], high: Sequence[torch.Tensor], low_
     """DFANet's decoder up to the logits at ``low[0]``'s size (paper Fig. 3): each low-level map reduced by its 1x1
     conv + ReLU, resized and summed, the fuse 1x1 conv + ReLU; each high-level map reduced likewise and added
     resized; the classifier 1x1 conv (no ReLU)."""
-    size = low[0].shape[-2:]
-    reduced = [conv(x, w, b, relu=True) for x, w, b in zip(low, low_weights, low_biases)]
-    fused = conv(upsample_add(reduced, size), fuse_weight, fuse_bias, relu=True)
-    reduced_high = [conv(x, w, b, relu=True) for x, w, b in zip(high, high_weights, high_biases)]
-    return conv(upsample_add([fused, *reduced_high], size), classifier_weight, classifier_bias)
+    return decoder_head_with(lambda x, w, b, relu: conv(x, w, b, relu=relu), upsample_add, low, high, low_weights,
+                             low_biases, fuse_weight, fuse_bias, high_weights, high_biases, classifier_weight,
+                             classifier_bias)

@@ -97,6 +97,16 @@ def test_decoder_head_is_the_same_on_any_thread_count(threads):
 
 
 @needs_cpu_kernels
+def test_the_composition_the_cuda_backend_runs_matches_reference():
+    """dispatch.run_decoder_head's composed path (the CUDA backend's: its convs and upsample_add), checked here on CPU
+    tensors, where its upsample_add is the CPU kernel and its convs F.conv2d."""
+    from dfanet_kernels import dispatch
+
+    args = decoder_args(*CASES["dfanet-like-odd"], seed=8)
+    check(dispatch.run_decoder_head("cuda", *args.values()), expected(args), ATOL, RTOL, "cpu")
+
+
+@needs_cpu_kernels
 def test_prepared_decoder_equals_the_public_op():
     args = decoder_args(*CASES["dfanet-like-odd"], seed=2)
     prepared = dk.PreparedDecoder(args["low_weights"], args["low_biases"], args["fuse_weight"], args["fuse_bias"],
