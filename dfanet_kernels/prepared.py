@@ -128,14 +128,15 @@ class PreparedDecoder:
                               high_weights, high_biases, classifier_weight, classifier_bias)
         self.backend = backends.resolve(backend, ref.device, ref.dtype)
         dispatch.check_backend_dtype(self.backend, "fuse_weight", ref)
-        convs = [*zip(low_weights, low_biases), (fuse_weight, fuse_bias), *zip(high_weights, high_biases),
-                 (classifier_weight, classifier_bias)]
-        if self.backend == "cpu":
-            convs = [(cpu_layout.dense(w), cpu_layout.bias(b)) for w, b in convs]
-        weights, biases = [list(t) for t in zip(*convs)]
-        nl = len(low_weights)
-        self.weights = (weights[:nl], biases[:nl], weights[nl], biases[nl], weights[nl + 1:-1], biases[nl + 1:-1],
-                        weights[-1], biases[-1])
+        def dense(w):
+            return cpu_layout.dense(w) if self.backend == "cpu" else w
+
+        def bias(b):
+            return cpu_layout.bias(b) if self.backend == "cpu" else b
+
+        self.weights = ([dense(w) for w in low_weights], [bias(b) for b in low_biases], dense(fuse_weight),
+                        bias(fuse_bias), [dense(w) for w in high_weights], [bias(b) for b in high_biases],
+                        dense(classifier_weight), bias(classifier_bias))
 
     def __call__(self, low: Sequence[torch.Tensor], high: Sequence[torch.Tensor]) -> torch.Tensor:
         ref = self.weights[2]
