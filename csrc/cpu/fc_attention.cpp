@@ -64,8 +64,9 @@ void matvec(const float* w, const float* bias, const float* v, int64_t rows, int
   });
 }
 
-at::Tensor fc_attention_cpu(const at::Tensor& x_in, const at::Tensor& fc_weight, const std::optional<at::Tensor>& fc_bias,
-                            const at::Tensor& conv_weight, const std::optional<at::Tensor>& conv_bias) {
+at::Tensor fc_attention_cpu(const at::Tensor& x_in, const at::Tensor& fc_weight,
+                            const std::optional<at::Tensor>& fc_bias, const at::Tensor& conv_weight,
+                            const std::optional<at::Tensor>& conv_bias) {
   check_fc_attention(x_in, fc_weight, fc_bias, conv_weight, conv_bias);
   check_cpu_float(x_in, "x");
   const int64_t N = x_in.size(0), C = x_in.size(1), HW = x_in.size(2) * x_in.size(3);
