@@ -311,22 +311,24 @@ def decoder_kernels(low, high, low_weights, low_biases, fuse_weight, fuse_bias, 
     and the reduced high-level maps, the classifier conv. (The CPU and Triton backends run it as one kernel.)"""
     import torch
 
+    from dfanet_kernels import reference
+
     kernels = []
 
-    def conv(shape, weight, bias, relu: bool) -> "torch.Tensor":
-        kernel, out = conv_kernel(shape, weight, bias, 1, e)
+    def conv(x, weight, bias, relu: bool) -> "torch.Tensor":
+        kernel, out = conv_kernel(x.shape, weight, bias, 1, e)
         kernels.append(kernel)
         if relu:
             kernels.append(Kernel("relu", kernel.shapes, e(2 * out), 0, 0))
-        return torch.empty(shape[0], weight.shape[0], *shape[2:], device="meta")
+        return torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], device="meta")
 
-    size = tuple(low[0].shape[-2:])
-    reduced = [conv(x.shape, w, b, True) for x, w, b in zip(low, low_weights, low_biases)]
-    kernels.append(upsample_kernel("upsample_add", reduced, size, e))
-    fused = conv(reduced[0].shape, fuse_weight, fuse_bias, True)
-    reduced_high = [conv(x.shape, w, b, True) for x, w, b in zip(high, high_weights, high_biases)]
-    kernels.append(upsample_kernel("upsample_add", [fused, *reduced_high], size, e))
-    conv(fused.shape, classifier_weight, classifier_bias, False)
+    def add(inputs, size) -> "torch.Tensor":
+        kernels.append(upsample_kernel("upsample_add", inputs, size, e))
+        return torch.empty(inputs[0].shape[0], inputs[0].shape[1], *size, device="meta")
+
+    # The decoder's own wiring, its layers recording kernels instead of computing.
+    reference.decoder_head_with(conv, add, low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights,
+                                high_biases, classifier_weight, classifier_bias)
     return kernels
 
 
