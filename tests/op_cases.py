@@ -10,7 +10,7 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import backends, reference
 
-from .utils import HAS_CPU_KERNELS, LAYOUTS, assert_close
+from .utils import HAS_CPU_KERNELS, LAYOUTS, assert_close, in_layout
 
 HAS_GPU = torch.cuda.is_available()
 # The device each backend's tests run on: the Triton kernels run on CUDA tensors where there is a GPU, else on CPU
@@ -179,3 +179,30 @@ def block_expected(args):
     converted = {k: [f64(t) for t in v] if isinstance(v, list) else f64(v) if isinstance(v, torch.Tensor) else v
                  for k, v in args.items()}
     return reference.xception_block_cat(**converted)
+
+
+def decoder_args(n, low_specs, high_specs, d=32, k=19, *, device, dtype=torch.float32, layouts=("channels_last",),
+                 biases=True, seed=0) -> list:
+    """Positional arguments of decoder_head: maps of (C, H, W) each (layouts taken in turn), 1x1 weights scaled to
+    keep every stage's values O(1), biases (or None where ``biases`` is False)."""
+    gen = torch.Generator().manual_seed(seed)
+    layouts = iter(layouts * 16)
+
+    def conv(cout, cin):
+        return (rand(cout, cin, 1, 1, gen=gen, device=device, scale=cin**-0.5, dtype=dtype),
+                rand(cout, gen=gen, device=device, scale=0.5, dtype=dtype) if biases else None)
+
+    lows = [in_layout(rand(n, c, h, w, gen=gen, device=device, dtype=dtype), next(layouts)) for c, h, w in low_specs]
+    highs = [in_layout(rand(n, c, h, w, gen=gen, device=device, dtype=dtype), next(layouts))
+             for c, h, w in high_specs]
+    low_convs = [conv(d, c) for c, _, _ in low_specs]
+    fuse = conv(d, d)
+    high_convs = [conv(d, c) for c, _, _ in high_specs]
+    classifier = conv(k, d)
+    return [lows, highs, [w for w, _ in low_convs], [b for _, b in low_convs], *fuse,
+            [w for w, _ in high_convs], [b for _, b in high_convs], *classifier]
+
+
+def decoder_expected(args):
+    """reference.decoder_head in float64 on decoder_args' arguments."""
+    return reference.decoder_head(*[[f64(t) for t in a] if isinstance(a, list) else f64(a) for a in args])

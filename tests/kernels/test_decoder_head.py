@@ -2,15 +2,17 @@
 odd shapes and layouts, with and without biases, maps smaller, equal to and larger than the output; its prepared
 form; bad input is rejected naming the argument."""
 
+import inspect
+
 import pytest
 import torch
 
 import dfanet_kernels as dk
-from dfanet_kernels import reference
 
+from .. import op_cases
 from ..op_cases import DEVICES as DEV
-from ..op_cases import check, f64, on, rand
-from ..utils import LAYOUTS, in_layout, needs_cpu_kernels
+from ..op_cases import check, on
+from ..utils import LAYOUTS, needs_cpu_kernels
 
 # fp32 on the CPU kernels: four 1x1 convs in a row (reduce: up to 192 terms; fuse and classifier: D terms) and two
 # resized sums, in another order than the float64 reference; the inputs and weights are scaled so that every
@@ -27,32 +29,16 @@ CASES = {
 }
 
 
-def decoder_args(n, low, high, d, classes, *, device="cpu", biases=True, seed=0):
-    gen = torch.Generator().manual_seed(seed)
+PARAMS = [name for name in inspect.signature(dk.decoder_head).parameters if name != "backend"]
 
-    def conv(cout, c):
-        return rand(cout, c, 1, 1, gen=gen, device=device, scale=c ** -0.5)
 
-    def bias(c):
-        return rand(c, gen=gen, device=device, scale=0.5) if biases else None
-
-    return dict(
-        low=[rand(n, *spec, gen=gen, device=device) for spec in low],
-        high=[rand(n, *spec, gen=gen, device=device) for spec in high],
-        low_weights=[conv(d, c) for c, _, _ in low],
-        low_biases=[bias(d) for _ in low],
-        fuse_weight=conv(d, d),
-        fuse_bias=bias(d),
-        high_weights=[conv(d, c) for c, _, _ in high],
-        high_biases=[bias(d) for _ in high],
-        classifier_weight=conv(classes, d),
-        classifier_bias=bias(classes),
-    )
+def decoder_args(*case, device="cpu", **options) -> dict:
+    """decoder_head's arguments by name (op_cases.decoder_args)."""
+    return dict(zip(PARAMS, op_cases.decoder_args(*case, device=device, **options)))
 
 
 def expected(args):
-    return reference.decoder_head(**{k: [f64(t) for t in v] if isinstance(v, list) else f64(v)
-                                     for k, v in args.items()}).float()
+    return op_cases.decoder_expected(list(args.values()))
 
 
 @pytest.mark.parametrize("backend, name, layout", [
@@ -61,9 +47,7 @@ def expected(args):
     if backend == "cpu" or (name in ("one-low", "dfanet-like-odd") and layout != "strided")
 ])
 def test_decoder_head_matches_reference(backend, name, layout):
-    args = decoder_args(*CASES[name], device=DEV[backend])
-    args["low"] = [in_layout(t, layout) for t in args["low"]]
-    args["high"] = [in_layout(t, layout) for t in args["high"]]
+    args = decoder_args(*CASES[name], device=DEV[backend], layouts=(layout,))
     check(dk.decoder_head(**args, backend=backend), expected(args), ATOL, RTOL, backend)
 
 

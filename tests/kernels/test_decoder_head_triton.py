@@ -21,37 +21,15 @@ import dfanet_kernels as dk
 from dfanet_kernels import reference
 
 from .. import op_cases
-from ..op_cases import f64
-from ..utils import LAYOUTS, in_layout
+from ..utils import LAYOUTS
 
 DEVICE = op_cases.DEVICES["triton"]
 UNAVAILABLE = op_cases.SKIP_REASONS["triton"]
 rand = partial(op_cases.rand, device=DEVICE)
 
 
-def decoder_args(n, low_specs, high_specs, d=32, k=19, *, dtype=torch.float32, layouts=("channels_last",),
-                 biases=True, seed=0):
-    """Positional arguments of decoder_head: maps of (C, H, W) each (layouts taken in turn), 1x1 weights scaled to
-    keep every stage's values O(1), biases (or None where ``biases`` is False)."""
-    gen = torch.Generator().manual_seed(seed)
-    layouts = iter(layouts * 16)
-
-    def conv(cout, cin):
-        return (rand(cout, cin, 1, 1, gen=gen, scale=cin**-0.5, dtype=dtype),
-                rand(cout, gen=gen, scale=0.5, dtype=dtype) if biases else None)
-
-    lows = [in_layout(rand(n, c, h, w, gen=gen, dtype=dtype), next(layouts)) for c, h, w in low_specs]
-    highs = [in_layout(rand(n, c, h, w, gen=gen, dtype=dtype), next(layouts)) for c, h, w in high_specs]
-    low_convs = [conv(d, c) for c, _, _ in low_specs]
-    fuse = conv(d, d)
-    high_convs = [conv(d, c) for c, _, _ in high_specs]
-    classifier = conv(k, d)
-    return [lows, highs, [w for w, _ in low_convs], [b for _, b in low_convs], *fuse,
-            [w for w, _ in high_convs], [b for _, b in high_convs], *classifier]
-
-
-def expected(args):
-    return reference.decoder_head(*[[f64(t) for t in a] if isinstance(a, list) else f64(a) for a in args])
+decoder_args = partial(op_cases.decoder_args, device=DEVICE)
+expected = op_cases.decoder_expected
 
 
 def run(args):
