@@ -76,7 +76,7 @@ def extensions():
         link_flags += sanitize
     # The CPU kernels' SIMD paths (csrc/cpu/isa_*.cpp) switch their own target with pragmas and are chosen at run
     # time, so no -march flag here: the library runs on any x86-64 (and builds on other architectures).
-    sources = ["csrc/ops.cpp", "csrc/autograd.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/weights_watch.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     if not _want_cuda():
         print(f"dfanet_kernels: building CPU kernels ({len(sources)} sources)")
         return [CppExtension("dfanet_kernels._C", sources, extra_compile_args={"cxx": cxx_flags},

@@ -1,17 +1,20 @@
 """DFANet's fused inference path: BN folded into the convolutions, the network run through dfanet_kernels' ops.
 
 Folding happens once and is redone whenever a parameter or buffer changes (load_state_dict, more training, an
-in-place edit, .to()) or the model's backend does: the cache (FoldCache, one per model) is keyed on every tensor's
-version counter and storage. DFANet also refolds at once on eval(), load_state_dict(), .to() and a backend change:
-fused optimisers (Adam(fused=True)) and ``.data`` edits change weights without a version bump, and a torch.compile'd
-model runs the fold it was traced with (a graph constant; the trace recompiles when the model gets a new one). Not
-caught: a ``.data`` edit or a fused optimiser step in eval mode; call eval() again after one.
+in-place edit, .to(), a parameter, buffer or submodule assigned) or the model's backend does: the cache (FoldCache,
+one per model) is keyed on every tensor's version counter and storage (_FoldKey) and on torch's module registration
+hooks (_StructureEdits). DFANet also refolds at once on eval(), load_state_dict(), .to() and a backend change: fused
+optimisers (Adam(fused=True)) and in-place edits through ``.data`` change weights without a version bump, and a
+torch.compile'd model runs the fold it was traced with (a graph constant; the trace recompiles when the model gets a
+new one). Not caught: such an edit or a fused optimiser step in eval mode, and a structural edit that bypasses the
+hooks (``del`` of a parameter, buffer or submodule; a parameter set to None); call eval() again after one.
 Every folded layer is one of dfanet_kernels' prepared ops, so its weights are checked when they are folded, not on
 each call: the image is checked by the first conv's public op, and every later input is made by the ops themselves.
 """
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING
@@ -162,10 +165,34 @@ def _inference_safe_version(t: torch.Tensor) -> int:
     return -1 if t.is_inference() else t._version
 
 
-def _weights_signature(model: "DFANet") -> tuple[list, list, list]:
-    """The version counter, storage address and device of every parameter and buffer of ``model``."""
-    # A hand-written walk and map() over attribute getters: Module.parameters()/buffers() (named_modules with memo
-    # sets and name building) took ~2 ms per forward here, a loop building a tuple per tensor ~0.85 ms, this ~0.45 ms.
+class _StructureEdits:
+    """Counts structural edits of any nn.Module in the process: a parameter, buffer or submodule registered or
+    assigned (torch's global module registration hooks). A fold key walks its model's modules again only when the
+    count moved: after a forward the module objects are out of cache, and the walk took ~0.7 ms of the ~1.4 ms the
+    key cost per DFANet A 512 x 1024 forward (AMD EPYC, 1 thread); reading the 998 tensors' versions the rest."""
+
+    count = 0
+
+    @classmethod
+    def bump(cls, *hook_args) -> None:
+        cls.count += 1  # a lost increment under a thread race still differs from the count a key holds
+
+    @classmethod
+    def install(cls) -> None:
+        from torch.nn.modules import module
+
+        module.register_module_parameter_registration_hook(cls.bump)
+        module.register_module_buffer_registration_hook(cls.bump)
+        module.register_module_module_registration_hook(cls.bump)
+
+
+_StructureEdits.install()
+
+
+def _model_tensors(model: "DFANet") -> list[torch.Tensor]:
+    """Every parameter and buffer of ``model``."""
+    # A hand-written walk: Module.parameters()/buffers() (named_modules with memo sets and name building) took ~2 ms
+    # per forward here, this ~0.3 ms with the modules in cache.
     tensors = []
     modules = [model]
     for module in modules:  # grows while it is walked
@@ -173,17 +200,66 @@ def _weights_signature(model: "DFANet") -> tuple[list, list, list]:
             tensors += module._parameters.values()
             tensors += module._buffers.values()
             modules += module._modules.values()
-    tensors = [t for t in tensors if t is not None]
+    return [t for t in tensors if t is not None]
+
+
+class _SignatureWatch:
+    """dfanet.WeightsWatch (csrc/weights_watch.cpp) in Python, where the compiled library is missing or predates it:
+    each tensor's version counter, storage address and device, read again and compared."""
+
+    def __init__(self, tensors: list[torch.Tensor]):
+        self._tensors = tensors
+        self._signature = self._read()
+
+    def _read(self) -> tuple[list, list, list]:
+        # map() over attribute getters: a loop building a tuple per tensor took twice as long.
+        try:
+            versions = list(map(_version, self._tensors))
+        except RuntimeError:  # an inference tensor among them (rare: the fast path above stays for the rest)
+            versions = list(map(_inference_safe_version, self._tensors))
+        return versions, list(map(torch.Tensor.data_ptr, self._tensors)), list(map(_device, self._tensors))
+
+    def unchanged(self) -> bool:
+        return self._read() == self._signature
+
+
+def _watch(tensors: list[torch.Tensor]):
+    """Something whose ``unchanged()`` says whether any of ``tensors`` was edited in place, given other storage or
+    moved since now: the compiled library's dfanet.WeightsWatch (one C++ call; the Python reads took ~0.6 ms a
+    forward), else _SignatureWatch."""
     try:
-        versions = list(map(_version, tensors))
-    except RuntimeError:  # an inference tensor among them (rare: the fast path above stays for the rest)
-        versions = list(map(_inference_safe_version, tensors))
-    return versions, list(map(torch.Tensor.data_ptr, tensors)), list(map(_device, tensors))
+        return torch.classes.dfanet.WeightsWatch(tensors)
+    except RuntimeError:  # no compiled library, or one built before the class
+        return _SignatureWatch(tensors)
 
 
-def _fold_key(model: "DFANet") -> tuple:
-    """What a fold depends on: the backend asked for and every weight's version, storage and device."""
-    return model.backend, _weights_signature(model)
+@dataclass
+class _FoldKey:
+    """What a fold depends on: the backend asked for, and the model's parameters and buffers (``tensors``, the walk's
+    result while the structure edit count was ``edits``), none changed since ``watch`` was made."""
+
+    backend: str | None
+    edits: int
+    tensors: list[torch.Tensor]
+    watch: object
+
+    @classmethod
+    def of(cls, model: "DFANet") -> "_FoldKey":
+        edits = _StructureEdits.count  # read first: an edit during the walk makes the next check walk again
+        tensors = _model_tensors(model)
+        return cls(model.backend, edits, tensors, _watch(tensors))
+
+    def holds(self, model: "DFANet") -> bool:
+        """Whether ``model`` is still as this key saw it."""
+        if model.backend != self.backend or not self.watch.unchanged():
+            return False
+        edits = _StructureEdits.count
+        if edits != self.edits:  # some module somewhere was edited: the same tensors, in the same order?
+            tensors = _model_tensors(model)
+            if len(tensors) != len(self.tensors) or not all(map(operator.is_, tensors, self.tensors)):
+                return False
+            self.edits = edits  # in place: a key replaced meanwhile by another thread's fold is simply dropped
+        return True
 
 
 class FoldCache:
@@ -198,8 +274,13 @@ class FoldCache:
     """
 
     def __init__(self) -> None:
-        self._entry: tuple[tuple, FoldedDFANet] | None = None
+        self._entry: tuple[_FoldKey, FoldedDFANet] | None = None
         self._loading = False
+
+    def __getstate__(self) -> dict:
+        # A copy (copy.deepcopy, pickling the whole model) starts without a fold and makes its own when it first runs:
+        # the key's compiled watch cannot be copied, and a copy of the folded weights would only be redone anyway.
+        return {"_entry": None, "_loading": False}
 
     @property
     def folded(self) -> FoldedDFANet | None:
@@ -218,7 +299,7 @@ class FoldCache:
         entry = None
         if model.fused and not model.training:
             try:
-                entry = (_fold_key(model), fold_model(model))
+                entry = (_FoldKey.of(model), fold_model(model))
             except (ValueError, TypeError, RuntimeError):
                 pass
         self._entry = entry
@@ -232,14 +313,14 @@ class FoldCache:
             # longer). Without one, the graph folds from the parameters, non-finite checks included
             # (torch._assert_async).
             return FusedRunner(entry[1] if entry is not None else fold_model(model))
-        key = _fold_key(model)
         while True:
-            if entry is not None and (entry[0] == key or self._loading):
+            if entry is not None and (self._loading or entry[0].holds(model)):
                 return FusedRunner(entry[1])
+            key = _FoldKey.of(model)
             folded = fold_model(model)
             # A load that began or finished meanwhile may have copied some weights before the fold read them and
             # others after: such a fold is dropped for the one the load's refold makes.
-            if not self._loading and _fold_key(model) == key:
+            if not self._loading and key.holds(model):
                 self._entry = (key, folded)
                 return FusedRunner(folded)
-            entry, key = self._entry, _fold_key(model)
+            entry = self._entry

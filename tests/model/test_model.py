@@ -1,5 +1,6 @@
 """DFANet: shapes at any size, fused == unfused in eval, training at batch 1, refolding, bad input."""
 
+import copy
 import threading
 from operator import attrgetter
 
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 
 import dfanet_kernels as dk
 from dfanet import DFANet
+from dfanet import fused as fused_path
 
 from ..utils import (
     FP16_MODEL_TOLERANCE,
@@ -113,6 +115,65 @@ def test_eval_refolds_after_changes_no_version_counter_sees():
         fused = model(x)
         model.fused = False
         assert_logits_match(fused, model(x))
+
+
+def test_refolds_after_structural_edits_in_eval():
+    """A parameter or submodule assigned in eval is seen by the fold key (torch's registration hooks) without eval();
+    modules made elsewhere move the hooks' count but keep the fold."""
+    x = torch.randn(1, 3, 64, 64)
+    model = make_model("B", fused=True)
+    with torch.no_grad():
+        before = model(x)
+        fold = model._fold.folded
+        torch.nn.Conv2d(3, 3, 1)  # registers parameters: the key walks the model again and finds it unchanged
+        assert_logits_match(model(x), before)
+        assert model._fold.folded is fold
+        classifier = model.decoder.classifier
+        classifier.bias = torch.nn.Parameter(classifier.bias + 1.0)
+        assert_logits_match(model(x), before + 1.0)
+        model.decoder.classifier = torch.nn.Conv2d(classifier.in_channels, classifier.out_channels, 1)
+        fused = model(x)
+        model.fused = False
+        assert_logits_match(fused, model(x))
+
+
+def test_copies_of_a_folded_model_fold_for_themselves(tmp_path):
+    """copy.deepcopy and pickling the whole model drop the fold (its key holds the compiled watch); the copy folds its
+    own weights on its first forward."""
+    x = torch.randn(1, 3, 64, 64)
+    model = make_model("B", fused=True)
+    with torch.no_grad():
+        expected = model(x)
+        twin = copy.deepcopy(model)
+        twin.decoder.classifier.bias.add_(1.0)
+        assert_logits_match(twin(x), expected + 1.0)
+        assert_logits_match(model(x), expected)
+        torch.save(model, tmp_path / "model.pt")
+        loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+        assert loaded._fold.folded is None
+        assert_logits_match(loaded(x), expected)
+
+
+@pytest.mark.parametrize("watch", ["compiled", "python"])
+def test_fold_key_watch_sees_every_kind_of_weight_change(watch):
+    """dfanet.WeightsWatch (C++) and its Python stand-in: an in-place edit or new storage; not a read. Inference
+    tensors (no version counter) are watched by their storage."""
+    make = torch.classes.dfanet.WeightsWatch if watch == "compiled" else fused_path._SignatureWatch
+    weight, bias = torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(4))
+    watched = make([weight, bias])
+    assert watched.unchanged()
+    (weight * 2).sum()
+    assert watched.unchanged()
+    with torch.no_grad():
+        bias.add_(1.0)
+    assert not watched.unchanged()
+    watched = make([weight, bias])
+    weight.data = torch.randn(4, 3)  # no version bump: the storage tells
+    assert not watched.unchanged()
+    with torch.inference_mode():
+        frozen = torch.ones(3)
+    watched = make([frozen])
+    assert watched.unchanged()
 
 
 def test_fused_model_made_in_inference_mode():
