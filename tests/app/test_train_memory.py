@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dfanet.tools.cli import main
-from dfanet.training import memory
+from dfanet.training import data, memory
 
 GIB = 2**30
 
@@ -14,9 +14,12 @@ def host_with_24_gib(monkeypatch):
     monkeypatch.setattr(memory, "available_host_bytes", lambda: 24 * GIB)
 
 
-def test_train_defaults_on_a_24_gib_machine_are_refused_before_any_work(host_with_24_gib, tmp_path, caplog):
+def test_train_defaults_on_a_24_gib_machine_are_refused_before_any_work(host_with_24_gib, tmp_path, caplog,
+                                                                         monkeypatch):
     """The defaults (48 crops of 1024 x 1024) once grew past 8 GB in 25 s on a 24 GB machine and were OOM-killed.
-    The data root does not exist: the refusal comes before the data is even opened."""
+    The data root does not exist: the refusal comes before the data is even opened. Two CPUs, as that machine had:
+    the default --workers, and so the loader's share, follows the CPUs the process may use."""
+    monkeypatch.setattr(data, "available_cpus", lambda: 2)
     assert main(["train", "--data-root", str(tmp_path / "no-data"), "--device", "cpu", "--out",
                  str(tmp_path / "run")]) == 2
     assert "DFANet A on 48 crop(s) of 1024x1024 per process needs about 60.1 GiB of host memory" in caplog.text
