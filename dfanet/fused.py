@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class FoldedDFANet:
-    """Every layer with BN folded in, prepared for one backend; the stem run by the library's conv3x3 (the CPU
-    kernel, NHWC out; F.conv2d, i.e. cuDNN, on the other backends), the decoder by its decoder_head."""
+    """Every layer with BN folded in, prepared for one backend; the stem run by the library's conv3x3 (one kernel
+    on the compiled backends, NHWC out; F.conv2d on the reference), the decoder by its decoder_head."""
 
     backend: str
     stem: dk.PreparedConv
@@ -112,10 +112,11 @@ class FusedRunner:
 
     def stem(self, x):
         # The model's one input from outside runs through the public, checked op: an image of the wrong dtype or
-        # device fails here with an error naming it. The CPU conv3x3 reads the image in its own layout and writes
-        # NHWC: the one layout conversion of the network happens inside it. The GPU backends convert it first.
+        # device fails here with an error naming it. The compiled backends' conv3x3 (CPU, Triton, CUDA) reads the
+        # image in its own layout and writes NHWC: the one layout conversion of the network happens inside it. The
+        # reference's F.conv2d writes the layout it reads, so there the image is converted first.
         stem = self.folded.stem
-        if stem.backend != "cpu":
+        if stem.backend == "reference":
             x = x.contiguous(memory_format=torch.channels_last)
         return dk.conv3x3(x, stem.weight, stem.bias, stem.stride, stem.relu, backend=stem.backend)
 

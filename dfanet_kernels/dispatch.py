@@ -57,9 +57,11 @@ def check_backend_dtype(backend: str, arg_name: str, t: torch.Tensor) -> None:
         _checks.dtype_for_backend(arg_name, t, backend, BACKEND_DTYPES[backend])
 
 
-def check_conv_dtype(backend: str, arg_name: str, t: torch.Tensor) -> None:
-    """The dtype check of conv1x1 / conv3x3 on ``backend``."""
-    if backend == "cpu":  # the only backend with conv kernels of its own; the others run F.conv2d (any float dtype)
+def check_conv_dtype(backend: str, arg_name: str, t: torch.Tensor, k: int) -> None:
+    """The dtype check of conv1x1 (``k`` 1) / conv3x3 (``k`` 3) on ``backend``: that of the backend's kernel where it
+    has one (conv3x3 on every compiled backend, conv1x1 on the CPU); conv1x1 off the CPU runs F.conv2d (any float
+    dtype)."""
+    if backend == "cpu" or (backend != "reference" and k == 3):
         check_backend_dtype(backend, arg_name, t)
 
 
@@ -84,10 +86,13 @@ def run_block(backend, inputs, dw_weights, pw_weights, pw_biases, stride, shortc
 
 
 def run_conv(backend, x, weight, bias, stride, relu):
-    """conv1x1 or conv3x3 (by the weight's size) on checked arguments, on ``backend``."""
-    if backend != "cpu":  # reference, and the GPU backends (cuDNN through F.conv2d is what they would call anyway)
+    """conv1x1 or conv3x3 (by the weight's size) on checked arguments, on ``backend``: a kernel of the backend's own
+    for conv3x3 on every compiled backend (the stem: bias and ReLU fused, the image read in its own layout) and for
+    conv1x1 on the CPU; conv1x1 on the GPU backends is F.conv2d (cuDNN) and a ReLU."""
+    k = weight.shape[-1]
+    if backend == "reference" or (backend != "cpu" and k == 1):
         return reference.conv(x, weight, bias, stride, relu)
-    return compiled_op(backend, "conv1x1" if weight.shape[-1] == 1 else "conv3x3")(x, weight, bias, stride, relu)
+    return compiled_op(backend, f"conv{k}x{k}")(x, weight, bias, stride, relu)
 
 
 def run_fc_attention(backend, x, fc_weight, fc_bias, conv_weight, conv_bias):

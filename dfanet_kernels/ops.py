@@ -158,7 +158,7 @@ def _conv(k: int, x, weight, bias, stride, relu, backend):
     _checks.flag("relu", relu)
     check_conv_weights(k, x.shape[1], x, "x", weight, bias, stride)
     chosen = backends.resolve(backend, x.device, x.dtype)
-    dispatch.check_conv_dtype(chosen, "x", x)
+    dispatch.check_conv_dtype(chosen, "x", x, k)
     return dispatch.run_conv(chosen, x, weight, bias, stride, relu)
 
 
@@ -175,8 +175,8 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, st
 def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int = 1, relu: bool = False,
             backend: str | None = None) -> torch.Tensor:
     """3x3 convolution (padding 1) + bias (+ ReLU), stride 1 or 2, for few input channels: DFANet's conv1. On the
-    CPU backend the input is read in its own layout (an NCHW image needs no conversion) and the output is NHWC;
-    other backends run ``F.conv2d``.
+    compiled backends (CPU, Triton, CUDA) one kernel reads the input in its own layout (an NCHW image needs no
+    conversion) and writes NHWC, bias and ReLU included; the reference runs ``F.conv2d``.
 
     Args: x: N x C x H x W (any layout); weight: Cout x C x 3 x 3; bias: Cout or None; backend as for dwsep_conv.
     """

@@ -41,7 +41,7 @@ class PreparedConv:
             raise ValueError(f"weight: expected Cout x C x 1 x 1 or Cout x C x 3 x 3, got {tuple(weight.shape)}")
         check_conv_weights(k, weight.shape[1], weight, "weight", weight, bias, stride)
         self.backend = backends.resolve(backend, weight.device, weight.dtype)
-        dispatch.check_conv_dtype(self.backend, "weight", weight)
+        dispatch.check_conv_dtype(self.backend, "weight", weight, k)
         if self.backend == "cpu":
             weight, bias = cpu_layout.dense(weight), cpu_layout.bias(bias)
         self.weight, self.bias, self.stride, self.relu = weight, bias, stride, _checks.flag("relu", relu)

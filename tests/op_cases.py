@@ -120,8 +120,9 @@ def fc_args(n, c, h, w, k, *, device, dtype=torch.float32, fc_bias=True, conv_bi
 def op_args(op, *, device, dwsep=(2, 5, 7, 9, 6), dtype=torch.float32, seed=6):
     """Positional arguments of the registered op (torch.ops.dfanet.<op> or <op>_<backend>) for opcheck and direct
     calls: dwsep_conv with ``dwsep`` = (N, C, Cout, H, W) in ``dtype``, stride 2, the model's flags and a residual;
-    fc_attention, the upsampling ops (upsample_labels with 19 channels) and xception_block (a concatenation of two
-    inputs, stride 2, a projection shortcut, one bias missing) at small odd sizes."""
+    fc_attention, the upsampling ops (upsample_labels with 19 channels), xception_block (a concatenation of two
+    inputs, stride 2, a projection shortcut, one bias missing) and conv3x3 (the stem's 3 -> 8, stride 2 + ReLU, on an
+    NCHW input) at small odd sizes."""
     if op == "xception_block":
         a = block_args(2, [(20, 9, 7), (6, 4, 3)], 17, 12, 24, 2, True, device=device, dtype=dtype, seed=seed)
         dw, pw, pb = a["dw_weights"], a["pw_weights"], a["pw_biases"]
@@ -133,6 +134,10 @@ def op_args(op, *, device, dwsep=(2, 5, 7, 9, 6), dtype=torch.float32, seed=6):
     if op == "fc_attention":
         return tuple(fc_args(2, 5, 7, 3, 11, device=device, seed=seed).values())
     gen = torch.Generator().manual_seed(seed)
+    if op == "conv3x3":
+        return (rand(2, 3, 9, 7, gen=gen, device=device, dtype=dtype),
+                rand(8, 3, 3, 3, gen=gen, device=device, scale=27**-0.5, dtype=dtype),
+                rand(8, gen=gen, device=device, dtype=dtype), 2, True)
     if op == "upsample_labels":
         return (rand(2, 19, 4, 5, gen=gen, device=device), [9, 7])
     return ([rand(2, 3, 4, 5, gen=gen, device=device), rand(2, 3, 9, 7, gen=gen, device=device)], [9, 7])

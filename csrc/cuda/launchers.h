@@ -2,7 +2,8 @@
 // No torch types here, so the .cu files build with CUDA headers only (seconds, and compile-checked in CI without a
 // GPU or a CUDA torch); the torch glue (*_glue.cpp) checks the tensors and fills these structs.
 //
-// Every tensor is dense: activations NHWC (channels_last), weights in their PyTorch layout flattened row-major.
+// Every tensor is dense (but conv3x3's input, read through its strides): activations NHWC (channels_last), weights
+// in their PyTorch layout flattened row-major.
 // Kernels read and write `dtype` and accumulate in fp32. Each launcher queues its kernels on `stream` and returns
 // the launch status (cudaGetLastError); callers skip empty outputs, so every launch has work to do.
 #pragma once
@@ -112,5 +113,20 @@ inline bool xception_block_supported(int64_t C1, int64_t C2, int64_t num_sources
   return C1 <= kXceptionBlockMaxMid && C2 <= kXceptionBlockMaxMid && num_sources <= kXceptionBlockMaxSources;
 }
 cudaError_t launch_xception_block(const XceptionBlockParams& p, cudaStream_t stream);
+
+// out = relu(conv3x3(x, weight, stride, padding 1) + bias) (ReLU where `relu`): DFANet's stem. x is read through its
+// element strides in whatever layout it comes, so an NCHW image needs no conversion first.
+struct Conv3x3Params {
+  const void* x;       // N x C x H x W at element strides sN, sC, sH, sW
+  const void* weight;  // Cout x C x 9 (Cout x C x 3 x 3)
+  const void* bias;    // Cout, or nullptr
+  void* out;           // N x Ho x Wo x Cout
+  int64_t N, C, H, W, Cout, Ho, Wo;
+  int64_t sN, sC, sH, sW;
+  int stride;  // 1 or 2
+  bool relu;
+  DType dtype;
+};
+cudaError_t launch_conv3x3(const Conv3x3Params& p, cudaStream_t stream);
 
 }  // namespace dfanet::cuda

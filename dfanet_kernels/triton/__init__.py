@@ -1,8 +1,9 @@
-"""The Triton backend: importing this package registers ``dfanet::<op>_triton`` for the three op families and the
-whole Xception block, and ``dfanet::decoder_head_triton`` (DFANet's decoder head in one kernel, decoder.py).
+"""The Triton backend: importing this package registers ``dfanet::<op>_triton`` for the three op families, the
+whole Xception block, ``dfanet::decoder_head_triton`` (DFANet's decoder head in one kernel, decoder.py) and
+``dfanet::conv3x3_triton`` (the stem, conv.py).
 
-One file per op (decoder.py, dwsep_conv.py, fc_attention.py, upsample.py, xception_block.py), each ordered tuning
-constants -> @triton.jit kernels -> host launcher registered with ``torch.library.triton_op``.
+One file per op (conv.py, decoder.py, dwsep_conv.py, fc_attention.py, upsample.py, xception_block.py), each ordered
+tuning constants -> @triton.jit kernels -> host launcher registered with ``torch.library.triton_op``.
 ``dfanet_kernels.backends`` imports this package only when the triton backend is first asked for, so
 ``import dfanet_kernels`` never imports Triton.
 
@@ -20,7 +21,7 @@ try:
 except ImportError as err:  # Triton missing or broken, or a torch without triton_op
     _REASON = f"Triton or torch.library.triton_op could not be imported ({err})"
 else:
-    from . import decoder, dwsep_conv, fc_attention, upsample, xception_block  # registers the ops
+    from . import conv, decoder, dwsep_conv, fc_attention, upsample, xception_block  # registers the ops
 
     # The launchers behind the ops, which dfanet_kernels.dispatch calls directly where nothing traces the call and no
     # gradient is wanted: the op dispatcher adds ~20 us a call (CPU-side, measured with the launch stubbed out),
@@ -33,6 +34,7 @@ else:
         "upsample_add": upsample.upsample_add_forward,
         "upsample_labels": upsample.upsample_labels_forward,
         "decoder_head": decoder.decoder_head_forward,
+        "conv3x3": conv.conv3x3_forward,
     }
 
 

@@ -40,6 +40,19 @@ def test_strided_dwsep_conv_counts_the_output_size():
     assert (k.dense_flops, k.fma_flops) == (2 * 12 * 8 * out, 2 * 9 * 8 * out)
 
 
+def test_stem_is_one_kernel_reading_the_image_in_place():
+    """conv3x3 on the GPU backends: one kernel (bias and ReLU fused) reading the NCHW image as it is, no layout copy
+    and no ReLU kernel: the image, the weights and the NHWC output once each."""
+    image = torch.empty(1, 3, 1024, 1024, device="meta", dtype=torch.float16)  # NCHW, as the model gets it
+    (k,) = rl.op_kernels(OpCall("conv3x3", (image, meta(8, 3, 3, 3), meta(8), 2, True)), itemsize=2)
+    assert (k.op, k.family, k.shapes) == ("conv3x3", "conv3x3", "3@1024x1024 -> 8 ch, stride 2")
+    assert k.bytes == 2 * (3 * 1024 * 1024 + 8 * 27 + 8 + 8 * 512 * 512)
+    assert (k.dense_flops, k.fma_flops) == (2 * 8 * 27 * 512 * 512, 0)
+    # The CUDA instantiation the launcher picks: 32-bit indices, 16-byte stores of the 8 channels.
+    assert k.cuda_kernel == "conv3x3_kernel<__half, int, true>"
+    assert kr.conv3x3_launch(2**30, 8, 13, "bf16") == "conv3x3_kernel<__nv_bfloat16, long, false>"
+
+
 def test_upsample_concat_reads_each_input_once_and_resizes_only_the_small_one():
     call = OpCall("upsample_concat", ([meta(1, 48, 256, 256), meta(1, 192, 64, 64)], (256, 256)))
     (k,) = rl.op_kernels(call, itemsize=2)
@@ -224,9 +237,9 @@ def test_totals_are_the_sum_of_rows_and_kernel_counts_follow_the_model():
         assert t["launch_floor_us"] == pytest.approx(sum(r["count"] * r["launch_floor_us"] for r in rows))
         assert t["launch_floor_us"] >= t["kernels"] * rl.GRAPH_NODE_US
     ops, fused = (report["plans"][p]["totals"] for p in ("ops", "fused"))
-    # Today: image layout + stem conv + ReLU, 42 block kernels (no concatenation written: 2 sources at most), 3 x 2
+    # Today: the stem's one conv3x3 kernel, 42 block kernels (no concatenation written: 2 sources at most), 3 x 2
     # FC attention kernels, 8 decoder convs + 7 ReLUs, 3 resizes. Fused: stem, the same 42, 3 x 2, decoder.
-    assert ops["kernels"] == 3 + 42 + 6 + 15 + 3 == 69
+    assert ops["kernels"] == 1 + 42 + 6 + 15 + 3 == 67
     assert fused["kernels"] == 1 + 42 + 6 + 1
     assert fused["bytes"] < ops["bytes"] and fused["dense_flops"] == ops["dense_flops"]
     blocks = {p: [(r["kernel"], r["count"]) for r in report["plans"][p]["rows"]
@@ -236,8 +249,12 @@ def test_totals_are_the_sum_of_rows_and_kernel_counts_follow_the_model():
     assert not any(r["kernel"]["op"] in ("dwsep_conv", "upsample_concat") for r in report["plans"]["ops"]["rows"])
     assert ops["triton_scratch_bytes"] == fused["triton_scratch_bytes"] == sum(
         k["triton_scratch_bytes"] * n for k, n in blocks["ops"]) > 0
-    # What separates the plans: the image copy, the stem's ReLU, the decoder's 8 convs, 7 ReLUs and 3 resizes.
-    assert ops["kernels"] - fused["kernels"] == 1 + 1 + (8 + 7 + 3 - 1)
+    # What separates the plans: the decoder's 8 convs, 7 ReLUs and 3 resizes; the stem is one kernel in both.
+    assert ops["kernels"] - fused["kernels"] == 8 + 7 + 3 - 1
+    stems = [next(r for r in report["plans"][p]["rows"] if r["kernel"]["op"] == "conv3x3") for p in ("ops", "fused")]
+    assert stems[0] == stems[1] and stems[0]["count"] == 1 and stems[0]["kernel"]["family"] == "conv3x3"
+    assert not any(r["kernel"]["op"] in ("to channels_last", "relu") and "3@" in r["kernel"]["shapes"]
+                   for r in report["plans"]["ops"]["rows"])
     text = rl.roofline_markdown(report, "cmd")
     assert "## Fused across ops" in text and "at its own size" in text and "Triton scratch MB (L2)" in text
 

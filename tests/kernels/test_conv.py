@@ -1,4 +1,6 @@
-"""conv1x1 / conv3x3: the CPU kernels (every instruction-set path) against F.conv2d (+ ReLU); bad input rejected."""
+"""conv1x1 / conv3x3: the CPU kernels (every instruction-set path) against F.conv2d (+ ReLU); conv3x3's Triton and
+CUDA kernels against the float64 reference (CUDA on a GPU only: test_cuda_emulated.py runs its kernel on the CPU);
+bad input rejected."""
 
 import pytest
 import torch
@@ -6,6 +8,9 @@ import torch
 import dfanet_kernels as dk
 from dfanet_kernels import reference
 
+from ..op_cases import DEVICES as DEV
+from ..op_cases import check, f64, layout_dtypes, on
+from ..op_cases import rand as rand_on
 from ..utils import (
     CHECKED_BACKENDS,
     LAYOUTS,
@@ -50,6 +55,51 @@ def test_any_input_layout(op, k, layout):
     x, w, _ = make_args(2, 3, 8, 17, 23, k, seed=1, bias=False)
     x = in_layout(x, layout)
     assert_close(getattr(dk, op)(x, w, None, 2, True, backend="cpu"), reference.conv(x, w, None, 2, True), ATOL, RTOL)
+
+
+# conv3x3 on the GPU backends, (N, C, Cout, H, W): the stem's 3 -> 8 at an odd size; 5 -> 13 with batch 2 (Cout
+# neither a power of two nor a multiple of 8: masked channel lanes on Triton, a last partial group of channels on
+# CUDA); 1 x 1 and 2 x 3 images (every tap meets the border). Each at stride 1 and 2, with bias and ReLU or with
+# neither, in every layout and dtype the backend's op tests take (op_cases.layout_dtypes): NCHW (the image as it
+# comes), channels_last and a strided view, all read in place. Tolerances: op_cases.DTYPES against the float64
+# reference on the same rounded inputs: fp32 sums at most 45 products in another order (~1e-6); fp16/bf16
+# accumulate in fp32 and round the output once (the format's unit roundoff, relative, the weights scaled to keep
+# the outputs O(1)).
+GPU_SHAPES_3X3 = [(1, 3, 8, 13, 17), (2, 5, 13, 13, 17), (1, 3, 8, 1, 1), (2, 5, 8, 2, 3)]
+GPU_CASES = [
+    on(backend, shape, stride, (i + stride) % 2 == 0, *ld,
+       id=f"{'x'.join(map(str, shape))}-s{stride}-{'relu-bias' if (i + stride) % 2 == 0 else 'plain'}-{name}")
+    for backend in ("triton", "cuda") for i, shape in enumerate(GPU_SHAPES_3X3) for stride in (1, 2)
+    for name, ld in layout_dtypes(backend, (ATOL, RTOL))
+]
+
+
+@pytest.mark.parametrize("backend, shape, stride, fused, layout, dtype, atol, rtol", GPU_CASES)
+def test_conv3x3_gpu_kernels_match_reference(backend, shape, stride, fused, layout, dtype, atol, rtol):
+    """``fused``: with bias and ReLU (the stem), else neither."""
+    n, c, cout, h, w = shape
+    gen = torch.Generator().manual_seed(3)
+    x = in_layout(rand_on(n, c, h, w, gen=gen, device=DEV[backend], dtype=dtype), layout)
+    weight = rand_on(cout, c, 3, 3, gen=gen, device=DEV[backend], scale=(9 * c) ** -0.5, dtype=dtype)
+    bias = rand_on(cout, gen=gen, device=DEV[backend], dtype=dtype) if fused else None
+    out = dk.conv3x3(x, weight, bias, stride, fused, backend=backend)
+    check(out, reference.conv(f64(x), f64(weight), f64(bias), stride, fused), atol, rtol, backend)
+
+
+@pytest.mark.parametrize("backend", [on("triton"), on("cuda")])
+def test_conv3x3_gpu_dtype_checks(backend):
+    """conv3x3 runs the backend's kernel (float32/float16/bfloat16 only: others are refused naming the argument);
+    conv1x1 stays F.conv2d there, which takes any floating dtype."""
+    gen = torch.Generator().manual_seed(4)
+    x = rand_on(1, 3, 5, 5, gen=gen, device=DEV[backend], dtype=torch.float64)
+    weight3, weight1 = (rand_on(8, 3, k, k, gen=gen, device=DEV[backend], dtype=torch.float64) for k in (3, 1))
+    message = f"backend '{backend}' takes dtype float32/float16/bfloat16, got torch.float64"
+    with pytest.raises(TypeError, match=f"x: {message}"):
+        dk.conv3x3(x, weight3, None, 2, True, backend=backend)
+    with pytest.raises(TypeError, match=f"weight: {message}"):
+        dk.PreparedConv(weight3, None, 2, True, backend=backend)
+    out = dk.conv1x1(x, weight1, None, 2, True, backend=backend)
+    assert_close(out.cpu(), reference.conv(x, weight1, None, 2, True).cpu(), ATOL, RTOL)
 
 
 @needs_cpu_kernels

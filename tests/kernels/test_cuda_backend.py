@@ -34,7 +34,7 @@ def test_cuda_backend_is_built():
 # ------------------------------------------------------------------------------------------------------------------
 # The glue: checks, registration, streams, devices
 # ------------------------------------------------------------------------------------------------------------------
-OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels", "xception_block"]
+OPS = ["dwsep_conv", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels", "xception_block", "conv3x3"]
 
 
 @pytest.mark.parametrize("op", OPS)

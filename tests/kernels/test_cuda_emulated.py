@@ -245,6 +245,47 @@ def test_dwsep_conv_relu_keeps_nan_emulated(runners, tmp_path, flag, dtype):
     _dwsep_case(runners["asan"], tmp_path, case, nan_input=True)
 
 
+# (N, C, H, W, Cout, stride, relu, bias, layout, dtype): conv3x3 on the input in its own layout (NCHW, NHWC, a strided
+# view of NCHW). The stem (3 -> 8, stride 2: one group of 8 channels, 16-byte stores), Cout not a multiple of 8 (a
+# last, partial group stored value by value), more input channels than one staged chunk of 16 (20), 1 x 1 and
+# 2 x 3 images, and a map of 13000 output pixels, which the emulator's 3 blocks of 1024 pixels go round 5 times.
+CONV_CASES = [
+    (1, 3, 13, 17, 8, 2, True, True, "nchw", torch.float16),
+    (2, 3, 13, 17, 8, 1, False, True, "nhwc", torch.float32),
+    (2, 5, 9, 7, 13, 2, True, False, "strided", torch.bfloat16),
+    (1, 3, 1, 1, 8, 2, True, True, "nchw", torch.float32),
+    (1, 20, 6, 5, 16, 1, False, True, "nhwc", torch.bfloat16),
+    (3, 1, 2, 3, 3, 2, True, True, "strided", torch.float32),
+    (1, 3, 130, 100, 8, 1, True, True, "nchw", torch.float16),
+]
+CONV_LAYOUTS = {"nchw": 0, "nhwc": 1, "strided": 2}
+
+
+def _conv_case(exe, tmp_path, case, seed=0):
+    n, c, h, w, cout, stride, relu, has_bias, layout, dtype = case
+    gen = torch.Generator().manual_seed(seed)
+    x = _randn(n, c, h, w, dtype=dtype, gen=gen)
+    weight = _randn(cout, c, 3, 3, dtype=dtype, scale=(9 * c) ** -0.5, gen=gen)
+    bias = _randn(cout, dtype=dtype, gen=gen) if has_bias else None
+    if layout == "strided":  # x in the even columns of a twice-as-wide NCHW buffer
+        stored = torch.zeros(n, c, h, 2 * w, dtype=dtype)
+        stored[..., ::2] = x
+    else:
+        stored = _nhwc(x) if layout == "nhwc" else x
+    header = [n, c, h, w, cout, stride, relu, has_bias, CONV_LAYOUTS[layout]]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    got = _run(exe, tmp_path, "conv3x3", dtype, header, [stored, weight] + ([bias] if has_bias else []),
+               (n, ho, wo, cout)).permute(0, 3, 1, 2)
+    _close(got, reference.conv(x.double(), weight.double(), None if bias is None else bias.double(), stride, relu),
+           dtype)
+
+
+@pytest.mark.parametrize("runner", ["asan", "asan64"], ids=["int32-indices", "int64-indices"])
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[:8]}-{c[8]}-{str(c[9])[6:]}")
+def test_conv3x3_emulated(runners, tmp_path, case, runner):
+    _conv_case(runners[runner], tmp_path, case)
+
+
 # (N, H, W, C, K, fc_bias, conv_bias, dtype); K = 0 leaves scale = relu(conv_bias). The pooling splits the pixels
 # into ceil(HW / 128) parts, at most 32: 1 part, 2 (143 pixels), 12 (1480) and 32 (4355, capped). The mat-vecs
 # stage their vector in chunks of 1024: C = 1030 and K = 1100 take two. N = 3 with 2 splits of 143 pixels (one short)
@@ -471,18 +512,21 @@ def test_xception_block_keeps_nan_emulated(runners, tmp_path, case):
 
 @pytest.mark.parametrize(
     "op, case",
-    [("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[11][0]),
-     ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]), ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1]),
-     ("xception_block", BLOCK_EMU_CASES[3]), ("xception_block", BLOCK_EMU_CASES[15])],
-    ids=["dwsep-fma", "dwsep-wmma", "dwsep-fma-192", "dwsep-wmma-192", "fc_attention", "upsample_add",
-         "xception_block-8x8", "xception_block-wmma-4x4-cat"],
+    [("conv3x3", CONV_CASES[4]), ("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]),
+     ("dwsep_conv_1sm", DWSEP_TILE_CASES[11][0]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]),
+     ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1]), ("xception_block", BLOCK_EMU_CASES[3]),
+     ("xception_block", BLOCK_EMU_CASES[15])],
+    ids=["conv3x3-2chunks", "dwsep-fma", "dwsep-wmma", "dwsep-fma-192", "dwsep-wmma-192", "fc_attention",
+         "upsample_add", "xception_block-8x8", "xception_block-wmma-4x4-cat"],
 )
 def test_no_shared_memory_races_emulated(runners, tmp_path, op, case):
-    """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck). The
-    first two take 4 x 4 pixel tiles, the 192-channel ones 8 x 8, two in a block (the tensor-core epilogue's scratch
-    then reused by the next tile's halo). The xception blocks run several tiles per block (y2 in the input halo's
-    place, y1 and the GEMM chunks reused), one on the FMA path, one with two sources on tensor cores (each warp's
-    accumulator scratch reused tile after tile)."""
-    run_case = {"dwsep_conv": _dwsep_case, "dwsep_conv_1sm": lambda *args: _dwsep_case(*args, sms=1),
-                "fc_attention": _fc_case, "upsample": _upsample_case, "xception_block": _block_case}[op]
+    """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck). conv3x3
+    stages its weights in two chunks (the second overwriting the first). The dwsep_conv cases: the first two take
+    4 x 4 pixel tiles, the 192-channel ones 8 x 8, two in a block (the tensor-core epilogue's scratch then reused by
+    the next tile's halo). The xception blocks run several tiles per block (y2 in the input halo's place, y1 and the
+    GEMM chunks reused), one on the FMA path, one with two sources on tensor cores (each warp's accumulator scratch
+    reused tile after tile)."""
+    run_case = {"conv3x3": _conv_case, "dwsep_conv": _dwsep_case,
+                "dwsep_conv_1sm": lambda *args: _dwsep_case(*args, sms=1), "fc_attention": _fc_case,
+                "upsample": _upsample_case, "xception_block": _block_case}[op]
     run_case(runners["tsan"], tmp_path, case)

@@ -264,9 +264,45 @@ def test_xception_block_direct_op_call_with_bad_shape_raises():
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# conv3x3: several pixel and channel tiles, 64-bit indices, a direct op call's checks
+# ------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("int64", [False, True], ids=["int32", "int64"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+def test_conv3x3_over_several_tiles(monkeypatch, layout, int64):
+    """The interpreter's tiles cover these maps whole; the GPU's smaller ones, forced here: rows in 16-pixel segments
+    (the last one cut), 40 output channels in 16-wide tiles (the last one masked); and the 64-bit index path, taken
+    only where an offset reaches 2**31."""
+    from dfanet_kernels.triton import conv as module
+
+    monkeypatch.setattr(module, "TILE_ELEMENTS", 256)
+    monkeypatch.setattr(module, "_MAX_BLOCK_CO", 16)
+    if int64:
+        monkeypatch.setattr(module, "needs_int64", lambda *tensors: True)
+    gen = torch.Generator().manual_seed(8)
+    x = in_layout(rand(2, 3, 7, 41, gen=gen), layout)
+    weight, bias = rand(40, 3, 3, 3, gen=gen, scale=27**-0.5), rand(40, gen=gen)
+    assert module.tiles(40, 21) == (16, 16)
+    out = dk.conv3x3(x, weight, bias, 2, True, backend="triton")
+    check(out, reference.conv(f64(x), f64(weight), f64(bias), 2, True), 1e-5, 1e-5)
+
+
+def test_conv3x3_direct_op_call_with_bad_shape_raises():
+    """torch.ops.dfanet.conv3x3_triton skips the Python checks; its own checks must stop a bad call."""
+    dk.available_backends(DEVICE)  # registers the Triton ops
+    gen = torch.Generator()
+    x, bias = rand(1, 4, 5, 5, gen=gen), rand(2, gen=gen)
+    with pytest.raises(RuntimeError, match=r"weight: expected shape \(2, 4, 3, 3\)"):
+        torch.ops.dfanet.conv3x3_triton(x, rand(2, 3, 3, 3, gen=gen), bias, 1, False)
+    with pytest.raises(RuntimeError, match=r"bias: expected shape \(2,\)"):
+        torch.ops.dfanet.conv3x3_triton(x, rand(2, 4, 3, 3, gen=gen), rand(3, gen=gen), 1, False)
+    with pytest.raises(RuntimeError, match="stride: expected 1 or 2, got 3"):
+        torch.ops.dfanet.conv3x3_triton(x, rand(2, 4, 3, 3, gen=gen), bias, 3, False)
+
+
+# ------------------------------------------------------------------------------------------------------------------
 # Registration: schemas, fake (meta) implementations, opcheck
 # ------------------------------------------------------------------------------------------------------------------
-OPS = ["dwsep_conv", "xception_block", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels"]
+OPS = ["dwsep_conv", "xception_block", "fc_attention", "upsample_concat", "upsample_add", "upsample_labels", "conv3x3"]
 
 
 def _normalise(arg_type: str) -> str:

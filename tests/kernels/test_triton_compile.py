@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
     import triton.backends.nvidia
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
-    from dfanet_kernels.triton import dwsep_conv as D, fc_attention as F, upsample as U, xception_block as X
+    from dfanet_kernels.triton import conv as K, dwsep_conv as D, fc_attention as F, upsample as U, xception_block as X
     from dfanet_kernels.triton._common import TILE_WARPS
 
     CUOBJDUMP = os.path.join(os.path.dirname(triton.backends.nvidia.__file__), "bin", "cuobjdump")
@@ -154,6 +154,24 @@ SCRIPT = textwrap.dedent(
                      spills_allowed=spills)
         if dtype != "fp32":
             assert "mma" in k.asm["ptx"], "fp16/bf16 dot must run on tensor cores"
+    # The stem (3 -> 8, stride 2, bias + ReLU) on the NCHW image (s_w == 1, specialised as a launch does) in each
+    # dtype, at the tiles the launcher picks for a 512-wide output, torch's allocations 16-byte aligned: the 8
+    # channels of a pixel must go out in one 16-byte store (fp16/bf16; two in fp32). And a strided input, 13
+    # channels (masked lanes) and 64-bit indices once.
+    block_w, block_co = K.tiles(8, 512)
+    for dtype in ("fp16", "bf16", "fp32"):
+        k = compile_(K._conv3x3_kernel, dtype, dict(STRIDE=2, COUT=8, HAS_BIAS=True, RELU=True, IDX64=False,
+                                                    BLOCK_W=block_w, BLOCK_CO=block_co, s_w=1), 90,
+                     num_warps=TILE_WARPS, aligned=("out_ptr",))
+        assert "st.global.v4.b32" in k.asm["ptx"], (dtype, "no 16-byte stores of a pixel's channels")
+    # The 64-bit path (inputs past 2**31 elements' reach) spills 104 B at 16-wide channel tiles (the taps' 64-bit
+    # offsets; Triton 3.9, 2026-12), none at the stem's 8 channels.
+    block_w, block_co = K.tiles(13, 100)
+    compile_(K._conv3x3_kernel, "bf16", dict(STRIDE=1, COUT=13, HAS_BIAS=False, RELU=False, IDX64=True,
+                                             BLOCK_W=block_w, BLOCK_CO=block_co), 90, num_warps=TILE_WARPS,
+             spills_allowed=True)
+    compile_(K._conv3x3_kernel, "fp16", dict(STRIDE=2, COUT=8, HAS_BIAS=True, RELU=True, IDX64=True,
+                                             BLOCK_W=block_w, BLOCK_CO=8), 90, num_warps=TILE_WARPS)
     print("compiled")
     """
 )

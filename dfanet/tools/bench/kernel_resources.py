@@ -59,7 +59,8 @@ FAMILIES = {"dwsep_conv_fma_kernel": "dwsep_conv", "dwsep_conv_wmma_kernel": "dw
             "upsample_kernel": "upsample", "attention_vector_kernel": "attention_vector",
             "scale_kernel": "attention_scale", "_dwsep_conv_kernel": "dwsep_conv", "_upsample_kernel": "upsample",
             "_attention_vector_kernel": "attention_vector", "_scale_kernel": "attention_scale",
-            "xception_block_kernel": "xception_block", "_xception_block_kernel": "xception_block"}
+            "xception_block_kernel": "xception_block", "_xception_block_kernel": "xception_block",
+            "conv3x3_kernel": "conv3x3", "_conv3x3_kernel": "conv3x3"}
 DTYPES = {"__half": "fp16", "__nv_bfloat16": "bf16", "float": "fp32"}
 
 
@@ -194,6 +195,15 @@ def xception_block_launch(n: int, c1: int, c2: int, stride: int, ho: int, wo: in
     return f"xception_block_kernel<{storage}, {edge}, {mid_cols}, {'true' if tensor_cores else 'false'}>", 4 * floats
 
 
+def conv3x3_launch(x_numel: int, out_numel: int, cout: int, dtype: str) -> str:
+    """The CUDA conv3x3 kernel a dense input of ``x_numel`` and output of ``out_numel`` elements launch
+    (csrc/cuda/conv.cu's launcher, mirrored): its demangled name (storage type, 32-bit indices below 2**30 elements,
+    16-byte stores where Cout is a multiple of 8)."""
+    storage = next(t for t, d in DTYPES.items() if d == dtype)
+    index = "int" if max(x_numel, out_numel) < 2**30 else "long"
+    return f"conv3x3_kernel<{storage}, {index}, {'true' if cout % 8 == 0 else 'false'}>"
+
+
 def launched(resources: Sequence[KernelResources], name: str, dtype: str,
              dynamic_smem: int) -> KernelResources | None:
     """The compiled kernel ``name`` at ``dtype`` as one launch runs it: with ``dynamic_smem`` bytes of shared memory
@@ -246,21 +256,21 @@ def _capturing_launches(record):
     from triton.runtime.driver import driver
 
     from dfanet_kernels import reference
-    from dfanet_kernels.triton import dwsep_conv, fc_attention, upsample, xception_block
+    from dfanet_kernels.triton import conv, dwsep_conv, fc_attention, upsample, xception_block
 
     def hook(*, fn, compile, **_):
         record(fn.jit_function, compile)
         return True  # handled: neither compiled nor launched
 
-    conv = reference.conv
+    reference_conv = reference.conv
 
     def conv_like_cudnn(*args, **kwargs):
         # cuDNN writes a channels_last input's conv output channels_last (what the block's residual then is); the
         # meta conv does not.
-        return conv(*args, **kwargs).contiguous(memory_format=torch.channels_last)
+        return reference_conv(*args, **kwargs).contiguous(memory_format=torch.channels_last)
 
-    saved = [(m, name, getattr(m, name)) for m in (dwsep_conv, fc_attention, upsample, xception_block)
-             for name in ("launchable", "AUTOTUNE") if hasattr(m, name)] + [(reference, "conv", conv)]
+    saved = [(m, name, getattr(m, name)) for m in (conv, dwsep_conv, fc_attention, upsample, xception_block)
+             for name in ("launchable", "AUTOTUNE") if hasattr(m, name)] + [(reference, "conv", reference_conv)]
     previous_driver, previous_hook = driver._active, knobs.runtime.jit_cache_hook  # no public getter for either
     try:
         replacements = {"launchable": lambda kernel: kernel, "AUTOTUNE": False, "conv": conv_like_cudnn}
@@ -294,6 +304,8 @@ def _run_on_triton(call: "OpCall") -> None:
     if call.op in ("xception_block", "xception_block_cat"):
         inputs = args[0] if call.op == "xception_block_cat" else [args[0]]
         dispatch.run_block("triton", list(inputs), *args[1:])
+    elif call.op == "conv3x3":
+        dispatch.run_conv("triton", *args)
     elif call.op == "fc_attention":
         dispatch.run_fc_attention("triton", *args)
     elif call.op in ("upsample_concat", "upsample_add"):

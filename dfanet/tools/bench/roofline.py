@@ -12,13 +12,14 @@ max(bytes / bandwidth, FLOPs / peak), and at least one CUDA-graph node (``GRAPH_
   on both (CUDA ``xception_block``, Triton ``xception_block_triton``), its concatenated input's sources read in
   place (a concatenation is written first only past a backend's source limit, 8 on CUDA, 4 on Triton; a block past
   64 mid channels is composed: upsample_concat, cuDNN 1x1 shortcut, three dwsep_conv); FC attention two kernels;
-  every conv a cuDNN conv plus a ReLU kernel; the image made channels_last first. The Triton block kernel's y1/y2
+  the stem one conv3x3 kernel (CUDA ``conv3x3``, Triton ``conv3x3_triton``: the image read in its own layout, bias
+  and ReLU fused); every 1x1 conv a cuDNN conv plus a ReLU kernel. The Triton block kernel's y1/y2
   go through a per-program fp32 scratch in global memory (L2-resident): reported beside the row
   (``triton_scratch_bytes``), not in its bytes or floor;
 - ``fused``: issue 16's plan: the stem reading the image as it is, one kernel per Xception block reading the
   concatenation in place (today's block kernels: the same rows as ``ops``), FC attention in two kernels (pool +
-  FCs, then the scaling), the decoder in one kernel. What still separates the plans: the image's layout copy, the
-  stem's and the decoder's ReLU kernels, and the decoder's convs and resizes, one kernel each today.
+  FCs, then the scaling), the decoder in one kernel. What still separates the plans: the decoder's convs, ReLUs
+  and resizes, one kernel each today.
 
 ``python -m dfanet.tools.bench.roofline --device h100-sxm --dtype fp16 --size 1024 1024`` writes the tables; with
 nvcc on the PATH they carry each CUDA kernel's registers, spills, shared memory and occupancy on sm_90
@@ -140,7 +141,8 @@ class Kernel:
     fma_flops: int  # depthwise convolutions, resizes, pooling, FC at batch 1: FMA units
     family: str = ""  # the compiled kernels (kernel_resources' families) that run it today, "" for cuDNN/ATen
     # The one CUDA kernel instantiation that runs it (its demangled name) and the dynamic shared memory it launches
-    # with, where the launcher's choice is known offline (kernel_resources.xception_block_launch); "" otherwise.
+    # with, where the launcher's choice is known offline (kernel_resources.xception_block_launch, conv3x3_launch);
+    # "" otherwise.
     cuda_kernel: str = ""
     dynamic_smem: int = 0
     # The Triton block kernel's y1/y2 scratch traffic (global memory, L2-resident; not in ``bytes``, not in the floor:
@@ -190,7 +192,7 @@ class _Sizes:
 
 
 def conv_kernel(x_shape, weight, bias, stride: int, e: _Sizes, family: str = "") -> tuple[Kernel, int]:
-    """A dense k x k conv (cuDNN today) and its output's element count."""
+    """A dense k x k conv (cuDNN, or the compiled kernels of ``family``) and its output's element count."""
     n, c, h, w = x_shape
     ho, wo = _out_hw(h, w, stride)
     cout, k = weight.shape[0], weight.shape[-1]
@@ -350,20 +352,19 @@ def attention_kernels(x, fc_weight, fc_bias, conv_weight, conv_bias, e: _Sizes) 
 def op_kernels(call: "OpCall", itemsize: int, dtype: str | None = None) -> list[Kernel]:
     """The kernels the GPU backends launch for one op call, today. ``dtype`` (default: fp32 or fp16 by
     ``itemsize``) names the CUDA block kernels' instantiations."""
-    import torch
-
     e, args = _Sizes(itemsize), call.args
     dtype = dtype or {4: "fp32", 2: "fp16"}[itemsize]
-    if call.op in ("conv1x1", "conv3x3"):
+    if call.op == "conv3x3":  # one kernel: the image read in its own layout, bias and ReLU fused
+        from .kernel_resources import conv3x3_launch
+
+        x, weight, bias, stride, _ = args
+        kernel, out = conv_kernel(x.shape, weight, bias, stride, e, "conv3x3")
+        return [replace(kernel, cuda_kernel=conv3x3_launch(x.numel(), out, weight.shape[0], dtype))]
+    if call.op == "conv1x1":
         x, weight, bias, stride, relu = args
-        kernels = []
-        if not x.is_contiguous(memory_format=torch.channels_last):  # the image: FusedRunner.stem converts it
-            kernels.append(Kernel("to channels_last", _map(*x.shape), e(2 * x.numel()), 0, 0))
         conv, out = conv_kernel(x.shape, weight, bias, stride, e)
-        kernels.append(conv)
-        if relu:  # reference.conv: F.conv2d, then F.relu
-            kernels.append(Kernel("relu", conv.shapes, e(2 * out), 0, 0))
-        return kernels
+        # reference.conv: F.conv2d, then F.relu
+        return [conv, Kernel("relu", conv.shapes, e(2 * out), 0, 0)] if relu else [conv]
     if call.op == "dwsep_conv":
         x, dw_weight, dw_bias, pw_weight, pw_bias, stride, _, _, _, residual = args
         return [dwsep_kernel(x.shape, dw_weight, dw_bias, pw_weight, pw_bias, stride, residual is not None, e)[0]]
@@ -408,12 +409,12 @@ def fused_kernels(calls: Sequence["OpCall"], itemsize: int, dtype: str | None = 
     last_attention = max(i for i, c in enumerate(calls) if c.op == "fc_attention")
     kernels = []
     for call in calls[:last_attention + 1]:
-        parts = [k for k in op_kernels(call, itemsize, dtype) if k.op != "to channels_last"]
+        parts = op_kernels(call, itemsize, dtype)
         if call.op == "fc_attention":  # already the plan's two kernels: the scale vector, the scaling
             kernels += parts
-        elif len(parts) == 1 and parts[0].family == "xception_block":  # today's block kernel, in place already
+        elif len(parts) == 1 and parts[0].family in ("xception_block", "conv3x3"):  # today's one kernel already
             kernels += parts
-        else:  # the stem; a block with a written concatenation or composed today
+        else:  # a block with a written concatenation or composed today
             kernels.append(_merged(call.op, call.shapes, parts, e(_numel(call.args), _output_numel(call))))
     tail = calls[last_attention + 1:]
     internal = {id(c.output) for c in tail}
@@ -604,8 +605,8 @@ def roofline_markdown(report: dict, command: str) -> str:
                                                                                                    data["totals"]), ""]
     if resources:
         lines += ["Resource columns, cuda/triton: the CUDA kernel (csrc/cuda) of the row's family at this dtype with "
-                  "the most registers (for a block row, in both plans: the xception_block instantiation the launcher "
-                  "picks for it, with the dynamic shared memory it launches with), and the Triton kernel the Triton "
+                  "the most registers (for a block or stem row, in both plans: the instantiation the launcher picks "
+                  "for it, with the dynamic shared memory it launches with), and the Triton kernel the Triton "
                   "backend launches for that row (its tiles as the launcher picks them), each compiled offline for "
                   "sm_90 (ptxas); spill = spill stores + loads; occupancy = resident threads / 2048 on an sm_90 SM "
                   "(kernel_resources).", "",

@@ -1,7 +1,7 @@
 // Runs one csrc/cuda launcher under the CPU emulator (emu.h) on arrays read from a file; driven by
 // tests/test_cuda_emulated.py, which writes the input file and checks the output against dfanet_kernels.reference.
 //
-//   runner <dwsep_conv|fc_attention|upsample|upsample_labels|xception_block> <input> <output>
+//   runner <conv3x3|dwsep_conv|fc_attention|upsample|upsample_labels|xception_block> <input> <output>
 //
 // input: int64 count, that many int64 header values (dtype code first, then the op's sizes and flags, in the order
 // read below), then the arrays, dense, in the dtype. Every array gets its own exact-size heap buffer, so ASan flags
@@ -97,7 +97,31 @@ int main(int argc, char** argv) {
   int64_t out_count = 0;
   size_t out_elem = in.elem;
   cudaError_t err = cudaErrorInvalidValue;
-  if (op == "dwsep_conv") {
+  if (op == "conv3x3") {
+    Conv3x3Params p{};
+    p.dtype = dtype;
+    p.N = in.value(), p.C = in.value(), p.H = in.value(), p.W = in.value(), p.Cout = in.value();
+    p.stride = static_cast<int>(in.value());
+    p.relu = in.value();
+    const bool bias = in.value();
+    // The input's layout: 0 NCHW, 1 NHWC, 2 NCHW with every other element of a twice-as-wide row (a strided view).
+    const int64_t layout = in.value();
+    const int64_t w_pitch = layout == 2 ? 2 * p.W : p.W;
+    if (layout == 1) {
+      p.sN = p.H * p.W * p.C, p.sC = 1, p.sH = p.W * p.C, p.sW = p.C;
+    } else {
+      p.sN = p.C * p.H * w_pitch, p.sC = p.H * w_pitch, p.sH = w_pitch, p.sW = layout == 2 ? 2 : 1;
+    }
+    p.Ho = (p.H - 1) / p.stride + 1;
+    p.Wo = (p.W - 1) / p.stride + 1;
+    out_count = p.N * p.Ho * p.Wo * p.Cout;
+    p.x = in.array(p.N * p.C * p.H * w_pitch);
+    p.weight = in.array(p.Cout * p.C * 9);
+    p.bias = in.optional_array(bias, p.Cout);
+    out = nan_buffer(out_count * in.elem);
+    p.out = out.get();
+    err = launch_conv3x3(p, nullptr);
+  } else if (op == "dwsep_conv") {
     DwsepConvParams p{};
     p.dtype = dtype;
     p.N = in.value(), p.H = in.value(), p.W = in.value(), p.C = in.value(), p.Cout = in.value();
