@@ -118,16 +118,10 @@ def run_upsample_labels(backend, x, size):
 
 def run_decoder_head(backend, low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights, high_biases,
                      classifier_weight, classifier_bias):
-    """decoder_head on checked arguments, on ``backend``: one kernel on the CPU and Triton backends; on CUDA composed
-    from its convs (cuDNN) and upsample_add."""
-    if backend in ("cpu", "triton"):
-        return compiled_op(backend, "decoder_head")(list(low), list(high), list(low_weights), list(low_biases),
-                                                    fuse_weight, fuse_bias, list(high_weights), list(high_biases),
-                                                    classifier_weight, classifier_bias)
+    """decoder_head on checked arguments, on ``backend``: one kernel on every compiled backend."""
     if backend == "reference":
         return reference.decoder_head(low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights,
                                       high_biases, classifier_weight, classifier_bias)
-    return reference.decoder_head_with(lambda x, w, b, relu: run_conv(backend, x, w, b, 1, relu),
-                                       lambda inputs, size: run_upsample(backend, "upsample_add", inputs, size), low,
-                                       high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights,
-                                       high_biases, classifier_weight, classifier_bias)
+    return compiled_op(backend, "decoder_head")(list(low), list(high), list(low_weights), list(low_biases),
+                                                fuse_weight, fuse_bias, list(high_weights), list(high_biases),
+                                                classifier_weight, classifier_bias)

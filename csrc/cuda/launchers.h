@@ -129,4 +129,36 @@ struct Conv3x3Params {
 };
 cudaError_t launch_conv3x3(const Conv3x3Params& p, cudaStream_t stream);
 
+// DFANet's decoder head in one kernel (decoder.cu):
+//   out = classifier(relu(fuse(sum_i resize(relu(low_i @ Wl_i + bl_i))) + bf) + sum_j resize(relu(high_j @ Wh_j +
+//   bh_j)))
+// every @ a 1x1 conv, every map resized (bilinear, as launch_upsample) to H x W, low[0]'s size, sums in list order.
+// At most kDecoderHeadMaxMaps low and as many high maps, D at most kDecoderHeadMaxWidth (decoder_head_supported).
+constexpr int64_t kDecoderHeadMaxMaps = 8;
+constexpr int64_t kDecoderHeadMaxWidth = 128;
+struct DecoderMap {
+  const void* data;    // N x H x W x C
+  const void* weight;  // D x C (D x C x 1 x 1)
+  const void* bias;    // D, or nullptr
+  int64_t C, H, W;
+};
+struct DecoderHeadParams {
+  const DecoderMap* low;  // host array, num_low >= 1
+  int64_t num_low;
+  const DecoderMap* high;  // host array
+  int64_t num_high;
+  const void* fuse_weight;        // D x D
+  const void* fuse_bias;          // D, or nullptr
+  const void* classifier_weight;  // K x D
+  const void* classifier_bias;    // K, or nullptr
+  void* out;                      // N x H x W x K
+  int64_t N, H, W, D, K;
+  DType dtype;
+};
+inline bool decoder_head_supported(int64_t num_low, int64_t num_high, int64_t D) {
+  return num_low >= 1 && num_low <= kDecoderHeadMaxMaps && num_high <= kDecoderHeadMaxMaps &&
+         D <= kDecoderHeadMaxWidth;
+}
+cudaError_t launch_decoder_head(const DecoderHeadParams& p, cudaStream_t stream);
+
 }  // namespace dfanet::cuda

@@ -28,6 +28,7 @@ import torch
 from dfanet_kernels import cuda_toolkit, reference
 from dfanet_kernels.constants import labels_dtype
 
+from ..op_cases import decoder_args, decoder_expected
 from .test_upsample_labels import MARGIN, expected_labels
 from .test_xception_block import CUDA_BLOCK_TENSOR_CORE_TOLERANCES, CUDA_BLOCK_TOLERANCES
 
@@ -510,14 +511,63 @@ def test_xception_block_keeps_nan_emulated(runners, tmp_path, case):
     _block_case(runners["asan"], tmp_path, case, nan_input=True)
 
 
+# (N, low maps [(C, H, W)], high maps [(C, H, W)], D, classes, biases, dtype): decoder_head, its output at the first
+# low map's size. Maps at the output's size (copied), smaller (a range of source rows a tile: 1 to 14 of them, up to
+# 196 set pixels in 4 passes at 1.5x) and more than twice as large (each tile row's two taps); outputs of 13 x 17
+# and other sizes not multiples of the 8 x 8 tile, 1 x 1 maps; channels past one 32-channel chunk and not multiples
+# of it; D in each of the kernel's three column counts (up to 32, 64, 128 channels), classes past one pass (32 or
+# 64 a pass); no high maps; no biases; batches of 1 and 2.
+DECODER_EMU_CASES = [
+    (2, [(7, 13, 17), (7, 7, 9), (7, 4, 5)], [(11, 3, 4), (11, 2, 2), (11, 1, 1)], 6, 19, True, torch.float32),
+    (1, [(5, 9, 13)], [], 3, 2, True, torch.float16),
+    (1, [(48, 13, 17), (48, 7, 9), (48, 4, 5)], [(192, 2, 3), (192, 1, 2), (192, 1, 1)], 32, 19, True,
+     torch.bfloat16),
+    (2, [(4, 8, 8), (4, 16, 16)], [(3, 8, 8), (1, 11, 5)], 13, 21, False, torch.float32),
+    (1, [(5, 10, 12), (3, 15, 18), (2, 41, 50)], [(2, 10, 12)], 40, 70, True, torch.float16),
+    (1, [(3, 9, 10), (33, 1, 1)], [(5, 4, 4)], 100, 5, False, torch.bfloat16),
+    (1, [(70, 10, 12)], [(9, 15, 18), (4, 5, 6)], 70, 33, True, torch.float32),
+]
+
+
+def decoder_emu_id(case):
+    n, low, high, d, k, biases, dtype = case
+    maps = "+".join(f"{c}@{h}x{w}" for c, h, w in low) + "|" + "+".join(f"{c}@{h}x{w}" for c, h, w in high)
+    return f"n{n}-{maps}-d{d}-k{k}-{'bias' if biases else 'nobias'}-{str(dtype)[6:]}"
+
+
+def _decoder_case(exe, tmp_path, case, seed=0):
+    n, low, high, d, k, biases, dtype = case
+    args = decoder_args(n, low, high, d, k, device="cpu", dtype=dtype, biases=biases, seed=seed)
+    lows, highs, low_w, low_b, fuse_w, fuse_b, high_w, high_b, cls_w, cls_b = args
+    maps, weights, map_biases = lows + highs, low_w + high_w, low_b + high_b
+    header = [n, d, k, len(lows), len(highs),
+              *(v for t, b in zip(maps, map_biases) for v in (*t.shape[1:], b is not None)),
+              fuse_b is not None, cls_b is not None]
+    arrays = [_nhwc(t) for t in maps] + [t for w, b in zip(weights, map_biases) for t in (w, b) if t is not None]
+    arrays += [t for t in (fuse_w, fuse_b, cls_w, cls_b) if t is not None]
+    h, w = low[0][1:]
+    got = _run(exe, tmp_path, "decoder_head", dtype, header, arrays, (n, h, w, k)).permute(0, 3, 1, 2)
+    _close(got, decoder_expected(args), dtype)
+
+
+@pytest.mark.parametrize("case", DECODER_EMU_CASES, ids=decoder_emu_id)
+def test_decoder_head_emulated(runners, tmp_path, case):
+    _decoder_case(runners["asan"], tmp_path, case)
+
+
+@pytest.mark.parametrize("case", [DECODER_EMU_CASES[0], DECODER_EMU_CASES[4]], ids=decoder_emu_id)
+def test_decoder_head_int64_indices_emulated(runners, tmp_path, case):
+    _decoder_case(runners["asan64"], tmp_path, case)
+
+
 @pytest.mark.parametrize(
     "op, case",
     [("conv3x3", CONV_CASES[4]), ("dwsep_conv", DWSEP_CASES[2]), ("dwsep_conv", DWSEP_CASES[4]),
      ("dwsep_conv_1sm", DWSEP_TILE_CASES[11][0]), ("dwsep_conv_1sm", DWSEP_TILE_CASES[12][0]),
      ("fc_attention", FC_CASES[0]), ("upsample", UPSAMPLE_CASES[1]), ("xception_block", BLOCK_EMU_CASES[3]),
-     ("xception_block", BLOCK_EMU_CASES[15])],
+     ("xception_block", BLOCK_EMU_CASES[15]), ("decoder_head", DECODER_EMU_CASES[4])],
     ids=["conv3x3-2chunks", "dwsep-fma", "dwsep-wmma", "dwsep-fma-192", "dwsep-wmma-192", "fc_attention",
-         "upsample_add", "xception_block-8x8", "xception_block-wmma-4x4-cat"],
+         "upsample_add", "xception_block-8x8", "xception_block-wmma-4x4-cat", "decoder_head"],
 )
 def test_no_shared_memory_races_emulated(runners, tmp_path, op, case):
     """Under TSan: every shared-memory write and read is ordered by a barrier (the emulator's racecheck). conv3x3
@@ -525,8 +575,9 @@ def test_no_shared_memory_races_emulated(runners, tmp_path, op, case):
     4 x 4 pixel tiles, the 192-channel ones 8 x 8, two in a block (the tensor-core epilogue's scratch then reused by
     the next tile's halo). The xception blocks run several tiles per block (y2 in the input halo's place, y1 and the
     GEMM chunks reused), one on the FMA path, one with two sources on tensor cores (each warp's accumulator scratch
-    reused tile after tile)."""
+    reused tile after tile). The decoder head runs several tiles per block too, each map's tables, A, B and reduced
+    map reused map after map, with a set of several passes and a range, a copy and taps."""
     run_case = {"conv3x3": _conv_case, "dwsep_conv": _dwsep_case,
                 "dwsep_conv_1sm": lambda *args: _dwsep_case(*args, sms=1), "fc_attention": _fc_case,
-                "upsample": _upsample_case, "xception_block": _block_case}[op]
+                "upsample": _upsample_case, "xception_block": _block_case, "decoder_head": _decoder_case}[op]
     run_case(runners["tsan"], tmp_path, case)

@@ -1,6 +1,6 @@
 """decoder_head (DFANet's decoder up to the quarter-size logits) on every backend against the float64 reference, on
-odd shapes and layouts, with and without biases, maps smaller, equal to and larger than the output; its prepared
-form; bad input is rejected naming the argument."""
+odd shapes and layouts, with and without biases, maps smaller, equal to and larger than the output, the CUDA kernel
+in every dtype; its prepared form; bad input is rejected naming the argument."""
 
 import inspect
 
@@ -11,7 +11,7 @@ import dfanet_kernels as dk
 
 from .. import op_cases
 from ..op_cases import DEVICES as DEV
-from ..op_cases import check, on
+from ..op_cases import DTYPES, check, on
 from ..utils import LAYOUTS, needs_cpu_kernels
 
 # fp32 on the CPU kernels: four 1x1 convs in a row (reduce: up to 192 terms; fuse and classifier: D terms) and two
@@ -44,7 +44,7 @@ def expected(args):
 @pytest.mark.parametrize("backend, name, layout", [
     on(backend, name, layout, id=f"{name}-{layout}") for backend in ("cpu", "triton", "cuda")
     for name in CASES for layout in LAYOUTS
-    if backend == "cpu" or (name in ("one-low", "dfanet-like-odd") and layout != "strided")
+    if backend != "triton" or (name in ("one-low", "dfanet-like-odd") and layout != "strided")
 ])
 def test_decoder_head_matches_reference(backend, name, layout):
     args = decoder_args(*CASES[name], device=DEV[backend], layouts=(layout,))
@@ -59,9 +59,18 @@ def test_every_cpu_path_matches_reference(every_isa, name):
     check(dk.decoder_head(**args, backend="cpu"), expected(args), ATOL, RTOL, "cpu")
 
 
-@pytest.mark.parametrize("backend", [on("cpu")])
+@pytest.mark.parametrize("name", ["dfanet-like-odd", "model-widths", "same-and-larger-maps"])
+@pytest.mark.parametrize("backend, dtype, atol, rtol", [on("cuda", *DTYPES[d], id=i) for d, i in ((1, "fp16"),
+                                                                                                (2, "bf16"))])
+def test_cuda_half_precision(backend, dtype, atol, rtol, name):
+    """The CUDA kernel's 16-bit instantiations: fp32 arithmetic on the rounded inputs, the logits rounded once."""
+    args = decoder_args(*CASES[name], device=DEV[backend], dtype=dtype, seed=9)
+    check(dk.decoder_head(**args, backend=backend), expected(args), atol, rtol, backend)
+
+
+@pytest.mark.parametrize("backend", [on("cpu"), on("cuda")])
 def test_decoder_head_without_biases(backend):
-    args = decoder_args(*CASES["dfanet-like-odd"], biases=False, seed=3)
+    args = decoder_args(*CASES["dfanet-like-odd"], device=DEV[backend], biases=False, seed=3)
     check(dk.decoder_head(**args, backend=backend), expected(args), ATOL, RTOL, backend)
 
 
@@ -78,16 +87,6 @@ def test_decoder_head_is_the_same_on_any_thread_count(threads):
         assert torch.equal(dk.decoder_head(**args, backend="cpu"), one)
     finally:
         torch.set_num_threads(before)
-
-
-@needs_cpu_kernels
-def test_the_composition_the_cuda_backend_runs_matches_reference():
-    """dispatch.run_decoder_head's composed path (the CUDA backend's: its convs and upsample_add), checked here on CPU
-    tensors, where its upsample_add is the CPU kernel and its convs F.conv2d."""
-    from dfanet_kernels import dispatch
-
-    args = decoder_args(*CASES["dfanet-like-odd"], seed=8)
-    check(dispatch.run_decoder_head("cuda", *args.values()), expected(args), ATOL, RTOL, "cpu")
 
 
 @needs_cpu_kernels
@@ -143,3 +142,14 @@ def test_direct_op_calls_are_checked_too():
     a["low_weights"][1] = a["low_weights"][1][:, :3]
     with pytest.raises(RuntimeError, match=r"low_weights\[1\]: expected shape"):
         torch.ops.dfanet.decoder_head(*a.values())
+
+
+@pytest.mark.parametrize("backend", [on("cuda")])
+def test_cuda_limits_name_the_argument(backend):
+    """Past the CUDA kernel's 8 maps a list or 128 decoder channels: an error naming the argument, no launch."""
+    args = decoder_args(1, [(2, 5, 6)] * 9, [], 4, 3, device=DEV[backend])
+    with pytest.raises(RuntimeError, match=r"low, high: the cuda backend takes at most 8 low and 8 high maps, got 9"):
+        dk.decoder_head(**args, backend=backend)
+    args = decoder_args(1, [(2, 5, 6)], [], 129, 3, device=DEV[backend])
+    with pytest.raises(RuntimeError, match=r"fuse_weight: the cuda backend takes at most 128 decoder channels"):
+        dk.decoder_head(**args, backend=backend)

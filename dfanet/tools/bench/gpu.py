@@ -78,7 +78,7 @@ if TYPE_CHECKING:
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The per-op rows: one call of each op family at the model's shapes, the separable conv at three places, the
-# decoder whole (one Triton kernel; CUDA's composition of cuDNN convs and upsample_add).
+# decoder whole (one kernel on both GPU backends).
 GPU_OPS = ("dwsep_enc2_residual", "dwsep_enc2_first_strided", "dwsep_enc4_residual", "fc_attention_enc4",
            "upsample_concat_enc2", "upsample_add_decoder", "decoder_head", "upsample_add_output")
 REPORT_STEM = "gpu_bench"

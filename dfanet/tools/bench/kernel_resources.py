@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import re
 import shutil
@@ -60,7 +61,8 @@ FAMILIES = {"dwsep_conv_fma_kernel": "dwsep_conv", "dwsep_conv_wmma_kernel": "dw
             "scale_kernel": "attention_scale", "_dwsep_conv_kernel": "dwsep_conv", "_upsample_kernel": "upsample",
             "_attention_vector_kernel": "attention_vector", "_scale_kernel": "attention_scale",
             "xception_block_kernel": "xception_block", "_xception_block_kernel": "xception_block",
-            "conv3x3_kernel": "conv3x3", "_conv3x3_kernel": "conv3x3"}
+            "conv3x3_kernel": "conv3x3", "_conv3x3_kernel": "conv3x3",
+            "decoder_head_kernel": "decoder_head", "_decoder_head_kernel": "decoder_head"}
 DTYPES = {"__half": "fp16", "__nv_bfloat16": "bf16", "float": "fp32"}
 
 
@@ -202,6 +204,37 @@ def conv3x3_launch(x_numel: int, out_numel: int, cout: int, dtype: str) -> str:
     storage = next(t for t, d in DTYPES.items() if d == dtype)
     index = "int" if max(x_numel, out_numel) < 2**30 else "long"
     return f"conv3x3_kernel<{storage}, {index}, {'true' if cout % 8 == 0 else 'false'}>"
+
+
+def decoder_head_launch(maps: Sequence[tuple[int, int, int, int]], d: int, k: int,
+                        dtype: str) -> tuple[str, int] | None:
+    """The CUDA decoder_head kernel a call launches (csrc/cuda/decoder.cu's launcher and Layout, mirrored), for maps
+    of shape (N, C, H, W), low then high, the output at the first one's size: its demangled name (storage type,
+    index width, D in columns of 32) and its dynamic shared memory in bytes; None past the kernel's limit of 128
+    decoder channels (the glue refuses those)."""
+    import numpy as np
+
+    if d > 128:
+        return None
+    edge, chunk, max_axis = 8, 32, 16
+    n, _, ho, wo = maps[0]
+    set_pixels = 0
+    for _, _, h, w in maps:
+        if (h, w) == (ho, wo):
+            set_pixels = max(set_pixels, edge * edge)
+            continue
+        sizes = []
+        for size, out in ((h, ho), (w, wo)):
+            span = math.ceil(float(np.float32(size) / np.float32(out)) * (edge - 1)) + 3  # plan_axis
+            sizes.append(max_axis if span > max_axis else min(span, size))
+        set_pixels = max(set_pixels, sizes[0] * sizes[1])
+    cols = 1 if d <= 32 else 2 if d <= 64 else 4
+    width = 32 * cols
+    tables = 2 * edge * edge + 2 * 2 * max_axis + 2 * edge * 4  # offsets and sources (64-bit), taps
+    floats = tables + max(chunk, width) * (edge * edge + 4) + chunk * (width + 1) + set_pixels * width
+    index = "int" if all(m[0] * m[1] * m[2] * m[3] < 2**30 for m in maps) and n * k * ho * wo < 2**30 else "long"
+    storage = next(t for t, name in DTYPES.items() if name == dtype)
+    return f"decoder_head_kernel<{storage}, {index}, {cols}>", 4 * floats
 
 
 def launched(resources: Sequence[KernelResources], name: str, dtype: str,

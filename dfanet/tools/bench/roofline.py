@@ -3,23 +3,23 @@
 
 Every kernel of the forward, from the op calls of a recorded fused forward (``op_calls.record_op_calls``, on the
 CPU backend, whose op boundaries are the model's: stem conv, one call per Xception block, FC attention, the
-decoder's convs and resizes), gets its minimum traffic (every input and weight read once, every output written once,
-at the dtype), its FLOPs (2 per MAC; dense convolutions, which tensor cores run at fp16/bf16, apart from depthwise
-convolutions, resizes and FC attention's reductions, which run on the FMA units), and its floor on the device:
-max(bytes / bandwidth, FLOPs / peak), and at least one CUDA-graph node (``GRAPH_NODE_US``). Two plans:
+decoder head, the output's resize), gets its minimum traffic (every input and weight read once, every output
+written once, at the dtype), its FLOPs (2 per MAC; dense convolutions, which tensor cores run at fp16/bf16, apart
+from depthwise convolutions, resizes and FC attention's reductions, which run on the FMA units), and its floor on
+the device: max(bytes / bandwidth, FLOPs / peak), and at least one CUDA-graph node (``GRAPH_NODE_US``). Two plans:
 
 - ``ops``: the kernels the GPU backends launch today (dfanet_kernels.dispatch): one block kernel per Xception block
   on both (CUDA ``xception_block``, Triton ``xception_block_triton``), its concatenated input's sources read in
   place (a concatenation is written first only past a backend's source limit, 8 on CUDA, 4 on Triton; a block past
   64 mid channels is composed: upsample_concat, cuDNN 1x1 shortcut, three dwsep_conv); FC attention two kernels;
   the stem one conv3x3 kernel (CUDA ``conv3x3``, Triton ``conv3x3_triton``: the image read in its own layout, bias
-  and ReLU fused); every 1x1 conv a cuDNN conv plus a ReLU kernel. The Triton block kernel's y1/y2
-  go through a per-program fp32 scratch in global memory (L2-resident): reported beside the row
-  (``triton_scratch_bytes``), not in its bytes or floor;
+  and ReLU fused); the decoder head one kernel (CUDA ``decoder_head``, Triton ``decoder_head_triton``). The
+  Triton block kernel's y1/y2 go through a per-program fp32 scratch in global memory (L2-resident): reported beside
+  the row (``triton_scratch_bytes``), not in its bytes or floor;
 - ``fused``: issue 16's plan: the stem reading the image as it is, one kernel per Xception block reading the
   concatenation in place (today's block kernels: the same rows as ``ops``), FC attention in two kernels (pool +
-  FCs, then the scaling), the decoder in one kernel. What still separates the plans: the decoder's convs, ReLUs
-  and resizes, one kernel each today.
+  FCs, then the scaling), the decoder (its head and the output's resize) in one kernel. What still separates the
+  plans: the output's resize, a kernel of its own today.
 
 ``python -m dfanet.tools.bench.roofline --device h100-sxm --dtype fp16 --size 1024 1024`` writes the tables; with
 nvcc on the PATH they carry each CUDA kernel's registers, spills, shared memory and occupancy on sm_90
@@ -306,32 +306,32 @@ def block_kernels(call: "OpCall", e: _Sizes, dtype: str) -> list[Kernel]:
     return kernels
 
 
-def decoder_kernels(low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights, high_biases,
-                    classifier_weight, classifier_bias, e: _Sizes) -> list[Kernel]:
-    """decoder_head as the CUDA backend composes it (dfanet_kernels.dispatch.run_decoder_head): each map's 1x1 conv
-    (cuDNN) and its ReLU kernel, upsample_add of the reduced low-level maps, the fuse conv + ReLU, upsample_add of it
-    and the reduced high-level maps, the classifier conv. (The CPU and Triton backends run it as one kernel.)"""
+def decoder_kernels(call: "OpCall", e: _Sizes, dtype: str) -> list[Kernel]:
+    """decoder_head as every GPU backend runs it (dfanet_kernels.dispatch.run_decoder_head): one kernel (CUDA
+    ``dfanet::decoder_head``, Triton ``dfanet::decoder_head_triton``) reading each map and weight once and writing
+    the logits once; its FLOPs those of the composed decoder: each map's 1x1 conv at its own size, the resizes of the
+    reduced maps, the fuse conv and the classifier."""
     import torch
 
     from dfanet_kernels import reference
 
-    kernels = []
+    composed = []
 
     def conv(x, weight, bias, relu: bool) -> "torch.Tensor":
-        kernel, out = conv_kernel(x.shape, weight, bias, 1, e)
-        kernels.append(kernel)
-        if relu:
-            kernels.append(Kernel("relu", kernel.shapes, e(2 * out), 0, 0))
+        composed.append(conv_kernel(x.shape, weight, bias, 1, e)[0])
         return torch.empty(x.shape[0], weight.shape[0], *x.shape[2:], device="meta")
 
     def add(inputs, size) -> "torch.Tensor":
-        kernels.append(upsample_kernel("upsample_add", inputs, size, e))
+        composed.append(upsample_kernel("upsample_add", inputs, size, e))
         return torch.empty(inputs[0].shape[0], inputs[0].shape[1], *size, device="meta")
 
-    # The decoder's own wiring, its layers recording kernels instead of computing.
-    reference.decoder_head_with(conv, add, low, high, low_weights, low_biases, fuse_weight, fuse_bias, high_weights,
-                                high_biases, classifier_weight, classifier_bias)
-    return kernels
+    # The decoder's own wiring, its layers recording kernels instead of computing: the work the one kernel does.
+    reference.decoder_head_with(conv, add, *call.args)
+    low, high = call.args[:2]
+    launch = _decoder_launch(low, high, call.args[4].shape[0], call.args[8].shape[0], dtype)
+    return [Kernel(call.op, call.shapes, e(_numel(call.args), _output_numel(call)),
+                   sum(k.dense_flops for k in composed), sum(k.fma_flops for k in composed), "decoder_head",
+                   **launch)]
 
 
 def attention_kernels(x, fc_weight, fc_bias, conv_weight, conv_bias, e: _Sizes) -> list[Kernel]:
@@ -375,7 +375,7 @@ def op_kernels(call: "OpCall", itemsize: int, dtype: str | None = None) -> list[
     if call.op in ("upsample_concat", "upsample_add"):
         return [upsample_kernel(call.op, args[0], args[1], e)]
     if call.op == "decoder_head":
-        return decoder_kernels(*args, e)
+        return decoder_kernels(call, e, dtype)
     raise ValueError(f"no roofline for op {call.op!r}")
 
 
@@ -394,6 +394,14 @@ def _block_launch(n: int, c1: int, c2: int, stride: int, ho: int, wo: int, dtype
     from .kernel_resources import xception_block_launch
 
     launch = xception_block_launch(n, c1, c2, stride, ho, wo, dtype)
+    return {} if launch is None else {"cuda_kernel": launch[0], "dynamic_smem": launch[1]}
+
+
+def _decoder_launch(low, high, d: int, k: int, dtype: str) -> dict:
+    """The CUDA backend's decoder kernel for a decoder_head call (kernel_resources.decoder_head_launch)."""
+    from .kernel_resources import decoder_head_launch
+
+    launch = decoder_head_launch([tuple(t.shape) for t in [*low, *high]], d, k, dtype)
     return {} if launch is None else {"cuda_kernel": launch[0], "dynamic_smem": launch[1]}
 
 

@@ -1,7 +1,7 @@
 // Runs one csrc/cuda launcher under the CPU emulator (emu.h) on arrays read from a file; driven by
 // tests/test_cuda_emulated.py, which writes the input file and checks the output against dfanet_kernels.reference.
 //
-//   runner <conv3x3|dwsep_conv|fc_attention|upsample|upsample_labels|xception_block> <input> <output>
+//   runner <conv3x3|dwsep_conv|fc_attention|upsample|upsample_labels|xception_block|decoder_head> <input> <output>
 //
 // input: int64 count, that many int64 header values (dtype code first, then the op's sizes and flags, in the order
 // read below), then the arrays, dense, in the dtype. Every array gets its own exact-size heap buffer, so ASan flags
@@ -227,6 +227,31 @@ int main(int argc, char** argv) {
     out = nan_buffer(out_count * in.elem);
     p.out = out.get();
     err = launch_xception_block(p, nullptr);
+  } else if (op == "decoder_head") {
+    DecoderHeadParams p{};
+    p.dtype = dtype;
+    p.N = in.value(), p.D = in.value(), p.K = in.value();
+    p.num_low = in.value(), p.num_high = in.value();
+    std::vector<DecoderMap> maps(p.num_low + p.num_high);
+    std::vector<bool> has_bias;
+    for (DecoderMap& m : maps) m.C = in.value(), m.H = in.value(), m.W = in.value(), has_bias.push_back(in.value());
+    const bool fuse_bias = in.value(), classifier_bias = in.value();
+    p.H = maps[0].H, p.W = maps[0].W;
+    for (DecoderMap& m : maps) m.data = in.array(p.N * m.H * m.W * m.C);
+    for (size_t i = 0; i < maps.size(); ++i) {
+      maps[i].weight = in.array(p.D * maps[i].C);
+      maps[i].bias = in.optional_array(has_bias[i], p.D);
+    }
+    p.fuse_weight = in.array(p.D * p.D);
+    p.fuse_bias = in.optional_array(fuse_bias, p.D);
+    p.classifier_weight = in.array(p.K * p.D);
+    p.classifier_bias = in.optional_array(classifier_bias, p.K);
+    p.low = maps.data();
+    p.high = maps.data() + p.num_low;
+    out_count = p.N * p.H * p.W * p.K;
+    out = nan_buffer(out_count * in.elem);
+    p.out = out.get();
+    err = launch_decoder_head(p, nullptr);
   }
   if (err != cudaSuccess) {
     std::fprintf(stderr, "launcher returned cudaError_t %d\n", static_cast<int>(err));
