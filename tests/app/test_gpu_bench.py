@@ -173,8 +173,8 @@ def test_dry_run_writes_a_report_with_every_case(tmp_path):
     assert all(row["impls"]["triton"]["status"] == "ok" for row in report["ops"])
     # Every distinct op call of one forward, each op kind among them, all timed and summed per forward.
     (layers,) = report["layers"]
-    assert {row["op"] for row in layers["rows"]} == {"xception_block", "xception_block_cat", "fc_attention",
-                                                     "decoder_head", "upsample_add"}
+    assert {row["op"] for row in layers["rows"]} == {"conv3x3", "xception_block", "xception_block_cat",
+                                                     "fc_attention", "decoder_head", "upsample_add"}
     assert all(row["impls"][impl]["status"] == "ok" for row in layers["rows"] for impl in ("triton", "reference"))
     total = sum(row["calls"] * row["impls"]["triton"]["median_ms"] for row in layers["rows"])
     assert abs(layers["totals_ms"]["triton"] - total) <= 1e-9 * total
