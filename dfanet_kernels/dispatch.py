@@ -57,11 +57,16 @@ def check_backend_dtype(backend: str, arg_name: str, t: torch.Tensor) -> None:
         _checks.dtype_for_backend(arg_name, t, backend, BACKEND_DTYPES[backend])
 
 
+def _has_conv_kernel(backend: str, k: int) -> bool:
+    """Whether ``backend`` runs a k x k conv with a kernel of its own: conv3x3 on every compiled backend, conv1x1 on
+    the CPU only (elsewhere F.conv2d, any float dtype)."""
+    return backend == "cpu" or (backend != "reference" and k == 3)
+
+
 def check_conv_dtype(backend: str, arg_name: str, t: torch.Tensor, k: int) -> None:
     """The dtype check of conv1x1 (``k`` 1) / conv3x3 (``k`` 3) on ``backend``: that of the backend's kernel where it
-    has one (conv3x3 on every compiled backend, conv1x1 on the CPU); conv1x1 off the CPU runs F.conv2d (any float
-    dtype)."""
-    if backend == "cpu" or (backend != "reference" and k == 3):
+    has one."""
+    if _has_conv_kernel(backend, k):
         check_backend_dtype(backend, arg_name, t)
 
 
@@ -90,7 +95,7 @@ def run_conv(backend, x, weight, bias, stride, relu):
     for conv3x3 on every compiled backend (the stem: bias and ReLU fused, the image read in its own layout) and for
     conv1x1 on the CPU; conv1x1 on the GPU backends is F.conv2d (cuDNN) and a ReLU."""
     k = weight.shape[-1]
-    if backend == "reference" or (backend != "cpu" and k == 1):
+    if not _has_conv_kernel(backend, k):
         return reference.conv(x, weight, bias, stride, relu)
     return compiled_op(backend, f"conv{k}x{k}")(x, weight, bias, stride, relu)
 
